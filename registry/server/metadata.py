@@ -1,0 +1,8 @@
+"""Imports every domain's tables so migrations see the whole schema."""
+
+from __future__ import annotations
+
+import tracking.models  # noqa: F401
+from tracking.core.db import Base
+
+target_metadata = Base.metadata

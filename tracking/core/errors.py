@@ -1,0 +1,120 @@
+"""MLflow-shaped API errors and the single place that renders them as JSON."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+
+log = logging.getLogger("mlgate.errors")
+
+JSON = "application/json"
+
+
+class MlflowError(Exception):
+    """An error the client sees as ``{"error_code", "message"}`` with an HTTP status."""
+
+    error_code = "INTERNAL_ERROR"
+    status_code = 500
+
+    def __init__(self, message: str, *, error_code: str | None = None, status_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if error_code is not None:
+            self.error_code = error_code
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class InvalidParameter(MlflowError):
+    error_code = "INVALID_PARAMETER_VALUE"
+    status_code = 400
+
+
+class ResourceNotFound(MlflowError):
+    error_code = "RESOURCE_DOES_NOT_EXIST"
+    status_code = 404
+
+
+class ResourceAlreadyExists(MlflowError):
+    # MLflow answers a duplicate name with 400, not 409, and the client relies on the code.
+    error_code = "RESOURCE_ALREADY_EXISTS"
+    status_code = 400
+
+
+class InvalidState(MlflowError):
+    error_code = "INVALID_STATE"
+    status_code = 400
+
+
+class PermissionDenied(MlflowError):
+    error_code = "PERMISSION_DENIED"
+    status_code = 403
+
+
+class Unauthenticated(MlflowError):
+    error_code = "UNAUTHENTICATED"
+    status_code = 401
+
+
+class NotImplementedFeature(MlflowError):
+    error_code = "NOT_IMPLEMENTED"
+    status_code = 501
+
+
+def error_response(error_code: str, message: str, status_code: int, headers: dict[str, str] | None = None) -> Response[bytes]:
+    body = msgspec.json.encode({"error_code": error_code, "message": message})
+    return Response(content=body, status_code=status_code, media_type=JSON, headers=headers)
+
+
+def _handle_mlflow_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, MlflowError)
+    if exc.status_code >= 500:
+        log.error("%s: %s", exc.error_code, exc.message)
+    return error_response(exc.error_code, exc.message, exc.status_code)
+
+
+def _handle_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, HTTPException)
+    if isinstance(exc, NotFoundException):
+        return error_response(
+            "ENDPOINT_NOT_FOUND", f"No endpoint {request.method} {request.url.path}", 404
+        )
+    if isinstance(exc, MethodNotAllowedException):
+        return error_response(
+            "ENDPOINT_NOT_FOUND",
+            f"Method {request.method} is not allowed on {request.url.path}",
+            405,
+            headers=dict(exc.headers or {}),
+        )
+    if isinstance(exc, ValidationException):
+        return error_response("INVALID_PARAMETER_VALUE", str(exc.detail), 400)
+    code = {
+        400: "BAD_REQUEST",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        413: "REQUEST_LIMIT_EXCEEDED",
+        415: "INVALID_PARAMETER_VALUE",
+        429: "REQUEST_LIMIT_EXCEEDED",
+    }.get(exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "BAD_REQUEST")
+    return error_response(code, str(exc.detail), exc.status_code, headers=dict(exc.headers or {}))
+
+
+def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response("INTERNAL_ERROR", "Internal server error", 500)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    MlflowError: _handle_mlflow_error,
+    HTTPException: _handle_http_exception,
+    Exception: _handle_unexpected,
+}

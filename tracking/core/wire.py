@@ -1,0 +1,102 @@
+"""Request decoding and response encoding in MLflow's JSON dialect (msgspec based)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request, Response
+
+from tracking.core.errors import InvalidParameter
+
+T = TypeVar("T")
+JSON = "application/json"
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_double(value: float) -> float | str:
+    """MLflow sends NaN and infinities as the JSON strings ``"NaN"`` and ``"±Infinity"``."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def ok(payload: Any = None) -> Response[bytes]:
+    body = b"{}" if payload is None else _encoder.encode(payload)
+    return Response(content=body, status_code=200, media_type=JSON)
+
+
+def decode_json(body: bytes, type_: type[T]) -> T:
+    """Decode a JSON body leniently (numeric strings become numbers); bad input is a 400."""
+    if not body.strip():
+        body = b"{}"
+    try:
+        return msgspec.json.decode(body, type=type_, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidParameter(f"Invalid request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidParameter(f"Malformed JSON in request body: {exc}") from None
+
+
+async def read_json(request: Request[Any, Any, Any], type_: type[T]) -> T:
+    return decode_json(await request.body(), type_)
+
+
+@lru_cache(maxsize=None)
+def _list_fields(type_: type[Any]) -> frozenset[str]:
+    info = msgspec.inspect.type_info(type_)
+    names: set[str] = set()
+    for f in getattr(info, "fields", ()):
+        t = f.type
+        if isinstance(t, msgspec.inspect.UnionType):
+            if any(isinstance(x, msgspec.inspect.ListType) for x in t.types):
+                names.add(f.encode_name)
+        elif isinstance(t, msgspec.inspect.ListType):
+            names.add(f.encode_name)
+    return frozenset(names)
+
+
+def read_query(request: Request[Any, Any, Any], type_: type[T]) -> T:
+    """Decode GET query parameters; repeated keys fill list fields (``order_by=a&order_by=b``)."""
+    lists = _list_fields(type_)
+    params = request.query_params
+    data: dict[str, Any] = {}
+    for key in params:
+        data[key] = params.getall(key) if key in lists else params.get(key)
+    try:
+        return msgspec.convert(data, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidParameter(f"Invalid request: {exc}") from None
+
+
+class PageToken(msgspec.Struct, frozen=True):
+    """Offset into an ordered result, tied to the query that produced it."""
+
+    offset: int
+    query: str = ""
+
+
+def encode_page_token(offset: int, query_fingerprint: str = "") -> str:
+    raw = msgspec.json.encode(PageToken(offset=offset, query=query_fingerprint))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str | None, query_fingerprint: str = "") -> int:
+    """Return the offset in a token made by :func:`encode_page_token`; anything else is a 400."""
+    if not token:
+        return 0
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        parsed = msgspec.json.decode(base64.urlsafe_b64decode(padded.encode()), type=PageToken)
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidParameter(f"Invalid page token {token!r}") from None
+    if parsed.offset < 0 or (query_fingerprint and parsed.query and parsed.query != query_fingerprint):
+        raise InvalidParameter("Invalid page token: it belongs to a different query")
+    return parsed.offset

@@ -1,0 +1,588 @@
+"""Every SQL statement of the tracking domain. No HTTP and no business rules here."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracking.core.db import dialect_insert
+from tracking.models import (
+    Dataset,
+    DatasetInput,
+    DatasetInputTag,
+    Experiment,
+    ExperimentTag,
+    LatestMetric,
+    LoggedModel,
+    LoggedModelMetric,
+    LoggedModelParam,
+    LoggedModelTag,
+    Metric,
+    Param,
+    Run,
+    RunModelLink,
+    Tag,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    key: str
+    value: float
+    timestamp: int
+    step: int
+    model_id: str | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+
+    @property
+    def is_nan(self) -> bool:
+        return math.isnan(self.value)
+
+    @property
+    def stored_value(self) -> float:
+        # SQLite stores a NaN REAL as NULL, so NaN is kept as 0 plus the is_nan flag.
+        return 0.0 if math.isnan(self.value) else self.value
+
+
+@dataclass(frozen=True, slots=True)
+class RunHandle:
+    """The few columns a write needs to find and check a run."""
+
+    id: int
+    run_uuid: str
+    experiment_id: int
+    lifecycle_stage: str
+
+
+# --- experiments -----------------------------------------------------------------------------
+
+
+async def insert_experiment(
+    s: AsyncSession, *, name: str, artifact_location: str | None, now: int
+) -> int:
+    result = await s.execute(
+        Experiment.__table__.insert()
+        .values(
+            name=name,
+            artifact_location=artifact_location or "",
+            lifecycle_stage="active",
+            creation_time=now,
+            last_update_time=now,
+        )
+        .returning(Experiment.experiment_id)
+    )
+    experiment_id = int(result.scalar_one())
+    if not artifact_location:
+        await s.execute(
+            update(Experiment)
+            .where(Experiment.experiment_id == experiment_id)
+            .values(artifact_location=f"mlflow-artifacts:/{experiment_id}")
+        )
+    return experiment_id
+
+
+async def experiment_name_taken(s: AsyncSession, name: str) -> bool:
+    found = await s.execute(select(Experiment.experiment_id).where(Experiment.name == name))
+    return found.first() is not None
+
+
+async def get_experiments(s: AsyncSession, ids: Sequence[int]) -> list[Any]:
+    """Experiment rows in the order of ``ids``, each with a ``tags`` list attribute."""
+    if not ids:
+        return []
+    rows = (await s.execute(select(Experiment.__table__).where(Experiment.experiment_id.in_(ids)))).all()
+    tags: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    tag_rows = await s.execute(
+        select(ExperimentTag.experiment_id, ExperimentTag.key, ExperimentTag.value).where(
+            ExperimentTag.experiment_id.in_(ids)
+        )
+    )
+    for eid, key, value in tag_rows:
+        tags[eid].append((key, value))
+    by_id = {r.experiment_id: (r, tags.get(r.experiment_id, [])) for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+async def find_experiment_id_by_name(s: AsyncSession, name: str) -> int | None:
+    return (
+        await s.execute(select(Experiment.experiment_id).where(Experiment.name == name))
+    ).scalar_one_or_none()
+
+
+async def experiment_lifecycle(s: AsyncSession, experiment_id: int, *, lock: bool = False) -> str | None:
+    stmt = select(Experiment.lifecycle_stage).where(Experiment.experiment_id == experiment_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await s.execute(stmt)).scalar_one_or_none()
+
+
+async def update_experiment(s: AsyncSession, experiment_id: int, **values: Any) -> None:
+    await s.execute(update(Experiment).where(Experiment.experiment_id == experiment_id).values(**values))
+
+
+async def set_runs_lifecycle_for_experiment(
+    s: AsyncSession, experiment_id: int, *, lifecycle_stage: str, deleted_time: int | None
+) -> None:
+    await s.execute(
+        update(Run)
+        .where(Run.experiment_id == experiment_id)
+        .values(lifecycle_stage=lifecycle_stage, deleted_time=deleted_time)
+    )
+
+
+async def upsert_experiment_tags(s: AsyncSession, experiment_id: int, tags: Iterable[tuple[str, str]]) -> None:
+    rows = [{"experiment_id": experiment_id, "key": k, "value": v} for k, v in dict(tags).items()]
+    if not rows:
+        return
+    ins = dialect_insert(s)(ExperimentTag)
+    await s.execute(
+        ins.on_conflict_do_update(
+            index_elements=[ExperimentTag.experiment_id, ExperimentTag.key],
+            set_={"value": ins.excluded.value},
+        ),
+        rows,
+    )
+
+
+async def delete_experiment_tag(s: AsyncSession, experiment_id: int, key: str) -> int:
+    result = await s.execute(
+        delete(ExperimentTag).where(ExperimentTag.experiment_id == experiment_id, ExperimentTag.key == key)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+async def insert_run(
+    s: AsyncSession,
+    *,
+    run_uuid: str,
+    experiment_id: int,
+    name: str,
+    user_id: str,
+    start_time: int,
+    artifact_uri: str,
+) -> int:
+    result = await s.execute(
+        Run.__table__.insert()
+        .values(
+            run_uuid=run_uuid,
+            experiment_id=experiment_id,
+            name=name,
+            user_id=user_id,
+            status="RUNNING",
+            start_time=start_time,
+            lifecycle_stage="active",
+            artifact_uri=artifact_uri,
+        )
+        .returning(Run.id)
+    )
+    return int(result.scalar_one())
+
+
+async def get_run_handle(s: AsyncSession, run_uuid: str) -> RunHandle | None:
+    row = (
+        await s.execute(
+            select(Run.id, Run.run_uuid, Run.experiment_id, Run.lifecycle_stage).where(
+                Run.run_uuid == run_uuid
+            )
+        )
+    ).first()
+    return RunHandle(*row) if row else None
+
+
+async def update_run(s: AsyncSession, run_pk: int, **values: Any) -> None:
+    await s.execute(update(Run).where(Run.id == run_pk).values(**values))
+
+
+async def insert_params_checked(
+    s: AsyncSession, run_pk: int, params: dict[str, str]
+) -> list[tuple[str, str, str]]:
+    """Insert params that are new; return ``(key, existing, attempted)`` for changed values.
+
+    Insert-then-read is race-free: a concurrent writer of the same key either lands first (and
+    we see its value) or loses on the primary key.
+    """
+    if not params:
+        return []
+    ins = dialect_insert(s)(Param)
+    await s.execute(
+        ins.on_conflict_do_nothing(index_elements=[Param.run_id, Param.key]),
+        [{"run_id": run_pk, "key": k, "value": v} for k, v in params.items()],
+    )
+    existing = await s.execute(
+        select(Param.key, Param.value).where(Param.run_id == run_pk, Param.key.in_(list(params)))
+    )
+    return [(k, v, params[k]) for k, v in existing if v != params[k]]
+
+
+async def upsert_run_tags(s: AsyncSession, run_pk: int, tags: dict[str, str]) -> None:
+    if not tags:
+        return
+    ins = dialect_insert(s)(Tag)
+    await s.execute(
+        ins.on_conflict_do_update(
+            index_elements=[Tag.run_id, Tag.key], set_={"value": ins.excluded.value}
+        ),
+        [{"run_id": run_pk, "key": k, "value": v} for k, v in tags.items()],
+    )
+
+
+async def delete_run_tag(s: AsyncSession, run_pk: int, key: str) -> int:
+    result = await s.execute(delete(Tag).where(Tag.run_id == run_pk, Tag.key == key))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def insert_metrics(s: AsyncSession, run_pk: int, points: Sequence[MetricPoint]) -> None:
+    """Append to the history and move each key's latest value forward, in two statements."""
+    if not points:
+        return
+    ins = dialect_insert(s)
+    await s.execute(
+        ins(Metric).on_conflict_do_nothing(
+            index_elements=[Metric.run_id, Metric.key, Metric.step, Metric.timestamp, Metric.value, Metric.is_nan]
+        ),
+        [
+            {
+                "run_id": run_pk,
+                "key": p.key,
+                "step": p.step,
+                "timestamp": p.timestamp,
+                "value": p.stored_value,
+                "is_nan": p.is_nan,
+                "model_id": p.model_id,
+                "dataset_name": p.dataset_name,
+                "dataset_digest": p.dataset_digest,
+            }
+            for p in points
+        ],
+    )
+    # One row per key: an upsert may not touch the same row twice in one statement.
+    latest: dict[str, MetricPoint] = {}
+    for p in points:
+        cur = latest.get(p.key)
+        if cur is None or (p.step, p.timestamp, p.stored_value) > (cur.step, cur.timestamp, cur.stored_value):
+            latest[p.key] = p
+    stmt = ins(LatestMetric)
+    await s.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[LatestMetric.run_id, LatestMetric.key],
+            set_={
+                "step": stmt.excluded.step,
+                "timestamp": stmt.excluded.timestamp,
+                "value": stmt.excluded.value,
+                "is_nan": stmt.excluded.is_nan,
+            },
+            where=tuple_(stmt.excluded.step, stmt.excluded.timestamp, stmt.excluded.value)
+            > tuple_(LatestMetric.step, LatestMetric.timestamp, LatestMetric.value),
+        ),
+        [
+            {
+                "run_id": run_pk,
+                "key": p.key,
+                "step": p.step,
+                "timestamp": p.timestamp,
+                "value": p.stored_value,
+                "is_nan": p.is_nan,
+            }
+            for p in latest.values()
+        ],
+    )
+
+
+async def metric_history(
+    s: AsyncSession, run_pk: int, key: str, *, offset: int, limit: int
+) -> list[Any]:
+    stmt = (
+        select(
+            Metric.key,
+            Metric.value,
+            Metric.is_nan,
+            Metric.timestamp,
+            Metric.step,
+            Metric.model_id,
+            Metric.dataset_name,
+            Metric.dataset_digest,
+        )
+        .where(Metric.run_id == run_pk, Metric.key == key)
+        .order_by(Metric.step, Metric.timestamp, Metric.value, Metric.is_nan)
+        .offset(offset)
+        .limit(limit)
+    )
+    return list((await s.execute(stmt)).all())
+
+
+@dataclass(slots=True)
+class RunBundle:
+    """A run's row and every child collection, loaded with a fixed number of queries."""
+
+    row: Any
+    params: list[tuple[str, str]]
+    tags: list[tuple[str, str]]
+    metrics: list[Any]
+    dataset_inputs: list[tuple[Any, list[tuple[str, str]]]]
+    model_inputs: list[str]
+    model_outputs: list[tuple[str, int]]
+
+
+async def load_runs(s: AsyncSession, run_pks: Sequence[int]) -> list[RunBundle]:
+    """Load runs in the order given: six queries however many runs there are (no N+1)."""
+    if not run_pks:
+        return []
+    ids = list(run_pks)
+    rows = (await s.execute(select(Run.__table__).where(Run.id.in_(ids)))).all()
+    bundles = {r.id: RunBundle(r, [], [], [], [], [], []) for r in rows}
+    for run_id, key, value in await s.execute(
+        select(Param.run_id, Param.key, Param.value).where(Param.run_id.in_(ids))
+    ):
+        bundles[run_id].params.append((key, value))
+    for run_id, key, value in await s.execute(
+        select(Tag.run_id, Tag.key, Tag.value).where(Tag.run_id.in_(ids))
+    ):
+        bundles[run_id].tags.append((key, value))
+    for m in await s.execute(
+        select(
+            LatestMetric.run_id,
+            LatestMetric.key,
+            LatestMetric.value,
+            LatestMetric.is_nan,
+            LatestMetric.timestamp,
+            LatestMetric.step,
+        ).where(LatestMetric.run_id.in_(ids))
+    ):
+        bundles[m.run_id].metrics.append(m)
+    inputs = (
+        await s.execute(
+            select(DatasetInput.id, DatasetInput.run_id, Dataset.__table__)
+            .join(Dataset, Dataset.dataset_uuid == DatasetInput.dataset_uuid)
+            .where(DatasetInput.run_id.in_(ids))
+            .order_by(DatasetInput.id)
+        )
+    ).all()
+    if inputs:
+        input_tags: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        for input_id, key, value in await s.execute(
+            select(DatasetInputTag.input_id, DatasetInputTag.key, DatasetInputTag.value).where(
+                DatasetInputTag.input_id.in_([i.id for i in inputs])
+            )
+        ):
+            input_tags[input_id].append((key, value))
+        for i in inputs:
+            bundles[i.run_id].dataset_inputs.append((i, input_tags.get(i.id, [])))
+    for run_id, model_id, direction, step in await s.execute(
+        select(RunModelLink.run_id, RunModelLink.model_id, RunModelLink.direction, RunModelLink.step).where(
+            RunModelLink.run_id.in_(ids)
+        )
+    ):
+        if direction == "input":
+            bundles[run_id].model_inputs.append(model_id)
+        else:
+            bundles[run_id].model_outputs.append((model_id, step))
+    return [bundles[i] for i in ids if i in bundles]
+
+
+async def run_pk_by_uuid(s: AsyncSession, run_uuid: str) -> int | None:
+    return (await s.execute(select(Run.id).where(Run.run_uuid == run_uuid))).scalar_one_or_none()
+
+
+# --- datasets and model links --------------------------------------------------------------------
+
+
+async def find_dataset(s: AsyncSession, experiment_id: int, name: str, digest: str) -> str | None:
+    return (
+        await s.execute(
+            select(Dataset.dataset_uuid).where(
+                Dataset.experiment_id == experiment_id, Dataset.name == name, Dataset.digest == digest
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def insert_dataset(s: AsyncSession, **values: Any) -> None:
+    await s.execute(
+        dialect_insert(s)(Dataset)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[Dataset.experiment_id, Dataset.name, Dataset.digest])
+    )
+
+
+async def link_dataset_input(
+    s: AsyncSession, run_pk: int, dataset_uuid: str, tags: dict[str, str]
+) -> None:
+    await s.execute(
+        dialect_insert(s)(DatasetInput)
+        .values(run_id=run_pk, dataset_uuid=dataset_uuid)
+        .on_conflict_do_nothing(index_elements=[DatasetInput.run_id, DatasetInput.dataset_uuid])
+    )
+    input_id = (
+        await s.execute(
+            select(DatasetInput.id).where(
+                DatasetInput.run_id == run_pk, DatasetInput.dataset_uuid == dataset_uuid
+            )
+        )
+    ).scalar_one()
+    if tags:
+        ins = dialect_insert(s)(DatasetInputTag)
+        await s.execute(
+            ins.on_conflict_do_update(
+                index_elements=[DatasetInputTag.input_id, DatasetInputTag.key],
+                set_={"value": ins.excluded.value},
+            ),
+            [{"input_id": input_id, "key": k, "value": v} for k, v in tags.items()],
+        )
+
+
+async def link_models(
+    s: AsyncSession, run_pk: int, links: Sequence[tuple[str, int]], direction: str
+) -> None:
+    if not links:
+        return
+    ins = dialect_insert(s)(RunModelLink)
+    await s.execute(
+        ins.on_conflict_do_update(
+            index_elements=[RunModelLink.run_id, RunModelLink.model_id, RunModelLink.direction],
+            set_={"step": ins.excluded.step},
+        ),
+        [{"run_id": run_pk, "model_id": m, "direction": direction, "step": st} for m, st in links],
+    )
+
+
+# --- logged models -------------------------------------------------------------------------------
+
+
+async def insert_logged_model(s: AsyncSession, **values: Any) -> None:
+    await s.execute(LoggedModel.__table__.insert().values(**values))
+
+
+async def get_logged_model_row(s: AsyncSession, model_id: str) -> Any:
+    return (
+        await s.execute(select(LoggedModel.__table__).where(LoggedModel.model_id == model_id))
+    ).first()
+
+
+async def update_logged_model(s: AsyncSession, model_id: str, **values: Any) -> None:
+    await s.execute(update(LoggedModel).where(LoggedModel.model_id == model_id).values(**values))
+
+
+async def upsert_logged_model_tags(s: AsyncSession, model_id: str, tags: dict[str, str]) -> None:
+    if not tags:
+        return
+    ins = dialect_insert(s)(LoggedModelTag)
+    await s.execute(
+        ins.on_conflict_do_update(
+            index_elements=[LoggedModelTag.model_id, LoggedModelTag.key],
+            set_={"value": ins.excluded.value},
+        ),
+        [{"model_id": model_id, "key": k, "value": v} for k, v in tags.items()],
+    )
+
+
+async def delete_logged_model_tag(s: AsyncSession, model_id: str, key: str) -> int:
+    result = await s.execute(
+        delete(LoggedModelTag).where(LoggedModelTag.model_id == model_id, LoggedModelTag.key == key)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def insert_logged_model_params(s: AsyncSession, model_id: str, params: dict[str, str]) -> None:
+    if not params:
+        return
+    ins = dialect_insert(s)(LoggedModelParam)
+    await s.execute(
+        ins.on_conflict_do_update(
+            index_elements=[LoggedModelParam.model_id, LoggedModelParam.key],
+            set_={"value": ins.excluded.value},
+        ),
+        [{"model_id": model_id, "key": k, "value": v} for k, v in params.items()],
+    )
+
+
+async def insert_logged_model_metrics(
+    s: AsyncSession, run_uuid: str | None, points: Sequence[MetricPoint]
+) -> None:
+    rows = [
+        {
+            "model_id": p.model_id,
+            "key": p.key,
+            "value": p.stored_value,
+            "is_nan": p.is_nan,
+            "timestamp": p.timestamp,
+            "step": p.step,
+            "run_id": run_uuid,
+            "dataset_name": p.dataset_name,
+            "dataset_digest": p.dataset_digest,
+        }
+        for p in points
+        if p.model_id
+    ]
+    if not rows:
+        return
+    await s.execute(
+        dialect_insert(s)(LoggedModelMetric).on_conflict_do_nothing(
+            index_elements=[
+                LoggedModelMetric.model_id,
+                LoggedModelMetric.key,
+                LoggedModelMetric.step,
+                LoggedModelMetric.timestamp,
+                LoggedModelMetric.value,
+                LoggedModelMetric.is_nan,
+                LoggedModelMetric.run_id,
+            ]
+        ),
+        rows,
+    )
+
+
+async def existing_logged_model_ids(s: AsyncSession, ids: Iterable[str]) -> set[str]:
+    wanted = list(set(ids))
+    if not wanted:
+        return set()
+    found = await s.execute(select(LoggedModel.model_id).where(LoggedModel.model_id.in_(wanted)))
+    return {r[0] for r in found}
+
+
+@dataclass(slots=True)
+class LoggedModelBundle:
+    row: Any
+    tags: list[tuple[str, str]]
+    params: list[tuple[str, str]]
+    metrics: list[Any]
+
+
+async def load_logged_models(s: AsyncSession, ids: Sequence[str]) -> list[LoggedModelBundle]:
+    if not ids:
+        return []
+    wanted = list(ids)
+    rows = (await s.execute(select(LoggedModel.__table__).where(LoggedModel.model_id.in_(wanted)))).all()
+    out = {r.model_id: LoggedModelBundle(r, [], [], []) for r in rows}
+    for mid, key, value in await s.execute(
+        select(LoggedModelTag.model_id, LoggedModelTag.key, LoggedModelTag.value).where(
+            LoggedModelTag.model_id.in_(wanted)
+        )
+    ):
+        out[mid].tags.append((key, value))
+    for mid, key, value in await s.execute(
+        select(LoggedModelParam.model_id, LoggedModelParam.key, LoggedModelParam.value).where(
+            LoggedModelParam.model_id.in_(wanted)
+        )
+    ):
+        out[mid].params.append((key, value))
+    for m in await s.execute(
+        select(LoggedModelMetric.__table__)
+        .where(LoggedModelMetric.model_id.in_(wanted))
+        .order_by(LoggedModelMetric.id)
+    ):
+        out[m.model_id].metrics.append(m)
+    return [out[i] for i in wanted if i in out]
+
+
+async def count_rows(s: AsyncSession, table: Any) -> int:
+    return int((await s.execute(select(func.count()).select_from(table))).scalar_one())
