@@ -117,7 +117,9 @@ async def session(database: object) -> AsyncIterator[object]:
     engine = database.write_engine  # type: ignore[attr-defined]
     async with engine.connect() as conn:
         trans = await conn.begin()
-        s = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        s = AsyncSession(
+            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
         try:
             yield s
         finally:
@@ -184,7 +186,9 @@ def stop_server(server: LiveServer) -> None:
 
 
 @pytest.fixture(scope="session")
-def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     server = start_server(database_url, tmp_path_factory.mktemp("server"))
     yield server
     stop_server(server)

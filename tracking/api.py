@@ -21,7 +21,6 @@ from tracking.schemas import (
     GetExperimentByName,
     GetMetricHistory,
     LogBatch,
-
     LogInputs,
     LogLoggedModelParams,
     LogMetric,

@@ -36,7 +36,8 @@ class InactiveRun(InvalidParameter):
 class InactiveExperiment(InvalidParameter):
     def __init__(self, experiment_id: object) -> None:
         super().__init__(
-            f"The experiment {experiment_id} must be in the 'active' state. Current state is deleted."
+            f"The experiment {experiment_id} must be in the 'active' state. "
+            "Current state is deleted."
         )
 
 

@@ -8,7 +8,6 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
-
     String,
     Text,
     UniqueConstraint,
@@ -31,7 +30,9 @@ class Experiment(Base):
     creation_time: Mapped[int] = mapped_column(BigInteger)
     last_update_time: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_experiments_lifecycle_creation", "lifecycle_stage", "creation_time"),)
+    __table_args__ = (
+        Index("ix_experiments_lifecycle_creation", "lifecycle_stage", "creation_time"),
+    )
 
 
 class ExperimentTag(Base):
@@ -64,7 +65,9 @@ class Run(Base):
 
     __table_args__ = (
         # Serves the default search order inside an experiment: start_time DESC, run_uuid ASC.
-        Index("ix_runs_experiment_lifecycle_start", "experiment_id", "lifecycle_stage", "start_time"),
+        Index(
+            "ix_runs_experiment_lifecycle_start", "experiment_id", "lifecycle_stage", "start_time"
+        ),
     )
 
 
@@ -107,7 +110,9 @@ class Metric(Base):
 
     __table_args__ = (
         # Re-logging the identical point (MLflow's log_model re-logs step-0 metrics) is a no-op.
-        UniqueConstraint("run_id", "key", "step", "timestamp", "value", "is_nan", name="uq_metrics_point"),
+        UniqueConstraint(
+            "run_id", "key", "step", "timestamp", "value", "is_nan", name="uq_metrics_point"
+        ),
     )
 
 
@@ -241,7 +246,16 @@ class LoggedModelMetric(Base):
     dataset_digest: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
     __table_args__ = (
-        UniqueConstraint("model_id", "key", "step", "timestamp", "value", "is_nan", "run_id", name="uq_logged_model_metrics_point"),
+        UniqueConstraint(
+            "model_id",
+            "key",
+            "step",
+            "timestamp",
+            "value",
+            "is_nan",
+            "run_id",
+            name="uq_logged_model_metrics_point",
+        ),
     )
 
 

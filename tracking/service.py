@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracking import store
 from tracking.core.clock import now_ms
-from tracking.core.errors import InvalidParameter
+from tracking.core.errors import InvalidParameter, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_double, encode_page_token
 from tracking.errors import (
     ExperimentAlreadyExists,
@@ -24,7 +23,6 @@ from tracking.errors import (
     ParamChanged,
     RunNotFound,
 )
-from tracking.core.errors import ResourceNotFound
 from tracking.schemas import (
     CreateExperiment,
     CreateLoggedModel,
@@ -184,17 +182,17 @@ async def create_experiment(s: AsyncSession, req: CreateExperiment) -> str:
     name = validate_experiment_name(req.name)
     tags = [validate_experiment_tag(t.key, t.value) for t in req.tags]
     if req.artifact_location:
-        # Only server-managed locations: a client-chosen file: or s3: root would let it read or
-        # write outside the artifact store (MLflow CVE-2023-6909 class). Checked fully in the
-        # registry's artifact layer; here only the proxied scheme is accepted.
-        if not req.artifact_location.startswith("mlflow-artifacts:/"):
-            raise InvalidParameter(
-                "artifact_location must be omitted: mlgate assigns proxied 'mlflow-artifacts:/' "
-                "locations itself."
-            )
+        # A client-chosen root (file:, s3:, or another experiment's mlflow-artifacts: folder) would
+        # let it read or write outside its own area: MLflow CVE-2023-6909 / CVE-2024-0520 class.
+        raise InvalidParameter(
+            "artifact_location cannot be set by clients: mlgate assigns each experiment a proxied "
+            "'mlflow-artifacts:/<experiment_id>' location."
+        )
     if await store.experiment_name_taken(s, name):
         raise ExperimentAlreadyExists(name)
-    experiment_id = await store.insert_experiment(s, name=name, artifact_location=None, now=now_ms())
+    experiment_id = await store.insert_experiment(
+        s, name=name, artifact_location=None, now=now_ms()
+    )
     await store.upsert_experiment_tags(s, experiment_id, tags)
     return str(experiment_id)
 
@@ -216,7 +214,9 @@ async def get_experiment_by_name(s: AsyncSession, name: str | None) -> Experimen
     return experiment_out(*(await store.get_experiments(s, [eid]))[0])
 
 
-async def _existing_experiment(s: AsyncSession, experiment_id: Id | None, *, lock: bool = False) -> tuple[int, str]:
+async def _existing_experiment(
+    s: AsyncSession, experiment_id: Id | None, *, lock: bool = False
+) -> tuple[int, str]:
     eid = parse_experiment_id(experiment_id)
     stage = await store.experiment_lifecycle(s, eid, lock=lock)
     if stage is None:
@@ -224,7 +224,9 @@ async def _existing_experiment(s: AsyncSession, experiment_id: Id | None, *, loc
     return eid, stage
 
 
-async def rename_experiment(s: AsyncSession, experiment_id: Id | None, new_name: str | None) -> None:
+async def rename_experiment(
+    s: AsyncSession, experiment_id: Id | None, new_name: str | None
+) -> None:
     eid, stage = await _existing_experiment(s, experiment_id)
     name = validate_experiment_name(new_name)
     if stage != "active":
@@ -238,10 +240,14 @@ async def rename_experiment(s: AsyncSession, experiment_id: Id | None, new_name:
 async def delete_experiment(s: AsyncSession, experiment_id: Id | None) -> None:
     eid, _ = await _existing_experiment(s, experiment_id)
     if eid == 0:
-        raise InvalidParameter("Cannot delete the default experiment '0'. This is an internally reserved experiment.")
+        raise InvalidParameter(
+            "Cannot delete the default experiment '0'. This is an internally reserved experiment."
+        )
     now = now_ms()
     await store.update_experiment(s, eid, lifecycle_stage="deleted", last_update_time=now)
-    await store.set_runs_lifecycle_for_experiment(s, eid, lifecycle_stage="deleted", deleted_time=now)
+    await store.set_runs_lifecycle_for_experiment(
+        s, eid, lifecycle_stage="deleted", deleted_time=now
+    )
 
 
 async def restore_experiment(s: AsyncSession, experiment_id: Id | None) -> None:
@@ -249,10 +255,14 @@ async def restore_experiment(s: AsyncSession, experiment_id: Id | None) -> None:
     if stage != "deleted":
         raise InvalidParameter(f"Cannot restore an active experiment. Experiment {eid} is active.")
     await store.update_experiment(s, eid, lifecycle_stage="active", last_update_time=now_ms())
-    await store.set_runs_lifecycle_for_experiment(s, eid, lifecycle_stage="active", deleted_time=None)
+    await store.set_runs_lifecycle_for_experiment(
+        s, eid, lifecycle_stage="active", deleted_time=None
+    )
 
 
-async def set_experiment_tag(s: AsyncSession, experiment_id: Id | None, key: str | None, value: str | None) -> None:
+async def set_experiment_tag(
+    s: AsyncSession, experiment_id: Id | None, key: str | None, value: str | None
+) -> None:
     eid, stage = await _existing_experiment(s, experiment_id)
     if stage != "active":
         raise InactiveExperiment(experiment_id)
@@ -273,14 +283,20 @@ def _fingerprint(*parts: object) -> str:
     return hashlib.blake2s(repr(parts).encode(), digest_size=6).hexdigest()
 
 
-async def search_experiments(s: AsyncSession, req: SearchExperiments) -> tuple[list[ExperimentOut], str | None]:
+async def search_experiments(
+    s: AsyncSession, req: SearchExperiments
+) -> tuple[list[ExperimentOut], str | None]:
     from tracking.search import experiment_search_select
 
     limit = validate_max_results(req.max_results, 1000, MAX_EXPERIMENT_SEARCH_RESULTS)
     view = _view_type(req.view_type)
     fingerprint = _fingerprint("exp", req.filter or "", tuple(req.order_by), view)
     offset = decode_page_token(req.page_token, fingerprint)
-    stmt = experiment_search_select(req.filter, list(req.order_by), view).offset(offset).limit(limit + 1)
+    stmt = (
+        experiment_search_select(req.filter, list(req.order_by), view)
+        .offset(offset)
+        .limit(limit + 1)
+    )
     ids = [row[0] for row in await s.execute(stmt)]
     token = encode_page_token(offset + limit, fingerprint) if len(ids) > limit else None
     rows = await store.get_experiments(s, ids[:limit])
@@ -290,14 +306,68 @@ async def search_experiments(s: AsyncSession, req: SearchExperiments) -> tuple[l
 # --- runs ----------------------------------------------------------------------------------------
 
 _ADJECTIVES = (
-    "amber", "bold", "brisk", "calm", "clever", "crisp", "daring", "eager", "fair", "gentle",
-    "glad", "keen", "lively", "lucid", "merry", "nimble", "polite", "quiet", "rapid", "sharp",
-    "silent", "steady", "sunny", "swift", "tidy", "vivid", "warm", "wise", "witty", "zesty",
+    "amber",
+    "bold",
+    "brisk",
+    "calm",
+    "clever",
+    "crisp",
+    "daring",
+    "eager",
+    "fair",
+    "gentle",
+    "glad",
+    "keen",
+    "lively",
+    "lucid",
+    "merry",
+    "nimble",
+    "polite",
+    "quiet",
+    "rapid",
+    "sharp",
+    "silent",
+    "steady",
+    "sunny",
+    "swift",
+    "tidy",
+    "vivid",
+    "warm",
+    "wise",
+    "witty",
+    "zesty",
 )
 _NOUNS = (
-    "badger", "bison", "crane", "dolphin", "falcon", "ferret", "gecko", "heron", "ibis", "jackal",
-    "koala", "lark", "lemur", "lynx", "marten", "newt", "ocelot", "otter", "panda", "puffin",
-    "quail", "raven", "robin", "salmon", "seal", "stork", "tapir", "toad", "wren", "yak",
+    "badger",
+    "bison",
+    "crane",
+    "dolphin",
+    "falcon",
+    "ferret",
+    "gecko",
+    "heron",
+    "ibis",
+    "jackal",
+    "koala",
+    "lark",
+    "lemur",
+    "lynx",
+    "marten",
+    "newt",
+    "ocelot",
+    "otter",
+    "panda",
+    "puffin",
+    "quail",
+    "raven",
+    "robin",
+    "salmon",
+    "seal",
+    "stork",
+    "tapir",
+    "toad",
+    "wren",
+    "yak",
 )
 
 
@@ -306,10 +376,11 @@ def generate_run_name() -> str:
 
 
 async def create_run(s: AsyncSession, req: CreateRun) -> RunOut:
-    eid, stage = await _existing_experiment(s, req.experiment_id if req.experiment_id not in (None, "") else "0")
-    if stage != "active":
-        raise InactiveExperiment(eid)
-    tags = {validate_key(t.key, "tag"): truncate(t.value or "", MAX_RUN_TAG_VALUE_LEN) for t in req.tags}
+    raw_id = req.experiment_id if req.experiment_id not in (None, "") else "0"
+    eid = parse_experiment_id(raw_id)
+    tags = {
+        validate_key(t.key, "tag"): truncate(t.value or "", MAX_RUN_TAG_VALUE_LEN) for t in req.tags
+    }
     tag_name = tags.get(RUN_NAME_TAG)
     if req.run_name and tag_name and req.run_name != tag_name:
         raise InvalidParameter(
@@ -319,21 +390,42 @@ async def create_run(s: AsyncSession, req: CreateRun) -> RunOut:
     name = req.run_name or tag_name or generate_run_name()
     check_length(name, MAX_RUN_NAME_LEN, "Run name")
     tags[RUN_NAME_TAG] = name
+    experiment = await store.experiment_stage_and_location(s, eid)
+    if experiment is None:
+        raise ExperimentNotFound(raw_id)
+    if experiment.lifecycle_stage != "active":
+        raise InactiveExperiment(eid)
     run_uuid = uuid.uuid4().hex
     start_time = req.start_time if req.start_time is not None else now_ms()
-    artifact_location = (await store.get_experiments(s, [eid]))[0][0].artifact_location
-    artifact_uri = f"{artifact_location.rstrip('/')}/{run_uuid}/artifacts"
+    artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{run_uuid}/artifacts"
+    user_id = req.user_id or ""
     run_pk = await store.insert_run(
         s,
         run_uuid=run_uuid,
         experiment_id=eid,
         name=name,
-        user_id=req.user_id or "",
+        user_id=user_id,
         start_time=start_time,
         artifact_uri=artifact_uri,
     )
     await store.upsert_run_tags(s, run_pk, tags)
-    return run_out((await store.load_runs(s, [run_pk]))[0])
+    # Everything in the new run is known here: answer without reading it back.
+    return RunOut(
+        info=RunInfoOut(
+            run_id=run_uuid,
+            run_uuid=run_uuid,
+            run_name=name,
+            experiment_id=str(eid),
+            user_id=user_id,
+            status="RUNNING",
+            start_time=start_time,
+            artifact_uri=artifact_uri,
+            lifecycle_stage="active",
+        ),
+        data=RunDataOut(metrics=[], params=[], tags=[TagOut(k, v) for k, v in tags.items()]),
+        inputs=RunInputsOut(),
+        outputs=RunOutputsOut(),
+    )
 
 
 async def _run(s: AsyncSession, run_id: str | None) -> RunHandle:
@@ -407,7 +499,9 @@ async def _log_metric_points(s: AsyncSession, handle: RunHandle, points: list[Me
     await store.insert_metrics(s, handle.id, points)
     model_points = [p for p in points if p.model_id]
     if model_points:
-        known = await store.existing_logged_model_ids(s, (p.model_id for p in model_points if p.model_id))
+        known = await store.existing_logged_model_ids(
+            s, (p.model_id for p in model_points if p.model_id)
+        )
         missing = {p.model_id for p in model_points} - known
         if missing:
             raise LoggedModelNotFound(sorted(str(m) for m in missing)[0])
@@ -420,7 +514,9 @@ async def log_metric(s: AsyncSession, run_id: str | None, m: Any) -> None:
     await _log_metric_points(s, handle, [point])
 
 
-async def log_param(s: AsyncSession, run_id: str | None, key: str | None, value: str | None) -> None:
+async def log_param(
+    s: AsyncSession, run_id: str | None, key: str | None, value: str | None
+) -> None:
     k = validate_key(key, "param")
     v = truncate("" if value is None else value, MAX_PARAM_VALUE_LEN)
     handle = await _active_run(s, run_id)
@@ -459,7 +555,9 @@ async def log_batch(s: AsyncSession, req: LogBatch) -> None:
                 "contains only one param value per param key."
             )
         params[k] = v
-    tags = {validate_key(t.key, "tag"): truncate(t.value or "", MAX_RUN_TAG_VALUE_LEN) for t in req.tags}
+    tags = {
+        validate_key(t.key, "tag"): truncate(t.value or "", MAX_RUN_TAG_VALUE_LEN) for t in req.tags
+    }
     handle = await _active_run(s, req.run_id)
     changed = await store.insert_params_checked(s, handle.id, params)
     if changed:
@@ -534,7 +632,11 @@ async def _require_logged_models(s: AsyncSession, ids: list[str]) -> None:
 
 
 async def metric_history(
-    s: AsyncSession, run_id: str | None, key: str | None, max_results: int | None, page_token: str | None
+    s: AsyncSession,
+    run_id: str | None,
+    key: str | None,
+    max_results: int | None,
+    page_token: str | None,
 ) -> tuple[list[MetricOut], str | None]:
     require(key, "metric_key")
     assert key is not None
@@ -565,7 +667,9 @@ async def search_runs(s: AsyncSession, req: SearchRuns) -> tuple[list[RunOut], s
     limit = validate_max_results(req.max_results, 1000, MAX_SEARCH_RESULTS)
     view = _view_type(req.run_view_type)
     experiment_ids = [parse_experiment_id(e) for e in req.experiment_ids]
-    fingerprint = _fingerprint("runs", tuple(experiment_ids), req.filter or "", tuple(req.order_by), view)
+    fingerprint = _fingerprint(
+        "runs", tuple(experiment_ids), req.filter or "", tuple(req.order_by), view
+    )
     offset = decode_page_token(req.page_token, fingerprint)
     if not experiment_ids:
         return [], None
@@ -650,7 +754,9 @@ async def create_logged_model(s: AsyncSession, req: CreateLoggedModel) -> Logged
     return await get_logged_model(s, model_id)
 
 
-async def get_logged_model(s: AsyncSession, model_id: str, *, allow_deleted: bool = False) -> LoggedModelOut:
+async def get_logged_model(
+    s: AsyncSession, model_id: str, *, allow_deleted: bool = False
+) -> LoggedModelOut:
     found = await store.load_logged_models(s, [model_id])
     if not found or (found[0].row.lifecycle_stage != "active" and not allow_deleted):
         raise LoggedModelNotFound(model_id)
@@ -666,7 +772,9 @@ async def _active_logged_model(s: AsyncSession, model_id: str | None) -> str:
     return model_id
 
 
-async def finalize_logged_model(s: AsyncSession, model_id: str, status: str | None) -> LoggedModelOut:
+async def finalize_logged_model(
+    s: AsyncSession, model_id: str, status: str | None
+) -> LoggedModelOut:
     await _active_logged_model(s, model_id)
     value = (status or "").upper()
     if value in {"READY", "UPLOAD_FAILED"}:
@@ -679,7 +787,9 @@ async def finalize_logged_model(s: AsyncSession, model_id: str, status: str | No
     return await get_logged_model(s, model_id)
 
 
-async def set_logged_model_tags(s: AsyncSession, model_id: str, tags: Sequence[KeyValue]) -> LoggedModelOut:
+async def set_logged_model_tags(
+    s: AsyncSession, model_id: str, tags: Sequence[KeyValue]
+) -> LoggedModelOut:
     await _active_logged_model(s, model_id)
     await store.upsert_logged_model_tags(s, model_id, _kv(tags, "tag", MAX_RUN_TAG_VALUE_LEN))
     await store.update_logged_model(s, model_id, last_updated_timestamp_ms=now_ms())
@@ -692,7 +802,9 @@ async def delete_logged_model_tag(s: AsyncSession, model_id: str, key: str) -> N
         raise ResourceNotFound(f"No tag with key '{key}' on logged model '{model_id}'")
 
 
-async def log_logged_model_params(s: AsyncSession, model_id: str, params: Sequence[KeyValue]) -> None:
+async def log_logged_model_params(
+    s: AsyncSession, model_id: str, params: Sequence[KeyValue]
+) -> None:
     await _active_logged_model(s, model_id)
     if len(params) > 100:
         raise InvalidParameter("A request can log at most 100 logged-model params.")
@@ -701,18 +813,23 @@ async def log_logged_model_params(s: AsyncSession, model_id: str, params: Sequen
 
 async def delete_logged_model(s: AsyncSession, model_id: str) -> None:
     await _active_logged_model(s, model_id)
-    await store.update_logged_model(s, model_id, lifecycle_stage="deleted", last_updated_timestamp_ms=now_ms())
+    await store.update_logged_model(
+        s, model_id, lifecycle_stage="deleted", last_updated_timestamp_ms=now_ms()
+    )
 
 
-
-async def search_logged_models(s: AsyncSession, req: Any) -> tuple[list[LoggedModelOut], str | None]:
+async def search_logged_models(
+    s: AsyncSession, req: Any
+) -> tuple[list[LoggedModelOut], str | None]:
     from tracking.search import logged_model_search_select
 
     limit = validate_max_results(req.max_results, 100, MAX_SEARCH_RESULTS)
     experiment_ids = [parse_experiment_id(e) for e in req.experiment_ids]
     order = [(o.field_name or "", o.ascending is not False) for o in req.order_by]
     datasets = [(d.dataset_name, d.dataset_digest) for d in req.datasets]
-    fingerprint = _fingerprint("lm", tuple(experiment_ids), req.filter or "", tuple(order), tuple(datasets))
+    fingerprint = _fingerprint(
+        "lm", tuple(experiment_ids), req.filter or "", tuple(order), tuple(datasets)
+    )
     offset = decode_page_token(req.page_token, fingerprint)
     if not experiment_ids:
         raise InvalidParameter("experiment_ids must contain at least one experiment id.")

@@ -8,10 +8,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracking.core.db import dialect_insert
+from tracking.core.db import StatementCache, dialect_insert
 from tracking.models import (
     Dataset,
     DatasetInput,
@@ -61,6 +61,49 @@ class RunHandle:
     lifecycle_stage: str
 
 
+def _build_metric_insert(ins: Any) -> Any:
+    m = Metric.__table__
+    return ins(m).on_conflict_do_nothing(
+        index_elements=[m.c.run_id, m.c.key, m.c.step, m.c.timestamp, m.c.value, m.c.is_nan]
+    )
+
+
+def _build_latest_upsert(ins: Any) -> Any:
+    lm = LatestMetric.__table__
+    stmt = ins(lm)
+    return stmt.on_conflict_do_update(
+        index_elements=[lm.c.run_id, lm.c.key],
+        set_={
+            "step": stmt.excluded.step,
+            "timestamp": stmt.excluded.timestamp,
+            "value": stmt.excluded.value,
+            "is_nan": stmt.excluded.is_nan,
+        },
+        # Keep the maximum (step, timestamp, value): an older point never replaces a newer one.
+        where=tuple_(stmt.excluded.step, stmt.excluded.timestamp, stmt.excluded.value)
+        > tuple_(lm.c.step, lm.c.timestamp, lm.c.value),
+    )
+
+
+def _build_param_insert(ins: Any) -> Any:
+    p = Param.__table__
+    return ins(p).on_conflict_do_nothing(index_elements=[p.c.run_id, p.c.key])
+
+
+def _build_tag_upsert(ins: Any) -> Any:
+    t = Tag.__table__
+    stmt = ins(t)
+    return stmt.on_conflict_do_update(
+        index_elements=[t.c.run_id, t.c.key], set_={"value": stmt.excluded.value}
+    )
+
+
+_METRIC_INSERT = StatementCache(_build_metric_insert)
+_LATEST_UPSERT = StatementCache(_build_latest_upsert)
+_PARAM_INSERT = StatementCache(_build_param_insert)
+_TAG_UPSERT = StatementCache(_build_tag_upsert)
+
+
 # --- experiments -----------------------------------------------------------------------------
 
 
@@ -68,7 +111,7 @@ async def insert_experiment(
     s: AsyncSession, *, name: str, artifact_location: str | None, now: int
 ) -> int:
     result = await s.execute(
-        Experiment.__table__.insert()
+        insert(Experiment.__table__)
         .values(
             name=name,
             artifact_location=artifact_location or "",
@@ -97,7 +140,9 @@ async def get_experiments(s: AsyncSession, ids: Sequence[int]) -> list[Any]:
     """Experiment rows in the order of ``ids``, each with a ``tags`` list attribute."""
     if not ids:
         return []
-    rows = (await s.execute(select(Experiment.__table__).where(Experiment.experiment_id.in_(ids)))).all()
+    rows = (
+        await s.execute(select(Experiment.__table__).where(Experiment.experiment_id.in_(ids)))
+    ).all()
     tags: dict[int, list[tuple[str, str]]] = defaultdict(list)
     tag_rows = await s.execute(
         select(ExperimentTag.experiment_id, ExperimentTag.key, ExperimentTag.value).where(
@@ -116,15 +161,30 @@ async def find_experiment_id_by_name(s: AsyncSession, name: str) -> int | None:
     ).scalar_one_or_none()
 
 
-async def experiment_lifecycle(s: AsyncSession, experiment_id: int, *, lock: bool = False) -> str | None:
+async def experiment_lifecycle(
+    s: AsyncSession, experiment_id: int, *, lock: bool = False
+) -> str | None:
     stmt = select(Experiment.lifecycle_stage).where(Experiment.experiment_id == experiment_id)
     if lock:
         stmt = stmt.with_for_update()
     return (await s.execute(stmt)).scalar_one_or_none()
 
 
+_EXPERIMENT_STAGE_LOCATION = select(Experiment.lifecycle_stage, Experiment.artifact_location).where(
+    Experiment.experiment_id == bindparam("experiment_id")
+)
+
+
+async def experiment_stage_and_location(s: AsyncSession, experiment_id: int) -> Any:
+    conn = await s.connection()
+    result = await conn.execute(_EXPERIMENT_STAGE_LOCATION, {"experiment_id": experiment_id})
+    return result.first()
+
+
 async def update_experiment(s: AsyncSession, experiment_id: int, **values: Any) -> None:
-    await s.execute(update(Experiment).where(Experiment.experiment_id == experiment_id).values(**values))
+    await s.execute(
+        update(Experiment).where(Experiment.experiment_id == experiment_id).values(**values)
+    )
 
 
 async def set_runs_lifecycle_for_experiment(
@@ -137,11 +197,13 @@ async def set_runs_lifecycle_for_experiment(
     )
 
 
-async def upsert_experiment_tags(s: AsyncSession, experiment_id: int, tags: Iterable[tuple[str, str]]) -> None:
+async def upsert_experiment_tags(
+    s: AsyncSession, experiment_id: int, tags: Iterable[tuple[str, str]]
+) -> None:
     rows = [{"experiment_id": experiment_id, "key": k, "value": v} for k, v in dict(tags).items()]
     if not rows:
         return
-    ins = dialect_insert(s)(ExperimentTag)
+    ins = dialect_insert(s)(ExperimentTag.__table__)
     await s.execute(
         ins.on_conflict_do_update(
             index_elements=[ExperimentTag.experiment_id, ExperimentTag.key],
@@ -153,12 +215,17 @@ async def upsert_experiment_tags(s: AsyncSession, experiment_id: int, tags: Iter
 
 async def delete_experiment_tag(s: AsyncSession, experiment_id: int, key: str) -> int:
     result = await s.execute(
-        delete(ExperimentTag).where(ExperimentTag.experiment_id == experiment_id, ExperimentTag.key == key)
+        delete(ExperimentTag).where(
+            ExperimentTag.experiment_id == experiment_id, ExperimentTag.key == key
+        )
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 # --- runs ------------------------------------------------------------------------------------
+
+
+_RUN_INSERT = insert(Run.__table__).returning(Run.__table__.c.id)
 
 
 async def insert_run(
@@ -171,31 +238,33 @@ async def insert_run(
     start_time: int,
     artifact_uri: str,
 ) -> int:
-    result = await s.execute(
-        Run.__table__.insert()
-        .values(
-            run_uuid=run_uuid,
-            experiment_id=experiment_id,
-            name=name,
-            user_id=user_id,
-            status="RUNNING",
-            start_time=start_time,
-            lifecycle_stage="active",
-            artifact_uri=artifact_uri,
-        )
-        .returning(Run.id)
+    conn = await s.connection()
+    result = await conn.execute(
+        _RUN_INSERT,
+        {
+            "run_uuid": run_uuid,
+            "experiment_id": experiment_id,
+            "name": name,
+            "user_id": user_id,
+            "status": "RUNNING",
+            "start_time": start_time,
+            "end_time": None,
+            "lifecycle_stage": "active",
+            "artifact_uri": artifact_uri,
+            "deleted_time": None,
+        },
     )
     return int(result.scalar_one())
 
 
+_RUN_HANDLE = select(Run.id, Run.run_uuid, Run.experiment_id, Run.lifecycle_stage).where(
+    Run.run_uuid == bindparam("run_uuid")
+)
+
+
 async def get_run_handle(s: AsyncSession, run_uuid: str) -> RunHandle | None:
-    row = (
-        await s.execute(
-            select(Run.id, Run.run_uuid, Run.experiment_id, Run.lifecycle_stage).where(
-                Run.run_uuid == run_uuid
-            )
-        )
-    ).first()
+    conn = await s.connection()
+    row = (await conn.execute(_RUN_HANDLE, {"run_uuid": run_uuid})).first()
     return RunHandle(*row) if row else None
 
 
@@ -213,12 +282,11 @@ async def insert_params_checked(
     """
     if not params:
         return []
-    ins = dialect_insert(s)(Param)
-    await s.execute(
-        ins.on_conflict_do_nothing(index_elements=[Param.run_id, Param.key]),
-        [{"run_id": run_pk, "key": k, "value": v} for k, v in params.items()],
+    conn = await s.connection()
+    await conn.execute(
+        _PARAM_INSERT(s), [{"run_id": run_pk, "key": k, "value": v} for k, v in params.items()]
     )
-    existing = await s.execute(
+    existing = await conn.execute(
         select(Param.key, Param.value).where(Param.run_id == run_pk, Param.key.in_(list(params)))
     )
     return [(k, v, params[k]) for k, v in existing if v != params[k]]
@@ -227,12 +295,9 @@ async def insert_params_checked(
 async def upsert_run_tags(s: AsyncSession, run_pk: int, tags: dict[str, str]) -> None:
     if not tags:
         return
-    ins = dialect_insert(s)(Tag)
-    await s.execute(
-        ins.on_conflict_do_update(
-            index_elements=[Tag.run_id, Tag.key], set_={"value": ins.excluded.value}
-        ),
-        [{"run_id": run_pk, "key": k, "value": v} for k, v in tags.items()],
+    conn = await s.connection()
+    await conn.execute(
+        _TAG_UPSERT(s), [{"run_id": run_pk, "key": k, "value": v} for k, v in tags.items()]
     )
 
 
@@ -245,11 +310,9 @@ async def insert_metrics(s: AsyncSession, run_pk: int, points: Sequence[MetricPo
     """Append to the history and move each key's latest value forward, in two statements."""
     if not points:
         return
-    ins = dialect_insert(s)
-    await s.execute(
-        ins(Metric).on_conflict_do_nothing(
-            index_elements=[Metric.run_id, Metric.key, Metric.step, Metric.timestamp, Metric.value, Metric.is_nan]
-        ),
+    conn = await s.connection()
+    await conn.execute(
+        _METRIC_INSERT(s),
         [
             {
                 "run_id": run_pk,
@@ -269,21 +332,14 @@ async def insert_metrics(s: AsyncSession, run_pk: int, points: Sequence[MetricPo
     latest: dict[str, MetricPoint] = {}
     for p in points:
         cur = latest.get(p.key)
-        if cur is None or (p.step, p.timestamp, p.stored_value) > (cur.step, cur.timestamp, cur.stored_value):
+        if cur is None or (p.step, p.timestamp, p.stored_value) > (
+            cur.step,
+            cur.timestamp,
+            cur.stored_value,
+        ):
             latest[p.key] = p
-    stmt = ins(LatestMetric)
-    await s.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[LatestMetric.run_id, LatestMetric.key],
-            set_={
-                "step": stmt.excluded.step,
-                "timestamp": stmt.excluded.timestamp,
-                "value": stmt.excluded.value,
-                "is_nan": stmt.excluded.is_nan,
-            },
-            where=tuple_(stmt.excluded.step, stmt.excluded.timestamp, stmt.excluded.value)
-            > tuple_(LatestMetric.step, LatestMetric.timestamp, LatestMetric.value),
-        ),
+    await conn.execute(
+        _LATEST_UPSERT(s),
         [
             {
                 "run_id": run_pk,
@@ -378,9 +434,9 @@ async def load_runs(s: AsyncSession, run_pks: Sequence[int]) -> list[RunBundle]:
         for i in inputs:
             bundles[i.run_id].dataset_inputs.append((i, input_tags.get(i.id, [])))
     for run_id, model_id, direction, step in await s.execute(
-        select(RunModelLink.run_id, RunModelLink.model_id, RunModelLink.direction, RunModelLink.step).where(
-            RunModelLink.run_id.in_(ids)
-        )
+        select(
+            RunModelLink.run_id, RunModelLink.model_id, RunModelLink.direction, RunModelLink.step
+        ).where(RunModelLink.run_id.in_(ids))
     ):
         if direction == "input":
             bundles[run_id].model_inputs.append(model_id)
@@ -400,7 +456,9 @@ async def find_dataset(s: AsyncSession, experiment_id: int, name: str, digest: s
     return (
         await s.execute(
             select(Dataset.dataset_uuid).where(
-                Dataset.experiment_id == experiment_id, Dataset.name == name, Dataset.digest == digest
+                Dataset.experiment_id == experiment_id,
+                Dataset.name == name,
+                Dataset.digest == digest,
             )
         )
     ).scalar_one_or_none()
@@ -408,9 +466,11 @@ async def find_dataset(s: AsyncSession, experiment_id: int, name: str, digest: s
 
 async def insert_dataset(s: AsyncSession, **values: Any) -> None:
     await s.execute(
-        dialect_insert(s)(Dataset)
+        dialect_insert(s)(Dataset.__table__)
         .values(**values)
-        .on_conflict_do_nothing(index_elements=[Dataset.experiment_id, Dataset.name, Dataset.digest])
+        .on_conflict_do_nothing(
+            index_elements=[Dataset.experiment_id, Dataset.name, Dataset.digest]
+        )
     )
 
 
@@ -418,7 +478,7 @@ async def link_dataset_input(
     s: AsyncSession, run_pk: int, dataset_uuid: str, tags: dict[str, str]
 ) -> None:
     await s.execute(
-        dialect_insert(s)(DatasetInput)
+        dialect_insert(s)(DatasetInput.__table__)
         .values(run_id=run_pk, dataset_uuid=dataset_uuid)
         .on_conflict_do_nothing(index_elements=[DatasetInput.run_id, DatasetInput.dataset_uuid])
     )
@@ -430,7 +490,7 @@ async def link_dataset_input(
         )
     ).scalar_one()
     if tags:
-        ins = dialect_insert(s)(DatasetInputTag)
+        ins = dialect_insert(s)(DatasetInputTag.__table__)
         await s.execute(
             ins.on_conflict_do_update(
                 index_elements=[DatasetInputTag.input_id, DatasetInputTag.key],
@@ -445,7 +505,7 @@ async def link_models(
 ) -> None:
     if not links:
         return
-    ins = dialect_insert(s)(RunModelLink)
+    ins = dialect_insert(s)(RunModelLink.__table__)
     await s.execute(
         ins.on_conflict_do_update(
             index_elements=[RunModelLink.run_id, RunModelLink.model_id, RunModelLink.direction],
@@ -459,7 +519,7 @@ async def link_models(
 
 
 async def insert_logged_model(s: AsyncSession, **values: Any) -> None:
-    await s.execute(LoggedModel.__table__.insert().values(**values))
+    await s.execute(insert(LoggedModel.__table__).values(**values))
 
 
 async def get_logged_model_row(s: AsyncSession, model_id: str) -> Any:
@@ -475,7 +535,7 @@ async def update_logged_model(s: AsyncSession, model_id: str, **values: Any) -> 
 async def upsert_logged_model_tags(s: AsyncSession, model_id: str, tags: dict[str, str]) -> None:
     if not tags:
         return
-    ins = dialect_insert(s)(LoggedModelTag)
+    ins = dialect_insert(s)(LoggedModelTag.__table__)
     await s.execute(
         ins.on_conflict_do_update(
             index_elements=[LoggedModelTag.model_id, LoggedModelTag.key],
@@ -492,10 +552,12 @@ async def delete_logged_model_tag(s: AsyncSession, model_id: str, key: str) -> i
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def insert_logged_model_params(s: AsyncSession, model_id: str, params: dict[str, str]) -> None:
+async def insert_logged_model_params(
+    s: AsyncSession, model_id: str, params: dict[str, str]
+) -> None:
     if not params:
         return
-    ins = dialect_insert(s)(LoggedModelParam)
+    ins = dialect_insert(s)(LoggedModelParam.__table__)
     await s.execute(
         ins.on_conflict_do_update(
             index_elements=[LoggedModelParam.model_id, LoggedModelParam.key],
@@ -526,7 +588,7 @@ async def insert_logged_model_metrics(
     if not rows:
         return
     await s.execute(
-        dialect_insert(s)(LoggedModelMetric).on_conflict_do_nothing(
+        dialect_insert(s)(LoggedModelMetric.__table__).on_conflict_do_nothing(
             index_elements=[
                 LoggedModelMetric.model_id,
                 LoggedModelMetric.key,
@@ -561,7 +623,9 @@ async def load_logged_models(s: AsyncSession, ids: Sequence[str]) -> list[Logged
     if not ids:
         return []
     wanted = list(ids)
-    rows = (await s.execute(select(LoggedModel.__table__).where(LoggedModel.model_id.in_(wanted)))).all()
+    rows = (
+        await s.execute(select(LoggedModel.__table__).where(LoggedModel.model_id.in_(wanted)))
+    ).all()
     out = {r.model_id: LoggedModelBundle(r, [], [], []) for r in rows}
     for mid, key, value in await s.execute(
         select(LoggedModelTag.model_id, LoggedModelTag.key, LoggedModelTag.value).where(

@@ -53,7 +53,8 @@ def validate_key(key: str | None, kind: str) -> str:
     # Keys become file-system-like paths in some clients; refuse traversal-shaped names.
     if key.startswith("/") or posixpath.normpath(key) != key or ".." in key.split("/"):
         raise InvalidParameter(
-            f"Invalid {kind} name: '{key}'. Names cannot be absolute, non-normalised or contain '..'."
+            f"Invalid {kind} name: '{key}'. "
+            "Names cannot be absolute, non-normalised or contain '..'."
         )
     return key
 
@@ -111,7 +112,6 @@ def validate_max_results(value: int | None, default: int, limit: int) -> int:
             f"{limit} and at least 1."
         )
     return value
-
 
 
 def validate_batch_sizes(n_metrics: int, n_params: int, n_tags: int) -> None:

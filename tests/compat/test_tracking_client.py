@@ -27,13 +27,19 @@ def test_create_experiment_with_tags_and_search(mlflow_tracking: str, unique: st
     client.create_experiment(f"other-{unique}", tags={"team": "growth"})
     got = client.get_experiment(eid)
     assert got.tags == {"team": "fraud", "tier": "1"}
-    found = client.search_experiments(filter_string=f"name LIKE '%-{unique}' AND tags.team = 'fraud'")
+    found = client.search_experiments(
+        filter_string=f"name LIKE '%-{unique}' AND tags.team = 'fraud'"
+    )
     assert [e.experiment_id for e in found] == [eid]
-    by_name = client.search_experiments(filter_string=f"name LIKE '%{unique}'", order_by=["name ASC"])
+    by_name = client.search_experiments(
+        filter_string=f"name LIKE '%{unique}'", order_by=["name ASC"]
+    )
     assert [e.name for e in by_name] == [f"other-{unique}", f"tagged-{unique}"]
 
 
-def test_duplicate_experiment_name_is_resource_already_exists(mlflow_tracking: str, unique: str) -> None:
+def test_duplicate_experiment_name_is_resource_already_exists(
+    mlflow_tracking: str, unique: str
+) -> None:
     client = MlflowClient()
     client.create_experiment(f"dup-{unique}")
     with pytest.raises(MlflowException) as err:
@@ -47,7 +53,9 @@ def test_default_experiment_zero_exists(mlflow_tracking: str) -> None:
     assert exp.lifecycle_stage == "active"
 
 
-def test_run_lifecycle_with_params_metrics_tags_and_notes(mlflow_tracking: str, unique: str) -> None:
+def test_run_lifecycle_with_params_metrics_tags_and_notes(
+    mlflow_tracking: str, unique: str
+) -> None:
     mlflow.set_experiment(f"runs-{unique}")
     with mlflow.start_run(run_name="train", description="first try") as run:
         mlflow.log_param("alpha", 0.5)
@@ -94,9 +102,8 @@ def test_nan_and_infinity_round_trip(mlflow_tracking: str, unique: str) -> None:
 
 def test_nested_runs_carry_parent_tag(mlflow_tracking: str, unique: str) -> None:
     exp = mlflow.set_experiment(f"nested-{unique}")
-    with mlflow.start_run() as parent:
-        with mlflow.start_run(nested=True) as child:
-            mlflow.log_metric("x", 1)
+    with mlflow.start_run() as parent, mlflow.start_run(nested=True) as child:
+        mlflow.log_metric("x", 1)
     client = MlflowClient()
     assert client.get_run(child.info.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
     children = client.search_runs(
@@ -134,8 +141,15 @@ def test_log_batch_through_client(mlflow_tracking: str, unique: str) -> None:
 
 def _seed(exp_id: str, client: MlflowClient) -> dict[str, str]:
     ids = {}
-    for name, model, acc in [("a", "rf", 0.9), ("b", "rf", 0.8), ("c", "xgb", 0.95), ("d", "rf", 0.86)]:
-        run = client.create_run(exp_id, run_name=name, tags={"team": "fraud" if name != "d" else "risk"})
+    for name, model, acc in [
+        ("a", "rf", 0.9),
+        ("b", "rf", 0.8),
+        ("c", "xgb", 0.95),
+        ("d", "rf", 0.86),
+    ]:
+        run = client.create_run(
+            exp_id, run_name=name, tags={"team": "fraud" if name != "d" else "risk"}
+        )
         client.log_param(run.info.run_id, "model", model)
         client.log_param(run.info.run_id, "max depth", "5")
         client.log_metric(run.info.run_id, "accuracy", acc)
@@ -144,7 +158,9 @@ def _seed(exp_id: str, client: MlflowClient) -> dict[str, str]:
     return ids
 
 
-def test_search_runs_filter_order_paging_in_like_backticks(mlflow_tracking: str, unique: str) -> None:
+def test_search_runs_filter_order_paging_in_like_backticks(
+    mlflow_tracking: str, unique: str
+) -> None:
     client = MlflowClient()
     exp_id = client.create_experiment(f"search-{unique}")
     ids = _seed(exp_id, client)
@@ -165,10 +181,14 @@ def test_search_runs_filter_order_paging_in_like_backticks(mlflow_tracking: str,
     assert [r.info.run_name for r in page2] == ["c"]
     assert not page2.token
 
-    in_runs = client.search_runs([exp_id], filter_string=f"attributes.run_id IN ('{ids['a']}', '{ids['c']}')")
+    in_runs = client.search_runs(
+        [exp_id], filter_string=f"attributes.run_id IN ('{ids['a']}', '{ids['c']}')"
+    )
     assert {r.info.run_name for r in in_runs} == {"a", "c"}
 
-    backtick = client.search_runs([exp_id], filter_string="params.`max depth` = '5' AND tags.team LIKE 'fr%'")
+    backtick = client.search_runs(
+        [exp_id], filter_string="params.`max depth` = '5' AND tags.team LIKE 'fr%'"
+    )
     assert {r.info.run_name for r in backtick} == {"a", "b", "c"}
 
     ilike = client.search_runs([exp_id], filter_string="attributes.run_name ILIKE 'A'")
@@ -206,7 +226,9 @@ def test_delete_restore_and_view_types(mlflow_tracking: str, unique: str) -> Non
     gone = client.create_run(exp_id).info.run_id
     client.delete_run(gone)
     active = {r.info.run_id for r in client.search_runs([exp_id])}
-    deleted = {r.info.run_id for r in client.search_runs([exp_id], run_view_type=ViewType.DELETED_ONLY)}
+    deleted = {
+        r.info.run_id for r in client.search_runs([exp_id], run_view_type=ViewType.DELETED_ONLY)
+    }
     both = {r.info.run_id for r in client.search_runs([exp_id], run_view_type=ViewType.ALL)}
     assert (active, deleted, both) == ({keep}, {gone}, {keep, gone})
     with pytest.raises(MlflowException) as err:

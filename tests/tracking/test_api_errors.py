@@ -10,9 +10,13 @@ import pytest
 from tests.conftest import LiveServer
 
 
-def _post(server: LiveServer, path: str, body: Any = None, content: bytes | None = None) -> httpx.Response:
+def _post(
+    server: LiveServer, path: str, body: Any = None, content: bytes | None = None
+) -> httpx.Response:
     if content is not None:
-        return httpx.post(server.api(path), content=content, headers={"Content-Type": "application/json"})
+        return httpx.post(
+            server.api(path), content=content, headers={"Content-Type": "application/json"}
+        )
     return httpx.post(server.api(path), json=body)
 
 
@@ -37,23 +41,41 @@ def _run(server: LiveServer, run_id: str) -> dict[str, Any]:
 
 
 def test_malformed_json_is_400(live_server: LiveServer) -> None:
-    _error(_post(live_server, "experiments/create", content=b'{"name": '), 400, "INVALID_PARAMETER_VALUE")
-    _error(_post(live_server, "experiments/create", content=b"[1,2]"), 400, "INVALID_PARAMETER_VALUE")
+    _error(
+        _post(live_server, "experiments/create", content=b'{"name": '),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    _error(
+        _post(live_server, "experiments/create", content=b"[1,2]"), 400, "INVALID_PARAMETER_VALUE"
+    )
 
 
 def test_wrong_field_types_are_400(live_server: LiveServer, unique: str) -> None:
     run_id = _new_run(live_server, unique)
     _error(
-        _post(live_server, "runs/log-metric", {"run_id": run_id, "key": "m", "value": "high", "timestamp": 1}),
+        _post(
+            live_server,
+            "runs/log-metric",
+            {"run_id": run_id, "key": "m", "value": "high", "timestamp": 1},
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
     )
     _error(
-        _post(live_server, "runs/log-metric", {"run_id": run_id, "key": "m", "value": 1, "timestamp": 1, "step": [1]}),
+        _post(
+            live_server,
+            "runs/log-metric",
+            {"run_id": run_id, "key": "m", "value": 1, "timestamp": 1, "step": [1]},
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
     )
-    _error(_post(live_server, "runs/search", {"experiment_ids": "0", "max_results": "many"}), 400, "INVALID_PARAMETER_VALUE")
+    _error(
+        _post(live_server, "runs/search", {"experiment_ids": "0", "max_results": "many"}),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
     assert _run(live_server, run_id)["data"]["metrics"] == []
 
 
@@ -64,13 +86,22 @@ def test_unknown_fields_are_ignored(live_server: LiveServer, unique: str) -> Non
 
 
 def test_missing_required_field(live_server: LiveServer) -> None:
-    msg = _error(_post(live_server, "runs/log-parameter", {"key": "a", "value": "b"}), 400, "INVALID_PARAMETER_VALUE")
+    msg = _error(
+        _post(live_server, "runs/log-parameter", {"key": "a", "value": "b"}),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
     assert "run_id" in msg
 
 
 def test_changed_param_in_batch_writes_nothing(live_server: LiveServer, unique: str) -> None:
     run_id = _new_run(live_server, unique)
-    assert _post(live_server, "runs/log-parameter", {"run_id": run_id, "key": "p", "value": "1"}).status_code == 200
+    assert (
+        _post(
+            live_server, "runs/log-parameter", {"run_id": run_id, "key": "p", "value": "1"}
+        ).status_code
+        == 200
+    )
     resp = _post(
         live_server,
         "runs/log-batch",
@@ -92,7 +123,9 @@ def test_changed_param_in_batch_writes_nothing(live_server: LiveServer, unique: 
 def test_key_too_long_and_bad_characters(live_server: LiveServer, unique: str) -> None:
     run_id = _new_run(live_server, unique)
     _error(
-        _post(live_server, "runs/log-parameter", {"run_id": run_id, "key": "k" * 251, "value": "v"}),
+        _post(
+            live_server, "runs/log-parameter", {"run_id": run_id, "key": "k" * 251, "value": "v"}
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
     )
@@ -106,7 +139,14 @@ def test_key_too_long_and_bad_characters(live_server: LiveServer, unique: str) -
 
 def test_long_param_value_is_truncated_like_mlflow(live_server: LiveServer, unique: str) -> None:
     run_id = _new_run(live_server, unique)
-    assert _post(live_server, "runs/log-parameter", {"run_id": run_id, "key": "long", "value": "x" * 7000}).status_code == 200
+    assert (
+        _post(
+            live_server,
+            "runs/log-parameter",
+            {"run_id": run_id, "key": "long", "value": "x" * 7000},
+        ).status_code
+        == 200
+    )
     params = _run(live_server, run_id)["data"]["params"]
     assert len(params[0]["value"]) == 6000
 
@@ -114,11 +154,23 @@ def test_long_param_value_is_truncated_like_mlflow(live_server: LiveServer, uniq
 def test_batch_over_limits(live_server: LiveServer, unique: str) -> None:
     run_id = _new_run(live_server, unique)
     too_many_metrics = [{"key": "m", "value": 1.0, "timestamp": i, "step": i} for i in range(1001)]
-    _error(_post(live_server, "runs/log-batch", {"run_id": run_id, "metrics": too_many_metrics}), 400, "INVALID_PARAMETER_VALUE")
+    _error(
+        _post(live_server, "runs/log-batch", {"run_id": run_id, "metrics": too_many_metrics}),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
     too_many_params = [{"key": f"p{i}", "value": "v"} for i in range(101)]
-    _error(_post(live_server, "runs/log-batch", {"run_id": run_id, "params": too_many_params}), 400, "INVALID_PARAMETER_VALUE")
+    _error(
+        _post(live_server, "runs/log-batch", {"run_id": run_id, "params": too_many_params}),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
     too_many_tags = [{"key": f"t{i}", "value": "v"} for i in range(101)]
-    _error(_post(live_server, "runs/log-batch", {"run_id": run_id, "tags": too_many_tags}), 400, "INVALID_PARAMETER_VALUE")
+    _error(
+        _post(live_server, "runs/log-batch", {"run_id": run_id, "tags": too_many_tags}),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
     assert _run(live_server, run_id)["data"]["metrics"] == []
 
 
@@ -138,9 +190,16 @@ def test_write_to_deleted_run(live_server: LiveServer, unique: str) -> None:
 def test_bad_page_tokens(live_server: LiveServer, unique: str) -> None:
     run_id = _new_run(live_server, unique)
     for token in ["garbage!!", "eyJvZmZzZXQiOiAtNX0", "bm90IGpzb24"]:
-        _error(_post(live_server, "runs/search", {"experiment_ids": ["0"], "page_token": token}), 400, "INVALID_PARAMETER_VALUE")
         _error(
-            httpx.get(live_server.api("metrics/get-history"), params={"run_id": run_id, "metric_key": "m", "page_token": token}),
+            _post(live_server, "runs/search", {"experiment_ids": ["0"], "page_token": token}),
+            400,
+            "INVALID_PARAMETER_VALUE",
+        )
+        _error(
+            httpx.get(
+                live_server.api("metrics/get-history"),
+                params={"run_id": run_id, "metric_key": "m", "page_token": token},
+            ),
             400,
             "INVALID_PARAMETER_VALUE",
         )
@@ -148,9 +207,16 @@ def test_bad_page_tokens(live_server: LiveServer, unique: str) -> None:
 
 def test_max_results_bounds(live_server: LiveServer) -> None:
     for value in [0, -1, 50001]:
-        _error(_post(live_server, "runs/search", {"experiment_ids": ["0"], "max_results": value}), 400, "INVALID_PARAMETER_VALUE")
+        _error(
+            _post(live_server, "runs/search", {"experiment_ids": ["0"], "max_results": value}),
+            400,
+            "INVALID_PARAMETER_VALUE",
+        )
     _error(
-        httpx.get(live_server.api("metrics/get-history"), params={"run_id": "x" * 32, "metric_key": "m", "max_results": 25001}),
+        httpx.get(
+            live_server.api("metrics/get-history"),
+            params={"run_id": "x" * 32, "metric_key": "m", "max_results": 25001},
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
     )
@@ -158,8 +224,13 @@ def test_max_results_bounds(live_server: LiveServer) -> None:
 
 def test_metric_history_pages(live_server: LiveServer, unique: str) -> None:
     run_id = _new_run(live_server, unique)
-    metrics = [{"key": "loss", "value": float(i), "timestamp": 100 + i, "step": i} for i in range(25)]
-    assert _post(live_server, "runs/log-batch", {"run_id": run_id, "metrics": metrics}).status_code == 200
+    metrics = [
+        {"key": "loss", "value": float(i), "timestamp": 100 + i, "step": i} for i in range(25)
+    ]
+    assert (
+        _post(live_server, "runs/log-batch", {"run_id": run_id, "metrics": metrics}).status_code
+        == 200
+    )
     seen: list[int] = []
     token = None
     pages = 0
@@ -186,16 +257,30 @@ def test_unknown_endpoint_and_method_are_json(live_server: LiveServer) -> None:
 
 def test_experiment_name_rules(live_server: LiveServer, unique: str) -> None:
     _error(_post(live_server, "experiments/create", {"name": ""}), 400, "INVALID_PARAMETER_VALUE")
-    _error(_post(live_server, "experiments/create", {"name": "n" * 501}), 400, "INVALID_PARAMETER_VALUE")
     _error(
-        _post(live_server, "experiments/create", {"name": f"loc-{unique}", "artifact_location": "file:///etc"}),
+        _post(live_server, "experiments/create", {"name": "n" * 501}),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    _error(
+        _post(
+            live_server,
+            "experiments/create",
+            {"name": f"loc-{unique}", "artifact_location": "file:///etc"},
+        ),
         400,
         "INVALID_PARAMETER_VALUE",
     )
     # A deleted experiment still holds its name.
-    eid = _post(live_server, "experiments/create", {"name": f"held-{unique}"}).json()["experiment_id"]
+    eid = _post(live_server, "experiments/create", {"name": f"held-{unique}"}).json()[
+        "experiment_id"
+    ]
     assert _post(live_server, "experiments/delete", {"experiment_id": eid}).status_code == 200
-    _error(_post(live_server, "experiments/create", {"name": f"held-{unique}"}), 400, "RESOURCE_ALREADY_EXISTS")
+    _error(
+        _post(live_server, "experiments/create", {"name": f"held-{unique}"}),
+        400,
+        "RESOURCE_ALREADY_EXISTS",
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,5 +288,9 @@ def test_experiment_name_rules(live_server: LiveServer, unique: str) -> None:
     ["runs/search", "experiments/search"],
 )
 def test_bad_view_type(live_server: LiveServer, path: str) -> None:
-    body = {"experiment_ids": ["0"], "run_view_type": "SOME"} if path == "runs/search" else {"view_type": "SOME"}
+    body = (
+        {"experiment_ids": ["0"], "run_view_type": "SOME"}
+        if path == "runs/search"
+        else {"view_type": "SOME"}
+    )
     _error(_post(live_server, path, body), 400, "INVALID_PARAMETER_VALUE")

@@ -46,7 +46,9 @@ async def make_run(
         session,
         LogBatch(
             run_id=run_id,
-            metrics=[MetricIn(key=k, value=v, timestamp=1, step=0) for k, v in (metrics or {}).items()],
+            metrics=[
+                MetricIn(key=k, value=v, timestamp=1, step=0) for k, v in (metrics or {}).items()
+            ],
             params=[KeyValue(k, v) for k, v in (params or {}).items()],
             tags=[KeyValue(k, v) for k, v in (tags or {}).items()],
         ),
@@ -68,18 +70,31 @@ async def _search_query_count(session: AsyncSession, experiment_id: str) -> int:
     return len(statements)
 
 
-async def test_search_runs_query_count_is_independent_of_result_size(session: AsyncSession, unique: str) -> None:
+async def test_search_runs_query_count_is_independent_of_result_size(
+    session: AsyncSession, unique: str
+) -> None:
     small = await make_experiment(session, f"qc-small-{unique}")
     big = await make_experiment(session, f"qc-big-{unique}")
     await make_run(session, small, metrics={"acc": 0.5}, params={"model": "rf"}, tags={"t": "1"})
     for i in range(25):
-        await make_run(session, big, metrics={"acc": 0.5 + i, "loss": 1.0}, params={"model": "rf", "i": str(i)}, tags={"t": "1"})
+        await make_run(
+            session,
+            big,
+            metrics={"acc": 0.5 + i, "loss": 1.0},
+            params={"model": "rf", "i": str(i)},
+            tags={"t": "1"},
+        )
     assert await _search_query_count(session, small) == await _search_query_count(session, big)
 
 
 async def test_get_run_query_count_is_fixed(session: AsyncSession, unique: str) -> None:
     exp = await make_experiment(session, f"qc-get-{unique}")
-    run_id = await make_run(session, exp, metrics={f"m{i}": float(i) for i in range(30)}, params={f"p{i}": "v" for i in range(30)})
+    run_id = await make_run(
+        session,
+        exp,
+        metrics={f"m{i}": float(i) for i in range(30)},
+        params={f"p{i}": "v" for i in range(30)},
+    )
     with count_queries(session) as statements:
         run = await service.get_run(session, run_id)
     assert len(run.data.metrics) == 30

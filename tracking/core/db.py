@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -50,18 +55,27 @@ def ensure_sqlite_directory(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take over transaction control from the driver so BEGIN is ours to emit.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # Writers from other processes wait instead of failing with "database is locked".
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # Another process holding the write lock is waited for, never "database is locked".
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def _sqlite_engine(url: str, *, immediate: bool, pool_size: int, echo: bool) -> AsyncEngine:
+    from tracking.core.sqlite_driver import in_loop_creator
+
+    path = make_url(url).database or ":memory:"
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        async_creator=in_loop_creator(path, SQLITE_PRAGMAS),
+        pool_size=pool_size,
+        max_overflow=0 if immediate else pool_size,
+        pool_timeout=60,
+    )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -69,9 +83,11 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         # waiting (its snapshot is stale); IMMEDIATE takes the write lock up front instead.
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+    return engine
+
 
 class Database:
-    """Owns the engines. Writes and reads are separate only on SQLite (see ``_configure_sqlite``)."""
+    """Owns the engines; writes and reads use separate engines only on SQLite."""
 
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = async_url(url)
@@ -80,17 +96,18 @@ class Database:
             self._prepare_sqlite_path()
             # One writer connection per process: writes queue in asyncio rather than spinning in
             # SQLite's busy handler; other processes are covered by busy_timeout.
-            self.write_engine = create_async_engine(
-                self.url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
+            self.write_engine = _sqlite_engine(self.url, immediate=True, pool_size=1, echo=echo)
+            self.read_engine = _sqlite_engine(
+                self.url, immediate=False, pool_size=pool_size, echo=echo
             )
-            _configure_sqlite(self.write_engine, immediate=True)
-            self.read_engine = create_async_engine(
-                self.url, echo=echo, pool_size=pool_size, max_overflow=pool_size
-            )
-            _configure_sqlite(self.read_engine, immediate=False)
         else:
             self.write_engine = create_async_engine(
-                self.url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                # No pre-ping round trip per checkout; stale connections are recycled instead.
+                pool_recycle=1800,
             )
             self.read_engine = self.write_engine
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
@@ -116,14 +133,40 @@ class Database:
             await self.read_engine.dispose()
 
 
-def dialect_insert(session: AsyncSession) -> Any:
-    """The dialect's ``insert`` construct, which carries ``on_conflict_do_*`` (upserts)."""
+def dialect_name(session: AsyncSession) -> str:
     bind = session.bind
-    name = bind.dialect.name if bind is not None else "sqlite"
-    if name == "postgresql":
+    return bind.dialect.name if bind is not None else "sqlite"
+
+
+def insert_for(dialect: str) -> Any:
+    """The dialect's ``insert`` construct, which carries ``on_conflict_do_*`` (upserts)."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         return pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
+
+
+def dialect_insert(session: AsyncSession) -> Any:
+    return insert_for(dialect_name(session))
+
+
+class StatementCache:
+    """Hot-path statements built once per dialect.
+
+    Building an upsert (its ``excluded`` alias, column coercions) costs more than executing it
+    on SQLite; a prebuilt statement also hits SQLAlchemy's compiled cache directly.
+    """
+
+    def __init__(self, build: Any) -> None:
+        self._build = build
+        self._by_dialect: dict[str, Any] = {}
+
+    def __call__(self, session: AsyncSession) -> Any:
+        name = dialect_name(session)
+        stmt = self._by_dialect.get(name)
+        if stmt is None:
+            stmt = self._by_dialect[name] = self._build(insert_for(name))
+        return stmt

@@ -25,7 +25,9 @@ class MlflowError(Exception):
     error_code = "INTERNAL_ERROR"
     status_code = 500
 
-    def __init__(self, message: str, *, error_code: str | None = None, status_code: int | None = None):
+    def __init__(
+        self, message: str, *, error_code: str | None = None, status_code: int | None = None
+    ):
         super().__init__(message)
         self.message = message
         if error_code is not None:
@@ -70,7 +72,9 @@ class NotImplementedFeature(MlflowError):
     status_code = 501
 
 
-def error_response(error_code: str, message: str, status_code: int, headers: dict[str, str] | None = None) -> Response[bytes]:
+def error_response(
+    error_code: str, message: str, status_code: int, headers: dict[str, str] | None = None
+) -> Response[bytes]:
     body = msgspec.json.encode({"error_code": error_code, "message": message})
     return Response(content=body, status_code=status_code, media_type=JSON, headers=headers)
 

@@ -13,4 +13,5 @@ API_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 
 
 def database(request: Request[Any, Any, Any]) -> Database:
-    return request.app.state["db"]  # type: ignore[no-any-return]
+    db: Database = request.app.state["db"]
+    return db

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Any, TypeVar
 
 import msgspec
@@ -49,7 +49,7 @@ async def read_json(request: Request[Any, Any, Any], type_: type[T]) -> T:
     return decode_json(await request.body(), type_)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _list_fields(type_: type[Any]) -> frozenset[str]:
     info = msgspec.inspect.type_info(type_)
     names: set[str] = set()
@@ -65,7 +65,7 @@ def _list_fields(type_: type[Any]) -> frozenset[str]:
 
 def read_query(request: Request[Any, Any, Any], type_: type[T]) -> T:
     """Decode GET query parameters; repeated keys fill list fields (``order_by=a&order_by=b``)."""
-    lists = _list_fields(type_)
+    lists = _list_fields(type_)  # type: ignore[arg-type]
     params = request.query_params
     data: dict[str, Any] = {}
     for key in params:
@@ -97,6 +97,8 @@ def decode_page_token(token: str | None, query_fingerprint: str = "") -> int:
         parsed = msgspec.json.decode(base64.urlsafe_b64decode(padded.encode()), type=PageToken)
     except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise InvalidParameter(f"Invalid page token {token!r}") from None
-    if parsed.offset < 0 or (query_fingerprint and parsed.query and parsed.query != query_fingerprint):
+    if parsed.offset < 0 or (
+        query_fingerprint and parsed.query and parsed.query != query_fingerprint
+    ):
         raise InvalidParameter("Invalid page token: it belongs to a different query")
     return parsed.offset
