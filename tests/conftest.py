@@ -46,9 +46,13 @@ def free_port() -> int:
 
 
 def _pg_admin(sql: str) -> None:
+    """Run one admin statement; on its own thread so it works inside a running event loop."""
     import asyncio
+    import threading
 
     import asyncpg
+
+    errors: list[BaseException] = []
 
     async def run() -> None:
         conn = await asyncpg.connect(PG_ADMIN_URL)
@@ -57,7 +61,17 @@ def _pg_admin(sql: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    def target() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _make_database(tmp_root: Path, label: str) -> tuple[str, object]:
