@@ -1,0 +1,68 @@
+"""Experiment search: search_experiments filters and order_by compiled into one select."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, select
+
+from tracking.models import Experiment, ExperimentTag
+from tracking.search.grammar import (
+    Comparison,
+    lifecycle_stages,
+    parse_filter,
+    parse_order_by_list,
+)
+from tracking.search.rules import EXPERIMENT_RULES
+from tracking.search.sql import (
+    _direction,
+    id_predicate,
+    key_value_predicate,
+    numeric_predicate,
+    string_predicate,
+)
+
+_EXPERIMENT_COLUMNS: dict[str, ColumnElement[Any]] = {
+    "name": Experiment.__table__.c.name,
+    "experiment_id": Experiment.__table__.c.experiment_id,
+    "creation_time": Experiment.__table__.c.creation_time,
+    "last_update_time": Experiment.__table__.c.last_update_time,
+}
+
+
+def _experiment_clause(comparison: Comparison) -> ColumnElement[bool]:
+    if comparison.kind == "tag":
+        return key_value_predicate(
+            Experiment,
+            ExperimentTag.experiment_id == Experiment.experiment_id,
+            ExperimentTag.key,
+            ExperimentTag.value,
+            comparison,
+        )
+    column = _EXPERIMENT_COLUMNS[comparison.key]
+    if comparison.key == "experiment_id":
+        return id_predicate(column, comparison.op, comparison.value)
+    if isinstance(comparison.value, int):
+        return numeric_predicate(column, comparison.op, comparison.value)
+    return string_predicate(column, comparison.op, comparison.value)
+
+
+def experiment_search_select(
+    filter_string: str | None, order_by: list[str] | None, view_type: str | None
+) -> Select:
+    """The experiments matching a search_experiments request, fully ordered."""
+    stages = lifecycle_stages(view_type)
+    comparisons = parse_filter(filter_string, EXPERIMENT_RULES)
+    keys = parse_order_by_list(order_by, EXPERIMENT_RULES)
+    stmt = select(Experiment.experiment_id)
+    if stages is not None:
+        stmt = stmt.where(Experiment.lifecycle_stage.in_(stages))
+    for comparison in comparisons:
+        stmt = stmt.where(_experiment_clause(comparison))
+    ordering = [_direction(_EXPERIMENT_COLUMNS[key.key], key.ascending) for key in keys]
+    named = {key.key for key in keys}
+    if "creation_time" not in named:
+        ordering.append(Experiment.creation_time.desc())
+    if "experiment_id" not in named:
+        ordering.append(Experiment.experiment_id.asc())
+    return stmt.order_by(*ordering)

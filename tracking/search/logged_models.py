@@ -1,0 +1,133 @@
+"""Logged model search (MLflow 3): search_logged_models compiled into one select."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, ScalarSelect, Select, and_, case, or_, select, true
+from sqlalchemy.orm import aliased
+
+from tracking.core.errors import InvalidParameter
+from tracking.models import LoggedModel, LoggedModelMetric, LoggedModelParam, LoggedModelTag
+from tracking.search.grammar import (
+    MAX_ORDER_BY_KEYS,
+    Comparison,
+    OrderKey,
+    parse_filter,
+    parse_order_by,
+)
+from tracking.search.rules import LOGGED_MODEL_RULES
+from tracking.search.sql import (
+    _direction,
+    _nulls_last,
+    key_value_predicate,
+    numeric_predicate,
+    string_predicate,
+)
+
+_LOGGED_MODEL_COLUMNS: dict[str, ColumnElement[Any]] = {
+    "name": LoggedModel.__table__.c.name,
+    "model_id": LoggedModel.__table__.c.model_id,
+    "model_type": LoggedModel.__table__.c.model_type,
+    "status": LoggedModel.__table__.c.status,
+    "source_run_id": LoggedModel.__table__.c.source_run_id,
+    "creation_timestamp": LoggedModel.__table__.c.creation_timestamp_ms,
+    "last_updated_timestamp": LoggedModel.__table__.c.last_updated_timestamp_ms,
+}
+_LOGGED_MODEL_NULLABLE = frozenset({"model_type", "source_run_id"})
+
+
+def _latest_model_metric(
+    key: str, datasets: list[tuple[str | None, str | None]]
+) -> ScalarSelect[Any]:
+    """The model's latest (step, timestamp) value of ``key``; NULL when missing or NaN.
+
+    ``datasets`` limits the points considered to those logged against one of the given
+    (name, digest) datasets; a missing digest matches any digest of that name.
+    """
+    metric = aliased(LoggedModelMetric, name="model_metric")
+    criteria: list[ColumnElement[bool]] = [
+        metric.model_id == LoggedModel.model_id,
+        metric.key == key,
+    ]
+    scopes = [
+        and_(metric.dataset_name == name, metric.dataset_digest == digest)
+        if digest
+        else metric.dataset_name == name
+        for name, digest in datasets
+        if name
+    ]
+    if scopes:
+        criteria.append(or_(*scopes))
+    value = case((metric.is_nan == true(), None), else_=metric.value)
+    return (
+        select(value)
+        .where(*criteria)
+        .order_by(metric.step.desc(), metric.timestamp.desc(), metric.id.desc())
+        .limit(1)
+        .correlate(LoggedModel)
+        .scalar_subquery()
+    )
+
+
+def _logged_model_clause(
+    comparison: Comparison, datasets: list[tuple[str | None, str | None]]
+) -> ColumnElement[bool]:
+    kind, key, op, value = comparison.kind, comparison.key, comparison.op, comparison.value
+    if kind == "attribute":
+        column = _LOGGED_MODEL_COLUMNS[key]
+        if isinstance(value, int):
+            return numeric_predicate(column, op, value)
+        return string_predicate(column, op, value)
+    if kind == "metric":
+        # A scalar subquery per clause: NULL (missing or NaN) satisfies no comparison.
+        return numeric_predicate(_latest_model_metric(key, datasets), op, value)
+    table: Any = LoggedModelParam if kind == "param" else LoggedModelTag
+    return key_value_predicate(
+        LoggedModel, table.model_id == LoggedModel.model_id, table.key, table.value, comparison
+    )
+
+
+def logged_model_search_select(
+    experiment_ids: list[int],
+    filter_string: str | None,
+    order_by: list[tuple[str, bool]] | None,
+    datasets: list[tuple[str | None, str | None]] | None = None,
+) -> Select:
+    """Active logged models matching a search_logged_models request, fully ordered.
+
+    ``order_by`` holds (field_name, ascending) pairs, e.g. ("metrics.accuracy", False).
+    ``datasets`` (name, digest) pairs restrict which metric points metric filters read.
+    """
+    scopes = list(datasets or [])
+    comparisons = parse_filter(filter_string, LOGGED_MODEL_RULES)
+    if len(order_by or []) > MAX_ORDER_BY_KEYS:
+        raise InvalidParameter(f"At most {MAX_ORDER_BY_KEYS} order_by clauses are supported.")
+    keys = [
+        OrderKey(parsed.kind, parsed.key, ascending)
+        for field_name, ascending in order_by or []
+        for parsed in [parse_order_by(field_name, LOGGED_MODEL_RULES)]
+    ]
+    stmt = select(LoggedModel.model_id).where(
+        LoggedModel.experiment_id.in_(list(experiment_ids)),
+        LoggedModel.lifecycle_stage == "active",
+    )
+    for comparison in comparisons:
+        stmt = stmt.where(_logged_model_clause(comparison, scopes))
+    ordering: list[ColumnElement[Any]] = []
+    for key in keys:
+        if key.kind == "metric":
+            column: ColumnElement[Any] = _latest_model_metric(key.key, [])
+            nullable = True
+        else:
+            column = _LOGGED_MODEL_COLUMNS[key.key]
+            nullable = key.key in _LOGGED_MODEL_NULLABLE
+        if nullable:
+            ordering.append(_nulls_last(column))
+        ordering.append(_direction(column, key.ascending))
+    named = {key.key for key in keys if key.kind == "attribute"}
+    if "creation_timestamp" not in named:
+        ordering.append(LoggedModel.creation_timestamp_ms.desc())
+    if "model_id" not in named:
+        ordering.append(LoggedModel.model_id.asc())
+    return stmt.order_by(*ordering)

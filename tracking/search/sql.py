@@ -1,0 +1,198 @@
+"""SQL building blocks for search: LIKE semantics, typed predicates and correlated EXISTS."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Exists,
+    FromClause,
+    Select,
+    String,
+    case,
+    false,
+    literal,
+    literal_column,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from tracking.core.errors import InvalidParameter
+from tracking.search.grammar import _INT64_MAX, Comparison
+
+# A column expression or an ORM attribute standing for one.
+ColumnLike = ColumnElement[Any] | QueryableAttribute[Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL building blocks, reusable by other domains' search modules
+
+
+class _CaseSensitiveLike(FunctionElement[bool]):
+    """``expr LIKE pattern``, case-sensitive on both backends; clauses: expr, LIKE and GLOB form."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "case_sensitive_like"
+
+
+class _CaseInsensitiveLike(FunctionElement[bool]):
+    type = Boolean()
+    inherit_cache = True
+    name = "case_insensitive_like"
+
+
+# MLflow documents only `%` and `_` as wildcards, so no escape character exists on any backend:
+# PostgreSQL's default backslash escape is switched off with ESCAPE ''. SQLite's LIKE ignores
+# ASCII case, so a case-sensitive LIKE is emitted as the equivalent GLOB there.
+@compiles(_CaseSensitiveLike)
+def _compile_like(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, pattern, _glob = element.clauses
+    return f"({compiler.process(expr, **kw)} LIKE {compiler.process(pattern, **kw)} ESCAPE '')"
+
+
+@compiles(_CaseSensitiveLike, "sqlite")
+def _compile_like_sqlite(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, _pattern, glob = element.clauses
+    return f"({compiler.process(expr, **kw)} GLOB {compiler.process(glob, **kw)})"
+
+
+@compiles(_CaseInsensitiveLike)
+def _compile_ilike(element: _CaseInsensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, pattern = element.clauses
+    return f"({compiler.process(expr, **kw)} ILIKE {compiler.process(pattern, **kw)} ESCAPE '')"
+
+
+@compiles(_CaseInsensitiveLike, "sqlite")
+def _compile_ilike_sqlite(element: _CaseInsensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, pattern = element.clauses
+    return f"({compiler.process(expr, **kw)} LIKE {compiler.process(pattern, **kw)})"
+
+
+def like_to_glob(pattern: str) -> str:
+    """Translate a LIKE pattern (``%``, ``_``, no escape) into the equivalent SQLite GLOB."""
+    out = []
+    for ch in pattern:
+        if ch == "%":
+            out.append("*")
+        elif ch == "_":
+            out.append("?")
+        elif ch in "*?[":
+            out.append(f"[{ch}]")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def pattern_match(column: ColumnLike, pattern: str, *, case_sensitive: bool) -> ColumnElement[bool]:
+    """LIKE (case-sensitive) or ILIKE with the same meaning on SQLite and PostgreSQL."""
+    like = literal(pattern, String())
+    if case_sensitive:
+        return _CaseSensitiveLike(column, like, literal(like_to_glob(pattern), String()))
+    return _CaseInsensitiveLike(column, like)
+
+
+_COMPARATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def string_predicate(column: ColumnLike, op: str, value: Any) -> ColumnElement[bool]:
+    """``column op value`` for = != LIKE ILIKE IN NOT IN on a string column."""
+    if op in ("LIKE", "ILIKE"):
+        return pattern_match(column, str(value), case_sensitive=op == "LIKE")
+    if op == "IN":
+        return column.in_(list(value))
+    if op == "NOT IN":
+        return column.not_in(list(value))
+    return numeric_predicate(column, op, value)
+
+
+def numeric_predicate(column: ColumnLike, op: str, value: Any) -> ColumnElement[bool]:
+    """``column op value`` for the symbolic comparators."""
+    comparator = _COMPARATORS.get(op)
+    if comparator is None:
+        raise InvalidParameter(f"Comparator {op!r} is not supported here.")
+    result: ColumnElement[bool] = comparator(column, value)
+    return result
+
+
+def _int64_id(text: str) -> int | None:
+    # Ids are strings on the wire; one that is not a canonical integer names no row.
+    if not re.fullmatch(r"0|[1-9]\d{0,18}", text):
+        return None
+    number = int(text)
+    return number if number <= _INT64_MAX else None
+
+
+def id_predicate(column: ColumnLike, op: str, value: Any) -> ColumnElement[bool]:
+    """Compare an integer id column with wire ids (strings); non-integer ids match nothing."""
+    if op in ("=", "!="):
+        ident = _int64_id(str(value))
+        if ident is None:
+            return false() if op == "=" else true()
+        return numeric_predicate(column, op, ident)
+    idents = [i for i in (_int64_id(v) for v in value) if i is not None]
+    return column.in_(idents) if op == "IN" else column.not_in(idents)
+
+
+def correlated_exists(
+    parent: Any, *criteria: ColumnElement[bool], from_: FromClause | None = None
+) -> Exists:
+    """``EXISTS (SELECT 1 ... WHERE criteria)`` correlated to the outer ``parent`` entity only."""
+    inner: Select = select(literal_column("1"))
+    if from_ is not None:
+        inner = inner.select_from(from_)
+    return inner.where(*criteria).correlate(parent).exists()
+
+
+def key_value_predicate(
+    parent: Any,
+    link: ColumnElement[bool],
+    key_column: ColumnLike,
+    value_column: ColumnLike,
+    comparison: Comparison,
+    *,
+    missing_matches_not_equal: bool = False,
+) -> ColumnElement[bool]:
+    """A tag/param-style clause as one (NOT) EXISTS; ``link`` ties a child row to ``parent``.
+
+    A parent without the key matches only IS NULL, unless ``missing_matches_not_equal``
+    (the registry's ``tag.mlflow.prompt.is_prompt != 'true'``), where it also matches ``!=``.
+    """
+    has_key = key_column == comparison.key
+    if comparison.op == "IS NULL":
+        return ~correlated_exists(parent, link, has_key)
+    if comparison.op == "IS NOT NULL":
+        return correlated_exists(parent, link, has_key)
+    if comparison.op == "!=" and missing_matches_not_equal:
+        return ~correlated_exists(parent, link, has_key, value_column == comparison.value)
+    condition = string_predicate(value_column, comparison.op, comparison.value)
+    return correlated_exists(parent, link, has_key, condition)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ordering helpers shared by the entity modules
+
+
+def _nulls_last(column: ColumnLike) -> ColumnElement[Any]:
+    # NULLS LAST is spelled differently (and unsupported on old SQLite), so sort on a flag first.
+    return case((column.is_(None), literal_column("1")), else_=literal_column("0"))
+
+
+def _direction(column: ColumnLike, ascending: bool) -> ColumnElement[Any]:
+    return column.asc() if ascending else column.desc()
