@@ -6,9 +6,9 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracking.core.db import StatementCache, dialect_insert
@@ -111,7 +111,7 @@ async def insert_experiment(
     s: AsyncSession, *, name: str, artifact_location: str | None, now: int
 ) -> int:
     result = await s.execute(
-        insert(Experiment.__table__)
+        insert(Experiment)
         .values(
             name=name,
             artifact_location=artifact_location or "",
@@ -225,7 +225,7 @@ async def delete_experiment_tag(s: AsyncSession, experiment_id: int, key: str) -
 # --- runs ------------------------------------------------------------------------------------
 
 
-_RUN_INSERT = insert(Run.__table__).returning(Run.__table__.c.id)
+_RUN_INSERT = insert(cast(Table, Run.__table__)).returning(Run.id)
 
 
 async def insert_run(
@@ -519,7 +519,7 @@ async def link_models(
 
 
 async def insert_logged_model(s: AsyncSession, **values: Any) -> None:
-    await s.execute(insert(LoggedModel.__table__).values(**values))
+    await s.execute(insert(LoggedModel).values(**values))
 
 
 async def get_logged_model_row(s: AsyncSession, model_id: str) -> Any:
