@@ -9,7 +9,10 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, Router, get
 
+import registry.api
 import tracking.api
+from registry.artifacts.api import STORAGE_STATE_KEY, artifact_routes
+from registry.artifacts.storage import build_storage
 from tracking.core.db import Database
 from tracking.core.errors import EXCEPTION_HANDLERS
 from tracking.core.http import API_PREFIXES
@@ -52,15 +55,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         db = Database(settings.database_url, pool_size=settings.db_pool_size)
         app.state["db"] = db
         app.state["settings"] = settings
+        artifacts = build_storage(settings)
+        app.state[STORAGE_STATE_KEY] = artifacts
         try:
             yield
         finally:
+            await artifacts.aclose()
             await db.dispose()
 
-    domain_handlers = [*tracking.api.ROUTE_HANDLERS]
+    domain_handlers = [*tracking.api.ROUTE_HANDLERS, *registry.api.ROUTE_HANDLERS]
     routers = [Router(path=prefix, route_handlers=domain_handlers) for prefix in API_PREFIXES]
+    routers.append(
+        Router(
+            path=registry.api.MLGATE_API_PREFIX, route_handlers=registry.api.MLGATE_ROUTE_HANDLERS
+        )
+    )
     return Litestar(
-        route_handlers=[health, version, server_info, *routers],
+        route_handlers=[health, version, server_info, *routers, *artifact_routes()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=None,

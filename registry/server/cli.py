@@ -1,10 +1,12 @@
-"""The ``mlgate`` command line: ``mlgate server`` and ``mlgate db upgrade``."""
+"""The ``mlgate`` command line: ``server``, ``db upgrade``, ``history`` and ``pointer-at``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from tracking.core.settings import Settings, export_to_environment
 
@@ -24,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="run the HTTP server")
     server.add_argument("--host", help="bind address (env MLGATE_HOST, default 127.0.0.1)")
     server.add_argument("--port", type=int, help="port (env MLGATE_PORT, default 5000)")
-    server.add_argument("--workers", type=int, help="worker processes (env MLGATE_WORKERS, default 1)")
+    server.add_argument(
+        "--workers", type=int, help="worker processes (env MLGATE_WORKERS, default 1)"
+    )
     _add_db_flag(server)
     server.add_argument(
         "--artifacts-destination",
@@ -44,7 +48,91 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--revision", default="head")
     cur = db_sub.add_parser("current", help="show the applied revision")
     _add_db_flag(cur)
+    _add_history_commands(sub)
     return parser
+
+
+def _add_history_commands(sub: Any) -> None:
+    history = sub.add_parser("history", help="show a registered model's stage and alias moves")
+    history.add_argument("name", help="registered model name")
+    history.add_argument(
+        "--pointer", help="only this pointer: a stage (Production) or an alias (@champion)"
+    )
+    history.add_argument("--limit", type=int, default=50, help="newest N events (default 50)")
+    history.add_argument("--json", action="store_true", help="print JSON lines")
+    _add_db_flag(history)
+
+    at = sub.add_parser("pointer-at", help="which version a stage or alias pointed at, at a time")
+    at.add_argument("name", help="registered model name")
+    at.add_argument("pointer", help="a stage (Production) or an alias (@champion)")
+    at.add_argument(
+        "--at",
+        dest="at",
+        help="ISO 8601 time (naive means UTC) or epoch milliseconds; default now",
+    )
+    at.add_argument("--json", action="store_true", help="print JSON")
+    _add_db_flag(at)
+
+
+def parse_instant(text: str) -> int:
+    """Epoch milliseconds from ``1700000000000`` or an ISO 8601 time (naive = UTC)."""
+    if text.strip().isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _history_line(e: Any) -> str:
+    move = f"{e.from_version or '-'} -> {e.to_version or '-'}"
+    line = f"{_iso(e.timestamp)}  {e.pointer:<14} {move:<10} {e.action:<15} by {e.actor}"
+    return f"{line}  ({e.comment})" if e.comment else line
+
+
+async def _run_history_command(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+
+    from registry import service
+    from tracking.core.db import Database
+
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        async with db.read() as s:
+            if args.command == "pointer-at":
+                at = parse_instant(args.at) if args.at else None
+                answer = await service.pointer_at(s, args.name, args.pointer, at)
+                if args.json:
+                    print(msgspec.json.encode(answer).decode())
+                elif answer.version is None:
+                    print(f"{answer.name} {answer.pointer} at {_iso(answer.timestamp)}: (none)")
+                else:
+                    print(
+                        f"{answer.name} {answer.pointer} at {_iso(answer.timestamp)}: "
+                        f"version {answer.version}"
+                    )
+                    if answer.event is not None:
+                        print(f"  since {_history_line(answer.event)}")
+                return 0
+            token: str | None = None
+            shown = 0
+            while shown < args.limit:
+                page = min(args.limit - shown, 1000)
+                events, token = await service.pointer_history(
+                    s, args.name, args.pointer, page, token
+                )
+                for e in events:
+                    print(msgspec.json.encode(e).decode() if args.json else _history_line(e))
+                shown += len(events)
+                if not token:
+                    break
+            return 0
+    finally:
+        await db.dispose()
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -90,6 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "server":
         run_server(settings)
         return 0
+    if args.command in ("history", "pointer-at"):
+        import asyncio
+
+        from tracking.core.errors import MlflowError
+
+        try:
+            return asyncio.run(_run_history_command(args, settings))
+        except (MlflowError, ValueError) as exc:
+            print(f"mlgate: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return 1
     if args.command == "db":
         from registry.server import migrate
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import registry.models  # noqa: F401
 import tracking.models  # noqa: F401
 from tracking.core.db import Base
 

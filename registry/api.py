@@ -1,0 +1,296 @@
+"""Litestar controllers for MLflow's model-registry REST API and mlgate's pointer history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, delete, get, patch, post
+
+from registry import service
+from registry.schemas import (
+    CreateModelVersion,
+    CreateRegisteredModel,
+    DeleteAlias,
+    DeleteModelVersionTag,
+    DeleteRegisteredModelTag,
+    GetByAlias,
+    GetLatestVersions,
+    GetPointerAt,
+    GetPointerHistory,
+    ModelVersionRef,
+    RegisteredModelRef,
+    RenameRegisteredModel,
+    SearchModelVersions,
+    SearchRegisteredModels,
+    SetAlias,
+    SetModelVersionTag,
+    SetRegisteredModelTag,
+    TransitionStage,
+    UpdateModelVersion,
+    UpdateRegisteredModel,
+)
+from tracking.core.http import database
+from tracking.core.wire import ok, read_json, read_query
+
+Req = Request[Any, Any, Any]
+R = Response[bytes]
+
+# mlgate's own endpoints (not part of MLflow's protocol) live beside MLflow's prefixes.
+MLGATE_API_PREFIX = "/api/2.0/mlgate"
+
+
+def _actor(request: Req) -> str:
+    # TODO(identity issue): the authenticated user once requests carry one.
+    return service.ANONYMOUS
+
+
+def _page(key: str, items: list[Any], token: str | None) -> R:
+    out: dict[str, Any] = {key: items}
+    if token:
+        out["next_page_token"] = token
+    return ok(out)
+
+
+# --- registered models -----------------------------------------------------------------------
+
+
+@post("/registered-models/create", status_code=200)
+async def create_registered_model(request: Req) -> R:
+    body = await read_json(request, CreateRegisteredModel)
+    async with database(request).write() as s:
+        model = await service.create_registered_model(s, body, actor=_actor(request))
+    return ok({"registered_model": model})
+
+
+@get("/registered-models/get")
+async def get_registered_model(request: Req) -> R:
+    q = read_query(request, RegisteredModelRef)
+    async with database(request).read() as s:
+        model = await service.get_registered_model(s, q.name)
+    return ok({"registered_model": model})
+
+
+@post("/registered-models/rename", status_code=200)
+async def rename_registered_model(request: Req) -> R:
+    body = await read_json(request, RenameRegisteredModel)
+    async with database(request).write() as s:
+        model = await service.rename_registered_model(s, body.name, body.new_name)
+    return ok({"registered_model": model})
+
+
+@patch("/registered-models/update", status_code=200)
+async def update_registered_model(request: Req) -> R:
+    body = await read_json(request, UpdateRegisteredModel)
+    async with database(request).write() as s:
+        model = await service.update_registered_model(s, body.name, body.description)
+    return ok({"registered_model": model})
+
+
+@delete("/registered-models/delete", status_code=200)
+async def delete_registered_model(request: Req) -> R:
+    body = await read_json(request, RegisteredModelRef)
+    async with database(request).write() as s:
+        await service.delete_registered_model(s, body.name, actor=_actor(request))
+    return ok()
+
+
+@get("/registered-models/search")
+async def search_registered_models(request: Req) -> R:
+    q = read_query(request, SearchRegisteredModels)
+    async with database(request).read() as s:
+        models, token = await service.search_registered_models(s, q)
+    return _page("registered_models", models, token)
+
+
+@post("/registered-models/set-tag", status_code=200)
+async def set_registered_model_tag(request: Req) -> R:
+    body = await read_json(request, SetRegisteredModelTag)
+    async with database(request).write() as s:
+        await service.set_registered_model_tag(s, body.name, body.key, body.value)
+    return ok()
+
+
+@delete("/registered-models/delete-tag", status_code=200)
+async def delete_registered_model_tag(request: Req) -> R:
+    body = await read_json(request, DeleteRegisteredModelTag)
+    async with database(request).write() as s:
+        await service.delete_registered_model_tag(s, body.name, body.key)
+    return ok()
+
+
+async def _latest_versions(request: Req, body: GetLatestVersions) -> R:
+    async with database(request).read() as s:
+        versions = await service.get_latest_versions(s, body.name, body.stages)
+    return ok({"model_versions": versions})
+
+
+@post("/registered-models/get-latest-versions", status_code=200)
+async def get_latest_versions(request: Req) -> R:
+    return await _latest_versions(request, await read_json(request, GetLatestVersions))
+
+
+@get("/registered-models/get-latest-versions")
+async def get_latest_versions_get(request: Req) -> R:
+    return await _latest_versions(request, read_query(request, GetLatestVersions))
+
+
+@post("/registered-models/alias", status_code=200)
+async def set_alias(request: Req) -> R:
+    body = await read_json(request, SetAlias)
+    async with database(request).write() as s:
+        await service.set_alias(
+            s, body.name, body.alias, body.version, actor=_actor(request), comment=body.comment
+        )
+    return ok()
+
+
+@delete("/registered-models/alias", status_code=200)
+async def delete_alias(request: Req) -> R:
+    body = await read_json(request, DeleteAlias)
+    async with database(request).write() as s:
+        await service.delete_alias(
+            s, body.name, body.alias, actor=_actor(request), comment=body.comment
+        )
+    return ok()
+
+
+@get("/registered-models/alias")
+async def get_version_by_alias(request: Req) -> R:
+    q = read_query(request, GetByAlias)
+    async with database(request).read() as s:
+        version = await service.get_version_by_alias(s, q.name, q.alias)
+    return ok({"model_version": version})
+
+
+# --- model versions ----------------------------------------------------------------------------
+
+
+@post("/model-versions/create", status_code=200)
+async def create_model_version(request: Req) -> R:
+    body = await read_json(request, CreateModelVersion)
+    async with database(request).write() as s:
+        version = await service.create_model_version(s, body, actor=_actor(request))
+    return ok({"model_version": version})
+
+
+@get("/model-versions/get")
+async def get_model_version(request: Req) -> R:
+    q = read_query(request, ModelVersionRef)
+    async with database(request).read() as s:
+        version = await service.get_model_version(s, q.name, q.version)
+    return ok({"model_version": version})
+
+
+@patch("/model-versions/update", status_code=200)
+async def update_model_version(request: Req) -> R:
+    body = await read_json(request, UpdateModelVersion)
+    async with database(request).write() as s:
+        version = await service.update_model_version(s, body.name, body.version, body.description)
+    return ok({"model_version": version})
+
+
+@delete("/model-versions/delete", status_code=200)
+async def delete_model_version(request: Req) -> R:
+    body = await read_json(request, ModelVersionRef)
+    async with database(request).write() as s:
+        await service.delete_model_version(s, body.name, body.version, actor=_actor(request))
+    return ok()
+
+
+@get("/model-versions/search")
+async def search_model_versions(request: Req) -> R:
+    q = read_query(request, SearchModelVersions)
+    async with database(request).read() as s:
+        versions, token = await service.search_model_versions(s, q)
+    return _page("model_versions", versions, token)
+
+
+@post("/model-versions/set-tag", status_code=200)
+async def set_model_version_tag(request: Req) -> R:
+    body = await read_json(request, SetModelVersionTag)
+    async with database(request).write() as s:
+        await service.set_model_version_tag(s, body.name, body.version, body.key, body.value)
+    return ok()
+
+
+@delete("/model-versions/delete-tag", status_code=200)
+async def delete_model_version_tag(request: Req) -> R:
+    body = await read_json(request, DeleteModelVersionTag)
+    async with database(request).write() as s:
+        await service.delete_model_version_tag(s, body.name, body.version, body.key)
+    return ok()
+
+
+@post("/model-versions/transition-stage", status_code=200)
+async def transition_stage(request: Req) -> R:
+    body = await read_json(request, TransitionStage)
+    async with database(request).write() as s:
+        version = await service.transition_stage(
+            s,
+            body.name,
+            body.version,
+            body.stage,
+            body.archive_existing_versions,
+            actor=_actor(request),
+            comment=body.comment,
+        )
+    return ok({"model_version": version})
+
+
+@get("/model-versions/get-download-uri")
+async def get_download_uri(request: Req) -> R:
+    q = read_query(request, ModelVersionRef)
+    async with database(request).read() as s:
+        uri = await service.get_download_uri(s, q.name, q.version)
+    return ok({"artifact_uri": uri})
+
+
+# --- pointer history (mlgate) --------------------------------------------------------------------
+
+
+@get("/registered-models/history")
+async def pointer_history(request: Req) -> R:
+    q = read_query(request, GetPointerHistory)
+    async with database(request).read() as s:
+        history, token = await service.pointer_history(
+            s, q.name, q.pointer, q.max_results, q.page_token
+        )
+    return _page("events", history, token)
+
+
+@get("/registered-models/pointer-at")
+async def pointer_at(request: Req) -> R:
+    q = read_query(request, GetPointerAt)
+    async with database(request).read() as s:
+        answer = await service.pointer_at(s, q.name, q.pointer, q.timestamp)
+    return ok(answer)
+
+
+# Mounted under each of MLflow's API prefixes.
+ROUTE_HANDLERS = [
+    create_registered_model,
+    get_registered_model,
+    rename_registered_model,
+    update_registered_model,
+    delete_registered_model,
+    search_registered_models,
+    set_registered_model_tag,
+    delete_registered_model_tag,
+    get_latest_versions,
+    get_latest_versions_get,
+    set_alias,
+    delete_alias,
+    get_version_by_alias,
+    create_model_version,
+    get_model_version,
+    update_model_version,
+    delete_model_version,
+    search_model_versions,
+    set_model_version_tag,
+    delete_model_version_tag,
+    transition_stage,
+    get_download_uri,
+]
+
+# Mounted under MLGATE_API_PREFIX.
+MLGATE_ROUTE_HANDLERS = [pointer_history, pointer_at]

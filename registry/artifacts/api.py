@@ -1,0 +1,312 @@
+"""Litestar handlers for MLflow's proxied-artifact API and the UI's artifact downloads.
+
+Routes (each ``/api/2.0/mlflow-artifacts`` route also answers under ``/ajax-api/2.0/…``):
+
+- ``PUT|GET|DELETE /api/2.0/mlflow-artifacts/artifacts/<path>``: upload, download, delete;
+- ``GET /api/2.0/mlflow-artifacts/artifacts?path=<dir>``: one directory level, base names;
+- ``POST /api/2.0/mlflow-artifacts/mpu/{create,complete,abort}/<dir>``: multipart uploads, whose
+  parts the client PUTs to ``/api/2.0/mlflow-artifacts/mpu/upload-part/<path>`` (the URLs this
+  server hands out in ``credentials``), so the parts stream through the proxy too;
+- ``GET /get-artifact?run_uuid=&path=`` and
+  ``GET /model-versions/get-artifact?name=&version=&path=`` (MLflow UI downloads).
+
+The artifact path is taken from the *raw* request path and decoded exactly once: the router's
+own path parameter has already been decoded and had ``//`` and trailing ``/`` collapsed, and a
+second interpretation of the same string is what path-traversal bypasses feed on.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from litestar import Request, Response, Router, delete, get, post, put
+from litestar.response import Stream
+from litestar.types import ControllerRouterHandler
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry.artifacts.paths import (
+    ArtifactPath,
+    client_file_name,
+    decode_request_path,
+    parse_artifact_path,
+    parse_artifact_uri,
+)
+from registry.artifacts.schemas import (
+    AbortMultipartUpload,
+    CompleteMultipartUpload,
+    CreateMultipartUpload,
+    CreateMultipartUploadOut,
+    FileInfoOut,
+    GetModelVersionArtifactQuery,
+    GetRunArtifactQuery,
+    ListArtifactsOut,
+    ListArtifactsQuery,
+    MultipartUploadCredential,
+    UploadPartQuery,
+)
+from registry.artifacts.storage import (
+    UNSUPPORTED_MULTIPART,
+    ArtifactStorage,
+    UploadedPart,
+    guess_media_type,
+)
+from registry.artifacts.storage.base import MAX_PARTS
+from tracking import service as tracking_service
+from tracking.core.errors import InvalidParameter, NotImplementedFeature
+from tracking.core.http import database
+from tracking.core.wire import JSON, ok, read_json, read_query
+
+Req = Request[Any, Any, Any]
+R = Response[bytes]
+
+ARTIFACTS_PREFIXES = ("/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts")
+_API_ROOTS = (b"/api/2.0", b"/ajax-api/2.0")
+
+# app.state keys. "artifacts" holds the ArtifactStorage built at start-up.
+STORAGE_STATE_KEY = "artifacts"
+# Optional ``async (path: ArtifactPath) -> None`` that raises (PermissionDenied, InvalidState…)
+# to refuse a write or delete. For a write ``path`` is the file; for a delete it is a file or a
+# directory prefix, so a guard protecting files must also refuse any prefix that contains them.
+WRITE_GUARD_STATE_KEY = "artifact_write_guard"
+# Optional ``async (session, name, version) -> ArtifactPath``: the store path holding a model
+# version's files, for ``/model-versions/get-artifact``. Set by the registry.
+MODEL_VERSION_ROOT_STATE_KEY = "model_version_artifact_root"
+
+WriteGuard = Callable[[ArtifactPath], Awaitable[None]]
+ModelVersionRootResolver = Callable[[AsyncSession, str, str], Awaitable[ArtifactPath]]
+
+
+def artifact_storage(request: Req) -> ArtifactStorage:
+    storage: ArtifactStorage = request.app.state[STORAGE_STATE_KEY]
+    return storage
+
+
+async def check_writable(request: Req, path: ArtifactPath) -> None:
+    guard: WriteGuard | None = request.app.state.get(WRITE_GUARD_STATE_KEY)
+    if guard is not None:
+        await guard(path)
+
+
+def _path_after(request: Req, marker: bytes) -> ArtifactPath:
+    """The artifact path following ``marker`` in the raw request path, parsed once."""
+    raw: bytes | None = request.scope.get("raw_path")
+    if raw is None:  # not every ASGI server sends raw_path; re-encode the decoded path
+        raw = quote(request.scope["path"], safe="/").encode("ascii")
+    # Some ASGI clients (httpx's test transport) leave the query string in raw_path; a literal
+    # '?' always starts the query, so it is never part of the path.
+    raw = raw.partition(b"?")[0]
+    at = raw.find(marker)
+    root_path = request.scope.get("root_path", "").encode("latin-1", "replace")
+    if at < 0 or raw[:at] not in {*_API_ROOTS, *(root_path + r for r in _API_ROOTS)}:
+        # The fixed part of the URL was spelled unusually (percent-encoded, doubled slashes):
+        # refuse rather than guess where the artifact path starts.
+        raise InvalidParameter("Malformed artifact URL: the route prefix must be sent verbatim.")
+    return parse_artifact_path(decode_request_path(raw[at + len(marker) :]))
+
+
+def _content_disposition(name: str) -> str:
+    """``attachment`` with an ASCII fallback and an RFC 5987 UTF-8 name (as MLflow sends)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    ascii_name = re.sub(r'["\\]', "_", ascii_name) or "download"
+    value = f'attachment; filename="{ascii_name}"'
+    if ascii_name != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
+
+
+async def _stream_file(request: Req, path: ArtifactPath) -> Stream:
+    reader = await artifact_storage(request).open(path)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in reader:
+                yield chunk
+        finally:
+            await reader.aclose()
+
+    return Stream(
+        body(),
+        status_code=200,
+        media_type=guess_media_type(path.name),
+        headers={
+            "Content-Length": str(reader.size),
+            # Downloads are attachments with no sniffing: an uploaded .html or .svg must not
+            # run as a page on the server's origin (stored XSS through artifacts).
+            "Content-Disposition": _content_disposition(path.name),
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+# --- /api/2.0/mlflow-artifacts/artifacts -----------------------------------------------------
+
+_ARTIFACTS = b"/mlflow-artifacts/artifacts/"
+
+
+@get("/artifacts")
+async def list_artifacts(request: Req) -> R:
+    q = read_query(request, ListArtifactsQuery)
+    path = parse_artifact_path(q.path, allow_root=True) if q.path else ArtifactPath.root()
+    entries = await artifact_storage(request).list(path)
+    files = [FileInfoOut(e.name, e.is_dir, None if e.is_dir else e.file_size) for e in entries]
+    return ok(ListArtifactsOut(files=files))
+
+
+@get("/artifacts/{path:path}")
+async def download_artifact(request: Req, path: str) -> Stream:
+    return await _stream_file(request, _path_after(request, _ARTIFACTS))
+
+
+@put("/artifacts/{path:path}", status_code=200, request_max_body_size=None)
+async def upload_artifact(request: Req, path: str) -> R:
+    artifact = _path_after(request, _ARTIFACTS)
+    await check_writable(request, artifact)
+    await artifact_storage(request).put(artifact, request.stream())
+    return ok()
+
+
+@delete("/artifacts/{path:path}", status_code=200)
+async def delete_artifact(request: Req, path: str) -> R:
+    artifact = _path_after(request, _ARTIFACTS)
+    await check_writable(request, artifact)
+    await artifact_storage(request).delete(artifact)
+    return ok()
+
+
+# --- /api/2.0/mlflow-artifacts/mpu -----------------------------------------------------------
+
+
+def _multipart_storage(request: Req) -> ArtifactStorage:
+    storage = artifact_storage(request)
+    if not storage.supports_multipart:
+        # This exact message makes the client fall back to a single streamed PUT.
+        raise NotImplementedFeature(UNSUPPORTED_MULTIPART)
+    return storage
+
+
+def _require(value: str | None, name: str) -> str:
+    if not value:
+        raise InvalidParameter(f"Missing value for required parameter '{name}'.")
+    return value
+
+
+@post("/mpu/create/{path:path}", status_code=200)
+async def create_multipart_upload(request: Req, path: str) -> R:
+    storage = _multipart_storage(request)
+    directory = _path_after(request, b"/mlflow-artifacts/mpu/create/")
+    body = await read_json(request, CreateMultipartUpload)
+    target = directory.joinpath(client_file_name(_require(body.path, "path")))
+    num_parts = 1 if body.num_parts is None else body.num_parts
+    if not 1 <= num_parts <= MAX_PARTS:
+        raise InvalidParameter(f"num_parts must be between 1 and {MAX_PARTS}, got {num_parts}.")
+    await check_writable(request, target)
+    upload_id = await storage.create_multipart(target)
+    # Part URLs point back at this proxy, so the bucket never has to be reachable by clients.
+    # The upload id (128 random bits locally, S3's own id on S3) is what authorises a part.
+    base = str(request.base_url).rstrip("/")
+    quoted = "/".join(quote(part, safe="") for part in target.parts)
+    credentials = [
+        MultipartUploadCredential(
+            url=f"{base}{ARTIFACTS_PREFIXES[0]}/mpu/upload-part/{quoted}?"
+            + urlencode({"upload_id": upload_id, "part_number": n}),
+            part_number=n,
+        )
+        for n in range(1, num_parts + 1)
+    ]
+    return ok(CreateMultipartUploadOut(upload_id=upload_id, credentials=credentials))
+
+
+@put("/mpu/upload-part/{path:path}", status_code=200, request_max_body_size=None)
+async def upload_multipart_part(request: Req, path: str) -> R:
+    storage = _multipart_storage(request)
+    target = _path_after(request, b"/mlflow-artifacts/mpu/upload-part/")
+    q = read_query(request, UploadPartQuery)
+    upload_id = _require(q.upload_id, "upload_id")
+    if q.part_number is None:
+        raise InvalidParameter("Missing value for required parameter 'part_number'.")
+    etag = await storage.upload_part(target, upload_id, q.part_number, request.stream())
+    return Response(content=b"{}", status_code=200, media_type=JSON, headers={"ETag": etag})
+
+
+@post("/mpu/complete/{path:path}", status_code=200)
+async def complete_multipart_upload(request: Req, path: str) -> R:
+    storage = _multipart_storage(request)
+    directory = _path_after(request, b"/mlflow-artifacts/mpu/complete/")
+    body = await read_json(request, CompleteMultipartUpload)
+    target = directory.joinpath(client_file_name(_require(body.path, "path")))
+    upload_id = _require(body.upload_id, "upload_id")
+    parts = [UploadedPart(p.part_number, p.etag or "") for p in body.parts]
+    await check_writable(request, target)
+    await storage.complete_multipart(target, upload_id, parts)
+    return ok()
+
+
+@post("/mpu/abort/{path:path}", status_code=200)
+async def abort_multipart_upload(request: Req, path: str) -> R:
+    storage = _multipart_storage(request)
+    directory = _path_after(request, b"/mlflow-artifacts/mpu/abort/")
+    body = await read_json(request, AbortMultipartUpload)
+    target = directory.joinpath(client_file_name(_require(body.path, "path")))
+    await storage.abort_multipart(target, _require(body.upload_id, "upload_id"))
+    return ok()
+
+
+# --- UI downloads ----------------------------------------------------------------------------
+
+
+@get("/get-artifact")
+async def get_run_artifact(request: Req) -> Stream:
+    q = read_query(request, GetRunArtifactQuery)
+    run_id = _require(q.run_id or q.run_uuid, "run_id")
+    relative = parse_artifact_path(_require(q.path, "path"))
+    async with database(request).read() as session:
+        run = await tracking_service.get_run(session, run_id)
+    root = parse_artifact_uri(run.info.artifact_uri)
+    return await _stream_file(request, root.joinpath(relative))
+
+
+@get("/model-versions/get-artifact")
+async def get_model_version_artifact(request: Req) -> Stream:
+    q = read_query(request, GetModelVersionArtifactQuery)
+    name = _require(q.name, "name")
+    version = _require(q.version, "version")
+    relative = parse_artifact_path(_require(q.path, "path"))
+    resolve: ModelVersionRootResolver | None = request.app.state.get(MODEL_VERSION_ROOT_STATE_KEY)
+    if resolve is None:
+        raise NotImplementedFeature("Model version artifact downloads are not available yet.")
+    async with database(request).read() as session:
+        root = await resolve(session, name, version)
+    return await _stream_file(request, root.joinpath(relative))
+
+
+# Relative to each of ARTIFACTS_PREFIXES.
+ARTIFACT_ROUTE_HANDLERS: list[ControllerRouterHandler] = [
+    list_artifacts,
+    download_artifact,
+    upload_artifact,
+    delete_artifact,
+    create_multipart_upload,
+    upload_multipart_part,
+    complete_multipart_upload,
+    abort_multipart_upload,
+]
+# At the server root, where MLflow's UI asks for them.
+ARTIFACT_UI_ROUTE_HANDLERS: list[ControllerRouterHandler] = [
+    get_run_artifact,
+    get_model_version_artifact,
+]
+
+
+def artifact_routes() -> list[ControllerRouterHandler]:
+    """Fresh routers for one app: the proxy under both prefixes, plus the UI downloads."""
+    return [
+        *(
+            Router(path=prefix, route_handlers=ARTIFACT_ROUTE_HANDLERS)
+            for prefix in ARTIFACTS_PREFIXES
+        ),
+        *ARTIFACT_UI_ROUTE_HANDLERS,
+    ]

@@ -1,0 +1,372 @@
+"""Artifacts in a local directory: atomic writes, chunked threaded I/O, no symlink escapes."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import stat
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from anyio import to_thread
+
+from registry.artifacts.paths import ArtifactPath
+from registry.artifacts.storage.base import (
+    IO_CHUNK_BYTES,
+    MAX_LIST_ENTRIES,
+    MAX_PART_BYTES,
+    ArtifactEntry,
+    ArtifactReader,
+    ArtifactStat,
+    UploadedPart,
+    check_part_number,
+    check_parts,
+)
+from tracking.core.errors import InvalidParameter, PermissionDenied, ResourceNotFound
+
+T = TypeVar("T")
+
+# Temp files and multipart parts live inside the root (so the final rename never crosses file
+# systems, e.g. when the root is a mounted volume) under a name no artifact path may use.
+STAGING_DIR = ".mlgate-staging"
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+async def _run(func: Callable[..., T], *args: Any) -> T:
+    return await to_thread.run_sync(func, *args)
+
+
+class LocalStorage:
+    """Files under ``root``; every path is resolved with ``realpath`` and must stay inside it."""
+
+    supports_multipart = True
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = os.path.realpath(os.fspath(root))
+        self._staging = os.path.join(self.root, STAGING_DIR)
+        os.makedirs(self._staging, exist_ok=True)
+
+    # --- path resolution ------------------------------------------------------------------
+
+    def _resolve(self, path: ArtifactPath) -> str:
+        """The absolute file name for ``path``, refusing anything that resolves outside root."""
+        if not isinstance(path, ArtifactPath):  # only the canonical type may reach the disk
+            raise TypeError("storage paths must be ArtifactPath values")
+        if path.parts and path.parts[0] == STAGING_DIR:
+            raise InvalidParameter(f"Invalid artifact path '{path}': '{STAGING_DIR}' is reserved.")
+        candidate = os.path.join(self.root, *path.parts)
+        real = os.path.realpath(candidate)
+        # A symlink inside the store (planted by hand or by another tool) must not let a request
+        # read or write outside it: the same escape as '..', by another route.
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise PermissionDenied(f"Artifact path '{path}' resolves outside the artifact store.")
+        return candidate
+
+    def _new_temp(self) -> str:
+        return os.path.join(self._staging, f"tmp-{secrets.token_hex(16)}")
+
+    # --- single-shot upload ---------------------------------------------------------------
+
+    async def put(self, path: ArtifactPath, chunks: AsyncIterable[bytes]) -> int:
+        target = self._resolve(path)
+        if path.is_root:
+            raise InvalidParameter("An artifact upload needs a file path.")
+        temp = self._new_temp()
+        size = await self._write_temp(temp, chunks)
+        try:
+            await _run(self._install, temp, target, path)
+        finally:
+            await _run(_unlink_quietly, temp)
+        return size
+
+    async def _write_temp(
+        self,
+        temp: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        limit: int | None = None,
+        digest: Any = None,
+    ) -> int:
+        """Stream ``chunks`` into a new temp file in ~1 MiB writes; the temp is removed on error."""
+        handle: BinaryIO = await _run(_open_exclusive, temp)
+        size = 0
+        try:
+            buffer = bytearray()
+            async for chunk in chunks:
+                buffer += chunk
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise InvalidParameter(f"A part must not be larger than {limit} bytes.")
+                if len(buffer) >= IO_CHUNK_BYTES:
+                    await _run(_write, handle, buffer, digest)
+                    buffer = bytearray()
+            if buffer:
+                await _run(_write, handle, buffer, digest)
+            await _run(_flush_and_sync, handle)
+        except BaseException:
+            await _run(handle.close)
+            await _run(_unlink_quietly, temp)
+            raise
+        await _run(handle.close)
+        return size
+
+    def _install(self, temp: str, target: str, path: ArtifactPath) -> None:
+        """Create the parents and atomically rename ``temp`` over ``target`` (blocking)."""
+        parent = os.path.dirname(target)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise InvalidParameter(
+                f"Cannot write '{path}': a file exists where a directory is needed."
+            ) from None
+        # Re-check after creating the parents, in case a symlink appeared on the way.
+        self._resolve(path)
+        try:
+            os.replace(temp, target)
+        except IsADirectoryError:
+            raise InvalidParameter(f"Cannot write '{path}': it is a directory.") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise InvalidParameter(f"Cannot write '{path}': {exc.strerror}.") from None
+            raise
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def open(self, path: ArtifactPath) -> ArtifactReader:
+        target = self._resolve(path)
+        handle, size = await _run(_open_regular_file, target, path)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                data = await _run(handle.read, IO_CHUNK_BYTES)
+                if not data:
+                    return
+                yield data
+
+        async def close() -> None:
+            await _run(handle.close)
+
+        return ArtifactReader(size, chunks(), close)
+
+    async def list(self, path: ArtifactPath) -> list[ArtifactEntry]:
+        target = self._resolve(path)
+        return await _run(_scan_directory, target, path.is_root)
+
+    async def stat(self, path: ArtifactPath) -> ArtifactStat | None:
+        target = self._resolve(path)
+        return await _run(_stat, target)
+
+    async def delete(self, path: ArtifactPath) -> None:
+        target = self._resolve(path)
+        if path.is_root:
+            raise InvalidParameter("Refusing to delete the whole artifact store.")
+        await _run(_remove_tree_or_file, target)
+
+    # --- multipart ------------------------------------------------------------------------
+
+    def _upload_dir(self, path: ArtifactPath, upload_id: str) -> str:
+        """The staging folder of an upload, checking the id's shape and that it targets ``path``."""
+        if not isinstance(upload_id, str) or not _UPLOAD_ID.match(upload_id):
+            # The id becomes a directory name: only our own hex ids are accepted.
+            raise ResourceNotFound(f"No multipart upload {upload_id!r} for '{path}'.")
+        folder = os.path.join(self._staging, f"mpu-{upload_id}")
+        try:
+            with open(os.path.join(folder, "target"), encoding="utf-8") as f:
+                recorded = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ResourceNotFound(f"No multipart upload {upload_id!r} for '{path}'.") from None
+        if recorded != path.posix:
+            raise ResourceNotFound(f"No multipart upload {upload_id!r} for '{path}'.")
+        return folder
+
+    async def create_multipart(self, path: ArtifactPath) -> str:
+        self._resolve(path)
+        if path.is_root:
+            raise InvalidParameter("A multipart upload needs a file path.")
+        upload_id = secrets.token_hex(16)
+        folder = os.path.join(self._staging, f"mpu-{upload_id}")
+
+        def create() -> None:
+            os.mkdir(folder)
+            with open(os.path.join(folder, "target"), "w", encoding="utf-8") as f:
+                f.write(path.posix)
+
+        await _run(create)
+        return upload_id
+
+    async def upload_part(
+        self, path: ArtifactPath, upload_id: str, part_number: int, chunks: AsyncIterable[bytes]
+    ) -> str:
+        check_part_number(part_number)
+        folder = await _run(self._upload_dir, path, upload_id)
+        temp = self._new_temp()
+        # S3-style ETag (MD5 of the part), computed while streaming rather than by a re-read.
+        digest = hashlib.md5(usedforsecurity=False)
+        await self._write_temp(temp, chunks, limit=MAX_PART_BYTES, digest=digest)
+        etag = digest.hexdigest()
+        try:
+            part = os.path.join(folder, f"part-{part_number:05d}")
+
+            def install() -> None:
+                # The ETag file is written after the data, so a listed ETag always has its part.
+                os.replace(temp, part)
+                with open(f"{part}.etag.tmp", "w", encoding="ascii") as f:
+                    f.write(etag)
+                os.replace(f"{part}.etag.tmp", f"{part}.etag")
+
+            await _run(install)
+        except FileNotFoundError:
+            # The upload was completed or aborted while this part was streaming.
+            raise ResourceNotFound(f"No multipart upload {upload_id!r} for '{path}'.") from None
+        finally:
+            await _run(_unlink_quietly, temp)
+        return etag
+
+    async def complete_multipart(
+        self, path: ArtifactPath, upload_id: str, parts: Sequence[UploadedPart]
+    ) -> None:
+        check_parts(parts)
+        target = self._resolve(path)
+        folder = await _run(self._upload_dir, path, upload_id)
+        temp = self._new_temp()
+
+        def assemble() -> None:
+            files = []
+            for p in parts:
+                name = os.path.join(folder, f"part-{p.part_number:05d}")
+                try:
+                    with open(f"{name}.etag", encoding="ascii") as f:
+                        stored = f.read()
+                except FileNotFoundError:
+                    raise InvalidParameter(f"Part {p.part_number} was never uploaded.") from None
+                if p.etag.strip('"') != stored:
+                    raise InvalidParameter(f"Part {p.part_number} does not match its ETag.")
+                files.append(name)
+            with _open_exclusive(temp) as out:
+                for name in files:
+                    with open(name, "rb") as src:
+                        shutil.copyfileobj(src, out, IO_CHUNK_BYTES)
+                _flush_and_sync(out)
+            self._install(temp, target, path)
+            shutil.rmtree(folder, ignore_errors=True)
+
+        try:
+            await _run(assemble)
+        finally:
+            await _run(_unlink_quietly, temp)
+
+    async def abort_multipart(self, path: ArtifactPath, upload_id: str) -> None:
+        folder = await _run(self._upload_dir, path, upload_id)
+        await _run(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+    async def aclose(self) -> None:
+        return None
+
+
+# --- blocking helpers (run in worker threads) -----------------------------------------------
+
+
+def _open_exclusive(name: str) -> BinaryIO:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    # Buffered: a raw write may be short, BufferedWriter.write always writes everything.
+    return os.fdopen(fd, "wb")
+
+
+def _write(handle: BinaryIO, data: bytearray, digest: Any) -> None:
+    handle.write(data)
+    if digest is not None:
+        digest.update(data)
+
+
+def _flush_and_sync(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _unlink_quietly(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
+
+
+def _open_regular_file(target: str, path: ArtifactPath) -> tuple[BinaryIO, int]:
+    # O_NOFOLLOW: the last component must not be a symlink (the resolve check ran just before).
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(target, flags)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ResourceNotFound(f"Artifact '{path}' does not exist.") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PermissionDenied(f"Artifact '{path}' is a symbolic link.") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ResourceNotFound(f"Artifact '{path}' is not a file.")
+    return os.fdopen(fd, "rb", buffering=0), info.st_size
+
+
+def _scan_directory(target: str, is_root: bool) -> list[ArtifactEntry]:
+    entries: list[ArtifactEntry] = []
+    try:
+        iterator = os.scandir(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    with iterator:
+        for entry in iterator:
+            if is_root and entry.name == STAGING_DIR:
+                continue
+            try:
+                ArtifactPath((entry.name,))
+            except InvalidParameter:
+                continue  # not a name this API could have written, nor could address
+            if entry.is_dir(follow_symlinks=False):
+                entries.append(ArtifactEntry(entry.name, True))
+            elif entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                entries.append(ArtifactEntry(entry.name, False, size))
+            else:
+                continue  # symlinks, sockets, devices are not artifacts
+            if len(entries) > MAX_LIST_ENTRIES:
+                raise InvalidParameter(
+                    f"The directory has more than {MAX_LIST_ENTRIES} entries; list a subdirectory."
+                )
+    entries.sort(key=lambda e: e.name)
+    return entries
+
+
+def _stat(target: str) -> ArtifactStat | None:
+    try:
+        info = os.stat(target, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return ArtifactStat(is_dir=True)
+    if stat.S_ISREG(info.st_mode):
+        return ArtifactStat(is_dir=False, size=info.st_size)
+    return None
+
+
+def _remove_tree_or_file(target: str) -> None:
+    try:
+        info = os.stat(target, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        _unlink_quietly(target)  # a symlink is removed itself, never followed
+        return
+    # rmtree never follows symlinks; a concurrent delete of the same tree only races on files
+    # that are already gone, so retry once before reporting.
+    for attempt in (1, 2):
+        try:
+            shutil.rmtree(target)
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                return

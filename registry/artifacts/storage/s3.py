@@ -1,0 +1,370 @@
+"""Artifacts in an S3 bucket (or an S3-compatible store) through boto3, in worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+import boto3
+from anyio import to_thread
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from registry.artifacts.paths import ArtifactPath
+from registry.artifacts.storage.base import (
+    IO_CHUNK_BYTES,
+    MAX_LIST_ENTRIES,
+    MAX_PART_BYTES,
+    MAX_PARTS,
+    ArtifactEntry,
+    ArtifactReader,
+    ArtifactStat,
+    StorageUnavailable,
+    UploadedPart,
+    check_part_number,
+    check_parts,
+)
+from tracking.core.errors import InvalidParameter, MlflowError, ResourceNotFound
+
+T = TypeVar("T")
+
+# Streamed uploads are cut into parts of this size, so a request holds at most about two parts
+# in memory however large the body is. S3 allows 10,000 parts: 8 MiB parts cover 32 GiB with
+# the first 4,000, and the rest grow to 32 MiB (about 220 GiB in all).
+PART_BYTES = 8 * 1024 * 1024
+LARGE_PART_BYTES = 32 * 1024 * 1024
+LARGE_PARTS_FROM = 4_000
+# Parts received through the proxy are spooled to disk beyond this size before going to S3.
+SPOOL_BYTES = 8 * 1024 * 1024
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+_BAD_REQUEST = {
+    "InvalidPart",
+    "InvalidPartOrder",
+    "EntityTooSmall",
+    "EntityTooLarge",
+    "KeyTooLongError",
+    "InvalidArgument",
+    "InvalidRequest",
+}
+
+
+def part_size(part_number: int) -> int:
+    return PART_BYTES if part_number <= LARGE_PARTS_FROM else LARGE_PART_BYTES
+
+
+class S3Storage:
+    """Keys are ``<prefix>/<artifact path>``; "directories" are ``/``-delimited key prefixes."""
+
+    supports_multipart = True
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        client: Any = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        # Region and credentials come from boto3's usual chain (AWS_* variables, profiles,
+        # instance roles). Checksums only when required: the newer default (a CRC on every
+        # request) is rejected by several S3-compatible stores.
+        self._client = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(
+                max_pool_connections=50,
+                retries={"mode": "standard", "max_attempts": 5},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+    def _key(self, path: ArtifactPath) -> str:
+        _require_canonical(path)
+        return f"{self.prefix}{path.posix}"
+
+    def _dir_prefix(self, path: ArtifactPath) -> str:
+        _require_canonical(path)
+        return self.prefix if path.is_root else f"{self._key(path)}/"
+
+    async def _call(self, path: ArtifactPath, func: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run one blocking boto3 call in a worker thread, mapping its errors to MLflow's."""
+        try:
+            return await to_thread.run_sync(lambda: func(*args, **kw))
+        except ClientError as exc:
+            raise _translate(exc, path) from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"Artifact storage is unavailable: {exc}") from None
+
+    # --- single-shot upload ---------------------------------------------------------------
+
+    async def put(self, path: ArtifactPath, chunks: AsyncIterable[bytes]) -> int:
+        key = self._key(path)
+        if path.is_root:
+            raise InvalidParameter("An artifact upload needs a file path.")
+        c = self._client
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        size = 0
+
+        async def flush_part(data: bytearray) -> None:
+            nonlocal upload_id
+            if upload_id is None:
+                created = await self._call(
+                    path, c.create_multipart_upload, Bucket=self.bucket, Key=key
+                )
+                upload_id = created["UploadId"]
+            number = len(parts) + 1
+            if number > MAX_PARTS:
+                raise InvalidParameter("The artifact is too large for one S3 object.")
+            result = await self._call(
+                path,
+                c.upload_part,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+            parts.append({"PartNumber": number, "ETag": result["ETag"]})
+
+        try:
+            # Each part is filled in place and handed to boto3 as is: one part-sized buffer
+            # per upload, no copies of it.
+            part = bytearray(part_size(1))
+            filled = 0
+            async for chunk in chunks:
+                size += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    take = min(len(view), len(part) - filled)
+                    part[filled : filled + take] = view[:take]
+                    filled += take
+                    view = view[take:]
+                    if filled == len(part):
+                        await flush_part(part)
+                        part = bytearray(part_size(len(parts) + 1))
+                        filled = 0
+            del part[filled:]
+            if upload_id is None:
+                # Small body: one PUT, no multipart bookkeeping.
+                await self._call(path, c.put_object, Bucket=self.bucket, Key=key, Body=part)
+                return size
+            if part:
+                await flush_part(part)
+            await self._call(
+                path,
+                c.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+            return size
+        except BaseException:
+            if upload_id is not None:
+                # Abandoned parts are billed and invisible: always abort a failed upload.
+                await to_thread.run_sync(self._abort_quietly, key, upload_id)
+            raise
+
+    def _abort_quietly(self, key: str, upload_id: str) -> None:
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def open(self, path: ArtifactPath) -> ArtifactReader:
+        key = self._key(path)
+        if path.is_root:
+            raise ResourceNotFound("The artifact store root is not a file.")
+        result = await self._call(path, self._client.get_object, Bucket=self.bucket, Key=key)
+        body = result["Body"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                try:
+                    data = await to_thread.run_sync(body.read, IO_CHUNK_BYTES)
+                except (BotoCoreError, OSError) as exc:
+                    raise StorageUnavailable(f"Artifact storage read failed: {exc}") from None
+                if not data:
+                    return
+                yield data
+
+        async def close() -> None:
+            await to_thread.run_sync(body.close)
+
+        return ArtifactReader(int(result["ContentLength"]), chunks(), close)
+
+    async def list(self, path: ArtifactPath) -> list[ArtifactEntry]:
+        prefix = self._dir_prefix(path)
+
+        def scan() -> list[ArtifactEntry]:
+            entries: dict[tuple[str, bool], ArtifactEntry] = {}
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", ()):
+                    name = common["Prefix"][len(prefix) :].rstrip("/")
+                    if _plain_name(name):
+                        entries[(name, True)] = ArtifactEntry(name, True)
+                for obj in page.get("Contents", ()):
+                    name = obj["Key"][len(prefix) :]
+                    if _plain_name(name):  # skips the "dir/" marker object itself
+                        entries[(name, False)] = ArtifactEntry(name, False, int(obj["Size"]))
+                if len(entries) > MAX_LIST_ENTRIES:
+                    raise InvalidParameter(
+                        f"The directory has more than {MAX_LIST_ENTRIES} entries; "
+                        "list a subdirectory."
+                    )
+            return sorted(entries.values(), key=lambda e: (e.name, not e.is_dir))
+
+        return await self._call(path, scan)
+
+    async def stat(self, path: ArtifactPath) -> ArtifactStat | None:
+        _require_canonical(path)
+        if not path.is_root:
+            try:
+                head = await self._call(
+                    path, self._client.head_object, Bucket=self.bucket, Key=self._key(path)
+                )
+                return ArtifactStat(is_dir=False, size=int(head["ContentLength"]))
+            except ResourceNotFound:
+                pass
+        listed = await self._call(
+            path,
+            self._client.list_objects_v2,
+            Bucket=self.bucket,
+            Prefix=self._dir_prefix(path),
+            MaxKeys=1,
+        )
+        return ArtifactStat(is_dir=True) if listed.get("KeyCount", 0) else None
+
+    async def delete(self, path: ArtifactPath) -> None:
+        key = self._key(path)
+        if path.is_root:
+            raise InvalidParameter("Refusing to delete the whole artifact store.")
+        prefix = self._dir_prefix(path)
+
+        def remove() -> None:
+            c = self._client
+            # The path may be a file, a "directory" prefix, or (S3 allows it) both.
+            c.delete_object(Bucket=self.bucket, Key=key)
+            paginator = c.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                keys = [{"Key": obj["Key"]} for obj in page.get("Contents", ())]
+                if keys:  # a page holds at most 1,000 keys, delete_objects' limit
+                    out = c.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}
+                    )
+                    if out.get("Errors"):
+                        first = out["Errors"][0]
+                        raise StorageUnavailable(
+                            f"Could not delete {first.get('Key')}: {first.get('Message')}"
+                        )
+
+        await self._call(path, remove)
+
+    # --- multipart ------------------------------------------------------------------------
+
+    async def create_multipart(self, path: ArtifactPath) -> str:
+        key = self._key(path)
+        if path.is_root:
+            raise InvalidParameter("A multipart upload needs a file path.")
+        created = await self._call(
+            path, self._client.create_multipart_upload, Bucket=self.bucket, Key=key
+        )
+        return str(created["UploadId"])
+
+    async def upload_part(
+        self, path: ArtifactPath, upload_id: str, part_number: int, chunks: AsyncIterable[bytes]
+    ) -> str:
+        check_part_number(part_number)
+        # S3 needs the part's length up front; spool it (memory up to 8 MiB, then a temp file).
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        try:
+            size = 0
+            buffer = bytearray()
+            async for chunk in chunks:
+                buffer += chunk
+                size += len(chunk)
+                if size > MAX_PART_BYTES:
+                    raise InvalidParameter(
+                        f"A part must not be larger than {MAX_PART_BYTES} bytes."
+                    )
+                if len(buffer) >= IO_CHUNK_BYTES:
+                    await to_thread.run_sync(spool.write, buffer)
+                    buffer = bytearray()
+            if buffer:
+                await to_thread.run_sync(spool.write, buffer)
+            spool.seek(0)
+            result = await self._call(
+                path,
+                self._client.upload_part,
+                Bucket=self.bucket,
+                Key=self._key(path),
+                UploadId=upload_id,
+                PartNumber=part_number,
+                Body=spool,
+                ContentLength=size,
+            )
+        finally:
+            spool.close()
+        return str(result["ETag"])
+
+    async def complete_multipart(
+        self, path: ArtifactPath, upload_id: str, parts: Sequence[UploadedPart]
+    ) -> None:
+        check_parts(parts)
+        await self._call(
+            path,
+            self._client.complete_multipart_upload,
+            Bucket=self.bucket,
+            Key=self._key(path),
+            UploadId=upload_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": p.part_number, "ETag": p.etag} for p in parts]
+            },
+        )
+
+    async def abort_multipart(self, path: ArtifactPath, upload_id: str) -> None:
+        await self._call(
+            path,
+            self._client.abort_multipart_upload,
+            Bucket=self.bucket,
+            Key=self._key(path),
+            UploadId=upload_id,
+        )
+
+    async def aclose(self) -> None:
+        await to_thread.run_sync(self._client.close)
+
+
+def _require_canonical(path: ArtifactPath) -> None:
+    if not isinstance(path, ArtifactPath):  # only the canonical type may reach the bucket
+        raise TypeError("storage paths must be ArtifactPath values")
+
+
+def _plain_name(name: str) -> bool:
+    """Show a listed name only if it is one valid segment (a name the API could have written)."""
+    try:
+        ArtifactPath((name,))
+    except InvalidParameter:
+        return False
+    return True
+
+
+def _translate(exc: ClientError, path: ArtifactPath) -> MlflowError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", "")) or code
+    if code in _NOT_FOUND:
+        if code == "NoSuchUpload":
+            return ResourceNotFound(f"No multipart upload with that id for '{path}'.")
+        return ResourceNotFound(f"Artifact '{path}' does not exist.")
+    if code in _BAD_REQUEST:
+        return InvalidParameter(f"Artifact storage refused '{path}': {message}")
+    return StorageUnavailable(f"Artifact storage error ({code}): {message}")

@@ -1,0 +1,42 @@
+"""Registry-domain errors, each carrying MLflow's error code and HTTP status."""
+
+from __future__ import annotations
+
+from tracking.core.errors import InvalidParameter, ResourceAlreadyExists, ResourceNotFound
+
+
+class RegisteredModelNotFound(ResourceNotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Registered Model with name={name} not found")
+
+
+class RegisteredModelAlreadyExists(ResourceAlreadyExists):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Registered Model (name={name}) already exists.")
+
+
+class ModelVersionNotFound(ResourceNotFound):
+    def __init__(self, name: str, version: object) -> None:
+        super().__init__(f"Model Version (name={name}, version={version}) not found")
+
+
+class AliasNotFound(InvalidParameter):
+    # MLflow answers an unknown alias with INVALID_PARAMETER_VALUE/400, not a 404.
+    def __init__(self, name: str, alias: str) -> None:
+        super().__init__(f"Registered model alias {alias} not found for model {name}.")
+
+
+class InvalidStage(InvalidParameter):
+    def __init__(self, stage: object) -> None:
+        super().__init__(
+            f"Invalid Model Version stage: {stage}. "
+            "Value must be one of None, Staging, Production, Archived."
+        )
+
+
+class InvalidSource(InvalidParameter):
+    """A model version ``source`` that is not one of the forms mlgate can vouch for."""
+
+    def __init__(self, source: object, why: str) -> None:
+        shown = source if isinstance(source, str) and len(source) <= 200 else f"{source!s:.200}..."
+        super().__init__(f"Invalid model version source {shown!r}: {why}.")

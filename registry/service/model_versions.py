@@ -1,0 +1,262 @@
+"""Model versions: create (numbered, source-checked), search, tags, stage transitions."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry import events, store
+from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
+from registry.events import PointerMove
+from registry.schemas import CreateModelVersion, ModelVersionOut, SearchModelVersions, Version
+from registry.search import model_version_search_select
+from registry.service.history import history_row, stage_changes
+from registry.service.lookups import (
+    POINTER_STAGES,
+    checked_tags,
+    find_model,
+    find_version,
+    page_fingerprint,
+    render_version,
+    version_out,
+)
+from registry.sources import resolve_version_source
+from registry.validation import (
+    ARCHIVING_STAGES,
+    DEFAULT_SEARCH_VERSIONS,
+    MAX_SEARCH_VERSIONS,
+    MAX_VERSION_TAGS,
+    canonical_stage,
+    validate_description,
+    validate_max_results,
+    validate_model_name,
+    validate_tag,
+)
+from tracking.core.clock import now_ms
+from tracking.core.errors import InvalidParameter, ResourceNotFound
+from tracking.core.wire import decode_page_token, encode_page_token
+
+# --- model versions ------------------------------------------------------------------------------
+
+
+async def create_model_version(
+    s: AsyncSession, req: CreateModelVersion, *, actor: str
+) -> ModelVersionOut:
+    """Register a new version: the next number, status READY, source checked and resolved."""
+    name = validate_model_name(req.name)
+    tags = checked_tags(req.tags)
+    if len(tags) > MAX_VERSION_TAGS:
+        raise InvalidParameter(
+            f"A model version can be created with at most {MAX_VERSION_TAGS} tags."
+        )
+    description = validate_description(req.description)
+    model = await find_model(s, name)
+    # Resolve before taking the version number, so the model's row lock is held briefly.
+    resolved = await resolve_version_source(s, req.source, run_id=req.run_id, model_id=req.model_id)
+    now = now_ms()
+    number = await store.next_version(s, model.id, now)
+    pk = await store.insert_version(
+        s,
+        model_id=model.id,
+        version=number,
+        creation_timestamp=now,
+        last_updated_timestamp=now,
+        user_id=actor,
+        current_stage="None",
+        description=description,
+        source=resolved.source,
+        storage_location=resolved.storage_location,
+        run_id=resolved.run_id,
+        run_link=req.run_link or None,
+        logged_model_id=resolved.model_id,
+        status="READY",
+    )
+    await store.upsert_version_tags(s, pk, tags)
+    await events.emit(
+        s,
+        events.ModelVersionCreated(
+            model.name,
+            number,
+            resolved.source,
+            resolved.storage_location,
+            resolved.run_id,
+            resolved.model_id,
+            actor,
+            now,
+        ),
+    )
+    return await render_version(s, pk)
+
+
+async def get_model_version(
+    s: AsyncSession, name: str | None, version: Version | None
+) -> ModelVersionOut:
+    row = await find_version(s, await find_model(s, name), version)
+    return await render_version(s, row.id)
+
+
+async def update_model_version(
+    s: AsyncSession, name: str | None, version: Version | None, description: str | None
+) -> ModelVersionOut:
+    row = await find_version(s, await find_model(s, name), version)
+    await store.update_version(
+        s, row.id, description=validate_description(description), last_updated_timestamp=now_ms()
+    )
+    return await render_version(s, row.id)
+
+
+async def delete_model_version(
+    s: AsyncSession, name: str | None, version: Version | None, *, actor: str
+) -> None:
+    """Delete a version; stage and alias pointers it held move on, and the history says so."""
+    model = await find_model(s, name, lock=True)
+    row = await find_version(s, model, version)
+    before = await store.stage_holders(s, model.id)
+    aliases = sorted(
+        a for a, v in (await store.aliases_of_model(s, model.id)).items() if v == row.version
+    )
+    for alias in aliases:
+        await events.check_pointer_move(
+            s, PointerMove("delete_version", model.name, "alias", alias, None, row.version, actor)
+        )
+    if row.current_stage in POINTER_STAGES:
+        await events.check_pointer_move(
+            s,
+            PointerMove(
+                "delete_version",
+                model.name,
+                "stage",
+                row.current_stage,
+                None,
+                before.get(row.current_stage),
+                actor,
+                from_stage=row.current_stage,
+            ),
+        )
+    now = now_ms()
+    await store.delete_aliases_of_version(s, model.id, row.version)
+    await store.delete_version(s, row.id)
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
+    after = await store.stage_holders(s, model.id)
+    history = stage_changes(model, before, after, row.version, "version_deleted", actor, None, now)
+    history += [
+        history_row(
+            model, "alias", a, row.version, None, row.version, "version_deleted", actor, None, now
+        )
+        for a in aliases
+    ]
+    await store.insert_pointer_events(s, history)
+    await events.emit(
+        s,
+        events.ModelVersionDeleted(
+            model.name, row.version, row.current_stage, tuple(aliases), actor, now
+        ),
+    )
+    for alias in aliases:
+        await events.emit(
+            s, events.AliasMoved(model.name, alias, row.version, None, actor, None, now)
+        )
+
+
+async def search_model_versions(
+    s: AsyncSession, req: SearchModelVersions
+) -> tuple[list[ModelVersionOut], str | None]:
+    limit = validate_max_results(req.max_results, DEFAULT_SEARCH_VERSIONS, MAX_SEARCH_VERSIONS)
+    fingerprint = page_fingerprint("mv", req.filter or "", tuple(req.order_by))
+    offset = decode_page_token(req.page_token, fingerprint)
+    stmt = model_version_search_select(req.filter, list(req.order_by))
+    ids = await store.search_ids(s, stmt, offset=offset, limit=limit + 1)
+    token = encode_page_token(offset + limit, fingerprint) if len(ids) > limit else None
+    return [version_out(b) for b in await store.load_versions(s, ids[:limit])], token
+
+
+async def set_model_version_tag(
+    s: AsyncSession, name: str | None, version: Version | None, key: str | None, value: str | None
+) -> None:
+    row = await find_version(s, await find_model(s, name), version)
+    await store.upsert_version_tags(s, row.id, dict([validate_tag(key, value)]))
+    await store.update_version(s, row.id, last_updated_timestamp=now_ms())
+
+
+async def delete_model_version_tag(
+    s: AsyncSession, name: str | None, version: Version | None, key: str | None
+) -> None:
+    model = await find_model(s, name)
+    row = await find_version(s, model, version)
+    if not key:
+        raise InvalidParameter("Missing value for required parameter 'key'.")
+    if not await store.delete_version_tag(s, row.id, key):
+        raise ResourceNotFound(
+            f"No tag with key '{key}' on model version (name={model.name}, version={row.version})"
+        )
+    await store.update_version(s, row.id, last_updated_timestamp=now_ms())
+
+
+async def transition_stage(
+    s: AsyncSession,
+    name: str | None,
+    version: Version | None,
+    stage: str | None,
+    archive_existing_versions: bool = False,
+    *,
+    actor: str,
+    comment: str | None = None,
+) -> ModelVersionOut:
+    """Move a version to ``stage``, optionally archiving the stage's other versions.
+
+    One transaction with the model's row locked: concurrent transitions queue, and readers see
+    the state before or after the whole move (never zero or two versions in the stage).
+    """
+    target = canonical_stage(stage)
+    if archive_existing_versions and target not in ARCHIVING_STAGES:
+        raise InvalidParameter(
+            f"Model version transition cannot archive existing model versions because '{target}' "
+            "is not an Active stage. Valid stages are Staging and Production."
+        )
+    model = await find_model(s, name, lock=True)
+    row = await find_version(s, model, version)
+    before = await store.stage_holders(s, model.id)
+    await events.check_pointer_move(
+        s,
+        PointerMove(
+            "transition",
+            model.name,
+            "stage",
+            target,
+            row.version,
+            before.get(target),
+            actor,
+            comment,
+            from_stage=row.current_stage,
+            archive_existing_versions=archive_existing_versions,
+        ),
+    )
+    now = now_ms()
+    archived: list[int] = []
+    if archive_existing_versions:
+        archived = await store.archive_stage(s, model.id, target, keep_version=row.version, now=now)
+    await store.update_version(s, row.id, current_stage=target, last_updated_timestamp=now)
+    after = await store.stage_holders(s, model.id)
+    history = stage_changes(
+        model, before, after, row.version, "transition", actor, comment, now, explicit=target
+    )
+    await store.insert_pointer_events(s, history)
+    await events.emit(
+        s,
+        events.StageTransitioned(
+            model.name, row.version, row.current_stage, target, tuple(archived), actor, comment, now
+        ),
+    )
+    return await render_version(s, row.id)
+
+
+async def get_download_uri(s: AsyncSession, name: str | None, version: Version | None) -> str:
+    """The concrete ``mlflow-artifacts:/`` location the version's source resolved to."""
+    row = await find_version(s, await find_model(s, name), version)
+    return str(row.storage_location)
+
+
+async def version_artifact_root(
+    s: AsyncSession, name: str | None, version: Version | None
+) -> ArtifactPath:
+    """The store path of a version's files (for the artifact layer's model-version downloads)."""
+    return parse_artifact_uri(await get_download_uri(s, name, version))

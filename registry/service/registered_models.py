@@ -1,0 +1,261 @@
+"""Registered models and their aliases: create, rename, delete, search, tags, set/move aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry import events, store
+from registry.errors import AliasNotFound, RegisteredModelAlreadyExists
+from registry.events import PointerMove
+from registry.schemas import (
+    CreateRegisteredModel,
+    ModelVersionOut,
+    RegisteredModelOut,
+    SearchRegisteredModels,
+    Version,
+)
+from registry.search import registered_model_search_select
+from registry.service.history import history_row
+from registry.service.lookups import (
+    POINTER_STAGES,
+    checked_tags,
+    find_model,
+    find_version,
+    model_out,
+    page_fingerprint,
+    render_model,
+    version_out,
+)
+from registry.validation import (
+    DEFAULT_SEARCH_MODELS,
+    LATEST_ALIAS,
+    MAX_SEARCH_MODELS,
+    STAGES,
+    canonical_stage,
+    validate_alias,
+    validate_description,
+    validate_max_results,
+    validate_model_name,
+    validate_tag,
+)
+from tracking.core.clock import now_ms
+from tracking.core.errors import InvalidParameter, ResourceNotFound
+from tracking.core.wire import decode_page_token, encode_page_token
+
+# --- registered models ---------------------------------------------------------------------------
+
+
+async def create_registered_model(
+    s: AsyncSession, req: CreateRegisteredModel, *, actor: str
+) -> RegisteredModelOut:
+    name = validate_model_name(req.name)
+    tags = checked_tags(req.tags)
+    description = validate_description(req.description)
+    model_id = await store.insert_registered_model(
+        s, name=name, user_id=actor, description=description, now=now_ms()
+    )
+    if model_id is None:
+        raise RegisteredModelAlreadyExists(name)
+    await store.upsert_model_tags(s, model_id, tags)
+    return await render_model(s, model_id)
+
+
+async def get_registered_model(s: AsyncSession, name: str | None) -> RegisteredModelOut:
+    return await render_model(s, (await find_model(s, name)).id)
+
+
+async def rename_registered_model(
+    s: AsyncSession, name: str | None, new_name: str | None
+) -> RegisteredModelOut:
+    model = await find_model(s, name, lock=True)
+    target = validate_model_name(new_name, "new_name")
+    if target != model.name and not await store.rename_registered_model(
+        s, model.id, target, now_ms()
+    ):
+        raise RegisteredModelAlreadyExists(target)
+    return await render_model(s, model.id)
+
+
+async def update_registered_model(
+    s: AsyncSession, name: str | None, description: str | None
+) -> RegisteredModelOut:
+    model = await find_model(s, name)
+    await store.update_registered_model(
+        s,
+        model.id,
+        description=validate_description(description),
+        last_updated_timestamp=now_ms(),
+    )
+    return await render_model(s, model.id)
+
+
+async def delete_registered_model(s: AsyncSession, name: str | None, *, actor: str) -> None:
+    """Delete a model with its versions, tags and aliases; its history rows are kept."""
+    model = await find_model(s, name, lock=True)
+    holders = await store.stage_holders(s, model.id)
+    aliases = await store.aliases_of_model(s, model.id)
+    pointers = [("stage", st, holders[st]) for st in POINTER_STAGES if st in holders]
+    pointers += [("alias", alias, version) for alias, version in sorted(aliases.items())]
+    for kind, pointer, version in pointers:
+        await events.check_pointer_move(
+            s, PointerMove("delete_model", model.name, kind, pointer, None, version, actor)
+        )
+    now = now_ms()
+    await store.insert_pointer_events(
+        s,
+        [
+            history_row(
+                model, kind, pointer, version, None, None, "model_deleted", actor, None, now
+            )
+            for kind, pointer, version in pointers
+        ],
+    )
+    await store.delete_registered_model(s, model.id)
+
+
+async def search_registered_models(
+    s: AsyncSession, req: SearchRegisteredModels
+) -> tuple[list[RegisteredModelOut], str | None]:
+    limit = validate_max_results(req.max_results, DEFAULT_SEARCH_MODELS, MAX_SEARCH_MODELS)
+    fingerprint = page_fingerprint("rm", req.filter or "", tuple(req.order_by))
+    offset = decode_page_token(req.page_token, fingerprint)
+    stmt = registered_model_search_select(req.filter, list(req.order_by))
+    ids = await store.search_ids(s, stmt, offset=offset, limit=limit + 1)
+    token = encode_page_token(offset + limit, fingerprint) if len(ids) > limit else None
+    bundles = await store.load_registered_models(s, ids[:limit])
+    return [model_out(b) for b in bundles], token
+
+
+async def set_registered_model_tag(
+    s: AsyncSession, name: str | None, key: str | None, value: str | None
+) -> None:
+    model = await find_model(s, name)
+    await store.upsert_model_tags(s, model.id, dict([validate_tag(key, value)]))
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now_ms())
+
+
+async def delete_registered_model_tag(s: AsyncSession, name: str | None, key: str | None) -> None:
+    model = await find_model(s, name)
+    if not key:
+        raise InvalidParameter("Missing value for required parameter 'key'.")
+    if not await store.delete_model_tag(s, model.id, key):
+        raise ResourceNotFound(f"No tag with key '{key}' on registered model '{model.name}'")
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now_ms())
+
+
+async def get_latest_versions(
+    s: AsyncSession, name: str | None, stages: Sequence[str] | None
+) -> list[ModelVersionOut]:
+    """The highest version in each requested stage (every stage when none is given)."""
+    model = await find_model(s, name)
+    wanted = {canonical_stage(st) for st in stages} if stages else set(STAGES)
+    found = await store.load_versions(s, store.latest_versions_select([model.id], wanted))
+    return [version_out(b) for b in found]
+
+
+# --- aliases -------------------------------------------------------------------------------------
+
+
+async def set_alias(
+    s: AsyncSession,
+    name: str | None,
+    alias: str | None,
+    version: Version | None,
+    *,
+    actor: str,
+    comment: str | None = None,
+) -> None:
+    """Point ``alias`` at ``version`` (creating or moving it), with a history row."""
+    checked = validate_alias(alias, setting=True)
+    model = await find_model(s, name, lock=True)
+    row = await find_version(s, model, version)
+    current = await store.get_alias_version(s, model.id, checked)
+    await events.check_pointer_move(
+        s,
+        PointerMove(
+            "set_alias", model.name, "alias", checked, row.version, current, actor, comment
+        ),
+    )
+    now = now_ms()
+    await store.upsert_alias(s, model.id, checked, row.version)
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
+    await store.insert_pointer_events(
+        s,
+        [
+            history_row(
+                model,
+                "alias",
+                checked,
+                current,
+                row.version,
+                row.version,
+                "set_alias",
+                actor,
+                comment,
+                now,
+            )
+        ],
+    )
+    await events.emit(
+        s, events.AliasMoved(model.name, checked, current, row.version, actor, comment, now)
+    )
+
+
+async def delete_alias(
+    s: AsyncSession,
+    name: str | None,
+    alias: str | None,
+    *,
+    actor: str,
+    comment: str | None = None,
+) -> None:
+    """Remove ``alias``; removing one that does not exist is a no-op, as in MLflow."""
+    checked = validate_alias(alias)
+    model = await find_model(s, name, lock=True)
+    current = await store.get_alias_version(s, model.id, checked)
+    if current is None:
+        return
+    await events.check_pointer_move(
+        s, PointerMove("delete_alias", model.name, "alias", checked, None, current, actor, comment)
+    )
+    now = now_ms()
+    await store.delete_alias(s, model.id, checked)
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
+    await store.insert_pointer_events(
+        s,
+        [
+            history_row(
+                model,
+                "alias",
+                checked,
+                current,
+                None,
+                current,
+                "delete_alias",
+                actor,
+                comment,
+                now,
+            )
+        ],
+    )
+    await events.emit(s, events.AliasMoved(model.name, checked, current, None, actor, comment, now))
+
+
+async def get_version_by_alias(
+    s: AsyncSession, name: str | None, alias: str | None
+) -> ModelVersionOut:
+    """The version an alias points at; ``latest`` is the highest version (``models:/n@latest``)."""
+    checked = validate_alias(alias)
+    model = await find_model(s, name)
+    if checked.lower() == LATEST_ALIAS:
+        found = await store.load_versions(s, store.highest_version_select(model.id))
+        if not found:
+            raise ResourceNotFound(f"Latest version not found for model {model.name}.")
+    else:
+        # One statement from alias to version row: a concurrent move is seen before or after.
+        found = await store.load_versions(s, store.alias_target_select(model.id, checked))
+        if not found:
+            raise AliasNotFound(model.name, checked)
+    return version_out(found[0])

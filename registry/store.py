@@ -1,0 +1,446 @@
+"""Every SQL statement of the registry domain. No HTTP and no business rules here."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry.models import (
+    ModelVersion,
+    ModelVersionTag,
+    PointerEvent,
+    RegisteredModel,
+    RegisteredModelAlias,
+    RegisteredModelTag,
+)
+from tracking.core.db import dialect_insert
+
+_RM = RegisteredModel.__table__
+_MV = ModelVersion.__table__
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount or 0)
+
+
+# --- registered models -------------------------------------------------------------------------
+
+
+async def insert_registered_model(
+    s: AsyncSession, *, name: str, user_id: str, description: str | None, now: int
+) -> int | None:
+    """Insert a model; None when the name is taken (race-free: ON CONFLICT DO NOTHING)."""
+    result = await s.execute(
+        dialect_insert(s)(RegisteredModel)
+        .values(
+            name=name,
+            creation_timestamp=now,
+            last_updated_timestamp=now,
+            user_id=user_id,
+            description=description,
+            last_version=0,
+        )
+        .on_conflict_do_nothing(index_elements=[RegisteredModel.name])
+        .returning(RegisteredModel.id)
+    )
+    found = result.scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+async def get_model_row(s: AsyncSession, name: str, *, lock: bool = False) -> Any:
+    """The model's row, or None. ``lock`` takes its row lock until commit (PostgreSQL).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: it serialises every pointer change of this model but
+    does not block concurrent inserts of child rows (tags, versions), whose foreign-key checks
+    take KEY SHARE. SQLite ignores it: its writers are already serialised by BEGIN IMMEDIATE.
+    """
+    stmt = select(_RM).where(RegisteredModel.name == name)
+    if lock:
+        stmt = stmt.with_for_update(key_share=True)
+    return (await s.execute(stmt)).first()
+
+
+async def update_registered_model(s: AsyncSession, model_id: int, **values: Any) -> None:
+    await s.execute(update(RegisteredModel).where(RegisteredModel.id == model_id).values(**values))
+
+
+async def rename_registered_model(s: AsyncSession, model_id: int, new_name: str, now: int) -> bool:
+    """Rename; False when another model holds ``new_name`` (the unique index decides races)."""
+    try:
+        async with s.begin_nested():
+            await s.execute(
+                update(RegisteredModel)
+                .where(RegisteredModel.id == model_id)
+                .values(name=new_name, last_updated_timestamp=now)
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+async def delete_registered_model(s: AsyncSession, model_id: int) -> None:
+    # Versions, tags and aliases go by ON DELETE CASCADE; history rows keep their model name.
+    await s.execute(delete(RegisteredModel).where(RegisteredModel.id == model_id))
+
+
+async def upsert_model_tags(s: AsyncSession, model_id: int, tags: dict[str, str]) -> None:
+    if not tags:
+        return
+    ins = dialect_insert(s)(RegisteredModelTag)
+    await s.execute(
+        ins.on_conflict_do_update(
+            index_elements=[RegisteredModelTag.model_id, RegisteredModelTag.key],
+            set_={"value": ins.excluded.value},
+        ),
+        [{"model_id": model_id, "key": k, "value": v} for k, v in tags.items()],
+    )
+
+
+async def delete_model_tag(s: AsyncSession, model_id: int, key: str) -> int:
+    result = await s.execute(
+        delete(RegisteredModelTag).where(
+            RegisteredModelTag.model_id == model_id, RegisteredModelTag.key == key
+        )
+    )
+    return _rowcount(result)
+
+
+# --- model versions ----------------------------------------------------------------------------
+
+
+async def next_version(s: AsyncSession, model_id: int, now: int) -> int:
+    """Hand out the model's next version number.
+
+    One atomic UPDATE ... RETURNING: on PostgreSQL it row-locks the model until commit, so
+    concurrent creates queue and each sees the previous one's number; a rolled-back create
+    rolls its number back too. No gaps, no duplicates.
+    """
+    result = await s.execute(
+        update(RegisteredModel)
+        .where(RegisteredModel.id == model_id)
+        .values(last_version=RegisteredModel.last_version + 1, last_updated_timestamp=now)
+        .returning(RegisteredModel.last_version)
+    )
+    return int(result.scalar_one())
+
+
+async def insert_version(s: AsyncSession, **values: Any) -> int:
+    result = await s.execute(insert(ModelVersion).values(**values).returning(ModelVersion.id))
+    return int(result.scalar_one())
+
+
+async def get_version_row(s: AsyncSession, model_id: int, version: int) -> Any:
+    return (
+        await s.execute(
+            select(_MV).where(ModelVersion.model_id == model_id, ModelVersion.version == version)
+        )
+    ).first()
+
+
+async def update_version(s: AsyncSession, version_pk: int, **values: Any) -> None:
+    await s.execute(update(ModelVersion).where(ModelVersion.id == version_pk).values(**values))
+
+
+async def delete_version(s: AsyncSession, version_pk: int) -> None:
+    await s.execute(delete(ModelVersion).where(ModelVersion.id == version_pk))
+
+
+async def upsert_version_tags(s: AsyncSession, version_pk: int, tags: dict[str, str]) -> None:
+    if not tags:
+        return
+    ins = dialect_insert(s)(ModelVersionTag)
+    await s.execute(
+        ins.on_conflict_do_update(
+            index_elements=[ModelVersionTag.version_id, ModelVersionTag.key],
+            set_={"value": ins.excluded.value},
+        ),
+        [{"version_id": version_pk, "key": k, "value": v} for k, v in tags.items()],
+    )
+
+
+async def delete_version_tag(s: AsyncSession, version_pk: int, key: str) -> int:
+    result = await s.execute(
+        delete(ModelVersionTag).where(
+            ModelVersionTag.version_id == version_pk, ModelVersionTag.key == key
+        )
+    )
+    return _rowcount(result)
+
+
+async def stage_holders(s: AsyncSession, model_id: int) -> dict[str, int]:
+    """The highest version in each stage: what ``models:/name/<stage>`` resolves to."""
+    rows = await s.execute(
+        select(ModelVersion.current_stage, func.max(ModelVersion.version))
+        .where(ModelVersion.model_id == model_id)
+        .group_by(ModelVersion.current_stage)
+    )
+    return {stage: int(version) for stage, version in rows}
+
+
+async def archive_stage(
+    s: AsyncSession, model_id: int, stage: str, *, keep_version: int, now: int
+) -> list[int]:
+    """Move every other version in ``stage`` to Archived; returns the versions moved."""
+    result = await s.execute(
+        update(ModelVersion)
+        .where(
+            ModelVersion.model_id == model_id,
+            ModelVersion.current_stage == stage,
+            ModelVersion.version != keep_version,
+        )
+        .values(current_stage="Archived", last_updated_timestamp=now)
+        .returning(ModelVersion.version)
+    )
+    return sorted(int(v) for v in result.scalars())
+
+
+# --- aliases -----------------------------------------------------------------------------------
+
+
+async def get_alias_version(s: AsyncSession, model_id: int, alias: str) -> int | None:
+    found = (
+        await s.execute(
+            select(RegisteredModelAlias.version).where(
+                RegisteredModelAlias.model_id == model_id, RegisteredModelAlias.alias == alias
+            )
+        )
+    ).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+async def upsert_alias(s: AsyncSession, model_id: int, alias: str, version: int) -> None:
+    ins = dialect_insert(s)(RegisteredModelAlias)
+    await s.execute(
+        ins.values(model_id=model_id, alias=alias, version=version).on_conflict_do_update(
+            index_elements=[RegisteredModelAlias.model_id, RegisteredModelAlias.alias],
+            set_={"version": ins.excluded.version},
+        )
+    )
+
+
+async def delete_alias(s: AsyncSession, model_id: int, alias: str) -> int:
+    result = await s.execute(
+        delete(RegisteredModelAlias).where(
+            RegisteredModelAlias.model_id == model_id, RegisteredModelAlias.alias == alias
+        )
+    )
+    return _rowcount(result)
+
+
+async def aliases_of_model(s: AsyncSession, model_id: int) -> dict[str, int]:
+    rows = await s.execute(
+        select(RegisteredModelAlias.alias, RegisteredModelAlias.version).where(
+            RegisteredModelAlias.model_id == model_id
+        )
+    )
+    return {alias: int(version) for alias, version in rows}
+
+
+async def delete_aliases_of_version(s: AsyncSession, model_id: int, version: int) -> list[str]:
+    result = await s.execute(
+        delete(RegisteredModelAlias)
+        .where(RegisteredModelAlias.model_id == model_id, RegisteredModelAlias.version == version)
+        .returning(RegisteredModelAlias.alias)
+    )
+    return sorted(result.scalars())
+
+
+# --- loading for responses -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class VersionBundle:
+    """A version's row (with its model's name) plus tags and aliases."""
+
+    row: Any
+    tags: list[tuple[str, str]] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ModelBundle:
+    row: Any
+    tags: list[tuple[str, str]] = field(default_factory=list)
+    aliases: list[tuple[str, int]] = field(default_factory=list)
+    latest_versions: list[VersionBundle] = field(default_factory=list)
+
+
+async def load_versions(s: AsyncSession, versions: Sequence[int] | Select) -> list[VersionBundle]:
+    """Versions with tags and aliases: three queries however many there are (no N+1).
+
+    ``versions`` is a list of primary keys (kept in that order) or a select of them (ordered
+    by model and version). A select is resolved inside the row query itself, so the choice of
+    versions and their stages come from one snapshot even under READ COMMITTED: a reader
+    racing a transition sees the state before or after it, never a mix.
+    """
+    if isinstance(versions, Select):
+        chosen: Any = ModelVersion.id.in_(versions.scalar_subquery())
+        order: list[Any] = [ModelVersion.model_id, ModelVersion.version]
+    else:
+        if not versions:
+            return []
+        chosen, order = ModelVersion.id.in_(list(versions)), []
+    rows = (
+        await s.execute(
+            select(_MV, RegisteredModel.name.label("model_name"))
+            .join(_RM, RegisteredModel.id == ModelVersion.model_id)
+            .where(chosen)
+            .order_by(*order)
+        )
+    ).all()
+    if not rows:
+        return []
+    bundles = {r.id: VersionBundle(r) for r in rows}
+    ids = list(bundles)
+    for version_id, key, value in await s.execute(
+        select(ModelVersionTag.version_id, ModelVersionTag.key, ModelVersionTag.value).where(
+            ModelVersionTag.version_id.in_(ids)
+        )
+    ):
+        bundles[version_id].tags.append((key, value))
+    for version_id, alias in await s.execute(
+        select(ModelVersion.id, RegisteredModelAlias.alias)
+        .join(
+            RegisteredModelAlias,
+            and_(
+                RegisteredModelAlias.model_id == ModelVersion.model_id,
+                RegisteredModelAlias.version == ModelVersion.version,
+            ),
+        )
+        .where(ModelVersion.id.in_(ids))
+        .order_by(RegisteredModelAlias.alias)
+    ):
+        bundles[version_id].aliases.append(alias)
+    if isinstance(versions, Select):
+        return list(bundles.values())
+    return [bundles[i] for i in versions if i in bundles]
+
+
+def latest_versions_select(model_ids: Sequence[int], stages: Iterable[str] | None = None) -> Select:
+    """Ids of the highest version per (model, stage): what ``models:/name/<stage>`` loads."""
+    latest = (
+        select(
+            ModelVersion.model_id,
+            func.max(ModelVersion.version).label("version"),
+        )
+        .where(ModelVersion.model_id.in_(list(model_ids)))
+        .group_by(ModelVersion.model_id, ModelVersion.current_stage)
+    )
+    if stages is not None:
+        latest = latest.where(ModelVersion.current_stage.in_(list(stages)))
+    grouped = latest.subquery()
+    return select(ModelVersion.id).join(
+        grouped,
+        and_(
+            ModelVersion.model_id == grouped.c.model_id,
+            ModelVersion.version == grouped.c.version,
+        ),
+    )
+
+
+def highest_version_select(model_id: int) -> Select:
+    return (
+        select(ModelVersion.id)
+        .where(ModelVersion.model_id == model_id)
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    )
+
+
+def alias_target_select(model_id: int, alias: str) -> Select:
+    return (
+        select(ModelVersion.id)
+        .join(
+            RegisteredModelAlias,
+            and_(
+                RegisteredModelAlias.model_id == ModelVersion.model_id,
+                RegisteredModelAlias.version == ModelVersion.version,
+            ),
+        )
+        .where(RegisteredModelAlias.model_id == model_id, RegisteredModelAlias.alias == alias)
+    )
+
+
+async def load_registered_models(s: AsyncSession, model_ids: Sequence[int]) -> list[ModelBundle]:
+    """Models in the order given, each with tags, aliases and latest versions: six queries."""
+    if not model_ids:
+        return []
+    ids = list(model_ids)
+    rows = (await s.execute(select(_RM).where(RegisteredModel.id.in_(ids)))).all()
+    bundles = {r.id: ModelBundle(r) for r in rows}
+    for model_id, key, value in await s.execute(
+        select(RegisteredModelTag.model_id, RegisteredModelTag.key, RegisteredModelTag.value).where(
+            RegisteredModelTag.model_id.in_(ids)
+        )
+    ):
+        bundles[model_id].tags.append((key, value))
+    for model_id, alias, version in await s.execute(
+        select(
+            RegisteredModelAlias.model_id, RegisteredModelAlias.alias, RegisteredModelAlias.version
+        )
+        .where(RegisteredModelAlias.model_id.in_(ids))
+        .order_by(RegisteredModelAlias.alias)
+    ):
+        bundles[model_id].aliases.append((alias, int(version)))
+    latest: dict[int, list[VersionBundle]] = defaultdict(list)
+    for bundle in await load_versions(s, latest_versions_select(ids)):
+        latest[bundle.row.model_id].append(bundle)
+    for model_id, versions in latest.items():
+        bundles[model_id].latest_versions = versions
+    return [bundles[i] for i in ids if i in bundles]
+
+
+async def search_ids(s: AsyncSession, stmt: Select, *, offset: int, limit: int) -> list[int]:
+    """Run a search select (first column: primary key) for one page."""
+    return [int(row[0]) for row in await s.execute(stmt.offset(offset).limit(limit))]
+
+
+# --- pointer history ---------------------------------------------------------------------------
+
+
+async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+    if events:
+        await s.execute(insert(PointerEvent), list(events))
+
+
+async def pointer_history(
+    s: AsyncSession,
+    model_id: int,
+    *,
+    pointer: tuple[str, str] | None,
+    offset: int,
+    limit: int,
+) -> list[Any]:
+    """A model's pointer events, newest first; ``pointer`` narrows to one (kind, name)."""
+    stmt = select(PointerEvent.__table__).where(PointerEvent.model_id == model_id)
+    if pointer is not None:
+        stmt = stmt.where(
+            PointerEvent.pointer_kind == pointer[0], PointerEvent.pointer == pointer[1]
+        )
+    stmt = stmt.order_by(PointerEvent.timestamp.desc(), PointerEvent.id.desc())
+    return list((await s.execute(stmt.offset(offset).limit(limit))).all())
+
+
+async def pointer_event_at(
+    s: AsyncSession, model_id: int, kind: str, pointer: str, timestamp: int
+) -> Any:
+    """The last event of one pointer at or before ``timestamp`` (ms), or None."""
+    return (
+        await s.execute(
+            select(PointerEvent.__table__)
+            .where(
+                PointerEvent.model_id == model_id,
+                PointerEvent.pointer_kind == kind,
+                PointerEvent.pointer == pointer,
+                PointerEvent.timestamp <= timestamp,
+            )
+            .order_by(PointerEvent.timestamp.desc(), PointerEvent.id.desc())
+            .limit(1)
+        )
+    ).first()

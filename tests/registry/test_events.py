@@ -1,0 +1,83 @@
+"""Hooks for upper layers: events arrive inside the transaction, and guards can veto moves."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry import events, service
+from registry.events import PointerMove, RegistryEvent
+from tests.registry.factories import ACTOR, make_model, make_version
+from tracking.core.errors import PermissionDenied
+
+
+async def test_listeners_get_each_event_with_the_changes_own_session(
+    session: AsyncSession,
+) -> None:
+    seen: list[RegistryEvent] = []
+
+    async def listener(s: AsyncSession, event: RegistryEvent) -> None:
+        assert s is session  # an outbox row written here commits with the change
+        seen.append(event)
+
+    name = await make_model(session)
+    with events.registered(listener=listener):
+        await make_version(session, name)
+        await make_version(session, name, stage="Production")
+        await service.transition_stage(session, name, "1", "Production", True, actor=ACTOR)
+        await service.set_alias(session, name, "champion", "1", actor=ACTOR, comment="c")
+        await service.delete_model_version(session, name, "1", actor=ACTOR)
+    assert [e.kind for e in seen] == [
+        "model_version.created",
+        "model_version.created",
+        "stage.transitioned",
+        "stage.transitioned",
+        "alias.moved",
+        "model_version.deleted",
+        "alias.moved",
+    ]
+    archive = seen[3]
+    assert isinstance(archive, events.StageTransitioned)
+    assert (archive.version, archive.from_stage, archive.to_stage) == (1, "None", "Production")
+    assert archive.archived_versions == (2,)
+    assert seen[-1] == events.AliasMoved(name, "champion", 1, None, ACTOR, None, seen[-1].timestamp)
+
+
+async def test_a_listener_error_rolls_the_change_back(session: AsyncSession) -> None:
+    name = await make_model(session)
+    await make_version(session, name)
+
+    async def broken(s: AsyncSession, event: RegistryEvent) -> None:
+        await s.execute(text("SELECT 1"))
+        raise RuntimeError("outbox unavailable")
+
+    with events.registered(listener=broken), pytest.raises(RuntimeError):
+        async with session.begin_nested():
+            await service.transition_stage(session, name, "1", "Production", actor=ACTOR)
+    assert (await service.get_model_version(session, name, "1")).current_stage == "None"
+
+
+async def test_a_guard_can_veto_a_move_onto_a_gated_target(session: AsyncSession) -> None:
+    name = await make_model(session)
+    await make_version(session, name)
+    moves: list[PointerMove] = []
+
+    async def gate(s: AsyncSession, move: PointerMove) -> None:
+        moves.append(move)
+        if move.pointer == "Production":
+            raise PermissionDenied(f"{move.name} v{move.version}: gate 'accuracy' has not passed")
+
+    with events.registered(guard=gate):
+        with pytest.raises(PermissionDenied):
+            await service.transition_stage(session, name, "1", "Production", actor=ACTOR)
+        await service.transition_stage(session, name, "1", "Staging", actor=ACTOR)
+        await service.set_alias(session, name, "champion", "1", actor=ACTOR)
+    assert [(m.action, m.pointer_kind, m.pointer, m.version) for m in moves] == [
+        ("transition", "stage", "Production", 1),
+        ("transition", "stage", "Staging", 1),
+        ("set_alias", "alias", "champion", 1),
+    ]
+    assert (await service.get_model_version(session, name, "1")).current_stage == "Staging"
+    history, _ = await service.pointer_history(session, name, "Production")
+    assert history == []  # the vetoed move left no trace
