@@ -114,12 +114,12 @@ async def delete_model_tag(s: AsyncSession, model_id: int, key: str) -> int:
 # --- model versions ----------------------------------------------------------------------------
 
 
-async def next_version(s: AsyncSession, model_id: int, now: int) -> int:
+async def next_version(s: AsyncSession, model_id: int, now: int) -> int | None:
     """Hand out the model's next version number.
 
     One atomic UPDATE ... RETURNING: on PostgreSQL it row-locks the model until commit, so
     concurrent creates queue and each sees the previous one's number; a rolled-back create
-    rolls its number back too. No gaps, no duplicates.
+    rolls its number back too. No gaps, no duplicates. None when the model is gone.
     """
     result = await s.execute(
         update(RegisteredModel)
@@ -127,7 +127,8 @@ async def next_version(s: AsyncSession, model_id: int, now: int) -> int:
         .values(last_version=RegisteredModel.last_version + 1, last_updated_timestamp=now)
         .returning(RegisteredModel.last_version)
     )
-    return int(result.scalar_one())
+    number = result.scalar_one_or_none()
+    return None if number is None else int(number)
 
 
 async def insert_version(s: AsyncSession, **values: Any) -> int:

@@ -181,12 +181,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("history", "pointer-at"):
         import asyncio
 
+        from sqlalchemy.exc import SQLAlchemyError
+
         from tracking.core.errors import MlflowError
 
         try:
             return asyncio.run(_run_history_command(args, settings))
         except (MlflowError, ValueError) as exc:
             print(f"mlgate: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return 1
+        except SQLAlchemyError as exc:
+            print(
+                f"mlgate: database error ({type(getattr(exc, 'orig', None) or exc).__name__}); "
+                "is the schema current? Run `mlgate db upgrade`.",
+                file=sys.stderr,
+            )
             return 1
     if args.command == "db":
         from registry.server import migrate

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import events, store
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
+from registry.errors import RegisteredModelNotFound
 from registry.events import PointerMove
 from registry.schemas import CreateModelVersion, ModelVersionOut, SearchModelVersions, Version
 from registry.search import model_version_search_select
@@ -54,6 +55,8 @@ async def create_model_version(
     resolved = await resolve_version_source(s, req.source, run_id=req.run_id, model_id=req.model_id)
     now = now_ms()
     number = await store.next_version(s, model.id, now)
+    if number is None:  # deleted while the source was being checked
+        raise RegisteredModelNotFound(model.name)
     pk = await store.insert_version(
         s,
         model_id=model.id,
