@@ -71,7 +71,10 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int, echo: bool) -> 
     engine = create_async_engine(
         url,
         echo=echo,
-        async_creator=in_loop_creator(path, SQLITE_PRAGMAS),
+        # Writers wait for the lock in LockAcquiringCursor (off the loop), never in a statement.
+        async_creator=in_loop_creator(
+            path, (*SQLITE_PRAGMAS, "PRAGMA busy_timeout=0") if immediate else SQLITE_PRAGMAS
+        ),
         pool_size=pool_size,
         max_overflow=0 if immediate else pool_size,
         pool_timeout=60,

@@ -19,6 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 
+# How long a writer waits for another process's write lock before "database is locked".
+WRITE_LOCK_WAIT_MS = 30000
+
+
 class InLoopCursor:
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
@@ -83,13 +87,30 @@ class InLoopCursor:
 
 
 class LockAcquiringCursor(InLoopCursor):
-    """Runs ``BEGIN IMMEDIATE`` on a thread: it is the only statement that waits for others."""
+    """Takes the write lock without stalling the loop.
+
+    Write connections run with ``busy_timeout=0``, so ``BEGIN IMMEDIATE`` either gets the lock at
+    once (always, with one process) or fails at once; only then does a thread wait for it, with
+    SQLite's busy handler, while the loop serves other requests.
+    """
 
     async def execute(self, operation: str, parameters: Any = None) -> InLoopCursor:
         if operation.lstrip().upper().startswith("BEGIN IMMEDIATE"):
-            await asyncio.to_thread(self._cursor.execute, operation)
+            try:
+                self._cursor.execute(operation)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                await asyncio.to_thread(self._wait_and_begin, operation)
             return self
         return await super().execute(operation, parameters)
+
+    def _wait_and_begin(self, operation: str) -> None:
+        self._cursor.execute(f"PRAGMA busy_timeout={WRITE_LOCK_WAIT_MS}")
+        try:
+            self._cursor.execute(operation)
+        finally:
+            self._cursor.execute("PRAGMA busy_timeout=0")
 
 
 class InLoopConnection:
