@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from math import isfinite
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -142,12 +143,13 @@ def run_out(b: store.RunBundle, experiment_id: int | None = None) -> RunOut:
             lifecycle_stage=r.lifecycle_stage,
         ),
         data=RunDataOut(
+            # Rows are (run_id, key, value, is_nan, timestamp, step) tuples.
             metrics=[
                 MetricOut(
-                    key=m.key,
-                    value=_metric_value(m.value, m.is_nan),
-                    timestamp=m.timestamp,
-                    step=m.step,
+                    m[1],
+                    "NaN" if m[3] else (m[2] if isfinite(m[2]) else encode_double(m[2])),
+                    m[4],
+                    m[5],
                 )
                 for m in b.metrics
             ],

@@ -11,7 +11,14 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracking.core.db import StatementCache, dialect_insert
+from tracking.core.db import (
+    StatementCache,
+    dialect_insert,
+    dialect_name,
+    id_list_value,
+    in_id_list,
+    insert_for,
+)
 from tracking.models import (
     Dataset,
     DatasetInput,
@@ -61,14 +68,16 @@ class RunHandle:
     lifecycle_stage: str
 
 
-def _build_metric_insert(ins: Any) -> Any:
+def _build_metric_insert(dialect: str) -> Any:
+    ins = insert_for(dialect)
     m = Metric.__table__
     return ins(m).on_conflict_do_nothing(
         index_elements=[m.c.run_id, m.c.key, m.c.step, m.c.timestamp, m.c.value, m.c.is_nan]
     )
 
 
-def _build_latest_upsert(ins: Any) -> Any:
+def _build_latest_upsert(dialect: str) -> Any:
+    ins = insert_for(dialect)
     lm = LatestMetric.__table__
     stmt = ins(lm)
     return stmt.on_conflict_do_update(
@@ -85,12 +94,14 @@ def _build_latest_upsert(ins: Any) -> Any:
     )
 
 
-def _build_param_insert(ins: Any) -> Any:
+def _build_param_insert(dialect: str) -> Any:
+    ins = insert_for(dialect)
     p = Param.__table__
     return ins(p).on_conflict_do_nothing(index_elements=[p.c.run_id, p.c.key])
 
 
-def _build_tag_upsert(ins: Any) -> Any:
+def _build_tag_upsert(dialect: str) -> Any:
+    ins = insert_for(dialect)
     t = Tag.__table__
     stmt = ins(t)
     return stmt.on_conflict_do_update(
@@ -389,22 +400,11 @@ class RunBundle:
     model_outputs: list[tuple[str, int]]
 
 
-async def load_runs(s: AsyncSession, run_pks: Sequence[int]) -> list[RunBundle]:
-    """Load runs in the order given: six queries however many runs there are (no N+1)."""
-    if not run_pks:
-        return []
-    ids = list(run_pks)
-    rows = (await s.execute(select(Run.__table__).where(Run.id.in_(ids)))).all()
-    bundles = {r.id: RunBundle(r, [], [], [], [], [], []) for r in rows}
-    for run_id, key, value in await s.execute(
-        select(Param.run_id, Param.key, Param.value).where(Param.run_id.in_(ids))
-    ):
-        bundles[run_id].params.append((key, value))
-    for run_id, key, value in await s.execute(
-        select(Tag.run_id, Tag.key, Tag.value).where(Tag.run_id.in_(ids))
-    ):
-        bundles[run_id].tags.append((key, value))
-    for m in await s.execute(
+def _build_load_runs(dialect: str) -> tuple[Any, ...]:
+    return (
+        select(Run.__table__).where(in_id_list(Run.id, dialect)),
+        select(Param.run_id, Param.key, Param.value).where(in_id_list(Param.run_id, dialect)),
+        select(Tag.run_id, Tag.key, Tag.value).where(in_id_list(Tag.run_id, dialect)),
         select(
             LatestMetric.run_id,
             LatestMetric.key,
@@ -412,17 +412,37 @@ async def load_runs(s: AsyncSession, run_pks: Sequence[int]) -> list[RunBundle]:
             LatestMetric.is_nan,
             LatestMetric.timestamp,
             LatestMetric.step,
-        ).where(LatestMetric.run_id.in_(ids))
-    ):
-        bundles[m.run_id].metrics.append(m)
-    inputs = (
-        await s.execute(
-            select(DatasetInput.id, DatasetInput.run_id, Dataset.__table__)
-            .join(Dataset, Dataset.dataset_uuid == DatasetInput.dataset_uuid)
-            .where(DatasetInput.run_id.in_(ids))
-            .order_by(DatasetInput.id)
-        )
-    ).all()
+        ).where(in_id_list(LatestMetric.run_id, dialect)),
+        select(DatasetInput.id, DatasetInput.run_id, Dataset.__table__)
+        .join(Dataset, Dataset.dataset_uuid == DatasetInput.dataset_uuid)
+        .where(in_id_list(DatasetInput.run_id, dialect))
+        .order_by(DatasetInput.id),
+        select(
+            RunModelLink.run_id, RunModelLink.model_id, RunModelLink.direction, RunModelLink.step
+        ).where(in_id_list(RunModelLink.run_id, dialect)),
+    )
+
+
+_LOAD_RUNS = StatementCache(_build_load_runs)
+
+
+async def load_runs(s: AsyncSession, run_pks: Sequence[int]) -> list[RunBundle]:
+    """Load runs in the order given: six queries however many runs there are (no N+1)."""
+    if not run_pks:
+        return []
+    ids = list(run_pks)
+    conn = await s.connection()
+    bind = {"ids": id_list_value(ids, dialect_name(s))}
+    runs_q, params_q, tags_q, metrics_q, inputs_q, links_q = _LOAD_RUNS(s)
+    rows = (await conn.execute(runs_q, bind)).all()
+    bundles = {r.id: RunBundle(r, [], [], [], [], [], []) for r in rows}
+    for run_id, key, value in (await conn.execute(params_q, bind)).tuples():
+        bundles[run_id].params.append((key, value))
+    for run_id, key, value in (await conn.execute(tags_q, bind)).tuples():
+        bundles[run_id].tags.append((key, value))
+    for m in (await conn.execute(metrics_q, bind)).tuples():
+        bundles[m[0]].metrics.append(m)
+    inputs = (await conn.execute(inputs_q, bind)).all()
     if inputs:
         input_tags: dict[int, list[tuple[str, str]]] = defaultdict(list)
         for input_id, key, value in await s.execute(
@@ -433,11 +453,7 @@ async def load_runs(s: AsyncSession, run_pks: Sequence[int]) -> list[RunBundle]:
             input_tags[input_id].append((key, value))
         for i in inputs:
             bundles[i.run_id].dataset_inputs.append((i, input_tags.get(i.id, [])))
-    for run_id, model_id, direction, step in await s.execute(
-        select(
-            RunModelLink.run_id, RunModelLink.model_id, RunModelLink.direction, RunModelLink.step
-        ).where(RunModelLink.run_id.in_(ids))
-    ):
+    for run_id, model_id, direction, step in (await conn.execute(links_q, bind)).tuples():
         if direction == "input":
             bundles[run_id].model_inputs.append(model_id)
         else:

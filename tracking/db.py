@@ -1,0 +1,200 @@
+"""Database engines, sessions and the declarative base shared by every domain."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def async_url(url: str) -> str:
+    """Map a plain database URL onto the async driver mlgate uses for it."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif backend in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    else:
+        raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    """The URL alembic's offline helpers and tools use (same database, sync-free form)."""
+    return async_url(url)
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """Create the folder of a SQLite file so a fresh machine can start with no setup."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # Another process holding the write lock is waited for, never "database is locked".
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def _sqlite_engine(url: str, *, immediate: bool, pool_size: int, echo: bool) -> AsyncEngine:
+    from tracking.core.sqlite_driver import in_loop_creator
+
+    path = make_url(url).database or ":memory:"
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        # Writers wait for the lock in LockAcquiringCursor (off the loop), never in a statement.
+        async_creator=in_loop_creator(
+            path, (*SQLITE_PRAGMAS, "PRAGMA busy_timeout=0") if immediate else SQLITE_PRAGMAS
+        ),
+        pool_size=pool_size,
+        max_overflow=0 if immediate else pool_size,
+        pool_timeout=60,
+    )
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A deferred transaction that reads and then writes can fail with SQLITE_BUSY without
+        # waiting (its snapshot is stale); IMMEDIATE takes the write lock up front instead.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """Owns the engines; writes and reads use separate engines only on SQLite."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = async_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            self._prepare_sqlite_path()
+            # One writer connection per process: writes queue in asyncio rather than spinning in
+            # SQLite's busy handler; other processes are covered by busy_timeout.
+            self.write_engine = _sqlite_engine(self.url, immediate=True, pool_size=1, echo=echo)
+            self.read_engine = _sqlite_engine(
+                self.url, immediate=False, pool_size=pool_size, echo=echo
+            )
+        else:
+            self.write_engine = create_async_engine(
+                self.url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                # No pre-ping round trip per checkout; stale connections are recycled instead.
+                pool_recycle=1800,
+            )
+            self.read_engine = self.write_engine
+        self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    def _prepare_sqlite_path(self) -> None:
+        ensure_sqlite_directory(self.url)
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One request, one transaction: commit on success, roll back on any error."""
+        async with self._write_sessions() as session, session.begin():
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._read_sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+
+def dialect_name(session: AsyncSession) -> str:
+    bind = session.bind
+    return bind.dialect.name if bind is not None else "sqlite"
+
+
+def insert_for(dialect: str) -> Any:
+    """The dialect's ``insert`` construct, which carries ``on_conflict_do_*`` (upserts)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+def dialect_insert(session: AsyncSession) -> Any:
+    return insert_for(dialect_name(session))
+
+
+class StatementCache:
+    """Hot-path statements built once per dialect.
+
+    Building an upsert (its ``excluded`` alias, column coercions) costs more than executing it
+    on SQLite; a prebuilt statement also hits SQLAlchemy's compiled cache directly.
+    """
+
+    def __init__(self, build: Any) -> None:
+        self._build = build
+        self._by_dialect: dict[str, Any] = {}
+
+    def __call__(self, session: AsyncSession) -> Any:
+        name = dialect_name(session)
+        stmt = self._by_dialect.get(name)
+        if stmt is None:
+            stmt = self._by_dialect[name] = self._build(name)
+        return stmt
+
+
+def in_id_list(column: Any, dialect: str) -> Any:
+    """``column IN <the list bound as :ids>`` as ONE parameter, whatever the list's length.
+
+    An expanding ``IN (?, ?, ...)`` re-renders its SQL for every list length (1,000 runs cost
+    more to compile than to fetch); an array (PostgreSQL) or a JSON text (SQLite) does not.
+    Pass the list through :func:`id_list_value`.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy import BigInteger, any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    from sqlalchemy import bindparam, func, literal_column, select
+
+    return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam("ids"))))
+
+
+def id_list_value(ids: list[int], dialect: str) -> Any:
+    if dialect == "postgresql":
+        return ids
+    import json
+
+    return json.dumps(ids)
