@@ -1,4 +1,4 @@
-"""Litestar controllers for MLflow's model-registry REST API and mlgate's pointer history."""
+"""Litestar controllers for MLflow's model-registry REST API and mlgate's own registry API."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Request, Response, delete, get, patch, post
 
 from registry import service
+from registry.artifacts.api import artifact_storage
 from registry.schemas import (
     CreateModelVersion,
     CreateRegisteredModel,
@@ -15,11 +16,13 @@ from registry.schemas import (
     DeleteRegisteredModelTag,
     GetByAlias,
     GetLatestVersions,
+    GetModelVersionFiles,
     GetPointerAt,
     GetPointerHistory,
     ModelVersionRef,
     RegisteredModelRef,
     RenameRegisteredModel,
+    ResolveModelUri,
     SearchModelVersions,
     SearchRegisteredModels,
     SetAlias,
@@ -29,6 +32,7 @@ from registry.schemas import (
     UpdateModelVersion,
     UpdateRegisteredModel,
 )
+from tracking.core.auth import Permission, actor_name, permission_opt, visibility
 from tracking.core.http import database
 from tracking.core.wire import ok, read_json, read_query
 
@@ -40,8 +44,19 @@ MLGATE_API_PREFIX = "/api/2.0/mlgate"
 
 
 def _actor(request: Req) -> str:
-    # TODO(identity issue): the authenticated user once requests carry one.
-    return service.ANONYMOUS
+    # The authenticated user, or "anonymous" when authentication is off.
+    return actor_name(request)
+
+
+# --- permission declarations (checked by the shell's guard before a handler runs) -------------
+MODEL_READ = permission_opt(Permission("registered_model", "read", "name"))
+MODEL_EDIT = permission_opt(Permission("registered_model", "edit", "name"))
+MODEL_DELETE = permission_opt(Permission("registered_model", "delete", "name"))
+MODEL_SEARCH = permission_opt(Permission("registered_model", "read", filtered=True))
+VERSION_READ = permission_opt(Permission("model_version", "read", "name"))
+VERSION_EDIT = permission_opt(Permission("model_version", "edit", "name"))
+# Moving an alias needs promote rights on that alias ("@champion").
+ALIAS_PROMOTE = permission_opt(Permission("registered_model", "promote", "name", target="alias"))
 
 
 def _page(key: str, items: list[Any], token: str | None) -> R:
@@ -54,7 +69,11 @@ def _page(key: str, items: list[Any], token: str | None) -> R:
 # --- registered models -----------------------------------------------------------------------
 
 
-@post("/registered-models/create", status_code=200)
+@post(
+    "/registered-models/create",
+    status_code=200,
+    opt=permission_opt(Permission("registered_model", "create", "name")),
+)
 async def create_registered_model(request: Req) -> R:
     body = await read_json(request, CreateRegisteredModel)
     async with database(request).write() as s:
@@ -62,7 +81,7 @@ async def create_registered_model(request: Req) -> R:
     return ok({"registered_model": model})
 
 
-@get("/registered-models/get")
+@get("/registered-models/get", opt=MODEL_READ)
 async def get_registered_model(request: Req) -> R:
     q = read_query(request, RegisteredModelRef)
     async with database(request).read() as s:
@@ -70,7 +89,19 @@ async def get_registered_model(request: Req) -> R:
     return ok({"registered_model": model})
 
 
-@post("/registered-models/rename", status_code=200)
+@post(
+    "/registered-models/rename",
+    status_code=200,
+    # A rename changes which name grants apply: manage rights on the model, create on the name.
+    opt=permission_opt(
+        Permission(
+            "registered_model",
+            "manage",
+            "name",
+            also=(Permission("registered_model", "create", "new_name"),),
+        )
+    ),
+)
 async def rename_registered_model(request: Req) -> R:
     body = await read_json(request, RenameRegisteredModel)
     async with database(request).write() as s:
@@ -78,7 +109,7 @@ async def rename_registered_model(request: Req) -> R:
     return ok({"registered_model": model})
 
 
-@patch("/registered-models/update", status_code=200)
+@patch("/registered-models/update", status_code=200, opt=MODEL_EDIT)
 async def update_registered_model(request: Req) -> R:
     body = await read_json(request, UpdateRegisteredModel)
     async with database(request).write() as s:
@@ -86,7 +117,7 @@ async def update_registered_model(request: Req) -> R:
     return ok({"registered_model": model})
 
 
-@delete("/registered-models/delete", status_code=200)
+@delete("/registered-models/delete", status_code=200, opt=MODEL_DELETE)
 async def delete_registered_model(request: Req) -> R:
     body = await read_json(request, RegisteredModelRef)
     async with database(request).write() as s:
@@ -94,15 +125,17 @@ async def delete_registered_model(request: Req) -> R:
     return ok()
 
 
-@get("/registered-models/search")
+@get("/registered-models/search", opt=MODEL_SEARCH)
 async def search_registered_models(request: Req) -> R:
     q = read_query(request, SearchRegisteredModels)
     async with database(request).read() as s:
-        models, token = await service.search_registered_models(s, q)
+        models, token = await service.search_registered_models(
+            s, q, scope=visibility(request, "registered_model")
+        )
     return _page("registered_models", models, token)
 
 
-@post("/registered-models/set-tag", status_code=200)
+@post("/registered-models/set-tag", status_code=200, opt=MODEL_EDIT)
 async def set_registered_model_tag(request: Req) -> R:
     body = await read_json(request, SetRegisteredModelTag)
     async with database(request).write() as s:
@@ -110,7 +143,7 @@ async def set_registered_model_tag(request: Req) -> R:
     return ok()
 
 
-@delete("/registered-models/delete-tag", status_code=200)
+@delete("/registered-models/delete-tag", status_code=200, opt=MODEL_EDIT)
 async def delete_registered_model_tag(request: Req) -> R:
     body = await read_json(request, DeleteRegisteredModelTag)
     async with database(request).write() as s:
@@ -124,17 +157,17 @@ async def _latest_versions(request: Req, body: GetLatestVersions) -> R:
     return ok({"model_versions": versions})
 
 
-@post("/registered-models/get-latest-versions", status_code=200)
+@post("/registered-models/get-latest-versions", status_code=200, opt=VERSION_READ)
 async def get_latest_versions(request: Req) -> R:
     return await _latest_versions(request, await read_json(request, GetLatestVersions))
 
 
-@get("/registered-models/get-latest-versions")
+@get("/registered-models/get-latest-versions", opt=VERSION_READ)
 async def get_latest_versions_get(request: Req) -> R:
     return await _latest_versions(request, read_query(request, GetLatestVersions))
 
 
-@post("/registered-models/alias", status_code=200)
+@post("/registered-models/alias", status_code=200, opt=ALIAS_PROMOTE)
 async def set_alias(request: Req) -> R:
     body = await read_json(request, SetAlias)
     async with database(request).write() as s:
@@ -144,7 +177,7 @@ async def set_alias(request: Req) -> R:
     return ok()
 
 
-@delete("/registered-models/alias", status_code=200)
+@delete("/registered-models/alias", status_code=200, opt=ALIAS_PROMOTE)
 async def delete_alias(request: Req) -> R:
     body = await read_json(request, DeleteAlias)
     async with database(request).write() as s:
@@ -154,7 +187,7 @@ async def delete_alias(request: Req) -> R:
     return ok()
 
 
-@get("/registered-models/alias")
+@get("/registered-models/alias", opt=VERSION_READ)
 async def get_version_by_alias(request: Req) -> R:
     q = read_query(request, GetByAlias)
     async with database(request).read() as s:
@@ -165,15 +198,29 @@ async def get_version_by_alias(request: Req) -> R:
 # --- model versions ----------------------------------------------------------------------------
 
 
-@post("/model-versions/create", status_code=200)
+@post(
+    "/model-versions/create",
+    status_code=200,
+    # Registering exposes the source's files to the model's readers: the caller must be able
+    # to read the runs and logged models the source names.
+    opt=permission_opt(Permission("model_version", "edit", "name", sources=True)),
+)
 async def create_model_version(request: Req) -> R:
     body = await read_json(request, CreateModelVersion)
-    async with database(request).write() as s:
-        version = await service.create_model_version(s, body, actor=_actor(request))
+    db = database(request)
+    # Check the request and fingerprint the files before the write transaction: hashing a large
+    # model must not hold the database's write lock (see registry.service.integrity).
+    async with db.read() as s:
+        location = await service.model_version_location(s, body)
+    fingerprint = await service.fingerprint_location(artifact_storage(request), location)
+    async with db.write() as s:
+        version = await service.create_model_version(
+            s, body, actor=_actor(request), fingerprint=fingerprint
+        )
     return ok({"model_version": version})
 
 
-@get("/model-versions/get")
+@get("/model-versions/get", opt=VERSION_READ)
 async def get_model_version(request: Req) -> R:
     q = read_query(request, ModelVersionRef)
     async with database(request).read() as s:
@@ -181,7 +228,7 @@ async def get_model_version(request: Req) -> R:
     return ok({"model_version": version})
 
 
-@patch("/model-versions/update", status_code=200)
+@patch("/model-versions/update", status_code=200, opt=VERSION_EDIT)
 async def update_model_version(request: Req) -> R:
     body = await read_json(request, UpdateModelVersion)
     async with database(request).write() as s:
@@ -189,7 +236,11 @@ async def update_model_version(request: Req) -> R:
     return ok({"model_version": version})
 
 
-@delete("/model-versions/delete", status_code=200)
+@delete(
+    "/model-versions/delete",
+    status_code=200,
+    opt=permission_opt(Permission("model_version", "delete", "name")),
+)
 async def delete_model_version(request: Req) -> R:
     body = await read_json(request, ModelVersionRef)
     async with database(request).write() as s:
@@ -197,15 +248,20 @@ async def delete_model_version(request: Req) -> R:
     return ok()
 
 
-@get("/model-versions/search")
+@get(
+    "/model-versions/search",
+    opt=permission_opt(Permission("model_version", "read", filtered=True)),
+)
 async def search_model_versions(request: Req) -> R:
     q = read_query(request, SearchModelVersions)
     async with database(request).read() as s:
-        versions, token = await service.search_model_versions(s, q)
+        versions, token = await service.search_model_versions(
+            s, q, scope=visibility(request, "registered_model")
+        )
     return _page("model_versions", versions, token)
 
 
-@post("/model-versions/set-tag", status_code=200)
+@post("/model-versions/set-tag", status_code=200, opt=VERSION_EDIT)
 async def set_model_version_tag(request: Req) -> R:
     body = await read_json(request, SetModelVersionTag)
     async with database(request).write() as s:
@@ -213,7 +269,7 @@ async def set_model_version_tag(request: Req) -> R:
     return ok()
 
 
-@delete("/model-versions/delete-tag", status_code=200)
+@delete("/model-versions/delete-tag", status_code=200, opt=VERSION_EDIT)
 async def delete_model_version_tag(request: Req) -> R:
     body = await read_json(request, DeleteModelVersionTag)
     async with database(request).write() as s:
@@ -221,7 +277,13 @@ async def delete_model_version_tag(request: Req) -> R:
     return ok()
 
 
-@post("/model-versions/transition-stage", status_code=200)
+@post(
+    "/model-versions/transition-stage",
+    status_code=200,
+    # Promote rights on the target stage; moving a version out of Staging or Production is
+    # checked inside the transaction (the shell's pointer-move hook sees the current stage).
+    opt=permission_opt(Permission("model_version", "promote", "name", target="stage")),
+)
 async def transition_stage(request: Req) -> R:
     body = await read_json(request, TransitionStage)
     async with database(request).write() as s:
@@ -237,7 +299,7 @@ async def transition_stage(request: Req) -> R:
     return ok({"model_version": version})
 
 
-@get("/model-versions/get-download-uri")
+@get("/model-versions/get-download-uri", opt=VERSION_READ)
 async def get_download_uri(request: Req) -> R:
     q = read_query(request, ModelVersionRef)
     async with database(request).read() as s:
@@ -248,7 +310,7 @@ async def get_download_uri(request: Req) -> R:
 # --- pointer history (mlgate) --------------------------------------------------------------------
 
 
-@get("/registered-models/history")
+@get("/registered-models/history", opt=MODEL_READ)
 async def pointer_history(request: Req) -> R:
     q = read_query(request, GetPointerHistory)
     async with database(request).read() as s:
@@ -258,12 +320,34 @@ async def pointer_history(request: Req) -> R:
     return _page("events", history, token)
 
 
-@get("/registered-models/pointer-at")
+@get("/registered-models/pointer-at", opt=MODEL_READ)
 async def pointer_at(request: Req) -> R:
     q = read_query(request, GetPointerAt)
     async with database(request).read() as s:
         answer = await service.pointer_at(s, q.name, q.pointer, q.timestamp)
     return ok(answer)
+
+
+# --- resolve and files (mlgate) ----------------------------------------------------------------
+
+
+@get(
+    "/models/resolve",
+    opt=permission_opt(Permission("model_version", "read", "uri", by_uri=True)),
+)
+async def resolve_model_uri(request: Req) -> R:
+    q = read_query(request, ResolveModelUri)
+    async with database(request).read() as s:
+        resolved = await service.resolve_model_uri(s, q.uri)
+    return ok(resolved)
+
+
+@get("/model-versions/files", opt=VERSION_READ)
+async def model_version_files(request: Req) -> R:
+    q = read_query(request, GetModelVersionFiles)
+    async with database(request).read() as s:
+        files = await service.model_version_files(s, q.name, q.version, q.max_results, q.page_token)
+    return ok(files)
 
 
 # Mounted under each of MLflow's API prefixes.
@@ -293,4 +377,4 @@ ROUTE_HANDLERS = [
 ]
 
 # Mounted under MLGATE_API_PREFIX.
-MLGATE_ROUTE_HANDLERS = [pointer_history, pointer_at]
+MLGATE_ROUTE_HANDLERS = [pointer_history, pointer_at, resolve_model_uri, model_version_files]

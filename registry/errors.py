@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from tracking.core.errors import InvalidParameter, ResourceAlreadyExists, ResourceNotFound
+from tracking.core.errors import (
+    InvalidParameter,
+    PermissionDenied,
+    ResourceAlreadyExists,
+    ResourceNotFound,
+)
 
 
 class RegisteredModelNotFound(ResourceNotFound):
@@ -40,3 +45,14 @@ class InvalidSource(InvalidParameter):
     def __init__(self, source: object, why: str) -> None:
         shown = source if isinstance(source, str) and len(source) <= 200 else f"{source!s:.200}..."
         super().__init__(f"Invalid model version source {shown!r}: {why}.")
+
+
+class VersionFilesImmutable(PermissionDenied):
+    """A write or delete that would change the files of a registered model version."""
+
+    def __init__(self, path: str, name: str, version: int, root: str) -> None:
+        super().__init__(
+            f"Artifact path '{path}' is protected: the files under '{root}' belong to registered "
+            f"model version (name={name}, version={version}) and are immutable. Write elsewhere, "
+            "or delete that model version first."
+        )

@@ -30,6 +30,10 @@ class ModelVersionCreated:
     model_id: str | None
     actor: str
     timestamp: int
+    tags: tuple[tuple[str, str], ...] = ()
+    description: str | None = None
+    # The manifest digest of the version's files (None: no files at registration).
+    manifest_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,56 @@ class AliasMoved:
     timestamp: int
 
 
-RegistryEvent = ModelVersionCreated | ModelVersionDeleted | StageTransitioned | AliasMoved
+@dataclass(frozen=True, slots=True)
+class RegisteredModelCreated:
+    kind: ClassVar[str] = "registered_model.created"
+    name: str
+    tags: tuple[tuple[str, str], ...]
+    description: str | None
+    actor: str
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredModelDeleted:
+    """A model was deleted; ``pointers`` are the (kind, pointer, version) it still held."""
+
+    kind: ClassVar[str] = "registered_model.deleted"
+    name: str
+    pointers: tuple[tuple[str, str, int], ...]
+    actor: str
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionTagSet:
+    kind: ClassVar[str] = "model_version_tag.set"
+    name: str
+    version: int
+    key: str
+    value: str
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionTagDeleted:
+    kind: ClassVar[str] = "model_version_tag.deleted"
+    name: str
+    version: int
+    key: str
+    timestamp: int
+
+
+RegistryEvent = (
+    ModelVersionCreated
+    | ModelVersionDeleted
+    | StageTransitioned
+    | AliasMoved
+    | RegisteredModelCreated
+    | RegisteredModelDeleted
+    | ModelVersionTagSet
+    | ModelVersionTagDeleted
+)
 
 
 @dataclass(frozen=True, slots=True)

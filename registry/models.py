@@ -5,12 +5,21 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from registry.artifacts.paths import MAX_PATH_BYTES
 from tracking.core.db import Base
 from tracking.core.types import BigIntPK
 
 NAME_LEN = 256
 TAG_KEY_LEN = 250
 ALIAS_LEN = 255
+SHA256_HEX_LEN = 64
+
+# Artifact paths compare bytewise on both databases: the write guard's "is a registered root
+# under this directory?" is a range scan over this column, which needs byte order. SQLite's
+# default (BINARY) is; PostgreSQL's database collation (e.g. en_US) may not be, hence "C".
+ArtifactPathString = String(MAX_PATH_BYTES).with_variant(
+    String(MAX_PATH_BYTES, collation="C"), "postgresql"
+)
 
 
 class RegisteredModel(Base):
@@ -66,13 +75,36 @@ class ModelVersion(Base):
     logged_model_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="READY")
     status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The canonical store path of the version's files: ``storage_location`` without its scheme.
+    # Files at or under it are immutable while the version exists (the artifact write guard).
+    artifact_root: Mapped[str] = mapped_column(ArtifactPathString)
+    # sha256 over the version's file manifest (``registry.artifacts.manifest``). NULL when the
+    # location held no files at registration, or for versions registered before revision 0003.
+    manifest_digest: Mapped[str | None] = mapped_column(String(SHA256_HEX_LEN), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("model_id", "version"),
         # get-latest-versions and stage moves: the highest version per (model, stage).
         Index("ix_model_versions_model_stage_version", "model_id", "current_stage", "version"),
         Index("ix_model_versions_run_id", "run_id"),
+        # The artifact write guard: exact matches on a written path's ancestors, and a range
+        # scan for roots under a deleted directory.
+        Index("ix_model_versions_artifact_root", "artifact_root"),
     )
+
+
+class ModelVersionFile(Base):
+    """One file of a version as fingerprinted at registration: its path under the root."""
+
+    __tablename__ = "model_version_files"
+
+    version_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Relative to the version's artifact_root, '/'-separated (a canonical ArtifactPath).
+    path: Mapped[str] = mapped_column(ArtifactPathString, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(SHA256_HEX_LEN))
 
 
 class ModelVersionTag(Base):
@@ -132,6 +164,7 @@ class PointerEvent(Base):
 
 __all__ = [
     "ModelVersion",
+    "ModelVersionFile",
     "ModelVersionTag",
     "PointerEvent",
     "RegisteredModel",

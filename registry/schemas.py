@@ -146,6 +146,20 @@ class GetPointerAt(msgspec.Struct):
     timestamp: int | None = None
 
 
+# --- integrity and resolve (mlgate's own API) ------------------------------------------------
+
+
+class ResolveModelUri(msgspec.Struct):
+    uri: str | None = None
+
+
+class GetModelVersionFiles(msgspec.Struct):
+    name: str | None = None
+    version: Version | None = None
+    max_results: int | None = None
+    page_token: str | None = None
+
+
 # --- responses -------------------------------------------------------------------------------
 
 
@@ -211,3 +225,37 @@ class PointerAtOut(msgspec.Struct, omit_defaults=True):
     # Absent when nothing held the pointer at that time.
     version: str | None = None
     event: PointerEventOut | None = None
+
+
+# Integrity responses always carry every key (``digest`` may be null): they are read by
+# systems that do not run the MLflow client, and an explicit null is easier to handle there.
+
+
+class ManifestFileOut(msgspec.Struct):
+    path: str
+    size: int
+    sha256: str
+
+
+class ResolvedModelVersionOut(msgspec.Struct):
+    name: str
+    version: str
+    current_stage: str
+    aliases: list[str]
+    run_id: str | None
+    source: str
+    # The concrete mlflow-artifacts:/ location (what get-download-uri answers).
+    download_uri: str
+    # The same location as an HTTP path on this server; a file is at artifact_url + "/" + path.
+    artifact_url: str
+    # The manifest digest (registry.artifacts.manifest); null when no files were registered.
+    digest: str | None
+    files: list[ManifestFileOut]
+
+
+class ModelVersionFilesOut(msgspec.Struct, omit_defaults=True):
+    name: str
+    version: str
+    digest: str | None
+    files: list[ManifestFileOut]
+    next_page_token: str | None = None

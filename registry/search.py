@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, or_, select
 
 from registry.models import ModelVersion, ModelVersionTag, RegisteredModel, RegisteredModelTag
+from tracking.core.auth import ResourceScope
 from tracking.core.errors import InvalidParameter
 from tracking.search import (
     MEMBERSHIP_OPS,
@@ -29,6 +30,7 @@ from tracking.search import (
     parse_order_by_list,
     string_predicate,
 )
+from tracking.search.sql import scope_predicate
 
 # Prompts are registered models tagged with this; model searches exclude them by default.
 PROMPT_TAG = "mlflow.prompt.is_prompt"
@@ -142,11 +144,18 @@ def _ordering(keys: list[OrderKey], columns: dict[str, Any]) -> list[Any]:
     ]
 
 
-def registered_model_search_select(filter_string: str | None, order_by: list[str] | None) -> Select:
-    """Ids of the registered models matching a search, fully ordered (default: name ASC)."""
+def registered_model_search_select(
+    filter_string: str | None, order_by: list[str] | None, scope: ResourceScope | None = None
+) -> Select:
+    """Ids of the registered models matching a search, fully ordered (default: name ASC).
+
+    ``scope`` (None: no filter) keeps the models the caller may read, inside the query.
+    """
     comparisons = parse_filter(filter_string, REGISTERED_MODEL_RULES)
     keys = parse_order_by_list(order_by, REGISTERED_MODEL_RULES, reject_duplicates=True)
     stmt = select(RegisteredModel.id)
+    if scope is not None:
+        stmt = stmt.where(scope_predicate(scope, RegisteredModel.name))
     link = RegisteredModelTag.model_id == RegisteredModel.id
     for c in comparisons:
         if c.kind == "tag":
@@ -173,13 +182,20 @@ _VERSION_COLUMNS: dict[str, Any] = {
 }
 
 
-def model_version_search_select(filter_string: str | None, order_by: list[str] | None) -> Select:
-    """Ids of the model versions matching a search (default order: name ASC, version DESC)."""
+def model_version_search_select(
+    filter_string: str | None, order_by: list[str] | None, scope: ResourceScope | None = None
+) -> Select:
+    """Ids of the model versions matching a search (default order: name ASC, version DESC).
+
+    ``scope`` (None: no filter) keeps versions of the models the caller may read.
+    """
     comparisons = parse_filter(filter_string, MODEL_VERSION_RULES)
     keys = parse_order_by_list(order_by, MODEL_VERSION_RULES, reject_duplicates=True)
     stmt = select(ModelVersion.id).join(
         RegisteredModel, RegisteredModel.id == ModelVersion.model_id
     )
+    if scope is not None:
+        stmt = stmt.where(scope_predicate(scope, RegisteredModel.name))
     link = ModelVersionTag.version_id == ModelVersion.id
     for c in comparisons:
         if c.kind == "tag":

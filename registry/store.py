@@ -11,8 +11,10 @@ from sqlalchemy import Select, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from registry.artifacts.paths import ArtifactPath
 from registry.models import (
     ModelVersion,
+    ModelVersionFile,
     ModelVersionTag,
     PointerEvent,
     RegisteredModel,
@@ -172,6 +174,92 @@ async def delete_version_tag(s: AsyncSession, version_pk: int, key: str) -> int:
         )
     )
     return _rowcount(result)
+
+
+# --- version files and the artifact write guard ---------------------------------------------------
+
+
+async def insert_version_files(
+    s: AsyncSession, version_pk: int, files: Sequence[tuple[str, int, str]]
+) -> None:
+    """Store a version's manifest: (relative path, size, sha256) per file."""
+    if files:
+        await s.execute(
+            insert(ModelVersionFile),
+            [
+                {"version_id": version_pk, "path": path, "size": size, "sha256": sha256}
+                for path, size, sha256 in files
+            ],
+        )
+
+
+async def version_files(
+    s: AsyncSession, version_pk: int, *, offset: int = 0, limit: int | None = None
+) -> list[Any]:
+    """A version's recorded files (path, size, sha256), in path order."""
+    stmt = (
+        select(ModelVersionFile.path, ModelVersionFile.size, ModelVersionFile.sha256)
+        .where(ModelVersionFile.version_id == version_pk)
+        .order_by(ModelVersionFile.path)
+        .offset(offset)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list((await s.execute(stmt)).all())
+
+
+def _protecting_select() -> Select:
+    # No ORDER BY: any one protecting version will do, and an ordering would tempt the planner
+    # to walk another index instead of the artifact_root lookup.
+    return (
+        select(RegisteredModel.name, ModelVersion.version, ModelVersion.artifact_root)
+        .join(_RM, RegisteredModel.id == ModelVersion.model_id)
+        .limit(1)
+    )
+
+
+async def version_protecting(s: AsyncSession, path: ArtifactPath) -> Any:
+    """A version whose files are at, above or below ``path`` (name, version, root), or None.
+
+    Two index lookups on ``artifact_root``: an exact match on ``path`` or one of its ancestors
+    (the path is a root or inside one), then a range scan for roots inside ``path`` (a
+    directory delete would take them along). ``[p + '/', p + '0')`` is exactly the strings
+    starting with ``p + '/'`` in byte order ('0' follows '/'), which the column's collation
+    guarantees on both databases.
+    """
+    if path.is_root:
+        return (await s.execute(_protecting_select())).first()
+    ancestors = ["/".join(path.parts[:n]) for n in range(1, len(path.parts) + 1)]
+    found = (
+        await s.execute(_protecting_select().where(ModelVersion.artifact_root.in_(ancestors)))
+    ).first()
+    if found is not None:
+        return found
+    return (
+        await s.execute(
+            _protecting_select().where(
+                ModelVersion.artifact_root >= f"{path.posix}/",
+                ModelVersion.artifact_root < f"{path.posix}0",
+            )
+        )
+    ).first()
+
+
+async def model_names_storing(s: AsyncSession, path: ArtifactPath, limit: int = 100) -> list[str]:
+    """Names of models with a version whose files are at or above ``path`` (its root is
+    ``path`` or an ancestor of it): one lookup on the ``artifact_root`` index."""
+    if path.is_root:
+        return []
+    ancestors = ["/".join(path.parts[:n]) for n in range(1, len(path.parts) + 1)]
+    stmt = (
+        select(RegisteredModel.name)
+        .join(_MV, ModelVersion.model_id == RegisteredModel.id)
+        .where(ModelVersion.artifact_root.in_(ancestors))
+        .distinct()
+        .order_by(RegisteredModel.name)
+        .limit(limit)
+    )
+    return [str(name) for name in (await s.execute(stmt)).scalars()]
 
 
 async def stage_holders(s: AsyncSession, model_id: int) -> dict[str, int]:
@@ -445,3 +533,36 @@ async def pointer_event_at(
             .limit(1)
         )
     ).first()
+
+
+async def versions_moved_onto(
+    s: AsyncSession, model_id: int, kind: str, pointer: str, versions: Sequence[int]
+) -> set[int]:
+    """Which of ``versions`` the pointer history shows moved onto (kind, pointer) at some time."""
+    if not versions:
+        return set()
+    moved = PointerEvent.to_version.in_(versions) | (
+        PointerEvent.version.in_(versions) & PointerEvent.action.in_(("transition", "set_alias"))
+    )
+    stmt = select(PointerEvent.to_version, PointerEvent.version).where(
+        PointerEvent.model_id == model_id,
+        PointerEvent.pointer_kind == kind,
+        PointerEvent.pointer == pointer,
+        moved,
+    )
+    wanted = set(versions)
+    found: set[int] = set()
+    for to_version, version in await s.execute(stmt):
+        found.update(v for v in (to_version, version) if v in wanted)
+    return found
+
+
+async def version_ids_of_run(s: AsyncSession, model_id: int, run_id: str, limit: int) -> list[int]:
+    """Primary keys of the model's versions registered from ``run_id``, newest first."""
+    stmt = (
+        select(ModelVersion.id)
+        .where(ModelVersion.model_id == model_id, ModelVersion.run_id == run_id)
+        .order_by(ModelVersion.version.desc())
+        .limit(limit)
+    )
+    return [int(v) for v in (await s.execute(stmt)).scalars()]

@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Request, Response, delete, get, patch, post
 
 from tracking import service
+from tracking.core.auth import Permission, current_principal, permission_opt, visibility
 from tracking.core.http import database
 from tracking.core.wire import ok, read_json, read_query
 from tracking.schemas import (
@@ -40,10 +41,48 @@ from tracking.schemas import (
 Req = Request[Any, Any, Any]
 R = Response[bytes]
 
+# Bulk routes whose legitimate bodies exceed the general JSON cap (MLGATE_MAX_JSON_BODY).
+LOG_BATCH_MAX_BODY = 4 * 1024 * 1024
+LOG_INPUTS_MAX_BODY = 24 * 1024 * 1024
+
+# --- permission declarations (checked by the shell's guard before a handler runs) -------------
+# Each locator mirrors exactly the field the handler reads, in the same order.
+_RUN = ("run_id", "run_uuid")
+EXPERIMENT_READ = permission_opt(Permission("experiment", "read", "experiment_id"))
+EXPERIMENT_EDIT = permission_opt(Permission("experiment", "edit", "experiment_id"))
+EXPERIMENT_DELETE = permission_opt(Permission("experiment", "delete", "experiment_id"))
+EXPERIMENT_SEARCH = permission_opt(Permission("experiment", "read", filtered=True))
+RUN_READ = permission_opt(Permission("run", "read", _RUN))
+RUN_EDIT = permission_opt(Permission("run", "edit", _RUN))
+RUN_DELETE = permission_opt(Permission("run", "delete", _RUN))
+# Handlers that read ``body.run_id`` only.
+RUN_ID_EDIT = permission_opt(Permission("run", "edit", "run_id"))
+LOGGED_MODEL_READ = permission_opt(Permission("logged_model", "read", "model_id"))
+LOGGED_MODEL_EDIT = permission_opt(Permission("logged_model", "edit", "model_id"))
+LOGGED_MODEL_DELETE = permission_opt(Permission("logged_model", "delete", "model_id"))
+# Metrics logged with a model_id are also written to that logged model.
+_METRIC_MODELS = Permission("logged_model", "edit", "model_id", optional=True)
+_BATCH_MODELS = Permission("logged_model", "edit", "metrics[].model_id", optional=True)
+# Linking a logged model to a run (input or output) needs read access to that model.
+_LINKED_MODELS = Permission("logged_model", "read", "models[].model_id", optional=True)
+
+
+def _user_tag_value(request: Req, key: str | None, value: str | None) -> str | None:
+    """With auth on, the ``mlflow.user`` tag always names the authenticated caller."""
+    principal = current_principal(request)
+    if principal is not None and key == service.USER_TAG:
+        return principal.name
+    return value
+
+
 # --- experiments -------------------------------------------------------------------------------
 
 
-@post("/experiments/create", status_code=200)
+@post(
+    "/experiments/create",
+    status_code=200,
+    opt=permission_opt(Permission("experiment", "create", "name", by_name=True)),
+)
 async def create_experiment(request: Req) -> R:
     body = await read_json(request, CreateExperiment)
     async with database(request).write() as s:
@@ -51,7 +90,7 @@ async def create_experiment(request: Req) -> R:
     return ok({"experiment_id": experiment_id})
 
 
-@get("/experiments/get")
+@get("/experiments/get", opt=EXPERIMENT_READ)
 async def get_experiment(request: Req) -> R:
     q = read_query(request, GetExperiment)
     async with database(request).read() as s:
@@ -59,7 +98,10 @@ async def get_experiment(request: Req) -> R:
     return ok({"experiment": experiment})
 
 
-@get("/experiments/get-by-name")
+@get(
+    "/experiments/get-by-name",
+    opt=permission_opt(Permission("experiment", "read", "experiment_name", by_name=True)),
+)
 async def get_experiment_by_name(request: Req) -> R:
     q = read_query(request, GetExperimentByName)
     async with database(request).read() as s:
@@ -69,24 +111,39 @@ async def get_experiment_by_name(request: Req) -> R:
 
 async def _search_experiments(request: Req, body: SearchExperiments) -> R:
     async with database(request).read() as s:
-        experiments, token = await service.search_experiments(s, body)
+        experiments, token = await service.search_experiments(
+            s, body, scope=visibility(request, "experiment")
+        )
     out: dict[str, Any] = {"experiments": experiments}
     if token:
         out["next_page_token"] = token
     return ok(out)
 
 
-@post("/experiments/search", status_code=200)
+@post("/experiments/search", status_code=200, opt=EXPERIMENT_SEARCH)
 async def search_experiments(request: Req) -> R:
     return await _search_experiments(request, await read_json(request, SearchExperiments))
 
 
-@get("/experiments/search")
+@get("/experiments/search", opt=EXPERIMENT_SEARCH)
 async def search_experiments_get(request: Req) -> R:
     return await _search_experiments(request, read_query(request, SearchExperiments))
 
 
-@post("/experiments/update", status_code=200)
+@post(
+    "/experiments/update",
+    status_code=200,
+    # A rename changes which name grants apply: it needs manage rights on the experiment and
+    # create rights on the new name.
+    opt=permission_opt(
+        Permission(
+            "experiment",
+            "manage",
+            "experiment_id",
+            also=(Permission("experiment", "create", "new_name", by_name=True),),
+        )
+    ),
+)
 async def update_experiment(request: Req) -> R:
     body = await read_json(request, UpdateExperiment)
     async with database(request).write() as s:
@@ -94,7 +151,7 @@ async def update_experiment(request: Req) -> R:
     return ok()
 
 
-@post("/experiments/delete", status_code=200)
+@post("/experiments/delete", status_code=200, opt=EXPERIMENT_DELETE)
 async def delete_experiment(request: Req) -> R:
     body = await read_json(request, ExperimentRef)
     async with database(request).write() as s:
@@ -102,7 +159,7 @@ async def delete_experiment(request: Req) -> R:
     return ok()
 
 
-@post("/experiments/restore", status_code=200)
+@post("/experiments/restore", status_code=200, opt=EXPERIMENT_DELETE)
 async def restore_experiment(request: Req) -> R:
     body = await read_json(request, ExperimentRef)
     async with database(request).write() as s:
@@ -110,7 +167,7 @@ async def restore_experiment(request: Req) -> R:
     return ok()
 
 
-@post("/experiments/set-experiment-tag", status_code=200)
+@post("/experiments/set-experiment-tag", status_code=200, opt=EXPERIMENT_EDIT)
 async def set_experiment_tag(request: Req) -> R:
     body = await read_json(request, SetExperimentTag)
     async with database(request).write() as s:
@@ -118,7 +175,7 @@ async def set_experiment_tag(request: Req) -> R:
     return ok()
 
 
-@post("/experiments/delete-experiment-tag", status_code=200)
+@post("/experiments/delete-experiment-tag", status_code=200, opt=EXPERIMENT_EDIT)
 async def delete_experiment_tag(request: Req) -> R:
     body = await read_json(request, DeleteExperimentTag)
     async with database(request).write() as s:
@@ -129,15 +186,21 @@ async def delete_experiment_tag(request: Req) -> R:
 # --- runs ----------------------------------------------------------------------------------------
 
 
-@post("/runs/create", status_code=200)
+@post(
+    "/runs/create",
+    status_code=200,
+    # No experiment_id means the Default experiment "0", as in the handler.
+    opt=permission_opt(Permission("experiment", "edit", "experiment_id", default="0")),
+)
 async def create_run(request: Req) -> R:
     body = await read_json(request, CreateRun)
     async with database(request).write() as s:
-        run = await service.create_run(s, body)
+        principal = current_principal(request)
+        run = await service.create_run(s, body, user=principal.name if principal else None)
     return ok({"run": run})
 
 
-@get("/runs/get")
+@get("/runs/get", opt=RUN_READ)
 async def get_run(request: Req) -> R:
     q = read_query(request, RunRef)
     async with database(request).read() as s:
@@ -145,7 +208,7 @@ async def get_run(request: Req) -> R:
     return ok({"run": run})
 
 
-@post("/runs/update", status_code=200)
+@post("/runs/update", status_code=200, opt=RUN_EDIT)
 async def update_run(request: Req) -> R:
     body = await read_json(request, UpdateRun)
     async with database(request).write() as s:
@@ -153,7 +216,7 @@ async def update_run(request: Req) -> R:
     return ok({"run_info": info})
 
 
-@post("/runs/delete", status_code=200)
+@post("/runs/delete", status_code=200, opt=RUN_DELETE)
 async def delete_run(request: Req) -> R:
     body = await read_json(request, RunRef)
     async with database(request).write() as s:
@@ -161,7 +224,7 @@ async def delete_run(request: Req) -> R:
     return ok()
 
 
-@post("/runs/restore", status_code=200)
+@post("/runs/restore", status_code=200, opt=RUN_DELETE)
 async def restore_run(request: Req) -> R:
     body = await read_json(request, RunRef)
     async with database(request).write() as s:
@@ -169,7 +232,11 @@ async def restore_run(request: Req) -> R:
     return ok()
 
 
-@post("/runs/log-metric", status_code=200)
+@post(
+    "/runs/log-metric",
+    status_code=200,
+    opt=permission_opt(Permission("run", "edit", _RUN, also=(_METRIC_MODELS,))),
+)
 async def log_metric(request: Req) -> R:
     body = await read_json(request, LogMetric)
     async with database(request).write() as s:
@@ -177,7 +244,7 @@ async def log_metric(request: Req) -> R:
     return ok()
 
 
-@post("/runs/log-parameter", status_code=200)
+@post("/runs/log-parameter", status_code=200, opt=RUN_EDIT)
 async def log_param(request: Req) -> R:
     body = await read_json(request, LogParam)
     async with database(request).write() as s:
@@ -185,15 +252,16 @@ async def log_param(request: Req) -> R:
     return ok()
 
 
-@post("/runs/set-tag", status_code=200)
+@post("/runs/set-tag", status_code=200, opt=RUN_EDIT)
 async def set_tag(request: Req) -> R:
     body = await read_json(request, SetTag)
     async with database(request).write() as s:
-        await service.set_tag(s, body.run_id or body.run_uuid, body.key, body.value)
+        value = _user_tag_value(request, body.key, body.value)
+        await service.set_tag(s, body.run_id or body.run_uuid, body.key, value)
     return ok()
 
 
-@post("/runs/delete-tag", status_code=200)
+@post("/runs/delete-tag", status_code=200, opt=RUN_ID_EDIT)
 async def delete_tag(request: Req) -> R:
     body = await read_json(request, DeleteTag)
     async with database(request).write() as s:
@@ -201,15 +269,29 @@ async def delete_tag(request: Req) -> R:
     return ok()
 
 
-@post("/runs/log-batch", status_code=200)
+@post(
+    "/runs/log-batch",
+    status_code=200,
+    opt=permission_opt(Permission("run", "edit", "run_id", also=(_BATCH_MODELS,))),
+    # A full batch (1000 metrics, 100 params of 6000 characters, 100 tags of 8000) is ~1.5 MB.
+    request_max_body_size=LOG_BATCH_MAX_BODY,
+)
 async def log_batch(request: Req) -> R:
     body = await read_json(request, LogBatch)
+    for tag in body.tags:
+        tag.value = _user_tag_value(request, tag.key, tag.value)
     async with database(request).write() as s:
         await service.log_batch(s, body)
     return ok()
 
 
-@post("/runs/log-inputs", status_code=200)
+@post(
+    "/runs/log-inputs",
+    status_code=200,
+    opt=permission_opt(Permission("run", "edit", "run_id", also=(_LINKED_MODELS,))),
+    # MLflow allows dataset schemas up to 1 MB and profiles up to 16 MB.
+    request_max_body_size=LOG_INPUTS_MAX_BODY,
+)
 async def log_inputs(request: Req) -> R:
     body = await read_json(request, LogInputs)
     async with database(request).write() as s:
@@ -217,7 +299,11 @@ async def log_inputs(request: Req) -> R:
     return ok()
 
 
-@post("/runs/outputs", status_code=200)
+@post(
+    "/runs/outputs",
+    status_code=200,
+    opt=permission_opt(Permission("run", "edit", "run_id", also=(_LINKED_MODELS,))),
+)
 async def log_outputs(request: Req) -> R:
     body = await read_json(request, LogOutputs)
     async with database(request).write() as s:
@@ -227,24 +313,24 @@ async def log_outputs(request: Req) -> R:
 
 async def _search_runs(request: Req, body: SearchRuns) -> R:
     async with database(request).read() as s:
-        runs, token = await service.search_runs(s, body)
+        runs, token = await service.search_runs(s, body, scope=visibility(request, "experiment"))
     out: dict[str, Any] = {"runs": runs}
     if token:
         out["next_page_token"] = token
     return ok(out)
 
 
-@post("/runs/search", status_code=200)
+@post("/runs/search", status_code=200, opt=EXPERIMENT_SEARCH)
 async def search_runs(request: Req) -> R:
     return await _search_runs(request, await read_json(request, SearchRuns))
 
 
-@get("/runs/search")
+@get("/runs/search", opt=EXPERIMENT_SEARCH)
 async def search_runs_get(request: Req) -> R:
     return await _search_runs(request, read_query(request, SearchRuns))
 
 
-@get("/metrics/get-history")
+@get("/metrics/get-history", opt=RUN_READ)
 async def get_metric_history(request: Req) -> R:
     q = read_query(request, GetMetricHistory)
     async with database(request).read() as s:
@@ -260,7 +346,18 @@ async def get_metric_history(request: Req) -> R:
 # --- logged models -------------------------------------------------------------------------------
 
 
-@post("/logged-models", status_code=200)
+@post(
+    "/logged-models",
+    status_code=200,
+    opt=permission_opt(
+        Permission(
+            "experiment",
+            "edit",
+            "experiment_id",
+            also=(Permission("run", "read", "source_run_id", optional=True),),
+        )
+    ),
+)
 async def create_logged_model(request: Req) -> R:
     body = await read_json(request, CreateLoggedModel)
     async with database(request).write() as s:
@@ -268,7 +365,7 @@ async def create_logged_model(request: Req) -> R:
     return ok({"model": model})
 
 
-@get("/logged-models/{model_id:str}")
+@get("/logged-models/{model_id:str}", opt=LOGGED_MODEL_READ)
 async def get_logged_model(request: Req, model_id: str) -> R:
     allow_deleted = request.query_params.get("allow_deleted", "").lower() == "true"
     async with database(request).read() as s:
@@ -276,7 +373,7 @@ async def get_logged_model(request: Req, model_id: str) -> R:
     return ok({"model": model})
 
 
-@patch("/logged-models/{model_id:str}", status_code=200)
+@patch("/logged-models/{model_id:str}", status_code=200, opt=LOGGED_MODEL_EDIT)
 async def finalize_logged_model(request: Req, model_id: str) -> R:
     body = await read_json(request, FinalizeLoggedModel)
     async with database(request).write() as s:
@@ -284,14 +381,14 @@ async def finalize_logged_model(request: Req, model_id: str) -> R:
     return ok({"model": model})
 
 
-@delete("/logged-models/{model_id:str}", status_code=200)
+@delete("/logged-models/{model_id:str}", status_code=200, opt=LOGGED_MODEL_DELETE)
 async def delete_logged_model(request: Req, model_id: str) -> R:
     async with database(request).write() as s:
         await service.delete_logged_model(s, model_id)
     return ok()
 
 
-@patch("/logged-models/{model_id:str}/tags", status_code=200)
+@patch("/logged-models/{model_id:str}/tags", status_code=200, opt=LOGGED_MODEL_EDIT)
 async def set_logged_model_tags(request: Req, model_id: str) -> R:
     body = await read_json(request, SetLoggedModelTags)
     async with database(request).write() as s:
@@ -299,14 +396,14 @@ async def set_logged_model_tags(request: Req, model_id: str) -> R:
     return ok({"model": model})
 
 
-@delete("/logged-models/{model_id:str}/tags/{key:path}", status_code=200)
+@delete("/logged-models/{model_id:str}/tags/{key:path}", status_code=200, opt=LOGGED_MODEL_EDIT)
 async def delete_logged_model_tag(request: Req, model_id: str, key: str) -> R:
     async with database(request).write() as s:
         await service.delete_logged_model_tag(s, model_id, key.lstrip("/"))
     return ok()
 
 
-@post("/logged-models/{model_id:str}/params", status_code=200)
+@post("/logged-models/{model_id:str}/params", status_code=200, opt=LOGGED_MODEL_EDIT)
 async def log_logged_model_params(request: Req, model_id: str) -> R:
     body = await read_json(request, LogLoggedModelParams)
     async with database(request).write() as s:
@@ -314,11 +411,13 @@ async def log_logged_model_params(request: Req, model_id: str) -> R:
     return ok()
 
 
-@post("/logged-models/search", status_code=200)
+@post("/logged-models/search", status_code=200, opt=EXPERIMENT_SEARCH)
 async def search_logged_models(request: Req) -> R:
     body = await read_json(request, SearchLoggedModels)
     async with database(request).read() as s:
-        models, token = await service.search_logged_models(s, body)
+        models, token = await service.search_logged_models(
+            s, body, scope=visibility(request, "experiment")
+        )
     out: dict[str, Any] = {"models": models}
     if token:
         out["next_page_token"] = token

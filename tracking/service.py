@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from math import isfinite
 import secrets
 import uuid
 from collections.abc import Sequence
+from math import isfinite
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracking import store
+from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_double, encode_page_token
@@ -53,7 +54,7 @@ from tracking.schemas import (
     TagOut,
     UpdateRun,
 )
-from tracking.store import MetricPoint, RunHandle
+from tracking.store import ExperimentIdentity, MetricPoint, RunHandle
 from tracking.validation import (
     MAX_DATASET_DIGEST,
     MAX_DATASET_NAME,
@@ -286,8 +287,9 @@ def _fingerprint(*parts: object) -> str:
 
 
 async def search_experiments(
-    s: AsyncSession, req: SearchExperiments
+    s: AsyncSession, req: SearchExperiments, *, scope: ResourceScope | None = None
 ) -> tuple[list[ExperimentOut], str | None]:
+    """One page of experiments; ``scope`` (None: all) keeps those the caller may read."""
     from tracking.search import experiment_search_select
 
     limit = validate_max_results(req.max_results, 1000, MAX_EXPERIMENT_SEARCH_RESULTS)
@@ -295,7 +297,7 @@ async def search_experiments(
     fingerprint = _fingerprint("exp", req.filter or "", tuple(req.order_by), view)
     offset = decode_page_token(req.page_token, fingerprint)
     stmt = (
-        experiment_search_select(req.filter, list(req.order_by), view)
+        experiment_search_select(req.filter, list(req.order_by), view, scope)
         .offset(offset)
         .limit(limit + 1)
     )
@@ -377,7 +379,13 @@ def generate_run_name() -> str:
     return f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(1000)}"
 
 
-async def create_run(s: AsyncSession, req: CreateRun) -> RunOut:
+USER_TAG = "mlflow.user"
+
+
+async def create_run(s: AsyncSession, req: CreateRun, *, user: str | None = None) -> RunOut:
+    """Start a run. ``user`` is the authenticated caller when auth is on: it becomes the run's
+    ``user_id`` and ``mlflow.user`` tag whatever the client claims; None keeps MLflow's
+    behaviour (the client's ``user_id``)."""
     raw_id = req.experiment_id if req.experiment_id not in (None, "") else "0"
     eid = parse_experiment_id(raw_id)
     tags = {
@@ -392,6 +400,8 @@ async def create_run(s: AsyncSession, req: CreateRun) -> RunOut:
     name = req.run_name or tag_name or generate_run_name()
     check_length(name, MAX_RUN_NAME_LEN, "Run name")
     tags[RUN_NAME_TAG] = name
+    if user is not None:
+        tags[USER_TAG] = user
     experiment = await store.experiment_stage_and_location(s, eid)
     if experiment is None:
         raise ExperimentNotFound(raw_id)
@@ -400,7 +410,7 @@ async def create_run(s: AsyncSession, req: CreateRun) -> RunOut:
     run_uuid = uuid.uuid4().hex
     start_time = req.start_time if req.start_time is not None else now_ms()
     artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{run_uuid}/artifacts"
-    user_id = req.user_id or ""
+    user_id = user if user is not None else (req.user_id or "")
     run_pk = await store.insert_run(
         s,
         run_uuid=run_uuid,
@@ -663,7 +673,10 @@ async def metric_history(
     ], token
 
 
-async def search_runs(s: AsyncSession, req: SearchRuns) -> tuple[list[RunOut], str | None]:
+async def search_runs(
+    s: AsyncSession, req: SearchRuns, *, scope: ResourceScope | None = None
+) -> tuple[list[RunOut], str | None]:
+    """One page of runs; ``scope`` (None: all) drops runs of experiments the caller can't read."""
     from tracking.search import run_search_select
 
     limit = validate_max_results(req.max_results, 1000, MAX_SEARCH_RESULTS)
@@ -675,7 +688,7 @@ async def search_runs(s: AsyncSession, req: SearchRuns) -> tuple[list[RunOut], s
     offset = decode_page_token(req.page_token, fingerprint)
     if not experiment_ids:
         return [], None
-    stmt = run_search_select(experiment_ids, req.filter, list(req.order_by), view)
+    stmt = run_search_select(experiment_ids, req.filter, list(req.order_by), view, scope)
     pks = [row[0] for row in await s.execute(stmt.offset(offset).limit(limit + 1))]
     token = encode_page_token(offset + limit, fingerprint) if len(pks) > limit else None
     bundles = await store.load_runs(s, pks[:limit])
@@ -821,7 +834,7 @@ async def delete_logged_model(s: AsyncSession, model_id: str) -> None:
 
 
 async def search_logged_models(
-    s: AsyncSession, req: Any
+    s: AsyncSession, req: Any, *, scope: ResourceScope | None = None
 ) -> tuple[list[LoggedModelOut], str | None]:
     from tracking.search import logged_model_search_select
 
@@ -835,7 +848,42 @@ async def search_logged_models(
     offset = decode_page_token(req.page_token, fingerprint)
     if not experiment_ids:
         raise InvalidParameter("experiment_ids must contain at least one experiment id.")
-    stmt = logged_model_search_select(experiment_ids, req.filter, order, datasets)
+    stmt = logged_model_search_select(experiment_ids, req.filter, order, datasets, scope)
     ids = [row[0] for row in await s.execute(stmt.offset(offset).limit(limit + 1))]
     token = encode_page_token(offset + limit, fingerprint) if len(ids) > limit else None
     return [logged_model_out(b) for b in await store.load_logged_models(s, ids[:limit])], token
+
+
+# --- lookups for authorization -------------------------------------------------------------------
+# The shell's guard asks which experiment a request acts on before the handler runs. Unknown or
+# malformed references answer None (or are left out): the guard then decides on what it has.
+
+
+async def experiment_identity(s: AsyncSession, experiment_id: str) -> ExperimentIdentity | None:
+    """The experiment with this wire id (a canonical integer string), or None."""
+    try:
+        eid = int(experiment_id)
+    except ValueError:
+        return None
+    if str(eid) != experiment_id or eid < 0:
+        return None
+    return await store.experiment_identity(s, eid)
+
+
+async def experiment_identity_by_name(s: AsyncSession, name: str) -> ExperimentIdentity | None:
+    eid = await store.find_experiment_id_by_name(s, name)
+    return None if eid is None else await store.experiment_identity(s, eid)
+
+
+async def experiments_of_runs(
+    s: AsyncSession, run_ids: Sequence[str]
+) -> dict[str, ExperimentIdentity]:
+    """The experiment of each known run id."""
+    return await store.experiments_of_runs(s, list(run_ids))
+
+
+async def experiments_of_logged_models(
+    s: AsyncSession, model_ids: Sequence[str]
+) -> dict[str, ExperimentIdentity]:
+    """The experiment of each known logged model id."""
+    return await store.experiments_of_logged_models(s, list(model_ids))

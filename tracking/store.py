@@ -142,6 +142,51 @@ async def insert_experiment(
     return experiment_id
 
 
+@dataclass(frozen=True, slots=True)
+class ExperimentIdentity:
+    """What authorization needs to know about an experiment."""
+
+    experiment_id: int
+    name: str
+
+
+async def experiment_identity(s: AsyncSession, experiment_id: int) -> ExperimentIdentity | None:
+    row = (
+        await s.execute(
+            select(Experiment.experiment_id, Experiment.name).where(
+                Experiment.experiment_id == experiment_id
+            )
+        )
+    ).first()
+    return ExperimentIdentity(int(row[0]), row[1]) if row else None
+
+
+async def experiments_of_runs(
+    s: AsyncSession, run_uuids: Sequence[str]
+) -> dict[str, ExperimentIdentity]:
+    if not run_uuids:
+        return {}
+    rows = await s.execute(
+        select(Run.run_uuid, Experiment.experiment_id, Experiment.name)
+        .join(Experiment, Experiment.experiment_id == Run.experiment_id)
+        .where(Run.run_uuid.in_(run_uuids))
+    )
+    return {r[0]: ExperimentIdentity(int(r[1]), r[2]) for r in rows}
+
+
+async def experiments_of_logged_models(
+    s: AsyncSession, model_ids: Sequence[str]
+) -> dict[str, ExperimentIdentity]:
+    if not model_ids:
+        return {}
+    rows = await s.execute(
+        select(LoggedModel.model_id, Experiment.experiment_id, Experiment.name)
+        .join(Experiment, Experiment.experiment_id == LoggedModel.experiment_id)
+        .where(LoggedModel.model_id.in_(model_ids))
+    )
+    return {r[0]: ExperimentIdentity(int(r[1]), r[2]) for r in rows}
+
+
 async def experiment_name_taken(s: AsyncSession, name: str) -> bool:
     found = await s.execute(select(Experiment.experiment_id).where(Experiment.name == name))
     return found.first() is not None

@@ -56,6 +56,7 @@ from registry.artifacts.storage import (
 )
 from registry.artifacts.storage.base import MAX_PARTS
 from tracking import service as tracking_service
+from tracking.core.auth import Action, Permission, permission_opt
 from tracking.core.errors import InvalidParameter, NotImplementedFeature
 from tracking.core.http import database
 from tracking.core.wire import JSON, ok, read_json, read_query
@@ -108,6 +109,29 @@ def _path_after(request: Req, marker: bytes) -> ArtifactPath:
     return parse_artifact_path(decode_request_path(raw[at + len(marker) :]))
 
 
+# Route opt keys: where a route's artifact path starts in the raw URL, and "the body is raw
+# bytes, streamed" (exempt from the JSON content-type rule and the JSON body cap).
+ARTIFACT_MARKER_OPT = "artifact_marker"
+RAW_BODY_OPT = "raw_body"
+
+
+def _artifact_opt(action: Action, marker: bytes | None, **extra: Any) -> dict[str, Any]:
+    return permission_opt(Permission("artifact", action), **{ARTIFACT_MARKER_OPT: marker}, **extra)
+
+
+def requested_artifact_path(request: Req) -> ArtifactPath:
+    """The store path a proxy request names, parsed exactly as its handler parses it.
+
+    The shell's guard authorizes on it (its first segment is the experiment id), so the guard
+    and the handler can never disagree about which file is meant.
+    """
+    marker = request.route_handler.opt.get(ARTIFACT_MARKER_OPT)
+    if marker is None:  # the directory listing: ?path=<dir>
+        q = read_query(request, ListArtifactsQuery)
+        return parse_artifact_path(q.path, allow_root=True) if q.path else ArtifactPath.root()
+    return _path_after(request, marker)
+
+
 def _content_disposition(name: str) -> str:
     """``attachment`` with an ASCII fallback and an RFC 5987 UTF-8 name (as MLflow sends)."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
@@ -145,9 +169,13 @@ async def _stream_file(request: Req, path: ArtifactPath) -> Stream:
 # --- /api/2.0/mlflow-artifacts/artifacts -----------------------------------------------------
 
 _ARTIFACTS = b"/mlflow-artifacts/artifacts/"
+_MPU_CREATE = b"/mlflow-artifacts/mpu/create/"
+_MPU_PART = b"/mlflow-artifacts/mpu/upload-part/"
+_MPU_COMPLETE = b"/mlflow-artifacts/mpu/complete/"
+_MPU_ABORT = b"/mlflow-artifacts/mpu/abort/"
 
 
-@get("/artifacts")
+@get("/artifacts", opt=_artifact_opt("read", None))
 async def list_artifacts(request: Req) -> R:
     q = read_query(request, ListArtifactsQuery)
     path = parse_artifact_path(q.path, allow_root=True) if q.path else ArtifactPath.root()
@@ -156,12 +184,17 @@ async def list_artifacts(request: Req) -> R:
     return ok(ListArtifactsOut(files=files))
 
 
-@get("/artifacts/{path:path}")
+@get("/artifacts/{path:path}", opt=_artifact_opt("read", _ARTIFACTS))
 async def download_artifact(request: Req, path: str) -> Stream:
     return await _stream_file(request, _path_after(request, _ARTIFACTS))
 
 
-@put("/artifacts/{path:path}", status_code=200, request_max_body_size=None)
+@put(
+    "/artifacts/{path:path}",
+    status_code=200,
+    request_max_body_size=None,
+    opt=_artifact_opt("edit", _ARTIFACTS, **{RAW_BODY_OPT: True}),
+)
 async def upload_artifact(request: Req, path: str) -> R:
     artifact = _path_after(request, _ARTIFACTS)
     await check_writable(request, artifact)
@@ -169,7 +202,7 @@ async def upload_artifact(request: Req, path: str) -> R:
     return ok()
 
 
-@delete("/artifacts/{path:path}", status_code=200)
+@delete("/artifacts/{path:path}", status_code=200, opt=_artifact_opt("delete", _ARTIFACTS))
 async def delete_artifact(request: Req, path: str) -> R:
     artifact = _path_after(request, _ARTIFACTS)
     await check_writable(request, artifact)
@@ -194,10 +227,10 @@ def _require(value: str | None, name: str) -> str:
     return value
 
 
-@post("/mpu/create/{path:path}", status_code=200)
+@post("/mpu/create/{path:path}", status_code=200, opt=_artifact_opt("edit", _MPU_CREATE))
 async def create_multipart_upload(request: Req, path: str) -> R:
     storage = _multipart_storage(request)
-    directory = _path_after(request, b"/mlflow-artifacts/mpu/create/")
+    directory = _path_after(request, _MPU_CREATE)
     body = await read_json(request, CreateMultipartUpload)
     target = directory.joinpath(client_file_name(_require(body.path, "path")))
     num_parts = 1 if body.num_parts is None else body.num_parts
@@ -220,10 +253,15 @@ async def create_multipart_upload(request: Req, path: str) -> R:
     return ok(CreateMultipartUploadOut(upload_id=upload_id, credentials=credentials))
 
 
-@put("/mpu/upload-part/{path:path}", status_code=200, request_max_body_size=None)
+@put(
+    "/mpu/upload-part/{path:path}",
+    status_code=200,
+    request_max_body_size=None,
+    opt=_artifact_opt("edit", _MPU_PART, **{RAW_BODY_OPT: True}),
+)
 async def upload_multipart_part(request: Req, path: str) -> R:
     storage = _multipart_storage(request)
-    target = _path_after(request, b"/mlflow-artifacts/mpu/upload-part/")
+    target = _path_after(request, _MPU_PART)
     q = read_query(request, UploadPartQuery)
     upload_id = _require(q.upload_id, "upload_id")
     if q.part_number is None:
@@ -232,10 +270,10 @@ async def upload_multipart_part(request: Req, path: str) -> R:
     return Response(content=b"{}", status_code=200, media_type=JSON, headers={"ETag": etag})
 
 
-@post("/mpu/complete/{path:path}", status_code=200)
+@post("/mpu/complete/{path:path}", status_code=200, opt=_artifact_opt("edit", _MPU_COMPLETE))
 async def complete_multipart_upload(request: Req, path: str) -> R:
     storage = _multipart_storage(request)
-    directory = _path_after(request, b"/mlflow-artifacts/mpu/complete/")
+    directory = _path_after(request, _MPU_COMPLETE)
     body = await read_json(request, CompleteMultipartUpload)
     target = directory.joinpath(client_file_name(_require(body.path, "path")))
     upload_id = _require(body.upload_id, "upload_id")
@@ -245,10 +283,10 @@ async def complete_multipart_upload(request: Req, path: str) -> R:
     return ok()
 
 
-@post("/mpu/abort/{path:path}", status_code=200)
+@post("/mpu/abort/{path:path}", status_code=200, opt=_artifact_opt("edit", _MPU_ABORT))
 async def abort_multipart_upload(request: Req, path: str) -> R:
     storage = _multipart_storage(request)
-    directory = _path_after(request, b"/mlflow-artifacts/mpu/abort/")
+    directory = _path_after(request, _MPU_ABORT)
     body = await read_json(request, AbortMultipartUpload)
     target = directory.joinpath(client_file_name(_require(body.path, "path")))
     await storage.abort_multipart(target, _require(body.upload_id, "upload_id"))
@@ -258,7 +296,10 @@ async def abort_multipart_upload(request: Req, path: str) -> R:
 # --- UI downloads ----------------------------------------------------------------------------
 
 
-@get("/get-artifact")
+@get(
+    "/get-artifact",
+    opt=permission_opt(Permission("run", "read", ("run_id", "run_uuid"))),
+)
 async def get_run_artifact(request: Req) -> Stream:
     q = read_query(request, GetRunArtifactQuery)
     run_id = _require(q.run_id or q.run_uuid, "run_id")
@@ -269,7 +310,10 @@ async def get_run_artifact(request: Req) -> Stream:
     return await _stream_file(request, root.joinpath(relative))
 
 
-@get("/model-versions/get-artifact")
+@get(
+    "/model-versions/get-artifact",
+    opt=permission_opt(Permission("model_version", "read", "name")),
+)
 async def get_model_version_artifact(request: Req) -> Stream:
     q = read_query(request, GetModelVersionArtifactQuery)
     name = _require(q.name, "name")

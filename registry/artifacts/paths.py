@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from tracking.core.errors import InvalidParameter
 
@@ -26,6 +26,8 @@ MAX_PATH_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 
 ARTIFACTS_SCHEME = "mlflow-artifacts"
+# Where the proxy serves the store over HTTP (``registry.artifacts.api`` mounts it there).
+ARTIFACTS_HTTP_ROOT = "/api/2.0/mlflow-artifacts/artifacts"
 
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # An RFC 3986 scheme at the start ("file:", "s3:", "mlflow-artifacts:") or a Windows drive ("C:").
@@ -135,6 +137,10 @@ class ArtifactPath:
     def to_uri(self) -> str:
         """The ``mlflow-artifacts:/<path>`` URI the client resolves through this proxy."""
         return f"{ARTIFACTS_SCHEME}:/{self.posix}"
+
+    def to_http_path(self) -> str:
+        """The HTTP path serving this location on this server, each segment percent-encoded."""
+        return "/".join([ARTIFACTS_HTTP_ROOT, *(quote(part, safe="") for part in self.parts)])
 
     def __str__(self) -> str:
         return self.posix

@@ -8,11 +8,34 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response, Router, get
+from litestar.middleware import DefineMiddleware
 
+import gates.approvals.api
+import gates.audit.api
+import gates.audit.service
+import gates.events.api
+import gates.events.service
+import gates.identity.api
+import gates.policies.api
 import registry.api
+import registry.service
 import tracking.api
-from registry.artifacts.api import STORAGE_STATE_KEY, artifact_routes
+from gates.events.config import EventsConfig
+from gates.events.worker import DeliveryWorker
+from gates.policies import guard
+from registry import events as registry_events
+from registry.artifacts.api import (
+    MODEL_VERSION_ROOT_STATE_KEY,
+    STORAGE_STATE_KEY,
+    WRITE_GUARD_STATE_KEY,
+    ModelVersionRootResolver,
+    WriteGuard,
+    artifact_routes,
+)
+from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
+from registry.server import hardening, security
+from tracking.core.auth import PUBLIC, permission_opt
 from tracking.core.db import Database
 from tracking.core.errors import EXCEPTION_HANDLERS
 from tracking.core.http import API_PREFIXES
@@ -21,18 +44,24 @@ from tracking.core.wire import ok
 
 VERSION = "0.1.0"
 
+# Registry changes reach the outbox and the audit trail inside the change's own transaction.
+REGISTRY_LISTENERS = (
+    gates.events.service.record_registry_event,
+    gates.audit.service.record_registry_event,
+)
 
-@get("/health", media_type="text/plain")
+
+@get("/health", media_type="text/plain", opt=permission_opt(PUBLIC))
 async def health() -> str:
     return "OK"
 
 
-@get("/version", media_type="text/plain")
+@get("/version", media_type="text/plain", opt=permission_opt(PUBLIC))
 async def version() -> str:
     return VERSION
 
 
-@get("/api/3.0/mlflow/server-info")
+@get("/api/3.0/mlflow/server-info", opt=permission_opt(PUBLIC))
 async def server_info(request: Request[Any, Any, Any]) -> Response[bytes]:
     # Capability probe the client makes before artifact downloads; features mlgate lacks are off.
     return ok(
@@ -46,6 +75,16 @@ async def server_info(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
+def registry_write_guard(db: Database) -> WriteGuard:
+    """The artifact proxy's write guard: registered versions' files are immutable."""
+
+    async def refuse_registered_files(path: ArtifactPath) -> None:
+        async with db.read() as s:
+            await registry.service.check_artifact_writable(s, path)
+
+    return refuse_registered_files
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper())
@@ -57,23 +96,86 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state["settings"] = settings
         artifacts = build_storage(settings)
         app.state[STORAGE_STATE_KEY] = artifacts
+        # The registry's hooks into the artifact layer, which does not import the registry's
+        # service. A guard or resolver installed before start-up (tests, embedders) is kept.
+        resolver: ModelVersionRootResolver = registry.service.version_artifact_root
+        hooks = {
+            WRITE_GUARD_STATE_KEY: registry_write_guard(db),
+            MODEL_VERSION_ROOT_STATE_KEY: resolver,
+        }
+        installed = [key for key in hooks if key not in app.state]
+        for key in installed:
+            app.state[key] = hooks[key]
+        for listener in REGISTRY_LISTENERS:
+            registry_events.on_registry_event(listener)
+        # Every replica delivers webhooks; claims keep each delivery to one of them.
+        worker = (
+            DeliveryWorker(db, EventsConfig.from_settings(settings)).start()
+            if settings.webhook_worker
+            else None
+        )
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
+            for listener in REGISTRY_LISTENERS:
+                registry_events.remove_hook(listener)
+            for key in installed:
+                app.state.pop(key, None)
             await artifacts.aclose()
             await db.dispose()
 
-    domain_handlers = [*tracking.api.ROUTE_HANDLERS, *registry.api.ROUTE_HANDLERS]
+    domain_handlers = [
+        *tracking.api.ROUTE_HANDLERS,
+        *registry.api.ROUTE_HANDLERS,
+        *gates.events.api.ROUTE_HANDLERS,
+    ]
     routers = [Router(path=prefix, route_handlers=domain_handlers) for prefix in API_PREFIXES]
     routers.append(
         Router(
             path=registry.api.MLGATE_API_PREFIX, route_handlers=registry.api.MLGATE_ROUTE_HANDLERS
         )
     )
-    return Litestar(
-        route_handlers=[health, version, server_info, *routers, *artifact_routes()],
-        lifespan=[lifespan],
+    routers.append(
+        Router(
+            path=registry.api.MLGATE_API_PREFIX,
+            route_handlers=[
+                *gates.policies.api.ROUTE_HANDLERS,
+                *gates.approvals.api.ROUTE_HANDLERS,
+                *gates.events.api.MLGATE_ROUTE_HANDLERS,
+                *gates.audit.api.MLGATE_ROUTE_HANDLERS,
+                *gates.identity.api.ROUTE_HANDLERS,
+            ],
+        )
+    )
+    guard.install()
+    refusal = security.bind_refusal(settings)
+    if refusal is not None:
+        raise RuntimeError(f"mlgate: {refusal}")
+    middleware: list[Any] = [gates.policies.api.override_middleware]
+    if settings.auth:
+        middleware.insert(0, DefineMiddleware(security.AuthenticationMiddleware, settings=settings))
+    app = Litestar(
+        route_handlers=[
+            health,
+            version,
+            server_info,
+            security.openapi_document,
+            *routers,
+            *artifact_routes(),
+        ],
+        middleware=middleware,
+        guards=[security.make_guard(settings)],
+        before_send=[hardening.add_security_headers],
+        cors_config=security.cors_config(settings),
+        request_max_body_size=settings.max_json_body,
+        lifespan=[lifespan, security.identity_lifespan(settings)],
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=None,
+        openapi_config=security.openapi_config(VERSION, registry.api.MLGATE_API_PREFIX),
         debug=False,
     )
+    security.mark_generated_routes_public(app)
+    # Outermost: a request for another host is refused before routing, CORS or anything else.
+    app.asgi_handler = hardening.HostAllowlist(app.asgi_handler, settings.allowed_host_names)
+    return app

@@ -1,4 +1,4 @@
-"""The ``mlgate`` command line: ``server``, ``db upgrade``, ``history`` and ``pointer-at``."""
+"""The ``mlgate`` command line: ``server``, ``db``, ``history``, ``pointer-at`` and ``verify``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from gates import cli as gates_cli
+from gates.audit import cli as audit_cli
+from gates.identity import cli as identity_cli
 from tracking.core.settings import Settings, export_to_environment
 
 
@@ -36,6 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(env MLGATE_ARTIFACTS_DESTINATION)",
     )
     server.add_argument(
+        "--auth",
+        action="store_true",
+        default=None,
+        help="require authentication (env MLGATE_AUTH; the first admin comes from "
+        "MLGATE_ADMIN_USERNAME/MLGATE_ADMIN_PASSWORD)",
+    )
+    server.add_argument(
+        "--allowed-hosts",
+        help="comma-separated Host header names accepted (env MLGATE_ALLOWED_HOSTS)",
+    )
+    server.add_argument(
+        "--cors-origins", help="comma-separated CORS origins; default off (env MLGATE_CORS_ORIGINS)"
+    )
+    server.add_argument(
+        "--allow-unauthenticated-public-bind",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback --host with auth off (env "
+        "MLGATE_ALLOW_UNAUTHENTICATED_PUBLIC_BIND)",
+    )
+    server.add_argument(
         "--no-db-upgrade",
         action="store_true",
         help="do not apply migrations at start-up (env MLGATE_DB_AUTO_UPGRADE=false)",
@@ -49,7 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
     cur = db_sub.add_parser("current", help="show the applied revision")
     _add_db_flag(cur)
     _add_history_commands(sub)
+    gates_cli.add_commands(sub, _add_db_flag)
+    identity_cli.add_commands(sub, _add_db_flag)
+    audit_cli.add_commands(sub, _add_db_flag)
+    _add_verify_command(sub)
     return parser
+
+
+def _add_verify_command(sub: Any) -> None:
+    verify = sub.add_parser(
+        "verify",
+        help="re-read a model version's stored files and check them against its fingerprint",
+        description="Exit status: 0 when every file and the manifest digest match, 1 otherwise.",
+    )
+    verify.add_argument(
+        "uri",
+        help="models:/name/3, models:/name/Production, models:/name/latest or models:/name@alias",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_db_flag(verify)
+    verify.add_argument(
+        "--artifacts-destination",
+        help="the artifact store: a local directory or s3://bucket/prefix "
+        "(env MLGATE_ARTIFACTS_DESTINATION)",
+    )
+    verify.add_argument(
+        "--s3-endpoint-url", help="S3-compatible endpoint (env MLGATE_S3_ENDPOINT_URL)"
+    )
 
 
 def _add_history_commands(sub: Any) -> None:
@@ -135,6 +185,94 @@ async def _run_history_command(args: argparse.Namespace, settings: Settings) -> 
         await db.dispose()
 
 
+def _check_line(check: Any) -> str:
+    def described(entry: Any) -> str:
+        return f"sha256 {entry.sha256}, {entry.size} bytes"
+
+    if check.status == "MISMATCH":
+        detail = f"recorded {described(check.expected)}; stored {described(check.actual)}"
+    elif check.status == "MISSING":
+        detail = f"recorded {described(check.expected)}; not in the store"
+    elif check.status == "EXTRA":
+        detail = f"not recorded; stored {described(check.actual)}"
+    else:
+        detail = described(check.actual)
+    return f"{check.status:<9} {check.path}  ({detail})"
+
+
+def _verify_report_json(uri: str, report: Any) -> dict[str, Any]:
+    def entry(e: Any) -> dict[str, Any] | None:
+        return None if e is None else {"size": e.size, "sha256": e.sha256}
+
+    recorded = report.recorded
+    return {
+        "uri": uri,
+        "name": recorded.name,
+        "version": str(recorded.version),
+        "download_uri": recorded.location,
+        "ok": report.ok,
+        "recorded_digest": recorded.digest,
+        "stored_digest": report.actual_digest,
+        "files": [
+            {
+                "path": c.path,
+                "status": c.status,
+                "recorded": entry(c.expected),
+                "stored": entry(c.actual),
+            }
+            for c in report.checks
+        ],
+    }
+
+
+async def _run_verify_command(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+
+    from registry import service
+    from registry.artifacts.storage import build_storage
+    from tracking.core.db import Database
+
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        async with db.read() as s:
+            recorded = await service.recorded_fingerprint(s, args.uri)
+    finally:
+        await db.dispose()
+    # The database transaction is closed before the (possibly long) re-read of the bytes.
+    storage = build_storage(settings)
+    try:
+        report = await service.verify_fingerprint(storage, recorded)
+    finally:
+        await storage.aclose()
+
+    if args.json:
+        print(msgspec.json.encode(_verify_report_json(args.uri, report)).decode())
+        return 0 if report.ok else 1
+    for check in report.checks:
+        print(_check_line(check))
+    print(f"digest    recorded {recorded.digest or '(none)'}")
+    print(f"          stored   {report.actual_digest or '(none)'}")
+    if not report.rows_match_digest:
+        print("          the recorded file rows no longer produce the recorded digest")
+    if recorded.digest is None and report.actual_digest is not None:
+        print(
+            "          no fingerprint was recorded: the location was empty when the version "
+            "was registered, or it was registered before fingerprints existed"
+        )
+    label = f"{args.uri} (name={recorded.name}, version={recorded.version})"
+    if report.ok:
+        print(f"{label}: OK, {len(report.checks)} files match")
+        return 0
+    counts = {
+        s: sum(c.status == s for c in report.checks) for s in ("MISMATCH", "MISSING", "EXTRA")
+    }
+    print(
+        f"{label}: FAILED, {counts['MISMATCH']} mismatched, {counts['MISSING']} missing, "
+        f"{counts['EXTRA']} extra file(s)"
+    )
+    return 1
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         "host": getattr(args, "host", None),
@@ -142,19 +280,35 @@ def _settings(args: argparse.Namespace) -> Settings:
         "workers": getattr(args, "workers", None),
         "database_url": getattr(args, "database_url", None),
         "artifacts_destination": getattr(args, "artifacts_destination", None),
+        "s3_endpoint_url": getattr(args, "s3_endpoint_url", None),
+        "auth": getattr(args, "auth", None),
+        "allowed_hosts": getattr(args, "allowed_hosts", None),
+        "cors_origins": getattr(args, "cors_origins", None),
+        "allow_unauthenticated_public_bind": getattr(
+            args, "allow_unauthenticated_public_bind", None
+        ),
     }
     if getattr(args, "no_db_upgrade", False):
         overrides["db_auto_upgrade"] = False
     return Settings.from_env(**overrides)
 
 
-def run_server(settings: Settings) -> None:
+def run_server(settings: Settings) -> int:
     import uvicorn
 
-    from registry.server import migrate
+    from registry.server import migrate, security
 
+    refusal = security.bind_refusal(settings)
+    if refusal is not None:
+        print(f"mlgate: {refusal}", file=sys.stderr)
+        return 2
     if settings.db_auto_upgrade:
         migrate.upgrade(settings.database_url)
+    if settings.auth:
+        refusal = _bootstrap_admin(settings)
+        if refusal is not None:
+            print(f"mlgate: refusing to start: {refusal}", file=sys.stderr)
+            return 2
     export_to_environment(settings)
     uvicorn.run(
         "registry.server.app:create_app",
@@ -166,6 +320,50 @@ def run_server(settings: Settings) -> None:
         access_log=False,
         proxy_headers=False,
     )
+    return 0
+
+
+def _bootstrap_admin(settings: Settings) -> str | None:
+    """Create the first administrator before any worker starts; why not, or None."""
+    import asyncio
+
+    from gates.identity.errors import NoAdministrator
+    from registry.server.security import bootstrap_admin
+    from tracking.core.db import Database
+
+    async def bootstrap() -> None:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            await bootstrap_admin(db, settings)
+        finally:
+            await db.dispose()
+
+    try:
+        asyncio.run(bootstrap())
+    except NoAdministrator as exc:
+        return str(exc)
+    return None
+
+
+def _run_gates_command(
+    args: argparse.Namespace, settings: Settings, run: Any = gates_cli.run
+) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tracking.core.errors import MlflowError
+
+    try:
+        return int(run(args, settings))
+    except (MlflowError, ValueError, OSError) as exc:
+        print(f"mlgate: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        print(
+            f"mlgate: database error ({type(getattr(exc, 'orig', None) or exc).__name__}); "
+            "is the schema current? Run `mlgate db upgrade`.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,17 +374,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlgate: {exc}", file=sys.stderr)
         return 2
     if args.command == "server":
-        run_server(settings)
-        return 0
-    if args.command in ("history", "pointer-at"):
+        return run_server(settings)
+    if args.command in ("history", "pointer-at", "verify"):
         import asyncio
 
         from sqlalchemy.exc import SQLAlchemyError
 
         from tracking.core.errors import MlflowError
 
+        run = _run_verify_command if args.command == "verify" else _run_history_command
         try:
-            return asyncio.run(_run_history_command(args, settings))
+            return asyncio.run(run(args, settings))
         except (MlflowError, ValueError) as exc:
             print(f"mlgate: {getattr(exc, 'message', exc)}", file=sys.stderr)
             return 1
@@ -197,6 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+    if args.command in audit_cli.COMMANDS:
+        return audit_cli.run(args, settings)
+    if args.command in identity_cli.COMMANDS:
+        return _run_gates_command(args, settings, identity_cli.run)
+    if args.command in gates_cli.COMMANDS:
+        return _run_gates_command(args, settings)
     if args.command == "db":
         from registry.server import migrate
 

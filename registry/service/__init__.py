@@ -2,27 +2,53 @@
 
 Every change of a pointer (a stage or an alias) happens with the model's row locked, records
 its pointer-history rows and calls the ``registry.events`` hooks in the same transaction.
-``actor`` is who asked; until mlgate has identities the API passes ``ANONYMOUS``.
+``actor`` is who asked: the authenticated user, or ``ANONYMOUS`` when authentication is off.
 
 Split by topic: ``registered_models`` (models, tags, aliases), ``model_versions`` (versions,
-stage transitions, download URIs), ``history`` (pointer history) and ``lookups`` (shared).
+stage transitions, download URIs), ``history`` (pointer history), ``integrity`` (fingerprints,
+immutable files, resolve and verify) and ``lookups`` (shared).
 """
 
 from __future__ import annotations
 
-from registry.service.history import parse_pointer, pointer_at, pointer_history
-from registry.service.lookups import ANONYMOUS, POINTER_STAGES, model_out, version_out
+from registry.service.history import (
+    parse_pointer,
+    pointer_at,
+    pointer_history,
+    versions_that_held,
+)
+from registry.service.integrity import (
+    RecordedFingerprint,
+    VerifyReport,
+    VersionFingerprint,
+    check_artifact_writable,
+    fingerprint_location,
+    model_version_files,
+    recorded_fingerprint,
+    resolve_model_uri,
+    verify_fingerprint,
+)
+from registry.service.lookups import (
+    ANONYMOUS,
+    POINTER_STAGES,
+    model_out,
+    models_storing,
+    source_references,
+    version_out,
+)
 from registry.service.model_versions import (
     create_model_version,
     delete_model_version,
     delete_model_version_tag,
     get_download_uri,
     get_model_version,
+    model_version_location,
     search_model_versions,
     set_model_version_tag,
     transition_stage,
     update_model_version,
     version_artifact_root,
+    versions_of_run,
 )
 from registry.service.registered_models import (
     create_registered_model,
@@ -42,6 +68,10 @@ from registry.service.registered_models import (
 __all__ = [
     "ANONYMOUS",
     "POINTER_STAGES",
+    "RecordedFingerprint",
+    "VerifyReport",
+    "VersionFingerprint",
+    "check_artifact_writable",
     "create_model_version",
     "create_registered_model",
     "delete_alias",
@@ -49,24 +79,34 @@ __all__ = [
     "delete_model_version_tag",
     "delete_registered_model",
     "delete_registered_model_tag",
+    "fingerprint_location",
     "get_download_uri",
     "get_latest_versions",
     "get_model_version",
     "get_registered_model",
     "get_version_by_alias",
     "model_out",
+    "model_version_files",
+    "model_version_location",
+    "models_storing",
     "parse_pointer",
     "pointer_at",
     "pointer_history",
+    "recorded_fingerprint",
     "rename_registered_model",
+    "resolve_model_uri",
     "search_model_versions",
     "search_registered_models",
     "set_alias",
     "set_model_version_tag",
     "set_registered_model_tag",
+    "source_references",
     "transition_stage",
     "update_model_version",
     "update_registered_model",
+    "verify_fingerprint",
     "version_artifact_root",
     "version_out",
+    "versions_of_run",
+    "versions_that_held",
 ]

@@ -142,3 +142,12 @@ async def pointer_at(
     if row is None or row.to_version is None:
         return PointerAtOut(model.name, kind, shown, at, event=_event_out(row) if row else None)
     return PointerAtOut(model.name, kind, shown, at, str(row.to_version), _event_out(row))
+
+
+async def versions_that_held(
+    s: AsyncSession, name: str | None, pointer: str | None, versions: list[int]
+) -> set[int]:
+    """Which of ``versions`` were ever moved onto ``pointer`` (a stage, or ``@alias``)."""
+    model = await find_model(s, name)
+    kind, canonical = parse_pointer(pointer)
+    return await store.versions_moved_onto(s, model.id, kind, canonical, versions)

@@ -9,12 +9,16 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import store
+from registry.artifacts.paths import ArtifactPath
 from registry.errors import ModelVersionNotFound, RegisteredModelNotFound
 from registry.schemas import AliasOut, ModelVersionOut, RegisteredModelOut, TagOut, Version
+from registry.sources import LoggedModelSource, RunSource, parse_version_source
 from registry.validation import parse_version, validate_model_name, validate_tag
+from tracking.core.auth import ANONYMOUS as ANONYMOUS_ACTOR
+from tracking.core.errors import MlflowError
 
-# TODO(identity issue): the API passes this until requests carry an authenticated user.
-ANONYMOUS = "anonymous"
+# The actor recorded when authentication is off (the API passes ``actor_name(request)``).
+ANONYMOUS = ANONYMOUS_ACTOR
 # Stages that are pointers (``models:/name/<stage>``); "None" means "not staged".
 POINTER_STAGES = ("Staging", "Production", "Archived")
 
@@ -91,3 +95,34 @@ async def render_version(s: AsyncSession, version_pk: int) -> ModelVersionOut:
 
 def checked_tags(items: Sequence[Any]) -> dict[str, str]:
     return dict(validate_tag(t.key, t.value) for t in items)
+
+
+# --- lookups for authorization -------------------------------------------------------------------
+
+
+def source_references(
+    source: str | None, run_id: str | None, model_id: str | None
+) -> tuple[set[str], set[str]]:
+    """The run ids and logged model ids a create-version request reads files from.
+
+    Registering a version exposes its source's files to the model's readers, so the caller
+    must be able to read each of them. An unparseable source names nothing here: the service
+    refuses it anyway.
+    """
+    runs = {run_id} if run_id else set()
+    models = {model_id} if model_id else set()
+    try:
+        parsed = parse_version_source(source)
+    except MlflowError:
+        return runs, models
+    if isinstance(parsed, RunSource):
+        runs.add(parsed.run_id)
+    elif isinstance(parsed, LoggedModelSource):
+        models.add(parsed.model_id)
+    return runs, models
+
+
+async def models_storing(s: AsyncSession, path: ArtifactPath) -> list[str]:
+    """Registered models with a version whose files include ``path`` (model readers may
+    download them even without access to the experiment that logged them)."""
+    return await store.model_names_storing(s, path)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import events, store
+from registry.artifacts.manifest import manifest_digest
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
 from registry.errors import RegisteredModelNotFound
 from registry.events import PointerMove
 from registry.schemas import CreateModelVersion, ModelVersionOut, SearchModelVersions, Version
 from registry.search import model_version_search_select
 from registry.service.history import history_row, stage_changes
+from registry.service.integrity import VersionFingerprint
 from registry.service.lookups import (
     POINTER_STAGES,
     checked_tags,
@@ -20,7 +25,7 @@ from registry.service.lookups import (
     render_version,
     version_out,
 )
-from registry.sources import resolve_version_source
+from registry.sources import ResolvedSource, resolve_version_source
 from registry.validation import (
     ARCHIVING_STAGES,
     DEFAULT_SEARCH_VERSIONS,
@@ -32,17 +37,23 @@ from registry.validation import (
     validate_model_name,
     validate_tag,
 )
+from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
-from tracking.core.errors import InvalidParameter, ResourceNotFound
+from tracking.core.errors import InvalidParameter, InvalidState, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_page_token
 
 # --- model versions ------------------------------------------------------------------------------
 
 
-async def create_model_version(
-    s: AsyncSession, req: CreateModelVersion, *, actor: str
-) -> ModelVersionOut:
-    """Register a new version: the next number, status READY, source checked and resolved."""
+@dataclass(frozen=True, slots=True)
+class _CheckedCreate:
+    tags: dict[str, str]
+    description: str | None
+    model: Any
+    resolved: ResolvedSource
+
+
+async def _check_create(s: AsyncSession, req: CreateModelVersion) -> _CheckedCreate:
     name = validate_model_name(req.name)
     tags = checked_tags(req.tags)
     if len(tags) > MAX_VERSION_TAGS:
@@ -51,9 +62,45 @@ async def create_model_version(
         )
     description = validate_description(req.description)
     model = await find_model(s, name)
-    # Resolve before taking the version number, so the model's row lock is held briefly.
     resolved = await resolve_version_source(s, req.source, run_id=req.run_id, model_id=req.model_id)
+    return _CheckedCreate(tags, description, model, resolved)
+
+
+async def model_version_location(s: AsyncSession, req: CreateModelVersion) -> str:
+    """Check a create request as :func:`create_model_version` will; return where its files are.
+
+    Read-only: the API calls it first, fingerprints the location outside any transaction, and
+    hands the fingerprint to :func:`create_model_version`.
+    """
+    return (await _check_create(s, req)).resolved.storage_location
+
+
+async def create_model_version(
+    s: AsyncSession,
+    req: CreateModelVersion,
+    *,
+    actor: str,
+    fingerprint: VersionFingerprint | None = None,
+) -> ModelVersionOut:
+    """Register a new version: the next number, status READY, source checked and resolved.
+
+    ``fingerprint`` is the manifest of the version's location (see ``registry.service.
+    integrity``); without one, or when the location held no files, the digest is NULL. The
+    version is READY either way: the client polls for READY and has uploaded its files before.
+    """
+    checked = await _check_create(s, req)
+    model, resolved = checked.model, checked.resolved
+    if fingerprint is not None and fingerprint.location != resolved.storage_location:
+        # Sources resolve to immutable run / logged-model roots, so this needs a concurrent
+        # change of the tracking data: refuse rather than record another location's files.
+        raise InvalidState(
+            f"The source of model version '{model.name}' resolved to another location while "
+            "its files were fingerprinted; retry the request."
+        )
+    files = fingerprint.files if fingerprint is not None else ()
+    digest = manifest_digest(files)
     now = now_ms()
+    # Resolved before taking the version number, so the model's row lock is held briefly.
     number = await store.next_version(s, model.id, now)
     if number is None:  # deleted while the source was being checked
         raise RegisteredModelNotFound(model.name)
@@ -65,15 +112,18 @@ async def create_model_version(
         last_updated_timestamp=now,
         user_id=actor,
         current_stage="None",
-        description=description,
+        description=checked.description,
         source=resolved.source,
         storage_location=resolved.storage_location,
+        artifact_root=parse_artifact_uri(resolved.storage_location).posix,
+        manifest_digest=digest,
         run_id=resolved.run_id,
         run_link=req.run_link or None,
         logged_model_id=resolved.model_id,
         status="READY",
     )
-    await store.upsert_version_tags(s, pk, tags)
+    await store.upsert_version_tags(s, pk, checked.tags)
+    await store.insert_version_files(s, pk, [(f.path, f.size, f.sha256) for f in files])
     await events.emit(
         s,
         events.ModelVersionCreated(
@@ -85,6 +135,9 @@ async def create_model_version(
             resolved.model_id,
             actor,
             now,
+            tags=tuple(checked.tags.items()),
+            description=checked.description,
+            manifest_digest=digest,
         ),
     )
     return await render_version(s, pk)
@@ -161,12 +214,13 @@ async def delete_model_version(
 
 
 async def search_model_versions(
-    s: AsyncSession, req: SearchModelVersions
+    s: AsyncSession, req: SearchModelVersions, *, scope: ResourceScope | None = None
 ) -> tuple[list[ModelVersionOut], str | None]:
+    """One page of versions; ``scope`` (None: all) keeps versions of models the caller reads."""
     limit = validate_max_results(req.max_results, DEFAULT_SEARCH_VERSIONS, MAX_SEARCH_VERSIONS)
     fingerprint = page_fingerprint("mv", req.filter or "", tuple(req.order_by))
     offset = decode_page_token(req.page_token, fingerprint)
-    stmt = model_version_search_select(req.filter, list(req.order_by))
+    stmt = model_version_search_select(req.filter, list(req.order_by), scope)
     ids = await store.search_ids(s, stmt, offset=offset, limit=limit + 1)
     token = encode_page_token(offset + limit, fingerprint) if len(ids) > limit else None
     return [version_out(b) for b in await store.load_versions(s, ids[:limit])], token
@@ -175,9 +229,15 @@ async def search_model_versions(
 async def set_model_version_tag(
     s: AsyncSession, name: str | None, version: Version | None, key: str | None, value: str | None
 ) -> None:
-    row = await find_version(s, await find_model(s, name), version)
-    await store.upsert_version_tags(s, row.id, dict([validate_tag(key, value)]))
-    await store.update_version(s, row.id, last_updated_timestamp=now_ms())
+    model = await find_model(s, name)
+    row = await find_version(s, model, version)
+    checked_key, checked_value = validate_tag(key, value)
+    now = now_ms()
+    await store.upsert_version_tags(s, row.id, {checked_key: checked_value})
+    await store.update_version(s, row.id, last_updated_timestamp=now)
+    await events.emit(
+        s, events.ModelVersionTagSet(model.name, row.version, checked_key, checked_value, now)
+    )
 
 
 async def delete_model_version_tag(
@@ -191,7 +251,9 @@ async def delete_model_version_tag(
         raise ResourceNotFound(
             f"No tag with key '{key}' on model version (name={model.name}, version={row.version})"
         )
-    await store.update_version(s, row.id, last_updated_timestamp=now_ms())
+    now = now_ms()
+    await store.update_version(s, row.id, last_updated_timestamp=now)
+    await events.emit(s, events.ModelVersionTagDeleted(model.name, row.version, key, now))
 
 
 async def transition_stage(
@@ -263,3 +325,13 @@ async def version_artifact_root(
 ) -> ArtifactPath:
     """The store path of a version's files (for the artifact layer's model-version downloads)."""
     return parse_artifact_uri(await get_download_uri(s, name, version))
+
+
+async def versions_of_run(
+    s: AsyncSession, name: str | None, run_id: str, limit: int = 100
+) -> list[ModelVersionOut]:
+    """The model's versions registered from ``run_id``, newest first (at most ``limit``)."""
+    model = await find_model(s, name)
+    ids = await store.version_ids_of_run(s, model.id, run_id, min(limit, 1000))
+    found = {b.row.version: version_out(b) for b in await store.load_versions(s, ids)}
+    return [found[v] for v in sorted(found, reverse=True)]

@@ -40,6 +40,7 @@ from registry.validation import (
     validate_model_name,
     validate_tag,
 )
+from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_page_token
@@ -59,6 +60,10 @@ async def create_registered_model(
     if model_id is None:
         raise RegisteredModelAlreadyExists(name)
     await store.upsert_model_tags(s, model_id, tags)
+    await events.emit(
+        s,
+        events.RegisteredModelCreated(name, tuple(tags.items()), description, actor, now_ms()),
+    )
     return await render_model(s, model_id)
 
 
@@ -113,15 +118,17 @@ async def delete_registered_model(s: AsyncSession, name: str | None, *, actor: s
         ],
     )
     await store.delete_registered_model(s, model.id)
+    await events.emit(s, events.RegisteredModelDeleted(model.name, tuple(pointers), actor, now))
 
 
 async def search_registered_models(
-    s: AsyncSession, req: SearchRegisteredModels
+    s: AsyncSession, req: SearchRegisteredModels, *, scope: ResourceScope | None = None
 ) -> tuple[list[RegisteredModelOut], str | None]:
+    """One page of models; ``scope`` (None: all) keeps the models the caller may read."""
     limit = validate_max_results(req.max_results, DEFAULT_SEARCH_MODELS, MAX_SEARCH_MODELS)
     fingerprint = page_fingerprint("rm", req.filter or "", tuple(req.order_by))
     offset = decode_page_token(req.page_token, fingerprint)
-    stmt = registered_model_search_select(req.filter, list(req.order_by))
+    stmt = registered_model_search_select(req.filter, list(req.order_by), scope)
     ids = await store.search_ids(s, stmt, offset=offset, limit=limit + 1)
     token = encode_page_token(offset + limit, fingerprint) if len(ids) > limit else None
     bundles = await store.load_registered_models(s, ids[:limit])

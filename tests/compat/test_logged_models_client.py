@@ -19,7 +19,9 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def test_sklearn_autolog_records_params_metrics_and_model(mlflow_tracking: str, unique: str) -> None:
+def test_sklearn_autolog_records_params_metrics_and_model(
+    mlflow_tracking: str, unique: str
+) -> None:
     exp = mlflow.set_experiment(f"autolog-{unique}")
     x, y = _data()
     mlflow.sklearn.autolog(log_input_examples=False, log_model_signatures=False, silent=True)
@@ -62,7 +64,9 @@ def test_log_model_then_load_from_run_and_model_id(mlflow_tracking: str, unique:
 def test_logged_model_tags_params_search_and_delete(mlflow_tracking: str, unique: str) -> None:
     exp = mlflow.set_experiment(f"lm-api-{unique}")
     client = MlflowClient()
-    created = mlflow.initialize_logged_model(name="candidate", model_type="classifier", tags={"a": "1"})
+    created = mlflow.initialize_logged_model(
+        name="candidate", model_type="classifier", tags={"a": "1"}
+    )
     client.set_logged_model_tags(created.model_id, {"b": "2"})
     client.log_model_params(created.model_id, {"alpha": "0.1"})
     client.delete_logged_model_tag(created.model_id, "a")
@@ -76,7 +80,9 @@ def test_logged_model_tags_params_search_and_delete(mlflow_tracking: str, unique
         experiment_ids=[exp.experiment_id], filter_string="name = 'candidate'", output_format="list"
     )
     assert [m.model_id for m in found] == [created.model_id]
-    everything = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    everything = mlflow.search_logged_models(
+        experiment_ids=[exp.experiment_id], output_format="list"
+    )
     assert {m.model_id for m in everything} == {created.model_id, other.model_id}
     client.delete_logged_model(other.model_id)
     with pytest.raises(MlflowException) as err:

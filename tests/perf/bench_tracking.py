@@ -198,6 +198,66 @@ async def wait_quiet(own: Callable[[], float], limit: float, budget: float) -> f
         log(f"  machine busy ({other:.2f} cores used by other processes); waiting")
 
 
+_NOT_A_BACKEND: dict[str, set[int]] = {}
+
+
+def postgres_backends(database: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving ``database`` (found by process title)."""
+    out: dict[int, float] = {}
+    needle = f" {database} ".encode()
+    skip = _NOT_A_BACKEND.setdefault(database, set())  # keeps the 10 Hz sampling cheap
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in skip:
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read()
+            if not (title.startswith(b"postgres: ") and needle in title):
+                if b"postgres" not in title:  # a just-forked backend still has the postmaster's
+                    skip.add(int(entry))
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+class BackendMeter:
+    """CPU of one database's PostgreSQL backends over a phase, including short-lived ones.
+
+    Pool overflow connections come and go during a phase, so the backends are sampled every
+    100 ms and a backend that exits keeps its last sample.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.start_cpu: dict[int, float] = {}
+        self.last_cpu: dict[int, float] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            for pid, cpu in postgres_backends(self.database).items():
+                self.start_cpu.setdefault(pid, 0.0)  # born during the phase: count from 0
+                self.last_cpu[pid] = cpu
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        self.start_cpu = postgres_backends(self.database)
+        self.last_cpu = dict(self.start_cpu)
+        self.task = asyncio.create_task(self._sample())
+
+    async def stop(self) -> float:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        for pid, cpu in postgres_backends(self.database).items():
+            self.start_cpu.setdefault(pid, 0.0)
+            self.last_cpu[pid] = cpu
+        return sum(self.last_cpu[pid] - self.start_cpu[pid] for pid in self.last_cpu)
+
+
 def tree_cpu_seconds(root: int) -> float:
     """User+system CPU of a live process tree (uvicorn's supervisor and its workers)."""
     ticks = 0
@@ -261,6 +321,17 @@ class Server:
 
     def cpu(self) -> float:
         return tree_cpu_seconds(self.pid)
+
+    def db_meter(self) -> BackendMeter | None:
+        """A meter for this server's PostgreSQL backends (None on SQLite: it runs in-process)."""
+        if not self.db_url.startswith("postgresql"):
+            return None
+        return BackendMeter(self.db_url.rsplit("/", 1)[1])
+
+    def db_cpu(self) -> float:
+        if not self.db_url.startswith("postgresql"):
+            return 0.0
+        return sum(postgres_backends(self.db_url.rsplit("/", 1)[1]).values())
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -587,6 +658,7 @@ class LoadResult:
     first_error: str = ""
     client_cpu: float = 0.0
     server_cpu: float = 0.0
+    db_cpu: float = 0.0  # PostgreSQL backends serving this server's database
     machine_busy: float = 0.0  # every process on the box, from /proc/stat
     reconnects: int = 0
     skipped: str = ""
@@ -599,7 +671,7 @@ class LoadResult:
     @property
     def other_cpu(self) -> float:
         """CPU used by neither the server under test nor the load generator: the noise."""
-        return max(0.0, self.machine_busy - self.server_cpu - self.client_cpu)
+        return max(0.0, self.machine_busy - self.server_cpu - self.db_cpu - self.client_cpu)
 
     def pct(self, q: float) -> float:
         if not self.latencies_ms:
@@ -616,6 +688,7 @@ async def run_load(
     warmup: int,
     server_cpu: Callable[[], float],
     profiler: Profiler | None = None,
+    db_meter: BackendMeter | None = None,
 ) -> LoadResult:
     conns = [Connection("127.0.0.1", port) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in conns))
@@ -647,6 +720,8 @@ async def run_load(
         await drive(warmup, record=False)
     if profiler is not None:
         profiler.start()
+    if db_meter is not None:
+        db_meter.start()
     c0, s0, m0 = time.process_time(), server_cpu(), machine_busy_seconds()
     t0 = time.perf_counter()
     await drive(n, record=True)
@@ -654,6 +729,8 @@ async def run_load(
     res.client_cpu = time.process_time() - c0
     res.server_cpu = server_cpu() - s0
     res.machine_busy = machine_busy_seconds() - m0
+    if db_meter is not None:
+        res.db_cpu = await db_meter.stop()
     if profiler is not None:
         profiler.stop()
     res.reconnects = sum(c.reconnects for c in conns)
@@ -808,7 +885,16 @@ def render(
         if g.skipped or m.skipped:
             sides = (("mlgate", g), ("MLflow", m))
             why = "; ".join(f"{label}: {r.skipped}" for label, r in sides if r.skipped)
-            out.append(f"| {op.title} | - |" + " - |" * 8 + f" {op.target} | n/a ({why}) |")
+            cells = [
+                "-" if r.skipped else value(r)
+                for value in (lambda r: f"{r.rps:,.1f}", lambda r: fmt_ms(r.pct(0.5)))
+                for r in (g, m)
+            ]
+            n = max(g.n, m.n) or "-"
+            out.append(
+                f"| {op.title} | {n} | {cells[0]} | {cells[1]} | - | {cells[2]} | {cells[3]} "
+                f"| - | - | - | {op.target} | n/a ({why}) |"
+            )
             continue
         thr = fmt_ratio(ratio(g.rps, m.rps))
         out.append(
@@ -828,14 +914,15 @@ def render(
     out += [
         "",
         "Cost per request and noise. Server CPU is user+system time of the server's whole process "
-        "tree during the measured phase (steadier than req/s on a shared machine); %core is CPU "
-        "seconds per wall second; 'other' is CPU used by every other process on the machine "
-        "meanwhile (noise); client is this load generator.",
+        "tree during the measured phase (steadier than req/s on a shared machine); DB CPU is the "
+        "PostgreSQL backends serving that server's database (SQLite runs inside the server); "
+        "%core is CPU seconds per wall second; 'other' is CPU used by every other process on the "
+        "machine meanwhile (noise); client is this load generator.",
         "",
-        "| operation | mlgate CPU ms/req | MLflow CPU ms/req | CPU ratio | mlgate %core | "
-        "MLflow %core | other %core (mlgate / MLflow phase) | client us/req | client %core "
-        "| errors (mlgate / MLflow) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| operation | mlgate CPU ms/req | MLflow CPU ms/req | CPU ratio | DB CPU ms/req "
+        "(mlgate / MLflow) | %core (mlgate / MLflow) | other %core (mlgate / MLflow phase) "
+        "| client us/req | errors (mlgate / MLflow) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for op, g, m in cost_rows:
         errs = f"{g.errors} / {m.errors}"
@@ -844,10 +931,10 @@ def render(
         out.append(
             f"| {op.title} | {per(g, g.server_cpu, 1e3)} | {per(m, m.server_cpu, 1e3)} "
             f"| {fmt_ratio(ratio(g.server_cpu / g.n, m.server_cpu / m.n))} "
-            f"| {core(g, g.server_cpu)} | {core(m, m.server_cpu)} "
+            f"| {per(g, g.db_cpu, 1e3)} / {per(m, m.db_cpu, 1e3)} "
+            f"| {core(g, g.server_cpu)} / {core(m, m.server_cpu)} "
             f"| {core(g, g.other_cpu)} / {core(m, m.other_cpu)} "
-            f"| {per(g, g.client_cpu, 1e6, 0)} / {per(m, m.client_cpu, 1e6, 0)} "
-            f"| {core(g, g.client_cpu)} / {core(m, m.client_cpu)} | {errs} |"
+            f"| {per(g, g.client_cpu, 1e6, 0)} / {per(m, m.client_cpu, 1e6, 0)} | {errs} |"
         )
     if serial:
         out += [
@@ -1043,7 +1130,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     profiler = Profiler(args.py_spy, s.pid, profile_dir / f"{op.key}.txt")
                 n = counts[op.key]
                 if args.quiet_wait > 0:
-                    own = lambda: sum(x.cpu() for x in servers.values())  # noqa: E731
+                    own = lambda: sum(x.cpu() + x.db_cpu() for x in servers.values())  # noqa: E731
                     await wait_quiet(own, 0.3, args.quiet_wait)
                 res = await run_load(
                     s.port,
@@ -1053,12 +1140,14 @@ async def main_async(args: argparse.Namespace) -> int:
                     max(CONCURRENCY, n // 20),
                     s.cpu,
                     profiler,
+                    s.db_meter(),
                 )
                 results[op.key][name] = res
                 log(
                     f"{op.key:16s} {name:6s} {res.rps:8.1f} req/s  p50 {res.pct(0.5):8.2f} ms  "
                     f"p95 {res.pct(0.95):8.2f} ms  cpu {res.server_cpu / n * 1e3:6.2f} ms/req  "
-                    f"errors {res.errors}  other {res.other_cpu / res.seconds * 100:.0f}%core"
+                    f"db {res.db_cpu / n * 1e3:6.2f} ms/req  errors {res.errors}  "
+                    f"other {res.other_cpu / res.seconds * 100:.0f}%core"
                 )
                 if op.kind == "read" and args.serial_requests:
                     serial.setdefault(op.key, {})[name] = await run_load(

@@ -539,13 +539,39 @@ def test_ui_get_artifact_serves_a_run_file_as_an_attachment(server: LiveServer) 
         assert no_run.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
 
 
-def test_model_version_get_artifact_is_not_implemented_yet(server: LiveServer) -> None:
-    r = httpx.get(
-        f"{server.url}/model-versions/get-artifact",
-        params={"name": "m", "version": "1", "path": "MLmodel"},
-    )
-    assert r.status_code == 501
-    assert r.json()["error_code"] == "NOT_IMPLEMENTED"
+def test_model_version_get_artifact_serves_a_version_file(server: LiveServer) -> None:
+    api = f"{server.url}/api/2.0/mlflow"
+    name = f"ui-art-{uuid.uuid4().hex[:10]}"
+    with httpx.Client(timeout=60) as http:
+        run = http.post(f"{api}/runs/create", json={"experiment_id": "0"}).json()["run"]["info"]
+        root = run["artifact_uri"].removeprefix("mlflow-artifacts:/")
+        http.put(f"{server.url}{ARTIFACTS}/{root}/model/MLmodel", content=b"flavors: {}\n")
+        http.post(f"{api}/registered-models/create", json={"name": name}).raise_for_status()
+        http.post(
+            f"{api}/model-versions/create",
+            json={"name": name, "source": f"runs:/{run['run_id']}/model", "run_id": run["run_id"]},
+        ).raise_for_status()
+
+        r = http.get(
+            f"{server.url}/model-versions/get-artifact",
+            params={"name": name, "version": "1", "path": "MLmodel"},
+        )
+        assert r.status_code == 200
+        assert r.content == b"flavors: {}\n"
+        assert r.headers["content-disposition"] == 'attachment; filename="MLmodel"'
+        for params in (
+            {"name": name, "version": "2", "path": "MLmodel"},
+            {"name": f"{name}-nope", "version": "1", "path": "MLmodel"},
+            {"name": name, "version": "1", "path": "missing.txt"},
+        ):
+            missing = http.get(f"{server.url}/model-versions/get-artifact", params=params)
+            assert missing.status_code == 404, params
+            assert missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+        traversal = http.get(
+            f"{server.url}/model-versions/get-artifact",
+            params={"name": name, "version": "1", "path": "../../MLmodel"},
+        )
+        assert traversal.status_code == 400
 
 
 # --- the write guard hook (in-process app) ------------------------------------------------------

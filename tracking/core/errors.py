@@ -24,9 +24,15 @@ class MlflowError(Exception):
 
     error_code = "INTERNAL_ERROR"
     status_code = 500
+    headers: dict[str, str] | None = None
 
     def __init__(
-        self, message: str, *, error_code: str | None = None, status_code: int | None = None
+        self,
+        message: str,
+        *,
+        error_code: str | None = None,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.message = message
@@ -34,6 +40,8 @@ class MlflowError(Exception):
             self.error_code = error_code
         if status_code is not None:
             self.status_code = status_code
+        if headers is not None:
+            self.headers = headers
 
 
 class InvalidParameter(MlflowError):
@@ -65,6 +73,22 @@ class PermissionDenied(MlflowError):
 class Unauthenticated(MlflowError):
     error_code = "UNAUTHENTICATED"
     status_code = 401
+    # The MLflow client (requests) sends credentials up front; browsers and curl need the hint.
+    headers = {"WWW-Authenticate": 'Basic realm="mlgate", charset="UTF-8"'}
+
+
+class TooManyRequests(MlflowError):
+    # The MLflow client retries 429 with backoff and honours Retry-After.
+    error_code = "REQUEST_LIMIT_EXCEEDED"
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class UnsupportedMediaType(MlflowError):
+    error_code = "INVALID_PARAMETER_VALUE"
+    status_code = 415
 
 
 class NotImplementedFeature(MlflowError):
@@ -83,7 +107,7 @@ def _handle_mlflow_error(_: Request[Any, Any, Any], exc: Exception) -> Response[
     assert isinstance(exc, MlflowError)
     if exc.status_code >= 500:
         log.error("%s: %s", exc.error_code, exc.message)
-    return error_response(exc.error_code, exc.message, exc.status_code)
+    return error_response(exc.error_code, exc.message, exc.status_code, headers=exc.headers)
 
 
 def _handle_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

@@ -37,6 +37,42 @@ class Settings:
     db_auto_upgrade: bool = True
     db_pool_size: int = 10
     log_level: str = "info"
+    # Gates: how long a release approval request stays open.
+    approval_ttl_hours: int = 72
+    # Gates, client side (`mlgate promote`): the server and the gate's signing secret.
+    url: str = "http://127.0.0.1:5000"
+    gate_secret: str = field(default="", repr=False)
+    # --- identity and hardening ---
+    auth: bool = False
+    # The first administrator, created at start-up when no administrator exists. There is no
+    # default password: with auth on and no administrator, the server refuses to start.
+    admin_username: str = ""
+    admin_password: str = field(default="", repr=False)
+    # Binding a non-loopback address with auth off is refused unless this says so explicitly.
+    allow_unauthenticated_public_bind: bool = False
+    # Comma-separated Host header names (``*.example.com`` wildcards, ``*`` for any). Empty:
+    # 127.0.0.1, localhost and [::1] on any port, plus ``host`` itself.
+    allowed_hosts: str = ""
+    # Comma-separated origins allowed by CORS; empty turns CORS off.
+    cors_origins: str = ""
+    # Cap on JSON request bodies in bytes (artifact uploads are streamed and exempt).
+    max_json_body: int = 1024 * 1024
+    # Login throttling: this many failed logins per user name and client within the window
+    # (seconds) answer 429 until the window ends. Counters live in the database (replicas).
+    login_max_failures: int = 10
+    login_failure_window: int = 300
+    # Outbound webhooks (gates/events): the delivery worker every replica runs.
+    webhook_worker: bool = True
+    webhook_poll_interval: float = 1.0
+    webhook_max_attempts: int = 8
+    webhook_timeout: float = 10.0
+    webhook_backoff_base: float = 2.0
+    webhook_backoff_max: float = 600.0
+    # Comma-separated CIDRs and host names a subscriber URL may reach although they are
+    # loopback, private or link-local (e.g. "10.0.0.0/8,hooks.internal").
+    webhook_allowlist: str = ""
+    # Key that seals subscription secrets at rest (AES-GCM); empty stores them unsealed.
+    webhook_secret_key: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -67,6 +103,27 @@ class Settings:
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        """Host header names (ports stripped) accepted by the Host check."""
+        configured = _split(self.allowed_hosts)
+        if configured:
+            return configured
+        return ("127.0.0.1", "localhost", "[::1]", _bracketed(self.host))
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return _split(self.cors_origins)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _bracketed(host: str) -> str:
+    # An IPv6 address appears in a Host header in brackets.
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
 
 def _coerce(type_name: Any, raw: str, name: str) -> Any:
     try:
@@ -74,6 +131,8 @@ def _coerce(type_name: Any, raw: str, name: str) -> Any:
             return _bool(raw)
         if type_name in (int, "int"):
             return int(raw)
+        if type_name in (float, "float"):
+            return float(raw)
     except ValueError as exc:
         raise ValueError(f"MLGATE_{name.upper()}: {exc}") from exc
     return raw

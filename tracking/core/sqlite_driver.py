@@ -18,7 +18,6 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-
 # How long a writer waits for another process's write lock before "database is locked".
 WRITE_LOCK_WAIT_MS = 30000
 

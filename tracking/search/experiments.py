@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, select
 
+from tracking.core.auth import ResourceScope
 from tracking.models import Experiment, ExperimentTag
 from tracking.search.grammar import (
     Comparison,
@@ -19,6 +20,7 @@ from tracking.search.sql import (
     id_predicate,
     key_value_predicate,
     numeric_predicate,
+    scope_predicate,
     string_predicate,
 )
 
@@ -47,14 +49,30 @@ def _experiment_clause(comparison: Comparison) -> ColumnElement[bool]:
     return string_predicate(column, comparison.op, comparison.value)
 
 
+def visible_experiment_ids(scope: ResourceScope) -> Select:
+    """Ids of the experiments a visibility scope lets through (a subquery for other searches)."""
+    return select(Experiment.experiment_id).where(
+        scope_predicate(scope, Experiment.name, Experiment.experiment_id)
+    )
+
+
 def experiment_search_select(
-    filter_string: str | None, order_by: list[str] | None, view_type: str | None
+    filter_string: str | None,
+    order_by: list[str] | None,
+    view_type: str | None,
+    scope: ResourceScope | None = None,
 ) -> Select:
-    """The experiments matching a search_experiments request, fully ordered."""
+    """The experiments matching a search_experiments request, fully ordered.
+
+    ``scope`` (None: no filter) keeps only experiments the caller may read, inside the query,
+    so page sizes and tokens say nothing about hidden experiments.
+    """
     stages = lifecycle_stages(view_type)
     comparisons = parse_filter(filter_string, EXPERIMENT_RULES)
     keys = parse_order_by_list(order_by, EXPERIMENT_RULES)
     stmt = select(Experiment.experiment_id)
+    if scope is not None:
+        stmt = stmt.where(scope_predicate(scope, Experiment.name, Experiment.experiment_id))
     if stages is not None:
         stmt = stmt.where(Experiment.lifecycle_stage.in_(stages))
     for comparison in comparisons:

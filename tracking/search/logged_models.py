@@ -7,8 +7,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, ScalarSelect, Select, and_, case, or_, select, true
 from sqlalchemy.orm import aliased
 
+from tracking.core.auth import ResourceScope
 from tracking.core.errors import InvalidParameter
 from tracking.models import LoggedModel, LoggedModelMetric, LoggedModelParam, LoggedModelTag
+from tracking.search.experiments import visible_experiment_ids
 from tracking.search.grammar import (
     MAX_ORDER_BY_KEYS,
     Comparison,
@@ -93,11 +95,13 @@ def logged_model_search_select(
     filter_string: str | None,
     order_by: list[tuple[str, bool]] | None,
     datasets: list[tuple[str | None, str | None]] | None = None,
+    scope: ResourceScope | None = None,
 ) -> Select:
     """Active logged models matching a search_logged_models request, fully ordered.
 
     ``order_by`` holds (field_name, ascending) pairs, e.g. ("metrics.accuracy", False).
     ``datasets`` (name, digest) pairs restrict which metric points metric filters read.
+    ``scope`` (None: no filter) drops models of experiments the caller may not read.
     """
     scopes = list(datasets or [])
     comparisons = parse_filter(filter_string, LOGGED_MODEL_RULES)
@@ -112,6 +116,8 @@ def logged_model_search_select(
         LoggedModel.experiment_id.in_(list(experiment_ids)),
         LoggedModel.lifecycle_stage == "active",
     )
+    if scope is not None:
+        stmt = stmt.where(LoggedModel.experiment_id.in_(visible_experiment_ids(scope)))
     for comparison in comparisons:
         stmt = stmt.where(_logged_model_clause(comparison, scopes))
     ordering: list[ColumnElement[Any]] = []

@@ -8,8 +8,10 @@ from sqlalchemy import ColumnElement, Select, and_, case, false, literal_column,
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import aliased
 
+from tracking.core.auth import ResourceScope
 from tracking.core.errors import InvalidParameter
 from tracking.models import Dataset, DatasetInput, DatasetInputTag, LatestMetric, Param, Run, Tag
+from tracking.search.experiments import visible_experiment_ids
 from tracking.search.grammar import (
     Comparison,
     OrderKey,
@@ -122,12 +124,18 @@ def run_search_select(
     filter_string: str | None,
     order_by: list[str] | None,
     view_type: str | None,
+    scope: ResourceScope | None = None,
 ) -> Select:
-    """The runs matching a search_runs request, fully ordered, without limit or offset."""
+    """The runs matching a search_runs request, fully ordered, without limit or offset.
+
+    ``scope`` (None: no filter) drops runs of experiments the caller may not read.
+    """
     stages = lifecycle_stages(view_type)
     comparisons = parse_filter(filter_string, RUN_RULES)
     keys = parse_order_by_list(order_by, RUN_RULES)
     stmt = select(Run.id, Run.run_uuid).where(Run.experiment_id.in_(list(experiment_ids)))
+    if scope is not None:
+        stmt = stmt.where(Run.experiment_id.in_(visible_experiment_ids(scope)))
     if stages is not None:
         stmt = stmt.where(Run.lifecycle_stage.in_(stages))
     for comparison in comparisons:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     false,
     literal,
     literal_column,
+    or_,
     select,
     true,
 )
@@ -26,6 +27,7 @@ from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from tracking.core.auth import ResourceScope
 from tracking.core.errors import InvalidParameter
 from tracking.search.grammar import _INT64_MAX, Comparison
 
@@ -99,6 +101,69 @@ def pattern_match(column: ColumnLike, pattern: str, *, case_sensitive: bool) -> 
     if case_sensitive:
         return _CaseSensitiveLike(column, like, literal(like_to_glob(pattern), String()))
     return _CaseInsensitiveLike(column, like)
+
+
+class _GlobMatch(FunctionElement[bool]):
+    """``expr`` matches a grant glob (``*``, ``?``; nothing else special), case-sensitively."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "glob_match"
+
+
+def _glob_to_like(glob: str) -> str:
+    out = []
+    for ch in glob:
+        if ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        elif ch in "%_\\":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _glob_for_sqlite(glob: str) -> str:
+    # SQLite's GLOB also knows [...] classes; a literal '[' is spelled '[[]'.
+    return glob.replace("[", "[[]")
+
+
+@compiles(_GlobMatch)
+def _compile_glob(element: _GlobMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, like, _glob = element.clauses
+    return f"({compiler.process(expr, **kw)} LIKE {compiler.process(like, **kw)} ESCAPE '\\')"
+
+
+@compiles(_GlobMatch, "sqlite")
+def _compile_glob_sqlite(element: _GlobMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, _like, glob = element.clauses
+    return f"({compiler.process(expr, **kw)} GLOB {compiler.process(glob, **kw)})"
+
+
+def glob_match(column: ColumnLike, glob: str) -> ColumnElement[bool]:
+    """SQL twin of ``tracking.core.auth.glob_matches`` on both backends."""
+    return _GlobMatch(
+        column,
+        literal(_glob_to_like(glob), String()),
+        literal(_glob_for_sqlite(glob), String()),
+    )
+
+
+def scope_predicate(
+    scope: ResourceScope, name_column: ColumnLike, id_column: ColumnLike | None = None
+) -> ColumnElement[bool]:
+    """Rows a visibility scope lets through: exact names, exact ids, or name globs."""
+    if scope.everything:
+        return true()
+    clauses: list[ColumnElement[bool]] = []
+    if scope.names:
+        clauses.append(name_column.in_(sorted(scope.names)))
+    if scope.ids and id_column is not None:
+        clauses.append(id_column.in_(sorted(scope.ids)))
+    clauses.extend(glob_match(name_column, pattern) for pattern in scope.patterns)
+    return or_(*clauses) if clauses else false()
 
 
 _COMPARATORS: dict[str, Callable[[Any, Any], Any]] = {

@@ -1,0 +1,428 @@
+"""Release approvals: open, approve (the last one re-checks the gate and moves), reject, cancel.
+
+Who may sign off comes from identity (the approver role on the model); separation of duties
+is enforced here: the requester and the run's author never approve their own promotion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.approvals import store
+from gates.approvals.errors import (
+    AlreadyApproved,
+    ApprovalClosed,
+    ApprovalNotFound,
+    NotAnApprover,
+    SeparationOfDuties,
+)
+from gates.approvals.schemas import (
+    STATUSES,
+    ApprovalActionOut,
+    ApprovalOut,
+    ApprovalResult,
+)
+from gates.policies import ports
+from gates.policies import service as policies
+from gates.policies import store as policy_store
+from gates.policies.evaluation import FAIL, PASS, Candidate, evaluate, load_run, outcome_of
+from gates.policies.moves import execute_move
+from gates.policies.ports import Actor
+from gates.policies.rules import decode_rules
+from gates.policies.schemas import CheckResult, DecisionOut
+from registry import service as registry
+from registry.artifacts.storage import ArtifactStorage
+from tracking.core.clock import now_ms
+from tracking.core.errors import InvalidParameter, PermissionDenied, ResourceNotFound
+from tracking.core.wire import decode_page_token, encode_page_token
+
+MAX_COMMENT = 10_000
+MAX_ACTIONS_SHOWN = 1000
+
+
+def effective_status(row: Any, now: int) -> str:
+    return "expired" if row.status == "pending" and row.expires_at <= now else str(row.status)
+
+
+def _out(
+    row: Any, approved_by: list[str], now: int, actions: list[Any] | None = None
+) -> ApprovalOut:
+    return ApprovalOut(
+        request_id=row.id,
+        decision_id=row.decision_id,
+        status=effective_status(row, now),
+        model=row.model_name,
+        version=str(row.version),
+        target=row.target,
+        policy_id=str(row.policy_id),
+        required_approvals=row.required_approvals,
+        approvals=len(approved_by),
+        approved_by=approved_by,
+        requested_by=row.requested_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        run_id=row.run_id,
+        digest=row.digest,
+        run_author=row.run_author,
+        resolved_at=row.resolved_at,
+        resolved_by=row.resolved_by,
+        resolution=row.resolution,
+        actions=[
+            ApprovalActionOut(
+                kind=a.kind, actor=a.actor, created_at=a.created_at, comment=a.comment
+            )
+            for a in actions or []
+        ],
+    )
+
+
+async def _render(s: AsyncSession, row: Any, now: int, *, with_actions: bool = True) -> ApprovalOut:
+    approved = (await store.approvers(s, [row.id]))[row.id]
+    actions = await store.actions(s, row.id, MAX_ACTIONS_SHOWN) if with_actions else None
+    return _out(row, approved, now, actions)
+
+
+def _comment(text: str | None) -> str | None:
+    if text is not None and len(text) > MAX_COMMENT:
+        raise InvalidParameter(f"A comment may be at most {MAX_COMMENT} characters.")
+    return text or None
+
+
+async def _find(s: AsyncSession, request_id: str | None, *, lock: bool = False) -> Any:
+    if not request_id:
+        raise InvalidParameter("Missing value for required parameter 'request_id'.")
+    row = await store.get_request(s, request_id, lock=lock)
+    if row is None:
+        raise ApprovalNotFound(request_id)
+    return row
+
+
+async def _event(
+    s: AsyncSession, kind: str, out: ApprovalOut, actor: str, *, notify: bool = True, **extra: Any
+) -> None:
+    """The audit entry of an approval action, and (``notify``) its outbound event."""
+    payload = {**msgspec.to_builtins(out), **extra}
+    payload.pop("actions", None)
+    if notify:
+        await ports.emit_event(s, kind, payload)
+    await ports.audit(s, kind, f"approval:{out.request_id}", payload, actor)
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+
+async def open_request(
+    s: AsyncSession,
+    *,
+    decision_id: str,
+    gate: policies.ResolvedGate,
+    model: str,
+    version: int,
+    target: str,
+    run_id: str | None,
+    digest: str | None,
+    requested_by: str,
+    run_author: str | None,
+    ttl_hours: int,
+) -> str:
+    """Open the approval request of a decision (or return the pending one for this version)."""
+    now = now_ms()
+    existing = await store.pending_request_for(s, model, version, target, now)
+    if existing is not None:
+        return str(existing.id)
+    request_id = policies.new_id()
+    await store.insert_request(
+        s,
+        id=request_id,
+        decision_id=decision_id,
+        policy_id=gate.policy.id,
+        policy_version_id=gate.version.id,
+        model_name=model,
+        version=version,
+        target=target,
+        run_id=run_id,
+        digest=digest,
+        required_approvals=gate.rules.required_approvals,
+        status="pending",
+        requested_by=requested_by,
+        run_author=run_author,
+        created_at=now,
+        expires_at=now + ttl_hours * 3600 * 1000,
+    )
+    row = await _find(s, request_id)
+    await _event(
+        s, "approval.requested", await _render(s, row, now, with_actions=False), requested_by
+    )
+    return request_id
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+async def get_request(s: AsyncSession, request_id: str | None) -> ApprovalOut:
+    return await _render(s, await _find(s, request_id), now_ms())
+
+
+async def list_requests(
+    s: AsyncSession,
+    status: str | None = None,
+    model: str | None = None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+) -> tuple[list[ApprovalOut], str | None]:
+    if status and status not in STATUSES:
+        raise InvalidParameter(f"Invalid status '{status}': use one of {', '.join(STATUSES)}.")
+    limit = policies.page_limit(max_results)
+    fingerprint = f"approvals:{status}:{model}"
+    offset = decode_page_token(page_token, fingerprint)
+    now = now_ms()
+    rows = await store.list_requests(
+        s, status=status, model=model, now=now, offset=offset, limit=limit + 1
+    )
+    token = encode_page_token(offset + limit, fingerprint) if len(rows) > limit else None
+    page = rows[:limit]
+    approved = await store.approvers(s, [r.id for r in page])
+    return [_out(r, approved[r.id], now) for r in page], token
+
+
+# --- actions -------------------------------------------------------------------------------------
+
+
+async def _pending(s: AsyncSession, request_id: str | None, now: int) -> Any:
+    row = await _find(s, request_id, lock=True)
+    status = effective_status(row, now)
+    if status != "pending":
+        raise ApprovalClosed(row.id, status)
+    return row
+
+
+async def approve(
+    s: AsyncSession,
+    request_id: str | None,
+    *,
+    approver: str,
+    comment: str | None = None,
+    storage: ArtifactStorage | None = None,
+    now: int | None = None,
+    check_role: bool = True,
+) -> ApprovalResult:
+    """Record ``approver``'s approval; the one that completes the count re-evaluates the gate
+    (metrics, champion, and that the artifact digest is unchanged) and then moves the pointer
+    in this transaction, or marks the request failed with the refusing decision."""
+    at = now_ms() if now is None else now
+    row = await _pending(s, request_id, at)
+    if approver == row.requested_by:
+        raise SeparationOfDuties(
+            f"'{approver}' requested this promotion and cannot approve it (separation of duties)."
+        )
+    if row.run_author and approver == row.run_author:
+        raise SeparationOfDuties(
+            f"'{approver}' authored run {row.run_id} and cannot approve its promotion "
+            "(separation of duties)."
+        )
+    # With authentication off there are no grants: any named user may sign off (separation of
+    # duties above still holds).
+    if check_role and not await ports.can_approve(s, approver, row.model_name, row.target):
+        raise NotAnApprover(approver, row.model_name, row.target)
+    already = (await store.approvers(s, [row.id]))[row.id]
+    if approver in already:
+        raise AlreadyApproved(row.id, approver)
+    await store.insert_action(
+        s,
+        request_id=row.id,
+        kind="approve",
+        actor=approver,
+        comment=_comment(comment),
+        created_at=at,
+    )
+    count = len(already) + 1
+    final = count >= row.required_approvals
+    await _event(
+        s, "approval.approved", await _render(s, row, at, with_actions=False), approver, final=final
+    )
+    if not final:
+        return ApprovalResult(await _render(s, row, at))
+    decision = await _final_evaluation(s, row, count, approver, storage)
+    if decision.outcome == "passed":
+        policy_version = await policy_store.get_policy_version_by_id(s, row.policy_version_id)
+        assert policy_version is not None
+        await execute_move(
+            s,
+            model=row.model_name,
+            version=row.version,
+            target=row.target,
+            rules=decode_rules(policy_version.spec),
+            actor=approver,
+            decision_id=decision.decision_id,
+            gate=decision.policy_name,
+        )
+        await store.update_request(
+            s,
+            row.id,
+            status="approved",
+            resolved_at=at,
+            resolved_by=approver,
+            resolution=(
+                f"version {row.version} moved to {row.target} (decision {decision.decision_id})"
+            ),
+        )
+    else:
+        failed = [c.name for c in decision.checks if c.verdict == FAIL]
+        await store.update_request(
+            s,
+            row.id,
+            status="failed",
+            resolved_at=at,
+            resolved_by=approver,
+            resolution=f"re-evaluation failed: {', '.join(failed)} "
+            f"(decision {decision.decision_id}); nothing moved",
+        )
+    row = await _find(s, row.id)
+    out = await _render(s, row, at)
+    # Subscribers learn the outcome from gate.decided; the audit log records the execution.
+    kind = "approval.executed" if decision.outcome == "passed" else "approval.failed"
+    await _event(s, kind, out, approver, notify=False, decision_id=decision.decision_id)
+    return ApprovalResult(out, decision)
+
+
+async def _final_evaluation(
+    s: AsyncSession, row: Any, approvals: int, approver: str, storage: ArtifactStorage | None
+) -> DecisionOut:
+    policy_version = await policy_store.get_policy_version_by_id(s, row.policy_version_id)
+    assert policy_version is not None
+    rules = decode_rules(policy_version.spec)
+    run = None
+    if row.run_id:
+        try:
+            run = await load_run(s, row.run_id)
+        except ResourceNotFound:
+            run = None
+    try:
+        await registry.get_model_version(s, row.model_name, str(row.version))
+        digest, problems = await ports.reverify_version(s, storage, row.model_name, row.version)
+        exists = True
+    except ResourceNotFound:
+        digest, problems, exists = None, ["the version was deleted"], False
+    candidate = Candidate(
+        model=row.model_name,
+        target=row.target,
+        run=run,
+        version=row.version,
+        digest=digest,
+        digest_checked=True,
+    )
+    checks = await evaluate(s, rules, candidate, approvals=approvals)
+    unchanged = exists and not problems and digest == row.digest
+    detail = None
+    if not unchanged:
+        detail = "; ".join(problems) if problems else "the artifact bytes changed since the request"
+    checks.append(
+        CheckResult(
+            "digest_unchanged",
+            PASS if unchanged else FAIL,
+            digest,
+            None,
+            f"== {row.digest}",
+            detail,
+        )
+    )
+    decision = await policies.record_decision(
+        s,
+        policy_id=row.policy_id,
+        policy_version_id=row.policy_version_id,
+        policy_version=policy_version.version,
+        model_name=row.model_name,
+        target=row.target,
+        run_id=row.run_id,
+        version=row.version,
+        digest=digest,
+        outcome=outcome_of(checks),
+        checks=policies.encode_checks(checks),
+        actor=approver,
+        auth_method="approval",
+        requested_by=row.requested_by,
+        trigger="approval",
+        dry_run=False,
+        approval_request_id=row.id,
+    )
+    await policies.announce_decision(s, decision)
+    return decision
+
+
+async def reject(
+    s: AsyncSession,
+    request_id: str | None,
+    *,
+    actor: Actor,
+    comment: str | None = None,
+    check_role: bool = True,
+) -> ApprovalResult:
+    """An approver (or an admin) refuses the promotion; nothing moves."""
+    at = now_ms()
+    row = await _pending(s, request_id, at)
+    allowed = actor.is_admin or not check_role
+    if not allowed and not await ports.can_approve(s, actor.name, row.model_name, row.target):
+        raise NotAnApprover(actor.name, row.model_name, row.target)
+    await store.insert_action(
+        s,
+        request_id=row.id,
+        kind="reject",
+        actor=actor.name,
+        comment=_comment(comment),
+        created_at=at,
+    )
+    await store.update_request(
+        s, row.id, status="rejected", resolved_at=at, resolved_by=actor.name, resolution=comment
+    )
+    out = await _render(s, await _find(s, row.id), at)
+    await _event(s, "approval.rejected", out, actor.name)
+    return ApprovalResult(out)
+
+
+async def cancel(
+    s: AsyncSession, request_id: str | None, *, actor: Actor, comment: str | None = None
+) -> ApprovalResult:
+    """The requester (or an admin) withdraws the request."""
+    at = now_ms()
+    row = await _pending(s, request_id, at)
+    if not actor.is_admin and actor.name != row.requested_by:
+        raise PermissionDenied("Only the requester or an admin can cancel an approval request.")
+    await store.insert_action(
+        s,
+        request_id=row.id,
+        kind="cancel",
+        actor=actor.name,
+        comment=_comment(comment),
+        created_at=at,
+    )
+    await store.update_request(
+        s, row.id, status="cancelled", resolved_at=at, resolved_by=actor.name, resolution=comment
+    )
+    out = await _render(s, await _find(s, row.id), at)
+    await _event(s, "approval.cancelled", out, actor.name)
+    return ApprovalResult(out)
+
+
+async def add_comment(
+    s: AsyncSession, request_id: str | None, *, actor: Actor, comment: str | None
+) -> ApprovalResult:
+    if not comment:
+        raise InvalidParameter("Missing value for required parameter 'comment'.")
+    at = now_ms()
+    row = await _find(s, request_id)
+    if await store.count_actions(s, row.id) >= MAX_ACTIONS_SHOWN:
+        raise InvalidParameter(f"A request holds at most {MAX_ACTIONS_SHOWN} actions.")
+    await store.insert_action(
+        s,
+        request_id=row.id,
+        kind="comment",
+        actor=actor.name,
+        comment=_comment(comment),
+        created_at=at,
+    )
+    out = await _render(s, row, at)
+    await _event(s, "approval.commented", out, actor.name, comment=comment)
+    return ApprovalResult(out)

@@ -1,0 +1,91 @@
+"""Every SQL statement of the approvals domain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.approvals.models import ApprovalAction, ApprovalRequest
+from tracking.core.db import dialect_insert, dialect_name
+
+
+async def insert_request(s: AsyncSession, **values: Any) -> None:
+    await s.execute(dialect_insert(s)(ApprovalRequest).values(**values))
+
+
+async def get_request(s: AsyncSession, request_id: str, *, lock: bool = False) -> Any:
+    stmt = select(ApprovalRequest).where(ApprovalRequest.id == request_id)
+    if lock and dialect_name(s) == "postgresql":
+        stmt = stmt.with_for_update()
+    result = await s.execute(stmt.execution_options(populate_existing=True))
+    return result.scalar_one_or_none()
+
+
+async def pending_request_for(
+    s: AsyncSession, model: str, version: int, target: str, now: int
+) -> Any:
+    stmt = select(ApprovalRequest).where(
+        ApprovalRequest.model_name == model,
+        ApprovalRequest.version == version,
+        ApprovalRequest.target == target,
+        ApprovalRequest.status == "pending",
+        ApprovalRequest.expires_at > now,
+    )
+    return (await s.execute(stmt.limit(1))).scalar_one_or_none()
+
+
+async def update_request(s: AsyncSession, request_id: str, **values: Any) -> None:
+    await s.execute(
+        update(ApprovalRequest).where(ApprovalRequest.id == request_id).values(**values)
+    )
+
+
+async def insert_action(s: AsyncSession, **values: Any) -> None:
+    await s.execute(dialect_insert(s)(ApprovalAction).values(**values))
+
+
+async def approvers(s: AsyncSession, request_ids: list[str]) -> dict[str, list[str]]:
+    """Who approved each request, in order (one query for a whole page)."""
+    if not request_ids:
+        return {}
+    stmt = (
+        select(ApprovalAction.request_id, ApprovalAction.actor)
+        .where(ApprovalAction.request_id.in_(request_ids), ApprovalAction.kind == "approve")
+        .order_by(ApprovalAction.id)
+    )
+    out: dict[str, list[str]] = {r: [] for r in request_ids}
+    for request_id, actor in await s.execute(stmt):
+        out[request_id].append(actor)
+    return out
+
+
+async def actions(s: AsyncSession, request_id: str, limit: int) -> list[ApprovalAction]:
+    stmt = (
+        select(ApprovalAction)
+        .where(ApprovalAction.request_id == request_id)
+        .order_by(ApprovalAction.id)
+        .limit(limit)
+    )
+    return list((await s.execute(stmt)).scalars())
+
+
+async def count_actions(s: AsyncSession, request_id: str) -> int:
+    stmt = select(func.count()).where(ApprovalAction.request_id == request_id)
+    return int((await s.execute(stmt)).scalar_one())
+
+
+async def list_requests(
+    s: AsyncSession, *, status: str | None, model: str | None, now: int, offset: int, limit: int
+) -> list[ApprovalRequest]:
+    stmt = select(ApprovalRequest).order_by(ApprovalRequest.created_at.desc(), ApprovalRequest.id)
+    if status == "pending":
+        stmt = stmt.where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at > now)
+    elif status == "expired":
+        stmt = stmt.where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at <= now)
+    elif status:
+        stmt = stmt.where(ApprovalRequest.status == status)
+    if model:
+        stmt = stmt.where(ApprovalRequest.model_name == model)
+    return list((await s.execute(stmt.offset(offset).limit(limit))).scalars())

@@ -1,0 +1,272 @@
+"""The audit trail: append hash-chained entries, verify the chain, export and search it.
+
+Each entry's ``hash`` is ``sha256(prev_hash + canonical record)``, where the record is the
+canonical JSON (sorted keys, compact, ASCII) of its seq, time, actor, kind, subject and
+payload. Changing, inserting or deleting any row breaks every hash after it; ``verify`` names
+the first bad ``seq``. (Removing the newest rows is only detectable against a head hash kept
+elsewhere, which is why ``verify`` prints it.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.audit import store
+from gates.audit.schemas import AuditEntryOut
+from registry import events as registry_events
+from registry.events import RegistryEvent
+from tracking.core.clock import now_ms
+from tracking.core.db import Database
+from tracking.core.errors import InvalidParameter
+from tracking.core.wire import decode_page_token, encode_page_token
+
+GENESIS_HASH = "0" * 64
+MAX_KIND = 64
+MAX_SUBJECT = 512
+MAX_ACTOR = 256
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+BATCH = 1000
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        # MLflow's spelling of non-finite doubles; JSON has none.
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, ASCII only: one spelling per value."""
+    return json.dumps(
+        _normalise(msgspec.to_builtins(value)),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    )
+
+
+def entry_hash(
+    prev_hash: str, *, seq: int, at: int, actor: str, kind: str, subject: str, payload: Any
+) -> str:
+    record = canonical_json(
+        {"seq": seq, "at": at, "actor": actor, "kind": kind, "subject": subject, "payload": payload}
+    )
+    return hashlib.sha256((prev_hash + record).encode("ascii")).hexdigest()
+
+
+def entry_out(row: Any) -> AuditEntryOut:
+    return AuditEntryOut(
+        seq=int(row.seq),
+        at=int(row.at),
+        actor=row.actor,
+        kind=row.kind,
+        subject=row.subject,
+        payload=json.loads(row.payload),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+async def append(
+    session: AsyncSession, kind: str, subject: str, payload: dict[str, Any], actor: str
+) -> AuditEntryOut:
+    """Append an entry in ``session``'s transaction: it commits or rolls back with the action.
+
+    ``kind`` says what happened ('gate.decided', 'approval.approved', 'policy.updated' ...),
+    ``subject`` what it happened to ('model:fraud', 'policy:prod-gate' ...). Appends are
+    serialised until the transaction ends, so call it late in short transactions.
+    """
+    if not kind or len(kind) > MAX_KIND:
+        raise ValueError(f"audit kind must be 1-{MAX_KIND} characters: {kind!r}")
+    if not subject or len(subject) > MAX_SUBJECT:
+        raise ValueError(f"audit subject must be 1-{MAX_SUBJECT} characters")
+    actor = (actor or "")[:MAX_ACTOR]
+    body = canonical_json(payload)
+    await store.lock_chain(session)
+    head = await store.head(session)
+    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+    at = now_ms()
+    parsed = json.loads(body)
+    digest = entry_hash(
+        prev_hash, seq=seq, at=at, actor=actor, kind=kind, subject=subject, payload=parsed
+    )
+    await store.insert_entry(
+        session,
+        {
+            "seq": seq,
+            "at": at,
+            "actor": actor,
+            "kind": kind,
+            "subject": subject,
+            "payload": body,
+            "prev_hash": prev_hash,
+            "hash": digest,
+        },
+    )
+    return AuditEntryOut(seq, at, actor, kind, subject, parsed, prev_hash, digest)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+async def search(
+    s: AsyncSession,
+    *,
+    kind: str | None,
+    subject: str | None,
+    max_results: int | None,
+    page_token: str | None,
+) -> tuple[list[AuditEntryOut], str | None]:
+    """Entries newest first, by kind and/or subject, in pages of at most 1000."""
+    limit = DEFAULT_PAGE if max_results is None else max_results
+    if limit < 1 or limit > MAX_PAGE:
+        raise InvalidParameter(f"max_results must be between 1 and {MAX_PAGE}.")
+    fingerprint = f"audit:{kind}:{subject}"
+    before = decode_page_token(page_token, fingerprint) if page_token else None
+    rows = await store.search(
+        s, kind=kind or None, subject=subject or None, before_seq=before, limit=limit + 1
+    )
+    token = encode_page_token(int(rows[limit - 1].seq), fingerprint) if len(rows) > limit else None
+    return [entry_out(r) for r in rows[:limit]], token
+
+
+async def iterate(db: Database) -> AsyncIterator[Any]:
+    """Every row in chain order, read in batches inside one snapshot."""
+    async with db.read() as s:
+        after = 0
+        while True:
+            rows = await store.entries_after(s, after, BATCH)
+            for row in rows:
+                yield row
+            if len(rows) < BATCH:
+                return
+            after = int(rows[-1].seq)
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    bad_seq: int | None = None
+    reason: str | None = None
+
+
+def check_entry(row: Any, expected_seq: int, prev_hash: str) -> str | None:
+    """Why ``row`` does not continue the chain at ``expected_seq`` after ``prev_hash``."""
+    if int(row.seq) != expected_seq:
+        return f"expected seq {expected_seq} (rows are missing)"
+    if row.prev_hash != prev_hash:
+        return "prev_hash does not match the previous entry's hash"
+    try:
+        parsed = json.loads(row.payload)
+    except ValueError:
+        return "payload is not valid JSON"
+    if canonical_json(parsed) != row.payload:
+        return "payload is not in canonical form"
+    expected = entry_hash(
+        prev_hash,
+        seq=int(row.seq),
+        at=int(row.at),
+        actor=row.actor,
+        kind=row.kind,
+        subject=row.subject,
+        payload=parsed,
+    )
+    if expected != row.hash:
+        return "hash does not match the entry's contents"
+    return None
+
+
+async def verify(db: Database) -> Verification:
+    """Walk the whole chain; the first entry that does not hash or link correctly fails it."""
+    prev_hash, seq, checked = GENESIS_HASH, 0, 0
+    async for row in iterate(db):
+        reason = check_entry(row, seq + 1, prev_hash)
+        if reason is not None:
+            # The row that should have come next: the altered one, or the first missing one.
+            return Verification(False, checked, seq, prev_hash, bad_seq=seq + 1, reason=reason)
+        prev_hash, seq, checked = row.hash, int(row.seq), checked + 1
+    return Verification(True, checked, seq, prev_hash)
+
+
+def export_line(row: Any) -> str:
+    return msgspec.json.encode(entry_out(row)).decode()
+
+
+# --- the registry listener -----------------------------------------------------------------------
+
+
+def _v(version: int | None) -> str | None:
+    return None if version is None else str(version)
+
+
+def registry_audit_entry(event: RegistryEvent) -> tuple[str, dict[str, Any], str] | None:
+    """The audit kind, payload and actor of a registry change (moves and version lifecycle)."""
+    e = event
+    if isinstance(e, registry_events.StageTransitioned):
+        return (
+            e.kind,
+            {
+                "version": str(e.version),
+                "from_stage": e.from_stage,
+                "to_stage": e.to_stage,
+                "archived_versions": [str(v) for v in e.archived_versions],
+                "comment": e.comment,
+            },
+            e.actor,
+        )
+    if isinstance(e, registry_events.AliasMoved):
+        return (
+            e.kind,
+            {
+                "alias": e.alias,
+                "from_version": _v(e.from_version),
+                "to_version": _v(e.to_version),
+                "comment": e.comment,
+            },
+            e.actor,
+        )
+    if isinstance(e, registry_events.ModelVersionCreated):
+        return (
+            e.kind,
+            {
+                "version": str(e.version),
+                "source": e.source,
+                "storage_location": e.storage_location,
+                "run_id": e.run_id,
+                "model_id": e.model_id,
+                "manifest_digest": e.manifest_digest,
+            },
+            e.actor,
+        )
+    if isinstance(e, registry_events.ModelVersionDeleted):
+        payload = {"version": str(e.version), "stage": e.stage, "aliases": list(e.aliases)}
+        return e.kind, payload, e.actor
+    if isinstance(e, registry_events.RegisteredModelDeleted):
+        pointers = [{"kind": k, "pointer": p, "version": str(v)} for k, p, v in e.pointers]
+        return e.kind, {"pointers": pointers}, e.actor
+    return None
+
+
+async def record_registry_event(session: AsyncSession, event: RegistryEvent) -> None:
+    """The ``registry.events`` listener the shell installs: pointer moves into the trail."""
+    found = registry_audit_entry(event)
+    if found is not None:
+        kind, payload, actor = found
+        await append(session, kind, f"model:{event.name}", payload, actor)

@@ -1,0 +1,62 @@
+"""Every SQL statement of the audit trail."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.audit.models import AuditEntry
+from tracking.core.db import dialect_name
+
+_L = cast(Table, AuditEntry.__table__)
+
+# pg_advisory_xact_lock key serialising appends: "audit" in ASCII.
+_PG_CHAIN_LOCK = 0x6175646974
+
+
+async def lock_chain(s: AsyncSession) -> None:
+    """Hold the chain until this transaction ends, so concurrent appends form one chain.
+
+    PostgreSQL: a transaction-scoped advisory lock; the head is read after taking it, in a
+    fresh READ COMMITTED snapshot, so it sees the previous appender's committed row. SQLite:
+    writes already run one at a time (BEGIN IMMEDIATE), nothing to add.
+    """
+    if dialect_name(s) == "postgresql":
+        await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
+
+
+async def head(s: AsyncSession) -> tuple[int, str] | None:
+    row = (await s.execute(select(_L.c.seq, _L.c.hash).order_by(_L.c.seq.desc()).limit(1))).first()
+    return None if row is None else (int(row.seq), str(row.hash))
+
+
+async def insert_entry(s: AsyncSession, values: dict[str, Any]) -> None:
+    await s.execute(insert(_L).values(**values))
+
+
+async def entries_after(s: AsyncSession, after_seq: int, limit: int) -> list[Any]:
+    """The chain in order, in batches (verify and export stream it)."""
+    stmt = select(_L).where(_L.c.seq > after_seq).order_by(_L.c.seq).limit(limit)
+    return list((await s.execute(stmt)).all())
+
+
+async def search(
+    s: AsyncSession,
+    *,
+    kind: str | None,
+    subject: str | None,
+    before_seq: int | None,
+    limit: int,
+) -> list[Any]:
+    """Newest first; ``before_seq`` is the keyset cursor of the previous page."""
+    stmt = select(_L)
+    if kind is not None:
+        stmt = stmt.where(_L.c.kind == kind)
+    if subject is not None:
+        stmt = stmt.where(_L.c.subject == subject)
+    if before_seq is not None:
+        stmt = stmt.where(_L.c.seq < before_seq)
+    stmt = stmt.order_by(_L.c.seq.desc()).limit(limit)
+    return list((await s.execute(stmt)).all())

@@ -1,0 +1,289 @@
+"""``mlgate gates``, ``mlgate approvals`` and ``mlgate promote``: the gates' command line.
+
+``gates`` and ``approvals`` work on the database through the services (like ``mlgate history``);
+``promote`` is the CI client: it signs its HTTP call with the gate secret from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gates.policies.signatures import signed_headers
+from tracking.core.settings import Settings
+
+EXIT_OK, EXIT_REFUSED, EXIT_PENDING = 0, 1, 3
+
+
+def add_commands(sub: Any, add_db_flag: Any) -> None:
+    """Register the gates' subcommands on the main parser."""
+    gates = sub.add_parser("gates", help="gate policies")
+    gates_sub = gates.add_subparsers(dest="gates_command", required=True)
+    apply = gates_sub.add_parser("apply", help="create or update the gates of a YAML file")
+    apply.add_argument("file", help="gates.yaml: a top-level 'gates:' list")
+    apply.add_argument("--as", dest="as_user", default="cli", help="recorded as (default cli)")
+    add_db_flag(apply)
+    listing = gates_sub.add_parser("list", help="list gates")
+    listing.add_argument("--all", action="store_true", help="include disabled gates")
+    listing.add_argument("--json", action="store_true", help="print JSON lines")
+    add_db_flag(listing)
+
+    approvals = sub.add_parser("approvals", help="release approval requests")
+    ap_sub = approvals.add_subparsers(dest="approvals_command", required=True)
+    ap_list = ap_sub.add_parser("list", help="list approval requests")
+    ap_list.add_argument("--status", help="pending, approved, rejected, cancelled, expired, failed")
+    ap_list.add_argument("--model", help="only this registered model")
+    ap_list.add_argument("--json", action="store_true", help="print JSON lines")
+    add_db_flag(ap_list)
+    for verb in ("approve", "reject"):
+        p = ap_sub.add_parser(verb, help=f"{verb} a request as a named user")
+        p.add_argument("request_id")
+        p.add_argument("--as", dest="as_user", required=True, help="the user acting")
+        p.add_argument("--comment", help="why")
+        p.add_argument(
+            "--artifacts-destination",
+            help="artifact store, to re-verify the digest on a final approval "
+            "(env MLGATE_ARTIFACTS_DESTINATION)",
+        )
+        add_db_flag(p)
+
+    promote = sub.add_parser(
+        "promote", help="ask a gate to promote a run (signed with MLGATE_GATE_SECRET)"
+    )
+    promote.add_argument("--model", required=True, help="registered model name")
+    which = promote.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="run id whose model to register and promote")
+    which.add_argument("--version", help="an existing model version to promote")
+    promote.add_argument("--to", dest="target", required=True, help="stage or @alias")
+    promote.add_argument("--dry-run", action="store_true", help="evaluate only")
+    promote.add_argument("--url", help="mlgate server (env MLGATE_URL)")
+    promote.add_argument("--artifact-path", default="model", help="model path inside the run")
+    promote.add_argument(
+        "--idempotency-key",
+        help="default: derived from model, run/version and target, so retries are safe",
+    )
+    promote.add_argument("--requested-by", help="who asked (e.g. the CI actor)")
+    promote.add_argument(
+        "--allow-pending", action="store_true", help="exit 0 when approvals are pending"
+    )
+    promote.add_argument("--json", action="store_true", help="print the decision as JSON")
+    promote.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout in seconds")
+
+
+COMMANDS = ("gates", "approvals", "promote")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    if args.command == "promote":
+        return promote(args, settings)
+    return asyncio.run(_run_database_command(args, settings))
+
+
+# --- gates and approvals (database) --------------------------------------------------------------
+
+
+def _load_gates_file(path: str) -> Any:
+    import yaml
+
+    from gates.policies.schemas import GatesFile
+
+    text = Path(path).read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    try:
+        return msgspec.convert(data, GatesFile, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+async def _run_database_command(args: argparse.Namespace, settings: Settings) -> int:
+    from gates.approvals import service as approvals
+    from gates.policies import service as policies
+    from gates.policies.ports import Actor
+    from tracking.core.db import Database
+
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        if args.command == "gates" and args.gates_command == "apply":
+            specs = _load_gates_file(args.file).gates
+            async with db.write() as s:
+                results = await policies.apply_policies(s, specs, actor=args.as_user)
+            for r in results:
+                print(f"{r.name:<30} {r.action:<10} version {r.version}")
+            return EXIT_OK
+        if args.command == "gates":
+            async with db.read() as s:
+                token: str | None = None
+                while True:
+                    gates, token = await policies.list_policies(s, 1000, token, args.all)
+                    for g in gates:
+                        if args.json:
+                            print(msgspec.json.encode(g).decode())
+                        else:
+                            state = "enabled" if g.enabled else "disabled"
+                            print(
+                                f"{g.name:<30} {g.model:<24} {g.target:<14} v{g.version:<4} "
+                                f"{state}  approvals={g.rules.required_approvals}"
+                            )
+                    if not token:
+                        return EXIT_OK
+        if args.approvals_command == "list":
+            async with db.read() as s:
+                items, _ = await approvals.list_requests(s, args.status, args.model, 1000)
+            for a in items:
+                if args.json:
+                    print(msgspec.json.encode(a).decode())
+                else:
+                    print(
+                        f"{a.request_id}  {a.status:<9} {a.model} v{a.version} -> {a.target}  "
+                        f"{a.approvals}/{a.required_approvals} approvals  by {a.requested_by}"
+                    )
+            return EXIT_OK
+        storage = None
+        if args.approvals_command == "approve":
+            from registry.artifacts.storage import build_storage
+
+            dest = getattr(args, "artifacts_destination", None)
+            storage = build_storage(settings.with_overrides(artifacts_destination=dest))
+        try:
+            async with db.write() as s:
+                if args.approvals_command == "approve":
+                    result = await approvals.approve(
+                        s,
+                        args.request_id,
+                        approver=args.as_user,
+                        comment=args.comment,
+                        storage=storage,
+                        check_role=settings.auth,
+                    )
+                else:
+                    result = await approvals.reject(
+                        s,
+                        args.request_id,
+                        actor=Actor(args.as_user, is_admin=False, authenticated=True),
+                        comment=args.comment,
+                        check_role=settings.auth,
+                    )
+        finally:
+            if storage is not None:
+                await storage.aclose()
+        a = result.approval_request
+        print(f"{a.request_id}: {a.status} ({a.approvals}/{a.required_approvals} approvals)")
+        if result.decision is not None:
+            print(format_decision(msgspec.to_builtins(result.decision)))
+            return EXIT_OK if result.decision.outcome == "passed" else EXIT_REFUSED
+        return EXIT_OK
+    finally:
+        await db.dispose()
+
+
+# --- promote (HTTP) ------------------------------------------------------------------------------
+
+
+def default_idempotency_key(model: str, subject: str, target: str) -> str:
+    digest = hashlib.sha256(f"{model}\0{subject}\0{target}".encode()).hexdigest()[:32]
+    return f"promote-{digest}"
+
+
+def promote(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
+    if not settings.gate_secret:
+        print("mlgate: set MLGATE_GATE_SECRET to the gate's signing secret", file=sys.stderr)
+        return 2
+    url = (args.url or settings.url).rstrip("/")
+    subject = f"run:{args.run}" if args.run else f"version:{args.version}"
+    body: dict[str, Any] = {
+        "model": args.model,
+        "target": args.target,
+        "dry_run": bool(args.dry_run),
+        "artifact_path": args.artifact_path,
+        "idempotency_key": args.idempotency_key
+        or default_idempotency_key(args.model, subject, args.target),
+    }
+    if args.run:
+        body["run_id"] = args.run
+    else:
+        body["version"] = args.version
+    if args.requested_by:
+        body["requested_by"] = args.requested_by
+    raw = msgspec.json.encode(body)
+    # A fresh webhook-id per attempt: the server refuses a replayed id, while the idempotency
+    # key makes a retried promotion return the first decision.
+    headers = signed_headers(settings.gate_secret, f"msg_{uuid.uuid4().hex}", int(time.time()), raw)
+    headers["content-type"] = "application/json"
+    try:
+        response = httpx.post(
+            f"{url}/api/2.0/mlgate/gates/promote",
+            content=raw,
+            headers=headers,
+            timeout=args.timeout,
+        )
+    except httpx.HTTPError as exc:
+        print(f"mlgate: cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"message": response.text}
+    if "decision_id" not in answer:
+        print(
+            f"mlgate: {response.status_code} {answer.get('error_code', '')}: "
+            f"{answer.get('message', '')}",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    print(msgspec.json.encode(answer).decode() if args.json else format_decision(answer))
+    outcome = answer.get("outcome")
+    if outcome == "passed":
+        return EXIT_OK
+    if outcome == "pending_approval":
+        return EXIT_OK if args.allow_pending else EXIT_PENDING
+    return EXIT_REFUSED
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def format_decision(d: dict[str, Any]) -> str:
+    """A decision as a header and a table of its checks."""
+    lines = [
+        f"decision {d.get('decision_id')}  outcome: {str(d.get('outcome', '')).upper()}"
+        + ("  (dry run)" if d.get("dry_run") else ""),
+        f"gate     {d.get('policy_name')} v{d.get('policy_version')}  model {d.get('model')} "
+        f"-> {d.get('target')}",
+        f"run      {_cell(d.get('run_id'))}  version {_cell(d.get('version'))}  "
+        f"digest {_cell(d.get('digest'))}",
+        f"actor    {d.get('actor')}",
+    ]
+    if d.get("approval_request_id"):
+        lines.append(f"approval request {d['approval_request_id']}")
+    rows = [("CHECK", "OBSERVED", "EXPECTED", "VERDICT", "DETAIL")]
+    for c in d.get("checks", []):
+        rows.append(
+            (
+                c.get("name", ""),
+                _cell(c.get("observed")),
+                _cell(c.get("expected")),
+                c.get("verdict", ""),
+                c.get("detail") or "",
+            )
+        )
+    widths = [min(max(len(r[i]) for r in rows), 40) for i in range(4)]
+    for r in rows:
+        cells = [r[i][:40].ljust(widths[i]) for i in range(4)]
+        lines.append("  ".join([*cells, r[4]]).rstrip())
+    return "\n".join(lines)

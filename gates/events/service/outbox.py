@@ -1,0 +1,196 @@
+"""Writing events: ``emit`` puts an event and its deliveries in the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.events import store
+from gates.events.event_types import is_well_formed
+from registry import events as registry_events
+from registry.events import RegistryEvent
+from tracking.core.clock import now_ms
+
+
+async def emit(
+    session: AsyncSession,
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    model_name: str | None = None,
+) -> str:
+    """Record ``event_type`` in the outbox, in ``session``'s transaction; returns its event id.
+
+    The event commits or rolls back with the change it describes, and every active
+    subscription to ``event_type`` gets a delivery row in the same statement batch, so a
+    subscriber never misses an event that happened nor gets one that did not. ``model_name``
+    (default: ``payload["name"]``) is the registered model the event is about, used by
+    subscriptions filtered to one model. ``payload`` must be JSON-serialisable.
+    """
+    if not is_well_formed(event_type):
+        raise ValueError(f"malformed event type {event_type!r} (expected 'entity.action')")
+    if model_name is None and isinstance(payload.get("name"), str):
+        model_name = payload["name"]
+    now = now_ms()
+    event_id = str(uuid.uuid4())
+    pk = await store.insert_event(
+        session,
+        event_id=event_id,
+        type_=event_type,
+        model_name=model_name,
+        payload=msgspec.json.encode(payload).decode(),
+        created_at=now,
+    )
+    subscribers = await store.subscribers_of(session, event_type, model_name)
+    await store.insert_deliveries(
+        session,
+        [
+            {
+                "delivery_id": str(uuid.uuid4()),
+                "event_pk": pk,
+                "subscription_id": sub_id,
+                "status": "pending",
+                "attempts": 0,
+                "total_attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for sub_id in subscribers
+        ],
+    )
+    return event_id
+
+
+def _version(v: int | None) -> str | None:
+    return None if v is None else str(v)
+
+
+def registry_event_payloads(event: RegistryEvent) -> list[tuple[str, dict[str, Any]]]:
+    """The outbox events a registry change produces: mlgate's names and MLflow's."""
+    e = event
+    if isinstance(e, registry_events.ModelVersionCreated):
+        return [
+            (
+                "model_version.created",
+                {
+                    "name": e.name,
+                    "version": str(e.version),
+                    "source": e.source,
+                    "run_id": e.run_id,
+                    "tags": dict(e.tags),
+                    "description": e.description,
+                    "model_id": e.model_id,
+                    "storage_location": e.storage_location,
+                    "manifest_digest": e.manifest_digest,
+                    "actor": e.actor,
+                    "timestamp": e.timestamp,
+                },
+            )
+        ]
+    if isinstance(e, registry_events.StageTransitioned):
+        return [
+            (
+                "stage.transitioned",
+                {
+                    "name": e.name,
+                    "version": str(e.version),
+                    "from_stage": e.from_stage,
+                    "to_stage": e.to_stage,
+                    "archived_versions": [str(v) for v in e.archived_versions],
+                    "actor": e.actor,
+                    "comment": e.comment,
+                    "timestamp": e.timestamp,
+                },
+            )
+        ]
+    if isinstance(e, registry_events.AliasMoved):
+        moved = {
+            "name": e.name,
+            "alias": e.alias,
+            "from_version": _version(e.from_version),
+            "to_version": _version(e.to_version),
+            "actor": e.actor,
+            "comment": e.comment,
+            "timestamp": e.timestamp,
+        }
+        if e.to_version is None:
+            mlflow = ("model_version_alias.deleted", {"name": e.name, "alias": e.alias})
+        else:
+            mlflow = (
+                "model_version_alias.created",
+                {"name": e.name, "alias": e.alias, "version": str(e.to_version)},
+            )
+        return [("alias.moved", moved), mlflow]
+    if isinstance(e, registry_events.ModelVersionDeleted):
+        return [
+            (
+                "model_version.deleted",
+                {
+                    "name": e.name,
+                    "version": str(e.version),
+                    "stage": e.stage,
+                    "aliases": list(e.aliases),
+                    "actor": e.actor,
+                    "timestamp": e.timestamp,
+                },
+            )
+        ]
+    if isinstance(e, registry_events.RegisteredModelCreated):
+        return [
+            (
+                "registered_model.created",
+                {
+                    "name": e.name,
+                    "tags": dict(e.tags),
+                    "description": e.description,
+                    "actor": e.actor,
+                    "timestamp": e.timestamp,
+                },
+            )
+        ]
+    if isinstance(e, registry_events.RegisteredModelDeleted):
+        return [
+            (
+                "registered_model.deleted",
+                {
+                    "name": e.name,
+                    "pointers": [
+                        {"kind": kind, "pointer": pointer, "version": str(version)}
+                        for kind, pointer, version in e.pointers
+                    ],
+                    "actor": e.actor,
+                    "timestamp": e.timestamp,
+                },
+            )
+        ]
+    if isinstance(e, registry_events.ModelVersionTagSet):
+        return [
+            (
+                "model_version_tag.set",
+                {
+                    "name": e.name,
+                    "version": str(e.version),
+                    "key": e.key,
+                    "value": e.value,
+                    "timestamp": e.timestamp,
+                },
+            )
+        ]
+    if isinstance(e, registry_events.ModelVersionTagDeleted):
+        return [
+            (
+                "model_version_tag.deleted",
+                {"name": e.name, "version": str(e.version), "key": e.key, "timestamp": e.timestamp},
+            )
+        ]
+    return []
+
+
+async def record_registry_event(session: AsyncSession, event: RegistryEvent) -> None:
+    """The ``registry.events`` listener the shell installs: registry changes into the outbox."""
+    for event_type, payload in registry_event_payloads(event):
+        await emit(session, event_type, payload, model_name=event.name)

@@ -1,0 +1,166 @@
+"""The delivery worker: every replica runs one; claims make sure each delivery has one owner.
+
+Loop: find subscription heads that are due (a cheap read first, so idle replicas never take
+SQLite's write lock), claim a batch under a lease in one short write transaction, send them
+concurrently outside any transaction, then record each outcome. A crash mid-send leaves the
+lease to expire and another worker retries: at least once, never lost. Per subscription only
+the oldest open delivery is ever claimable, so a subscriber sees events in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from gates.events import store
+from gates.events.config import EventsConfig
+from gates.events.envelope import mlflow_request, mlgate_request
+from gates.events.sender import MAX_REDIRECTS, PinnedSender, SendOutcome
+from gates.events.signing import SecretUnavailable
+from tracking.core.clock import now_ms
+from tracking.core.db import Database
+
+log = logging.getLogger("mlgate.webhooks")
+
+BATCH = 32
+ERROR_LEN = 2000
+
+
+class DeliveryWorker:
+    def __init__(self, db: Database, config: EventsConfig, *, worker_id: str | None = None) -> None:
+        self.db = db
+        self.config = config
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.sender = PinnedSender(config.allowlist, config.timeout)
+        # Long enough for every hop of one attempt to time out, with margin.
+        self.lease_ms = int((config.timeout * (MAX_REDIRECTS + 1) + 30) * 1000)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> DeliveryWorker:
+        """Run in the background of the current event loop (the app's lifespan)."""
+        self._task = asyncio.create_task(self.run_forever(), name="mlgate-webhook-worker")
+        return self
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.sender.aclose()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                done = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database may be restarting; the next poll tries again.
+                log.exception("webhook worker iteration failed")
+                done = 0
+            if not done:
+                await asyncio.sleep(self.config.poll_interval)
+
+    async def run_once(self) -> int:
+        """Claim and send one batch; returns how many deliveries were attempted."""
+        now = now_ms()
+        async with self.db.read() as s:
+            if not await store.any_claimable(s, now):
+                return 0
+        async with self.db.write() as s:
+            ids = await store.claim(
+                s, now=now, lease_until=now + self.lease_ms, worker=self.worker_id, limit=BATCH
+            )
+            rows = await store.load_for_delivery(s, ids) if ids else []
+        if rows:
+            results = await asyncio.gather(
+                *(self._deliver(row) for row in rows), return_exceptions=True
+            )
+            for row, result in zip(rows, results, strict=True):
+                if isinstance(result, Exception):
+                    # Its lease runs out and a later poll retries it.
+                    log.error("webhook delivery %s failed: %r", row.delivery_id, result)
+        return len(rows)
+
+    def _request(self, row: Any, now_s: int) -> tuple[bytes, dict[str, str]]:
+        payload = json.loads(row.payload)
+        box = self.config.secrets
+        if row.flavor == "mlflow":
+            return mlflow_request(
+                delivery_id=row.delivery_id,
+                event_type=row.event_type,
+                payload=payload,
+                created_at=row.event_created_at,
+                secret=box.open(row.secret) if row.secret else None,
+                now_s=now_s,
+            )
+        secrets = [box.open(row.secret)] if row.secret else []
+        if row.previous_secret and (row.previous_secret_expires_at or 0) > now_s * 1000:
+            secrets.append(box.open(row.previous_secret))
+        return mlgate_request(
+            delivery_id=row.delivery_id,
+            event_id=row.event_id,
+            event_type=row.event_type,
+            payload=payload,
+            created_at=row.event_created_at,
+            secrets=secrets,
+            attempt=row.total_attempts + 1,
+            now_s=now_s,
+        )
+
+    async def _deliver(self, row: Any) -> None:
+        started = now_ms()
+        try:
+            body, headers = self._request(row, int(time.time()))
+        except SecretUnavailable as exc:
+            outcome = SendOutcome(url=row.url, duration_ms=0, error=str(exc))
+        else:
+            outcome = await self.sender.post(row.url, body, headers)
+        await self._record(row, started, outcome)
+
+    async def _record(self, row: Any, started: int, outcome: SendOutcome) -> None:
+        now = now_ms()
+        values: dict[str, Any] = {
+            "last_status_code": outcome.status_code,
+            "updated_at": now,
+        }
+        if outcome.ok:
+            values.update(status="succeeded", delivered_at=now, last_error=None)
+        else:
+            error = outcome.error or f"HTTP {outcome.status_code}"
+            values["last_error"] = error[:ERROR_LEN]
+            failed = row.attempts + 1
+            if failed >= self.config.max_attempts:
+                values["status"] = "dead"
+                log.warning(
+                    "webhook delivery %s to %s is dead after %d attempts: %s",
+                    row.delivery_id,
+                    row.url,
+                    failed,
+                    error,
+                )
+            else:
+                values.update(status="failed", next_attempt_at=now + self.config.backoff_ms(failed))
+        async with self.db.write() as s:
+            await store.finish_attempt(s, row.id, self.worker_id, values)
+            await store.insert_attempt(
+                s,
+                {
+                    "delivery_pk": row.id,
+                    "attempt": row.total_attempts + 1,
+                    "started_at": started,
+                    "duration_ms": outcome.duration_ms,
+                    "url": outcome.url[:2000],
+                    "status_code": outcome.status_code,
+                    "error": outcome.error[:ERROR_LEN] if outcome.error else None,
+                    "response_body": outcome.response_body,
+                },
+            )

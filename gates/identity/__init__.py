@@ -1,0 +1,1 @@
+"""Identity: users, API tokens, grants, and the rules that decide who may do what."""

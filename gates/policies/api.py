@@ -1,0 +1,272 @@
+"""Litestar controllers for gate policies, secrets, decisions and the CI promotion webhook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from gates.policies import ports, promotion, service
+from gates.policies.guard import OVERRIDE_HEADER, OverrideRequest, override_request
+from gates.policies.schemas import (
+    DecisionOut,
+    DecisionRef,
+    ListDecisions,
+    ListPolicies,
+    ListPolicyVersions,
+    PolicyRef,
+    PolicySpec,
+    PromoteRequest,
+    RevokeSecret,
+    SecretRequest,
+)
+from gates.policies.signatures import parse_headers
+from registry.artifacts.api import STORAGE_STATE_KEY
+from tracking.core.auth import ADMIN, AUTHENTICATED, PUBLIC, permission_opt
+from tracking.core.errors import PermissionDenied, Unauthenticated
+from tracking.core.http import database
+from tracking.core.wire import JSON, decode_json, ok, read_json, read_query
+
+Req = Request[Any, Any, Any]
+R = Response[bytes]
+
+# Where the gates API is mounted (beside MLflow's prefixes, like the registry's history API).
+GATES_PATH = "/gates"
+
+
+async def _admin(request: Req) -> str:
+    actor = await ports.request_actor(request)
+    if not actor.is_admin:
+        raise PermissionDenied("Managing gates and their secrets requires the admin role.")
+    return actor.name
+
+
+def _page(key: str, items: list[Any], token: str | None) -> R:
+    out: dict[str, Any] = {key: items}
+    if token:
+        out["next_page_token"] = token
+    return ok(out)
+
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+@post(f"{GATES_PATH}/create", status_code=200, opt=permission_opt(ADMIN))
+async def create_gate(request: Req) -> R:
+    body = await read_json(request, PolicySpec)
+    actor = await _admin(request)
+    async with database(request).write() as s:
+        gate = await service.create_policy(s, body, actor=actor)
+    return ok({"gate": gate})
+
+
+@post(f"{GATES_PATH}/update", status_code=200, opt=permission_opt(ADMIN))
+async def update_gate(request: Req) -> R:
+    body = await read_json(request, PolicySpec)
+    actor = await _admin(request)
+    async with database(request).write() as s:
+        gate, changed = await service.update_policy(s, body, actor=actor)
+    return ok({"gate": gate, "changed": changed})
+
+
+@get(f"{GATES_PATH}/get", opt=permission_opt(AUTHENTICATED))
+async def get_gate(request: Req) -> R:
+    q = read_query(request, PolicyRef)
+    async with database(request).read() as s:
+        gate = await service.get_policy(s, q.name)
+    return ok({"gate": gate})
+
+
+@get(f"{GATES_PATH}/list", opt=permission_opt(AUTHENTICATED))
+async def list_gates(request: Req) -> R:
+    q = read_query(request, ListPolicies)
+    async with database(request).read() as s:
+        gates, token = await service.list_policies(
+            s, q.max_results, q.page_token, q.include_disabled
+        )
+    return _page("gates", gates, token)
+
+
+@get(f"{GATES_PATH}/versions", opt=permission_opt(AUTHENTICATED))
+async def list_gate_versions(request: Req) -> R:
+    q = read_query(request, ListPolicyVersions)
+    async with database(request).read() as s:
+        versions, token = await service.list_policy_versions(s, q.name, q.max_results, q.page_token)
+    return _page("versions", versions, token)
+
+
+async def _set_enabled(request: Req, enabled: bool) -> R:
+    body = await read_json(request, PolicyRef)
+    actor = await _admin(request)
+    async with database(request).write() as s:
+        gate = await service.set_enabled(s, body.name, enabled, actor=actor)
+    return ok({"gate": gate})
+
+
+@post(f"{GATES_PATH}/disable", status_code=200, opt=permission_opt(ADMIN))
+async def disable_gate(request: Req) -> R:
+    return await _set_enabled(request, False)
+
+
+@post(f"{GATES_PATH}/enable", status_code=200, opt=permission_opt(ADMIN))
+async def enable_gate(request: Req) -> R:
+    return await _set_enabled(request, True)
+
+
+@delete(f"{GATES_PATH}/delete", status_code=200, opt=permission_opt(ADMIN))
+async def delete_gate(request: Req) -> R:
+    # Decisions keep pointing at the policy's versions, so a delete disables the gate.
+    return await _set_enabled(request, False)
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+@post(f"{GATES_PATH}/secrets/add", status_code=200, opt=permission_opt(ADMIN))
+async def add_secret(request: Req) -> R:
+    body = await read_json(request, SecretRequest)
+    actor = await _admin(request)
+    async with database(request).write() as s:
+        secret = await service.add_secret(s, body.gate, actor=actor)
+    return ok({"secret": secret})
+
+
+@post(f"{GATES_PATH}/secrets/rotate", status_code=200, opt=permission_opt(ADMIN))
+async def rotate_secret(request: Req) -> R:
+    body = await read_json(request, SecretRequest)
+    actor = await _admin(request)
+    async with database(request).write() as s:
+        secret = await service.rotate_secret(s, body.gate, body.grace_seconds, actor=actor)
+    return ok({"secret": secret})
+
+
+@post(f"{GATES_PATH}/secrets/revoke", status_code=200, opt=permission_opt(ADMIN))
+async def revoke_secret(request: Req) -> R:
+    body = await read_json(request, RevokeSecret)
+    actor = await _admin(request)
+    async with database(request).write() as s:
+        secret = await service.revoke_secret(s, body.gate, body.secret_id, actor=actor)
+    return ok({"secret": secret})
+
+
+@get(f"{GATES_PATH}/secrets/list", opt=permission_opt(ADMIN))
+async def list_secrets(request: Req) -> R:
+    q = read_query(request, SecretRequest)
+    await _admin(request)
+    async with database(request).read() as s:
+        secrets = await service.list_secrets(s, q.gate)
+    return ok({"secrets": secrets})
+
+
+# --- decisions and the webhook -------------------------------------------------------------------
+
+
+@get(f"{GATES_PATH}/decisions/get", opt=permission_opt(AUTHENTICATED))
+async def get_decision(request: Req) -> R:
+    q = read_query(request, DecisionRef)
+    async with database(request).read() as s:
+        decision = await service.get_decision(s, q.decision_id)
+    return ok({"decision": decision})
+
+
+@get(f"{GATES_PATH}/decisions/list", opt=permission_opt(AUTHENTICATED))
+async def list_decisions(request: Req) -> R:
+    q = read_query(request, ListDecisions)
+    async with database(request).read() as s:
+        decisions, token = await service.list_decisions(
+            s, q.model, q.target, q.max_results, q.page_token
+        )
+    return _page("decisions", decisions, token)
+
+
+def decision_response(decision: DecisionOut, *, replayed: bool = False) -> R:
+    """200 passed, 202 pending approval, 422 failed: the body is the decision record, and a
+    refusal also carries MLflow's error fields so MLflow-style clients raise on it."""
+    body: dict[str, Any] = msgspec.to_builtins(decision)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    if decision.outcome == "failed":
+        failed = [c.name for c in decision.checks if c.verdict == "fail"]
+        body["error_code"] = "GATE_FAILED"
+        body["message"] = (
+            f"Gate '{decision.policy_name}' refused {decision.model} -> {decision.target}: "
+            f"failed {', '.join(failed)} (decision {decision.decision_id})."
+        )
+        status = 422
+    else:
+        status = 202 if decision.outcome == "pending_approval" else 200
+    return Response(
+        content=msgspec.json.encode(body), status_code=status, media_type=JSON, headers=headers
+    )
+
+
+@post(f"{GATES_PATH}/promote", status_code=200, opt=permission_opt(PUBLIC))
+async def promote(request: Req) -> R:
+    raw = await request.body()
+    body = decode_json(raw, PromoteRequest)
+    signed = parse_headers(request.headers)
+    bearer = None if signed is not None else await ports.bearer_actor(request)
+    if signed is None and bearer is None:
+        raise Unauthenticated(
+            "Sign the request (webhook-id, webhook-timestamp, webhook-signature) with a gate "
+            "secret, or send an API token as 'Authorization: Bearer <token>'."
+        )
+    settings = request.app.state["settings"]
+    storage = request.app.state.get(STORAGE_STATE_KEY)
+    async with database(request).read() as s:
+        fingerprint = await promotion.fingerprint_run(s, storage, body)
+    async with database(request).write() as s:
+        result = await promotion.promote(
+            s,
+            body,
+            raw_body=raw,
+            signed=signed,
+            bearer=bearer,
+            storage=storage,
+            approval_ttl_hours=settings.approval_ttl_hours,
+            fingerprint=fingerprint,
+        )
+    return decision_response(result.decision, replayed=result.replayed)
+
+
+# --- the override header -------------------------------------------------------------------------
+
+
+def override_middleware(app: ASGIApp) -> ASGIApp:
+    """Carry ``X-Mlgate-Override: <reason>`` to the pointer guard of this request."""
+    header = OVERRIDE_HEADER.encode()
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for key, value in scope.get("headers", ()):
+                if key.lower() == header:
+                    reason = value.decode("utf-8", "replace")
+                    token = override_request.set(OverrideRequest(reason, Request(scope, receive)))
+                    try:
+                        await app(scope, receive, send)
+                    finally:
+                        override_request.reset(token)
+                    return
+        await app(scope, receive, send)
+
+    return middleware
+
+
+ROUTE_HANDLERS = [
+    create_gate,
+    update_gate,
+    get_gate,
+    list_gates,
+    list_gate_versions,
+    disable_gate,
+    enable_gate,
+    delete_gate,
+    add_secret,
+    rotate_secret,
+    revoke_secret,
+    list_secrets,
+    get_decision,
+    list_decisions,
+    promote,
+]

@@ -1,0 +1,106 @@
+"""The pointer guard that keeps plain MLflow moves off gated targets, and its two exits.
+
+A stage transition or alias move onto a target an enabled gate guards is refused, except:
+
+- a move the gate itself makes after a passing decision (or a final approval), which marks the
+  transaction as authorised for exactly that (model, pointer, version) before calling the
+  registry (:func:`authorised_move`);
+- an admin's explicit override, carried by the ``X-Mlgate-Override: <reason>`` header of the
+  request (:data:`override_request`), which is written to the audit log with its reason.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.policies import ports, service
+from gates.policies.errors import GatedTarget
+from registry import events
+from registry.events import PointerMove
+from tracking.core.errors import InvalidParameter, PermissionDenied
+
+OVERRIDE_HEADER = "x-mlgate-override"
+MAX_OVERRIDE_REASON = 1000
+_AUTHORISED_KEY = "mlgate.authorised_moves"
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideRequest:
+    reason: str
+    request: Any  # the HTTP request, to find out who asked only when an override is used
+
+
+# Set per HTTP request by the gates middleware when the override header is present.
+override_request: contextvars.ContextVar[OverrideRequest | None] = contextvars.ContextVar(
+    "mlgate_override_request", default=None
+)
+
+
+def _target_of(move: PointerMove) -> str:
+    return move.pointer if move.pointer_kind == "stage" else f"@{move.pointer}"
+
+
+@contextmanager
+def authorised_move(
+    s: AsyncSession, model: str, target: str, version: int, decision_id: str
+) -> Iterator[None]:
+    """Let the gate's own move of ``version`` onto ``target`` pass the guard, once."""
+    key = (model, target, version)
+    moves: dict[tuple[str, str, int], str] = s.info.setdefault(_AUTHORISED_KEY, {})
+    moves[key] = decision_id
+    try:
+        yield
+    finally:
+        moves.pop(key, None)
+
+
+async def guard_pointer_move(s: AsyncSession, move: PointerMove) -> None:
+    """Registered with ``registry.events.before_pointer_move``."""
+    if move.action not in ("transition", "set_alias") or move.version is None:
+        return
+    target = _target_of(move)
+    moves: dict[tuple[str, str, int], str] = s.info.get(_AUTHORISED_KEY, {})
+    if (move.name, target, move.version) in moves:
+        return  # the gate's own move after its decision
+    gate = await service.gate_for(s, move.name, target)
+    if gate is None:
+        return
+    override = override_request.get()
+    if override is None:
+        raise GatedTarget(move.name, target, gate.policy.name, gate.version.version)
+    actor = await ports.request_actor(override.request)
+    if not actor.is_admin:
+        raise PermissionDenied(
+            f"Only an admin may override gate '{gate.policy.name}' on {target} of model "
+            f"'{move.name}'."
+        )
+    reason = override.reason.strip()
+    if not reason or len(reason) > MAX_OVERRIDE_REASON:
+        raise InvalidParameter(
+            f"An override needs a reason of 1 to {MAX_OVERRIDE_REASON} characters."
+        )
+    payload = {
+        "gate": gate.policy.name,
+        "policy_version": gate.version.version,
+        "model": move.name,
+        "target": target,
+        "version": move.version,
+        "from_version": move.current_version,
+        "action": move.action,
+        "reason": reason,
+        "actor": actor.name,
+    }
+    await ports.emit_event(s, "gate.overridden", payload)
+    await ports.audit(s, "gate.overridden", f"model:{move.name}", payload, actor.name)
+
+
+def install() -> None:
+    """Register the guard once per process (the app factory calls this)."""
+    events.remove_hook(guard_pointer_move)
+    events.before_pointer_move(guard_pointer_move)

@@ -1,0 +1,363 @@
+"""The CI promotion webhook: authenticate, decide, and act on the decision in one transaction.
+
+A passing decision registers the run's version and moves the target (or opens an approval
+request); a failing one is stored and answered with 422, and nothing is created or moved.
+Idempotency rests on the unique (model, target, idempotency_key) of ``gate_decisions``: the
+decision row is claimed *before* anything is created, so a concurrent duplicate waits on it and
+then returns the stored decision. Dry runs evaluate without acting; their decisions are stored
+(``dry_run: true``) for explanation but are never bound to an idempotency key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.approvals import service as approvals
+from gates.policies import ports, service, store
+from gates.policies.errors import (
+    BadSignature,
+    IdempotencyKeyReused,
+    NoGateForTarget,
+    PromotionNotAllowed,
+)
+from gates.policies.evaluation import (
+    SKIP,
+    Candidate,
+    digest_check,
+    evaluate,
+    load_run,
+    outcome_of,
+)
+from gates.policies.moves import execute_move
+from gates.policies.ports import Actor
+from gates.policies.rules import canonical_target
+from gates.policies.schemas import CheckResult, DecisionOut, PromoteRequest
+from gates.policies.signatures import (
+    TOLERANCE_SECONDS,
+    SignedRequest,
+    check_timestamp,
+    matching_secret,
+)
+from registry import service as registry
+from registry.artifacts.paths import parse_artifact_path
+from registry.artifacts.storage import ArtifactStorage
+from registry.errors import RegisteredModelAlreadyExists
+from registry.schemas import CreateModelVersion, CreateRegisteredModel
+from registry.service import VersionFingerprint
+from registry.validation import parse_version, validate_model_name
+from tracking.core.clock import now_ms
+from tracking.core.errors import InvalidParameter, MlflowError, ResourceNotFound
+
+MAX_IDEMPOTENCY_KEY = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """A decision and whether it is a stored one returned again (an idempotent retry)."""
+
+    decision: DecisionOut
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    actor: str
+    auth_method: str
+    requested_by: str
+
+
+def request_fingerprint(req: PromoteRequest, model: str, target: str) -> str:
+    """What an idempotency key promises: the same model, target, run or version and path."""
+    parts = (model, target, req.run_id or "", str(req.version or ""), req.artifact_path)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _validate(req: PromoteRequest) -> tuple[str, str]:
+    model = validate_model_name(req.model, "model")
+    target = canonical_target(req.target)
+    if (req.run_id is None) == (req.version is None):
+        raise InvalidParameter("Give exactly one of 'run_id' and 'version'.")
+    if req.version is not None:
+        parse_version(req.version)
+    if not req.dry_run:
+        if not req.idempotency_key:
+            raise InvalidParameter("Missing value for required parameter 'idempotency_key'.")
+        if len(req.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidParameter(
+                f"idempotency_key may be at most {MAX_IDEMPOTENCY_KEY} characters."
+            )
+    parse_artifact_path(req.artifact_path)
+    return model, target
+
+
+async def _authenticate(
+    s: AsyncSession,
+    gate: service.ResolvedGate,
+    req: PromoteRequest,
+    *,
+    signed: SignedRequest | None,
+    raw_body: bytes,
+    bearer: Actor | None,
+    model: str,
+    target: str,
+) -> Caller:
+    now = now_ms()
+    if signed is not None:
+        check_timestamp(signed, now // 1000)
+        secrets = await service.active_secret_values(s, gate.policy.id)
+        index = matching_secret(signed, [value for _, value in secrets], raw_body)
+        if index is None:
+            raise BadSignature(
+                f"The signature does not match an active secret of gate '{gate.policy.name}'."
+            )
+        # Receipts older than twice the window can never be replayed (the timestamp check
+        # refuses them first), so they are dropped as new ones arrive.
+        await store.forget_receipts(s, now - 2 * TOLERANCE_SECONDS * 1000)
+        if not await store.record_receipt(s, signed.webhook_id, now):
+            raise BadSignature(f"webhook-id '{signed.webhook_id}' was already received (replay).")
+        actor = f"gate:{gate.policy.name}/{secrets[index][0]}"
+        return Caller(actor, "hmac", (req.requested_by or actor)[:256])
+    assert bearer is not None
+    if not await ports.can_promote(s, bearer, model, target):
+        raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
+    return Caller(bearer.name, "token", bearer.name)
+
+
+async def _existing(
+    s: AsyncSession, model: str, target: str, key: str, fingerprint: str
+) -> Promotion | None:
+    found = await store.decision_by_key(s, model, target, key)
+    if found is None:
+        return None
+    if found.request_hash != fingerprint:
+        raise IdempotencyKeyReused(key)
+    return Promotion(await service.render_decision(s, found), replayed=True)
+
+
+async def promote(
+    s: AsyncSession,
+    req: PromoteRequest,
+    *,
+    raw_body: bytes,
+    signed: SignedRequest | None,
+    bearer: Actor | None,
+    storage: ArtifactStorage | None,
+    approval_ttl_hours: int,
+    fingerprint: VersionFingerprint | None = None,
+) -> Promotion:
+    """Decide on a promotion request and act on the decision (see the module docstring)."""
+    model, target = _validate(req)
+    gate = await service.gate_for(s, model, target)
+    if gate is None:
+        raise NoGateForTarget(model, target)
+    caller = await _authenticate(
+        s, gate, req, signed=signed, raw_body=raw_body, bearer=bearer, model=model, target=target
+    )
+    request_hash = request_fingerprint(req, model, target)
+    decision_id = service.new_id()
+    base = {
+        "policy_id": gate.policy.id,
+        "policy_version_id": gate.version.id,
+        "policy_version": gate.version.version,
+        "model_name": model,
+        "target": target,
+        "actor": caller.actor,
+        "auth_method": caller.auth_method,
+        "requested_by": caller.requested_by,
+        "trigger": "webhook",
+        "dry_run": req.dry_run,
+        "checks": "[]",
+        "outcome": "evaluating",
+    }
+    if not req.dry_run:
+        assert req.idempotency_key is not None
+        stored = await _existing(s, model, target, req.idempotency_key, request_hash)
+        if stored is not None:
+            return stored
+        claimed = await store.claim_decision(
+            s,
+            id=decision_id,
+            created_at=now_ms(),
+            idempotency_key=req.idempotency_key,
+            request_hash=request_hash,
+            **base,
+        )
+        if not claimed:  # a concurrent request with this key won; it has committed by now
+            stored = await _existing(s, model, target, req.idempotency_key, request_hash)
+            assert stored is not None
+            return stored
+    else:
+        await store.claim_decision(s, id=decision_id, created_at=now_ms(), **base)
+
+    rules = gate.rules
+    candidate = await _candidate(s, req, model, target, storage)
+    checks = await evaluate(s, rules, candidate)
+    created = None
+    if outcome_of(checks) != "failed" and not req.dry_run and candidate.version is None:
+        created = await _register_version(
+            s, req, model, candidate, storage, caller.actor, fingerprint
+        )
+        checks = [digest_check(candidate) if c.name == "artifact_digest" else c for c in checks]
+    if req.dry_run and candidate.version is None:
+        checks = [_dry_digest(c) for c in checks]
+    outcome = outcome_of(checks)
+    if outcome == "failed" and created is not None:
+        await created.rollback()
+        candidate.version = None
+    elif created is not None:
+        await created.commit()
+
+    approval_request_id = None
+    if not req.dry_run and candidate.version is not None:
+        if outcome == "passed":
+            await execute_move(
+                s,
+                model=model,
+                version=candidate.version,
+                target=target,
+                rules=rules,
+                actor=caller.actor,
+                decision_id=decision_id,
+                gate=gate.policy.name,
+            )
+        elif outcome == "pending_approval":
+            approval_request_id = await approvals.open_request(
+                s,
+                decision_id=decision_id,
+                gate=gate,
+                model=model,
+                version=candidate.version,
+                target=target,
+                run_id=candidate.run.info.run_id if candidate.run else None,
+                digest=candidate.digest,
+                requested_by=caller.requested_by,
+                run_author=candidate.run.info.user_id if candidate.run else None,
+                ttl_hours=approval_ttl_hours,
+            )
+    await store.update_decision(
+        s,
+        decision_id,
+        outcome=outcome,
+        checks=service.encode_checks(checks),
+        run_id=candidate.run.info.run_id if candidate.run else req.run_id,
+        version=candidate.version,
+        digest=candidate.digest,
+        approval_request_id=approval_request_id,
+    )
+    found = await store.get_decision(s, decision_id)
+    assert found is not None
+    out = await service.render_decision(s, found)
+    if not req.dry_run:
+        await service.announce_decision(s, out)
+    return Promotion(out)
+
+
+def _dry_digest(c: CheckResult) -> CheckResult:
+    if c.name != "artifact_digest" or c.verdict != SKIP:
+        return c
+    return msgspec.structs.replace(c, detail="dry run: computed when the version is registered")
+
+
+async def _candidate(
+    s: AsyncSession,
+    req: PromoteRequest,
+    model: str,
+    target: str,
+    storage: ArtifactStorage | None,
+) -> Candidate:
+    if req.version is not None:
+        mv = await registry.get_model_version(s, model, req.version)
+        run = None
+        if mv.run_id:
+            try:
+                run = await load_run(s, mv.run_id)
+            except ResourceNotFound:
+                run = None
+        number = int(mv.version)
+        digest = await ports.version_digest(s, model, number)
+        return Candidate(model, target, run, number, digest, digest_checked=True)
+    assert req.run_id is not None
+    run = await load_run(s, req.run_id)
+    candidate = Candidate(model, target, run)
+    try:
+        versions = await registry.versions_of_run(s, model, run.info.run_id)
+    except ResourceNotFound:
+        versions, candidate.model_exists = [], False
+    candidate.related_versions = [int(v.version) for v in versions]
+    source = f"runs:/{run.info.run_id}/{parse_artifact_path(req.artifact_path).posix}"
+    same = [v for v in versions if v.source == source]
+    if same:
+        # Promoting a run again (Staging, then Production) moves the version it already has,
+        # so what reaches Production is the version that passed Staging, not a copy of it.
+        candidate.version = int(same[0].version)
+        candidate.digest = await ports.version_digest(s, model, candidate.version)
+        candidate.digest_checked = True
+    return candidate
+
+
+class _Savepoint:
+    def __init__(self, tx: object) -> None:
+        self._tx = tx
+
+    async def commit(self) -> None:
+        await self._tx.commit()  # type: ignore[attr-defined]
+
+    async def rollback(self) -> None:
+        await self._tx.rollback()  # type: ignore[attr-defined]
+
+
+async def _register_version(
+    s: AsyncSession,
+    req: PromoteRequest,
+    model: str,
+    candidate: Candidate,
+    storage: ArtifactStorage | None,
+    actor: str,
+    fingerprint: VersionFingerprint | None,
+) -> _Savepoint:
+    """Register the run's version inside a savepoint, so a missing digest can undo it."""
+    assert candidate.run is not None
+    tx = await s.begin_nested()
+    if not candidate.model_exists:
+        with contextlib.suppress(RegisteredModelAlreadyExists):
+            await registry.create_registered_model(
+                s, CreateRegisteredModel(name=model), actor=actor
+            )
+        fingerprint = None  # taken before the model existed: the location was not checked
+    create = create_request(req, model, candidate.run.info.run_id)
+    if fingerprint is None:
+        fingerprint = await ports.fingerprint_for(s, storage, create)
+    # create_model_version refuses a fingerprint of another location than the source's.
+    mv = await registry.create_model_version(s, create, actor=actor, fingerprint=fingerprint)
+    candidate.version = int(mv.version)
+    candidate.digest = fingerprint.digest if fingerprint is not None else None
+    candidate.digest_checked = True
+    return _Savepoint(tx)
+
+
+def create_request(req: PromoteRequest, model: str, run_id: str) -> CreateModelVersion:
+    source = f"runs:/{run_id}/{parse_artifact_path(req.artifact_path).posix}"
+    return CreateModelVersion(name=model, source=source, run_id=run_id)
+
+
+async def fingerprint_run(
+    s: AsyncSession, storage: ArtifactStorage | None, req: PromoteRequest
+) -> VersionFingerprint | None:
+    """Hash the files a promotion of ``req.run_id`` would register, before the write
+    transaction (so hashing a large model holds no lock); None when it cannot tell yet."""
+    if req.dry_run or not req.run_id or not req.model:
+        return None
+    if req.idempotency_key and req.target:
+        with contextlib.suppress(MlflowError):
+            target = canonical_target(req.target)
+            if await store.decision_by_key(s, req.model, target, req.idempotency_key):
+                return None  # a retry: the stored decision is returned, nothing is hashed
+    try:
+        return await ports.fingerprint_for(s, storage, create_request(req, req.model, req.run_id))
+    except MlflowError:
+        return None

@@ -1,0 +1,461 @@
+"""Gate policies: create, update (a new immutable version), apply, disable; secrets; decisions.
+
+Takes a session and flushes; the request (or CLI command) boundary commits.
+"""
+
+from __future__ import annotations
+
+import secrets as random_ids
+from dataclasses import dataclass
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.policies import ports, rules, store
+from gates.policies.errors import (
+    DecisionNotFound,
+    GateAlreadyExists,
+    GateNotFound,
+    InvalidPolicy,
+    SecretNotFound,
+    TooManySecrets,
+)
+from gates.policies.models import GateDecision, GatePolicy, GatePolicyVersion, GateSecret
+from gates.policies.schemas import (
+    ApplyResult,
+    CheckResult,
+    DecisionOut,
+    PolicyOut,
+    PolicySpec,
+    PolicyVersionOut,
+    SecretOut,
+)
+from gates.policies.signatures import new_secret
+from tracking.core.clock import now_ms
+from tracking.core.errors import InvalidParameter
+from tracking.core.wire import decode_page_token, encode_page_token
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+MAX_ACTIVE_SECRETS = 2
+DEFAULT_ROTATION_GRACE_SECONDS = 24 * 3600
+MAX_ROTATION_GRACE_SECONDS = 30 * 24 * 3600
+
+
+def page_limit(max_results: int | None) -> int:
+    if max_results is None:
+        return DEFAULT_PAGE
+    if not 1 <= max_results <= MAX_PAGE:
+        raise InvalidParameter(f"max_results must be between 1 and {MAX_PAGE}.")
+    return max_results
+
+
+def new_id() -> str:
+    return random_ids.token_hex(16)
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def policy_out(p: GatePolicy, v: GatePolicyVersion) -> PolicyOut:
+    return PolicyOut(
+        policy_id=str(p.id),
+        name=p.name,
+        model=p.model_pattern,
+        target=p.target,
+        enabled=p.enabled,
+        version=str(v.version),
+        rules=rules.decode_rules(v.spec),
+        created_at=p.created_at,
+        updated_at=p.updated_at,
+        created_by=p.created_by,
+    )
+
+
+def policy_version_out(v: GatePolicyVersion) -> PolicyVersionOut:
+    return PolicyVersionOut(
+        version=str(v.version),
+        policy_version_id=str(v.id),
+        model=v.model_pattern,
+        target=v.target,
+        rules=rules.decode_rules(v.spec),
+        created_at=v.created_at,
+        created_by=v.created_by,
+    )
+
+
+_checks_type = list[CheckResult]
+
+
+def encode_checks(checks: list[CheckResult]) -> str:
+    return msgspec.json.encode(checks).decode()
+
+
+def decision_out(d: GateDecision, policy_name: str) -> DecisionOut:
+    return DecisionOut(
+        decision_id=d.id,
+        outcome=d.outcome,
+        checks=msgspec.json.decode(d.checks, type=_checks_type),
+        policy_id=str(d.policy_id),
+        policy_name=policy_name,
+        policy_version=str(d.policy_version),
+        model=d.model_name,
+        target=d.target,
+        actor=d.actor,
+        created_at=d.created_at,
+        dry_run=d.dry_run,
+        trigger=d.trigger,
+        run_id=d.run_id,
+        version=None if d.version is None else str(d.version),
+        digest=d.digest,
+        requested_by=d.requested_by,
+        idempotency_key=d.idempotency_key,
+        approval_request_id=d.approval_request_id,
+    )
+
+
+def secret_out(sec: GateSecret, gate: str, now: int, *, reveal: bool = False) -> SecretOut:
+    active = sec.revoked_at is None and (sec.expires_at is None or sec.expires_at > now)
+    return SecretOut(
+        secret_id=sec.secret_id,
+        gate=gate,
+        created_at=sec.created_at,
+        created_by=sec.created_by,
+        active=active,
+        expires_at=sec.expires_at,
+        revoked_at=sec.revoked_at,
+        secret=sec.secret if reveal else None,
+    )
+
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+async def find_policy(s: AsyncSession, name: str | None, *, lock: bool = False) -> GatePolicy:
+    checked = rules.validate_gate_name(name)
+    policy = await store.get_policy(s, checked, lock=lock)
+    if policy is None:
+        raise GateNotFound(checked)
+    return policy
+
+
+async def _check_binding(s: AsyncSession, binding: rules.Binding, policy_id: int) -> None:
+    other = await store.binding_taken(s, binding.model_pattern, binding.target, besides=policy_id)
+    if other is not None:
+        raise InvalidPolicy(
+            f"Gate '{other}' already binds model '{binding.model_pattern}' to "
+            f"'{binding.target}'; update that gate instead."
+        )
+
+
+async def create_policy(s: AsyncSession, spec: PolicySpec, *, actor: str) -> PolicyOut:
+    name = rules.validate_gate_name(spec.name)
+    binding = rules.binding_from_spec(spec)
+    checked = rules.rules_from_spec(spec)
+    await _check_binding(s, binding, policy_id=-1)
+    now = now_ms()
+    policy_id = await store.insert_policy(
+        s,
+        name=name,
+        model_pattern=binding.model_pattern,
+        target=binding.target,
+        enabled=True if spec.enabled is None else spec.enabled,
+        current_version=1,
+        created_at=now,
+        updated_at=now,
+        created_by=actor,
+    )
+    if policy_id is None:
+        raise GateAlreadyExists(name)
+    await store.insert_policy_version(
+        s,
+        policy_id=policy_id,
+        version=1,
+        model_pattern=binding.model_pattern,
+        target=binding.target,
+        spec=rules.encode_rules(checked),
+        spec_hash=rules.spec_hash(binding, checked),
+        created_at=now,
+        created_by=actor,
+    )
+    out = await get_policy(s, name)
+    await ports.audit(s, "policy.created", f"policy:{name}", _policy_audit(out), actor)
+    return out
+
+
+def _policy_audit(p: PolicyOut) -> dict[str, object]:
+    return {
+        "name": p.name,
+        "policy_id": p.policy_id,
+        "version": p.version,
+        "model": p.model,
+        "target": p.target,
+        "enabled": p.enabled,
+        "rules": msgspec.to_builtins(p.rules),
+    }
+
+
+async def update_policy(s: AsyncSession, spec: PolicySpec, *, actor: str) -> tuple[PolicyOut, bool]:
+    """Store ``spec`` as the policy's next version; (policy, whether anything changed).
+
+    Unchanged rules and binding make no new version, so applying a file twice is a no-op.
+    """
+    policy = await find_policy(s, spec.name, lock=True)
+    binding = rules.binding_from_spec(spec)
+    checked = rules.rules_from_spec(spec)
+    current = await store.get_policy_version(s, policy.id, policy.current_version)
+    digest = rules.spec_hash(binding, checked)
+    now = now_ms()
+    changed = digest != current.spec_hash
+    if changed:
+        await _check_binding(s, binding, policy.id)
+        version = policy.current_version + 1
+        await store.insert_policy_version(
+            s,
+            policy_id=policy.id,
+            version=version,
+            model_pattern=binding.model_pattern,
+            target=binding.target,
+            spec=rules.encode_rules(checked),
+            spec_hash=digest,
+            created_at=now,
+            created_by=actor,
+        )
+        await store.update_policy(
+            s,
+            policy.id,
+            current_version=version,
+            model_pattern=binding.model_pattern,
+            target=binding.target,
+            updated_at=now,
+        )
+    if spec.enabled is not None and spec.enabled != policy.enabled:
+        changed = True
+        await store.update_policy(s, policy.id, enabled=spec.enabled, updated_at=now)
+    out = await get_policy(s, policy.name)
+    if changed:
+        await ports.audit(s, "policy.updated", f"policy:{out.name}", _policy_audit(out), actor)
+    return out, changed
+
+
+async def set_enabled(s: AsyncSession, name: str | None, enabled: bool, *, actor: str) -> PolicyOut:
+    """Disable (the delete of the API: versions stay, decisions point at them) or re-enable."""
+    policy = await find_policy(s, name, lock=True)
+    if policy.enabled != enabled:
+        await store.update_policy(s, policy.id, enabled=enabled, updated_at=now_ms())
+        kind = "policy.enabled" if enabled else "policy.disabled"
+        await ports.audit(s, kind, f"policy:{policy.name}", {"name": policy.name}, actor)
+    return await get_policy(s, policy.name)
+
+
+async def apply_policies(
+    s: AsyncSession, specs: list[PolicySpec], *, actor: str
+) -> list[ApplyResult]:
+    """Create or update each policy of a gates file; unchanged ones keep their version."""
+    names = [rules.validate_gate_name(spec.name) for spec in specs]
+    if len(set(names)) != len(names):
+        raise InvalidPolicy("A gates file names each gate once.")
+    results = []
+    for spec in specs:
+        if await store.get_policy(s, spec.name or "") is None:
+            created = await create_policy(s, spec, actor=actor)
+            results.append(ApplyResult(created.name, "created", created.version))
+        else:
+            updated, changed = await update_policy(s, spec, actor=actor)
+            results.append(
+                ApplyResult(updated.name, "updated" if changed else "unchanged", updated.version)
+            )
+    return results
+
+
+async def get_policy(s: AsyncSession, name: str | None) -> PolicyOut:
+    policy = await find_policy(s, name)
+    return policy_out(policy, await store.get_policy_version(s, policy.id, policy.current_version))
+
+
+async def list_policies(
+    s: AsyncSession,
+    max_results: int | None = None,
+    page_token: str | None = None,
+    include_disabled: bool = False,
+) -> tuple[list[PolicyOut], str | None]:
+    limit = page_limit(max_results)
+    fingerprint = f"gates:{include_disabled}"
+    offset = decode_page_token(page_token, fingerprint)
+    found = await store.list_policies(
+        s, include_disabled=include_disabled, offset=offset, limit=limit + 1
+    )
+    versions = await store.current_versions(s, found[:limit])
+    token = encode_page_token(offset + limit, fingerprint) if len(found) > limit else None
+    return [policy_out(p, versions[p.id]) for p in found[:limit]], token
+
+
+async def list_policy_versions(
+    s: AsyncSession, name: str | None, max_results: int | None = None, page_token: str | None = None
+) -> tuple[list[PolicyVersionOut], str | None]:
+    policy = await find_policy(s, name)
+    limit = page_limit(max_results)
+    fingerprint = f"gate-versions:{policy.id}"
+    offset = decode_page_token(page_token, fingerprint)
+    found = await store.list_policy_versions(s, policy.id, offset=offset, limit=limit + 1)
+    token = encode_page_token(offset + limit, fingerprint) if len(found) > limit else None
+    return [policy_version_out(v) for v in found[:limit]], token
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedGate:
+    policy: GatePolicy
+    version: GatePolicyVersion
+
+    @property
+    def rules(self) -> rules.PolicyRules:
+        return rules.decode_rules(self.version.spec)
+
+
+async def gate_for(s: AsyncSession, model: str, target: str) -> ResolvedGate | None:
+    """The enabled gate guarding ``target`` of ``model``: an exact name beats a pattern,
+    and a longer pattern beats a shorter one."""
+    matching = [
+        p
+        for p in await store.enabled_policies_for_target(s, target)
+        if rules.pattern_matches(p.model_pattern, model)
+    ]
+    if not matching:
+        return None
+    chosen = max(matching, key=lambda p: (rules.specificity(p.model_pattern), -p.id))
+    return ResolvedGate(
+        chosen, await store.get_policy_version(s, chosen.id, chosen.current_version)
+    )
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+async def add_secret(s: AsyncSession, gate: str | None, *, actor: str) -> SecretOut:
+    """A new signing secret for ``gate``; the answer is the only time it is shown."""
+    policy = await find_policy(s, gate, lock=True)
+    now = now_ms()
+    if len(await store.active_secrets(s, policy.id, now)) >= MAX_ACTIVE_SECRETS:
+        raise TooManySecrets(policy.name)
+    return await _insert_secret(s, policy, now, actor)
+
+
+async def _insert_secret(s: AsyncSession, policy: GatePolicy, now: int, actor: str) -> SecretOut:
+    secret_id = "gs_" + random_ids.token_hex(12)
+    await store.insert_secret(
+        s,
+        policy_id=policy.id,
+        secret_id=secret_id,
+        secret=new_secret(),
+        created_at=now,
+        created_by=actor,
+    )
+    created = await store.get_secret(s, policy.id, secret_id)
+    assert created is not None
+    await ports.audit(
+        s, "policy.secret_added", f"policy:{policy.name}", {"secret_id": secret_id}, actor
+    )
+    return secret_out(created, policy.name, now, reveal=True)
+
+
+async def rotate_secret(
+    s: AsyncSession, gate: str | None, grace_seconds: int | None = None, *, actor: str
+) -> SecretOut:
+    """A new secret; the newest previous one stays valid for ``grace_seconds`` (default a
+    day), and any older ones are revoked, so at most two are ever active."""
+    grace = DEFAULT_ROTATION_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    if not 0 <= grace <= MAX_ROTATION_GRACE_SECONDS:
+        raise InvalidParameter(f"grace_seconds must be between 0 and {MAX_ROTATION_GRACE_SECONDS}.")
+    policy = await find_policy(s, gate, lock=True)
+    now = now_ms()
+    active = await store.active_secrets(s, policy.id, now)  # newest first
+    for index, old in enumerate(active):
+        if index == 0 and grace > 0:
+            expires = now + grace * 1000
+            if old.expires_at is None or old.expires_at > expires:
+                await store.update_secret(s, old.id, expires_at=expires)
+        else:
+            await store.update_secret(s, old.id, revoked_at=now)
+    return await _insert_secret(s, policy, now, actor)
+
+
+async def revoke_secret(
+    s: AsyncSession, gate: str | None, secret_id: str | None, *, actor: str
+) -> SecretOut:
+    policy = await find_policy(s, gate, lock=True)
+    if not secret_id:
+        raise InvalidParameter("Missing value for required parameter 'secret_id'.")
+    found = await store.get_secret(s, policy.id, secret_id)
+    if found is None:
+        raise SecretNotFound(secret_id)
+    now = now_ms()
+    if found.revoked_at is None:
+        await store.update_secret(s, found.id, revoked_at=now)
+        found.revoked_at = now
+        await ports.audit(
+            s, "policy.secret_revoked", f"policy:{policy.name}", {"secret_id": secret_id}, actor
+        )
+    return secret_out(found, policy.name, now)
+
+
+async def list_secrets(s: AsyncSession, gate: str | None) -> list[SecretOut]:
+    policy = await find_policy(s, gate)
+    now = now_ms()
+    return [secret_out(x, policy.name, now) for x in await store.list_secrets(s, policy.id, 100)]
+
+
+async def active_secret_values(s: AsyncSession, policy_id: int) -> list[tuple[str, str]]:
+    """(secret id, secret) of the gate's active secrets, newest first."""
+    return [(x.secret_id, x.secret) for x in await store.active_secrets(s, policy_id, now_ms())]
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+async def render_decision(s: AsyncSession, d: GateDecision) -> DecisionOut:
+    names = await store.policy_names(s, {d.policy_id})
+    return decision_out(d, names.get(d.policy_id, ""))
+
+
+async def get_decision(s: AsyncSession, decision_id: str | None) -> DecisionOut:
+    if not decision_id:
+        raise InvalidParameter("Missing value for required parameter 'decision_id'.")
+    found = await store.get_decision(s, decision_id)
+    if found is None or found.outcome == "evaluating":
+        raise DecisionNotFound(decision_id)
+    return await render_decision(s, found)
+
+
+async def list_decisions(
+    s: AsyncSession,
+    model: str | None = None,
+    target: str | None = None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+) -> tuple[list[DecisionOut], str | None]:
+    limit = page_limit(max_results)
+    canonical = rules.canonical_target(target) if target else None
+    fingerprint = f"decisions:{model}:{canonical}"
+    offset = decode_page_token(page_token, fingerprint)
+    found = await store.list_decisions(
+        s, model=model, target=canonical, offset=offset, limit=limit + 1
+    )
+    names = await store.policy_names(s, {d.policy_id for d in found})
+    token = encode_page_token(offset + limit, fingerprint) if len(found) > limit else None
+    return [decision_out(d, names.get(d.policy_id, "")) for d in found[:limit]], token
+
+
+async def announce_decision(s: AsyncSession, out: DecisionOut) -> None:
+    """The gate.decided event and the audit entry, in the deciding transaction."""
+    payload = msgspec.to_builtins(out)
+    await ports.emit_event(s, "gate.decided", payload)
+    await ports.audit(s, "gate.decided", f"model:{out.model}", payload, out.actor)
+
+
+async def record_decision(s: AsyncSession, **values: object) -> DecisionOut:
+    """Store a decision that needs no idempotency key (the re-evaluation of an approval)."""
+    decision_id = new_id()
+    await store.claim_decision(s, id=decision_id, created_at=now_ms(), **values)
+    found = await store.get_decision(s, decision_id)
+    assert found is not None
+    return await render_decision(s, found)

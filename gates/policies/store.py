@@ -1,0 +1,236 @@
+"""Every SQL statement of the policies domain: policies, versions, secrets, receipts, decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.policies.models import (
+    GateDecision,
+    GatePolicy,
+    GatePolicyVersion,
+    GateSecret,
+    WebhookReceipt,
+)
+from tracking.core.db import dialect_insert, dialect_name
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+async def get_policy(s: AsyncSession, name: str, *, lock: bool = False) -> GatePolicy | None:
+    stmt = select(GatePolicy).where(GatePolicy.name == name)
+    if lock and dialect_name(s) == "postgresql":
+        stmt = stmt.with_for_update()
+    return (await s.execute(stmt)).scalar_one_or_none()
+
+
+async def get_policy_by_id(s: AsyncSession, policy_id: int) -> GatePolicy | None:
+    return await s.get(GatePolicy, policy_id)
+
+
+async def insert_policy(s: AsyncSession, **values: Any) -> int | None:
+    """Insert a policy row; None when its name or (pattern, target) binding is taken."""
+    result = await s.execute(
+        dialect_insert(s)(GatePolicy)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(GatePolicy.id)
+    )
+    found = result.scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+async def binding_taken(s: AsyncSession, pattern: str, target: str, *, besides: int) -> str | None:
+    stmt = select(GatePolicy.name).where(
+        GatePolicy.model_pattern == pattern, GatePolicy.target == target, GatePolicy.id != besides
+    )
+    return (await s.execute(stmt)).scalar_one_or_none()
+
+
+async def update_policy(s: AsyncSession, policy_id: int, **values: Any) -> None:
+    await s.execute(update(GatePolicy).where(GatePolicy.id == policy_id).values(**values))
+
+
+async def list_policies(
+    s: AsyncSession, *, include_disabled: bool, offset: int, limit: int
+) -> list[GatePolicy]:
+    stmt = select(GatePolicy).order_by(GatePolicy.name).offset(offset).limit(limit)
+    if not include_disabled:
+        stmt = stmt.where(GatePolicy.enabled.is_(True))
+    return list((await s.execute(stmt)).scalars())
+
+
+async def enabled_policies_for_target(s: AsyncSession, target: str) -> list[GatePolicy]:
+    stmt = (
+        select(GatePolicy)
+        .where(GatePolicy.target == target, GatePolicy.enabled.is_(True))
+        .order_by(GatePolicy.id)
+    )
+    return list((await s.execute(stmt)).scalars())
+
+
+# --- policy versions -----------------------------------------------------------------------------
+
+
+async def insert_policy_version(s: AsyncSession, **values: Any) -> int:
+    result = await s.execute(
+        dialect_insert(s)(GatePolicyVersion).values(**values).returning(GatePolicyVersion.id)
+    )
+    return int(result.scalar_one())
+
+
+async def get_policy_version(s: AsyncSession, policy_id: int, version: int) -> GatePolicyVersion:
+    stmt = select(GatePolicyVersion).where(
+        GatePolicyVersion.policy_id == policy_id, GatePolicyVersion.version == version
+    )
+    return (await s.execute(stmt)).scalar_one()
+
+
+async def get_policy_version_by_id(s: AsyncSession, pk: int) -> GatePolicyVersion | None:
+    return await s.get(GatePolicyVersion, pk)
+
+
+async def current_versions(
+    s: AsyncSession, policies: list[GatePolicy]
+) -> dict[int, GatePolicyVersion]:
+    """The current version of each policy, in one query."""
+    if not policies:
+        return {}
+    conditions = [
+        (GatePolicyVersion.policy_id == p.id) & (GatePolicyVersion.version == p.current_version)
+        for p in policies
+    ]
+    rows = (await s.execute(select(GatePolicyVersion).where(or_(*conditions)))).scalars()
+    return {r.policy_id: r for r in rows}
+
+
+async def list_policy_versions(
+    s: AsyncSession, policy_id: int, *, offset: int, limit: int
+) -> list[GatePolicyVersion]:
+    stmt = (
+        select(GatePolicyVersion)
+        .where(GatePolicyVersion.policy_id == policy_id)
+        .order_by(GatePolicyVersion.version.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return list((await s.execute(stmt)).scalars())
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+def _active(now: int) -> Any:
+    return GateSecret.revoked_at.is_(None) & (
+        GateSecret.expires_at.is_(None) | (GateSecret.expires_at > now)
+    )
+
+
+async def insert_secret(s: AsyncSession, **values: Any) -> None:
+    await s.execute(dialect_insert(s)(GateSecret).values(**values))
+
+
+async def active_secrets(s: AsyncSession, policy_id: int, now: int) -> list[GateSecret]:
+    stmt = (
+        select(GateSecret)
+        .where(GateSecret.policy_id == policy_id, _active(now))
+        .order_by(GateSecret.id.desc())
+    )
+    return list((await s.execute(stmt)).scalars())
+
+
+async def list_secrets(s: AsyncSession, policy_id: int, limit: int) -> list[GateSecret]:
+    stmt = (
+        select(GateSecret)
+        .where(GateSecret.policy_id == policy_id)
+        .order_by(GateSecret.id.desc())
+        .limit(limit)
+    )
+    return list((await s.execute(stmt)).scalars())
+
+
+async def get_secret(s: AsyncSession, policy_id: int, secret_id: str) -> GateSecret | None:
+    stmt = select(GateSecret).where(
+        GateSecret.policy_id == policy_id, GateSecret.secret_id == secret_id
+    )
+    return (await s.execute(stmt)).scalar_one_or_none()
+
+
+async def update_secret(s: AsyncSession, pk: int, **values: Any) -> None:
+    await s.execute(update(GateSecret).where(GateSecret.id == pk).values(**values))
+
+
+# --- webhook receipts ----------------------------------------------------------------------------
+
+
+async def record_receipt(s: AsyncSession, webhook_id: str, now: int) -> bool:
+    """Remember ``webhook_id``; False when it was already seen (a replay)."""
+    result = await s.execute(
+        dialect_insert(s)(WebhookReceipt)
+        .values(webhook_id=webhook_id, received_at=now)
+        .on_conflict_do_nothing()
+        .returning(WebhookReceipt.webhook_id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def forget_receipts(s: AsyncSession, before: int) -> None:
+    await s.execute(delete(WebhookReceipt).where(WebhookReceipt.received_at < before))
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+async def claim_decision(s: AsyncSession, **values: Any) -> bool:
+    """Insert a decision row; False when its (model, target, idempotency key) is taken.
+
+    On PostgreSQL a concurrent insert of the same key waits here until the other transaction
+    ends, so the loser then reads the winner's committed decision instead of acting twice.
+    """
+    result = await s.execute(
+        dialect_insert(s)(GateDecision)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(GateDecision.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def update_decision(s: AsyncSession, decision_id: str, **values: Any) -> None:
+    await s.execute(update(GateDecision).where(GateDecision.id == decision_id).values(**values))
+
+
+async def get_decision(s: AsyncSession, decision_id: str) -> GateDecision | None:
+    stmt = select(GateDecision).where(GateDecision.id == decision_id)
+    return (await s.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def decision_by_key(
+    s: AsyncSession, model: str, target: str, key: str
+) -> GateDecision | None:
+    stmt = select(GateDecision).where(
+        GateDecision.model_name == model,
+        GateDecision.target == target,
+        GateDecision.idempotency_key == key,
+    )
+    return (await s.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def list_decisions(
+    s: AsyncSession, *, model: str | None, target: str | None, offset: int, limit: int
+) -> list[GateDecision]:
+    stmt = select(GateDecision).order_by(GateDecision.created_at.desc(), GateDecision.id)
+    if model:
+        stmt = stmt.where(GateDecision.model_name == model)
+    if target:
+        stmt = stmt.where(GateDecision.target == target)
+    return list((await s.execute(stmt.offset(offset).limit(limit))).scalars())
+
+
+async def policy_names(s: AsyncSession, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = await s.execute(select(GatePolicy.id, GatePolicy.name).where(GatePolicy.id.in_(ids)))
+    return {int(i): str(n) for i, n in rows}

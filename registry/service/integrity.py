@@ -1,0 +1,225 @@
+"""Version integrity: fingerprints taken at registration, immutable files, resolve and verify.
+
+- **Fingerprint.** :func:`fingerprint_location` streams every file under a version's location
+  through SHA-256 (``registry.artifacts.manifest`` documents the manifest and digest format).
+  The API calls it *between* a read transaction that checks the create request and the write
+  transaction that creates the version, so hashing a multi-GiB model never holds the database
+  write lock (on SQLite, every writer's) nor the model's row lock.
+- **Immutability.** :func:`check_artifact_writable` is the artifact proxy's write guard: a PUT,
+  multipart upload or DELETE at, inside or above a registered version's ``artifact_root`` is
+  refused (403 PERMISSION_DENIED). This holds for every version, including one registered over
+  an empty location: files that appear after registration were never fingerprinted, so they
+  may not appear at all; register a new version once the files are uploaded (MLflow's clients
+  always upload first). Deleting a version lifts the protection unless another version shares
+  the root; the files themselves are never deleted with a version (nor are they by MLflow).
+- **Resolve and verify.** :func:`resolve_model_uri` answers a ``models:/`` URI with the version,
+  its locations, digest and files; :func:`verify_fingerprint` re-reads the stored bytes.
+
+Known gap: a write that passed the guard just before a version's creation committed can land
+after the fingerprint was taken; ``mlgate verify`` reports such a file as MISMATCH or EXTRA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry import store
+from registry.artifacts.manifest import (
+    MAX_MANIFEST_FILES,
+    FileCheck,
+    ManifestEntry,
+    compare_manifests,
+    fingerprint_tree,
+    manifest_digest,
+)
+from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
+from registry.artifacts.storage.base import ArtifactStorage
+from registry.errors import VersionFilesImmutable
+from registry.schemas import (
+    ManifestFileOut,
+    ModelVersionFilesOut,
+    ResolvedModelVersionOut,
+    Version,
+)
+from registry.service.lookups import find_model, find_version, page_fingerprint
+from registry.uris import ModelVersionUri, parse_model_uri
+from registry.validation import LATEST_ALIAS, validate_max_results
+from tracking.core.errors import ResourceNotFound
+from tracking.core.wire import decode_page_token, encode_page_token
+
+DEFAULT_FILES_PAGE = 1000
+
+
+# --- fingerprints ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VersionFingerprint:
+    """The files found at ``location`` (an ``mlflow-artifacts:/`` URI), sorted by path."""
+
+    location: str
+    files: tuple[ManifestEntry, ...]
+
+    @property
+    def digest(self) -> str | None:
+        return manifest_digest(self.files)
+
+
+async def fingerprint_location(storage: ArtifactStorage, location: str) -> VersionFingerprint:
+    """Hash every file under ``location``; no database access (call it outside transactions)."""
+    files = await fingerprint_tree(storage, parse_artifact_uri(location))
+    return VersionFingerprint(location, tuple(files))
+
+
+# --- the artifact write guard --------------------------------------------------------------------
+
+
+async def check_artifact_writable(s: AsyncSession, path: ArtifactPath) -> None:
+    """Refuse a write or delete at ``path`` if a registered version's files are at, in or under it.
+
+    The guard does not know whether it sees a write or a delete, so both directions are always
+    checked: writing a file *above* a root changes nothing under it, but a refusal there costs
+    nothing either.
+    """
+    found = await store.version_protecting(s, path)
+    if found is not None:
+        raise VersionFilesImmutable(
+            path.posix or "/", found.name, int(found.version), found.artifact_root
+        )
+
+
+# --- resolve -----------------------------------------------------------------------------------
+
+
+async def _find_by_uri(s: AsyncSession, uri: ModelVersionUri) -> store.VersionBundle:
+    """The version a parsed URI names. Every miss is RESOURCE_DOES_NOT_EXIST (404).
+
+    An unknown alias is a 404 here, unlike MLflow's alias API (400): on mlgate's own API a
+    URI that names nothing is "not found", whichever part of it misses.
+    """
+    model = await find_model(s, uri.name)
+    if uri.version is not None:
+        found = await store.load_versions(s, [(await find_version(s, model, uri.version)).id])
+    elif uri.stage is not None:
+        found = await store.load_versions(s, store.latest_versions_select([model.id], [uri.stage]))
+        if not found:
+            raise ResourceNotFound(f"Model '{model.name}' has no version in stage '{uri.stage}'.")
+    elif uri.alias is not None and uri.alias.lower() != LATEST_ALIAS:
+        found = await store.load_versions(s, store.alias_target_select(model.id, uri.alias))
+        if not found:
+            raise ResourceNotFound(
+                f"Registered model alias {uri.alias} not found for model {model.name}."
+            )
+    else:
+        found = await store.load_versions(s, store.highest_version_select(model.id))
+        if not found:
+            raise ResourceNotFound(f"Model '{model.name}' has no versions.")
+    return found[0]
+
+
+def _files_out(rows: list[ManifestEntry]) -> list[ManifestFileOut]:
+    return [ManifestFileOut(e.path, e.size, e.sha256) for e in rows]
+
+
+async def _entries(s: AsyncSession, version_pk: int, **page: int) -> list[ManifestEntry]:
+    rows = await store.version_files(s, version_pk, **page)
+    return [ManifestEntry(r.path, int(r.size), r.sha256) for r in rows]
+
+
+async def resolve_model_uri(s: AsyncSession, uri: str | None) -> ResolvedModelVersionOut:
+    """What a ``models:/`` URI names now: version, locations, digest and every file."""
+    bundle = await _find_by_uri(s, parse_model_uri(uri))
+    r = bundle.row
+    return ResolvedModelVersionOut(
+        name=r.model_name,
+        version=str(r.version),
+        current_stage=r.current_stage,
+        aliases=list(bundle.aliases),
+        run_id=r.run_id,
+        source=r.source,
+        download_uri=r.storage_location,
+        artifact_url=parse_artifact_uri(r.storage_location).to_http_path(),
+        digest=r.manifest_digest,
+        files=_files_out(await _entries(s, r.id)),
+    )
+
+
+async def model_version_files(
+    s: AsyncSession,
+    name: str | None,
+    version: Version | None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+) -> ModelVersionFilesOut:
+    """A version's recorded files, in path order, a page at a time."""
+    model = await find_model(s, name)
+    row = await find_version(s, model, version)
+    limit = validate_max_results(max_results, DEFAULT_FILES_PAGE, MAX_MANIFEST_FILES)
+    fingerprint = page_fingerprint("files", row.id)
+    offset = decode_page_token(page_token, fingerprint)
+    entries = await _entries(s, row.id, offset=offset, limit=limit + 1)
+    token = encode_page_token(offset + limit, fingerprint) if len(entries) > limit else None
+    return ModelVersionFilesOut(
+        name=model.name,
+        version=str(row.version),
+        digest=row.manifest_digest,
+        files=_files_out(entries[:limit]),
+        next_page_token=token,
+    )
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFingerprint:
+    """What the registry recorded for a version when it was created."""
+
+    name: str
+    version: int
+    location: str
+    digest: str | None
+    files: tuple[ManifestEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    recorded: RecordedFingerprint
+    checks: list[FileCheck]
+    # The digest of the bytes stored now (None: no files).
+    actual_digest: str | None
+
+    @property
+    def rows_match_digest(self) -> bool:
+        """The recorded file rows still produce the recorded digest (the database is intact)."""
+        return manifest_digest(self.recorded.files) == self.recorded.digest
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.rows_match_digest
+            and self.actual_digest == self.recorded.digest
+            and all(c.status == "OK" for c in self.checks)
+        )
+
+
+async def recorded_fingerprint(s: AsyncSession, uri: str | None) -> RecordedFingerprint:
+    """The recorded manifest of the version a ``models:/`` URI names (404 when it names none)."""
+    bundle = await _find_by_uri(s, parse_model_uri(uri))
+    r = bundle.row
+    files = await _entries(s, r.id)
+    return RecordedFingerprint(
+        r.model_name, int(r.version), r.storage_location, r.manifest_digest, tuple(files)
+    )
+
+
+async def verify_fingerprint(
+    storage: ArtifactStorage, recorded: RecordedFingerprint
+) -> VerifyReport:
+    """Re-read every stored byte under the version's location and compare with the record."""
+    actual = await fingerprint_tree(storage, parse_artifact_uri(recorded.location))
+    return VerifyReport(
+        recorded, compare_manifests(recorded.files, actual), manifest_digest(actual)
+    )

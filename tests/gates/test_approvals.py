@@ -1,0 +1,197 @@
+"""Release approvals: N sign-offs from approvers, separation of duties, expiry, re-evaluation."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.approvals import service as approvals
+from gates.approvals.errors import (
+    AlreadyApproved,
+    ApprovalClosed,
+    NotAnApprover,
+    SeparationOfDuties,
+)
+from gates.policies import guard, promotion
+from gates.policies.ports import Actor
+from gates.policies.schemas import DecisionOut, PromoteRequest
+from registry import events
+from registry import service as registry
+from registry.artifacts.storage import LocalStorage
+from tests.gates.factories import make_gate, make_run
+from tracking import service as tracking
+
+CI = Actor("ci-bot", is_admin=True, authenticated=True)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "artifacts")
+
+
+@pytest.fixture(autouse=True)
+def installed_guard() -> Iterator[None]:
+    with events.registered(guard=guard.guard_pointer_move):
+        yield
+
+
+async def _request(
+    session: AsyncSession,
+    storage: LocalStorage,
+    unique: str,
+    *,
+    approvals_needed: int = 2,
+    author: str = "alice",
+    ttl_hours: int = 72,
+) -> tuple[str, DecisionOut, str]:
+    model = f"fraud-{unique}"
+    await make_gate(session, model, "Production", required_approvals=approvals_needed)
+    run_id = await make_run(session, user=author, storage=storage)
+    result = await promotion.promote(
+        session,
+        PromoteRequest(
+            model=model,
+            target="Production",
+            run_id=run_id,
+            idempotency_key=uuid.uuid4().hex,
+            requested_by="carol",
+        ),
+        raw_body=b"",
+        signed=None,
+        bearer=CI,
+        storage=storage,
+        approval_ttl_hours=ttl_hours,
+    )
+    return model, result.decision, run_id
+
+
+async def _approve(session: AsyncSession, request_id: str, user: str, storage: LocalStorage, **kw):  # type: ignore[no-untyped-def]
+    return await approvals.approve(
+        session, request_id, approver=user, storage=storage, check_role=False, **kw
+    )
+
+
+async def test_production_needs_two_approvals_then_moves(
+    session: AsyncSession, storage: LocalStorage, unique: str
+) -> None:
+    model, decision, _ = await _request(session, storage, unique)
+    assert decision.outcome == "pending_approval"
+    assert decision.version == "1" and decision.approval_request_id
+    approvals_check = next(c for c in decision.checks if c.name == "approvals")
+    assert (approvals_check.verdict, approvals_check.observed, approvals_check.threshold) == (
+        "pending",
+        0,
+        2,
+    )
+    # Registered, but not moved yet.
+    assert (await registry.get_model_version(session, model, "1")).current_stage == "None"
+    request_id = decision.approval_request_id
+    first = await _approve(session, request_id, "dave", storage)
+    assert first.decision is None and first.approval_request.approvals == 1
+    with pytest.raises(AlreadyApproved):
+        await _approve(session, request_id, "dave", storage)
+    final = await _approve(session, request_id, "erin", storage, comment="lgtm")
+    assert final.decision is not None and final.decision.outcome == "passed"
+    assert final.decision.trigger == "approval"
+    assert final.approval_request.status == "approved"
+    assert final.approval_request.approved_by == ["dave", "erin"]
+    assert (await registry.get_model_version(session, model, "1")).current_stage == "Production"
+    with pytest.raises(ApprovalClosed):
+        await _approve(session, request_id, "frank", storage)
+
+
+async def test_requester_and_run_author_cannot_approve(
+    session: AsyncSession, storage: LocalStorage, unique: str
+) -> None:
+    _, decision, _ = await _request(session, storage, unique, author="alice")
+    request_id = decision.approval_request_id
+    assert request_id
+    with pytest.raises(SeparationOfDuties, match="requested"):
+        await _approve(session, request_id, "ci-bot", storage)
+    with pytest.raises(SeparationOfDuties, match="authored"):
+        await _approve(session, request_id, "alice", storage)
+    got = await approvals.get_request(session, request_id)
+    assert got.approvals == 0 and got.status == "pending"
+
+
+async def test_requests_expire(session: AsyncSession, storage: LocalStorage, unique: str) -> None:
+    _, decision, _ = await _request(session, storage, unique, ttl_hours=1)
+    request_id = decision.approval_request_id
+    assert request_id
+    got = await approvals.get_request(session, request_id)
+    later = got.expires_at + 1
+    with pytest.raises(ApprovalClosed, match="expired"):
+        await _approve(session, request_id, "dave", storage, now=later)
+    pending, _ = await approvals.list_requests(session, "pending", f"fraud-{unique}")
+    assert [r.request_id for r in pending] == [request_id]
+
+
+async def test_final_approval_refuses_when_the_bytes_changed(
+    session: AsyncSession, storage: LocalStorage, unique: str
+) -> None:
+    model, decision, run_id = await _request(session, storage, unique, approvals_needed=1)
+    run = await tracking.get_run(session, run_id)
+    root = Path(storage.root) / run.info.artifact_uri.removeprefix("mlflow-artifacts:/")
+    (root / "model" / "MLmodel").write_bytes(b"tampered\n")
+    request_id = decision.approval_request_id
+    assert request_id
+    result = await _approve(session, request_id, "dave", storage)
+    assert result.decision is not None and result.decision.outcome == "failed"
+    unchanged = next(c for c in result.decision.checks if c.name == "digest_unchanged")
+    assert unchanged.verdict == "fail" and "MLmodel" in (unchanged.detail or "")
+    assert result.approval_request.status == "failed"
+    assert (await registry.get_model_version(session, model, "1")).current_stage == "None"
+
+
+async def test_reject_cancel_and_comment(
+    session: AsyncSession, storage: LocalStorage, unique: str
+) -> None:
+    _, decision, _ = await _request(session, storage, unique)
+    request_id = decision.approval_request_id
+    assert request_id
+    commented = await approvals.add_comment(
+        session, request_id, actor=Actor("dave", False, True), comment="why 0.93?"
+    )
+    assert [a.kind for a in commented.approval_request.actions] == ["comment"]
+    with pytest.raises(Exception, match="requester or an admin"):
+        await approvals.cancel(session, request_id, actor=Actor("dave", False, True))
+    rejected = await approvals.reject(
+        session, request_id, actor=Actor("dave", False, True), comment="no", check_role=False
+    )
+    assert rejected.approval_request.status == "rejected"
+    listed, _ = await approvals.list_requests(session, "rejected", f"fraud-{unique}")
+    assert [r.request_id for r in listed] == [request_id]
+
+
+async def test_only_approver_role_holders_may_approve(
+    session: AsyncSession, storage: LocalStorage, unique: str
+) -> None:
+    from gates.identity import service as identity
+
+    model, decision, _ = await _request(session, storage, unique, approvals_needed=1)
+    request_id = decision.approval_request_id
+    assert request_id
+    await identity.create_user(session, f"ed-{unique}", None)
+    await identity.create_grant(
+        session, f"ed-{unique}", "registered_model", model, "editor", actor="admin"
+    )
+    await identity.create_user(session, f"ap-{unique}", None)
+    await identity.create_grant(
+        session,
+        f"ap-{unique}",
+        "registered_model",
+        model,
+        "approver",
+        ["Production"],
+        actor="admin",
+    )
+    with pytest.raises(NotAnApprover):
+        await approvals.approve(session, request_id, approver=f"ed-{unique}", storage=storage)
+    with pytest.raises(NotAnApprover):
+        await approvals.approve(session, request_id, approver="nobody", storage=storage)
+    done = await approvals.approve(session, request_id, approver=f"ap-{unique}", storage=storage)
+    assert done.decision is not None and done.decision.outcome == "passed"

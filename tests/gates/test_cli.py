@@ -1,0 +1,222 @@
+"""`mlgate gates apply/list`, `mlgate approvals list/approve/reject` and `mlgate promote`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+
+from tests.conftest import REPO_ROOT, LiveServer
+
+pytestmark = pytest.mark.compat
+MLGATE = "/api/2.0/mlgate"
+
+
+def _mlgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "registry.server", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _gates_file(path: Path, model: str, threshold: float, approvals: int) -> Path:
+    path.write_text(
+        f"""
+gates:
+  - name: {model}-staging
+    model: {model}
+    target: Staging
+    metrics:
+      - "val_auc >= {threshold}"
+    required_tags: [git_commit]
+  - name: {model}-production
+    model: {model}
+    target: Production
+    prior_targets: [Staging]
+    required_approvals: {approvals}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _run(unique: str, auc: float) -> str:
+    mlflow.set_experiment(f"cli-{unique}")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("val_auc", auc)
+        mlflow.set_tag("git_commit", "abc")
+        mlflow.log_text("flavors: {}\n", "model/MLmodel")
+    return run.info.run_id
+
+
+def test_apply_is_idempotent_and_edits_make_new_versions(
+    database_url: str, tmp_path: Path, unique: str
+) -> None:
+    model = f"cli-{unique}"
+    path = _gates_file(tmp_path / "gates.yaml", model, 0.9, 2)
+    first = _mlgate("gates", "apply", str(path), "--database-url", database_url)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == [
+        f"{model}-staging",
+        "created",
+        "version",
+        "1",
+        f"{model}-production",
+        "created",
+        "version",
+        "1",
+    ]
+    again = _mlgate("gates", "apply", str(path), "--database-url", database_url)
+    assert again.stdout.count("unchanged") == 2
+    _gates_file(path, model, 0.95, 2)
+    edited = _mlgate("gates", "apply", str(path), "--database-url", database_url)
+    assert f"{model}-staging" in edited.stdout and "updated    version 2" in edited.stdout
+    listed = _mlgate("gates", "list", "--database-url", database_url)
+    assert listed.returncode == 0
+    line = next(x for x in listed.stdout.splitlines() if x.startswith(f"{model}-production"))
+    assert "Production" in line and "approvals=2" in line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gates:\n  - name: x\n    model: m\n    target: Staging\n    colour: red\n")
+    refused = _mlgate("gates", "apply", str(bad), "--database-url", database_url)
+    assert refused.returncode == 1 and "colour" in refused.stderr
+
+
+def test_promote_signs_prints_the_decision_and_exits_by_outcome(
+    mlflow_tracking: str, live_server: LiveServer, database_url: str, tmp_path: Path, unique: str
+) -> None:
+    model = f"cli-{unique}"
+    path = _gates_file(tmp_path / "gates.yaml", model, 0.9, 1)
+    assert _mlgate("gates", "apply", str(path), "--database-url", database_url).returncode == 0
+    secrets = {}
+    for gate in (f"{model}-staging", f"{model}-production"):
+        answer = httpx.post(f"{live_server.url}{MLGATE}/gates/secrets/add", json={"gate": gate})
+        secrets[gate] = answer.json()["secret"]["secret"]
+    good, bad = _run(unique, 0.95), _run(unique, 0.5)
+
+    def promote(
+        run_id: str, target: str, gate: str, *extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        return _mlgate(
+            "promote",
+            "--model",
+            model,
+            "--run",
+            run_id,
+            "--to",
+            target,
+            "--url",
+            live_server.url,
+            "--requested-by",
+            "ci-bot",
+            *extra,
+            env={"MLGATE_GATE_SECRET": secrets[gate]},
+        )
+
+    dry = promote(good, "Staging", f"{model}-staging", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "outcome: PASSED  (dry run)" in dry.stdout
+    refused = promote(bad, "Staging", f"{model}-staging")
+    assert refused.returncode == 1
+    assert "outcome: FAILED" in refused.stdout
+    assert any(
+        line.split()[:4] == ["metric:val_auc", "0.5", ">=", "0.9"]
+        for line in refused.stdout.splitlines()
+    ), refused.stdout
+    staged = promote(good, "Staging", f"{model}-staging")
+    assert staged.returncode == 0 and "outcome: PASSED" in staged.stdout
+    retried = promote(good, "Staging", f"{model}-staging")  # the same derived idempotency key
+    assert retried.returncode == 0 and retried.stdout == staged.stdout
+    pending = promote(good, "Production", f"{model}-production")
+    assert pending.returncode == 3 and "PENDING_APPROVAL" in pending.stdout
+    unsigned = _mlgate(
+        "promote",
+        "--model",
+        model,
+        "--run",
+        good,
+        "--to",
+        "Staging",
+        "--url",
+        live_server.url,
+        env={"MLGATE_GATE_SECRET": ""},
+    )
+    assert unsigned.returncode == 2
+
+    listed = _mlgate(
+        "approvals", "list", "--status", "pending", "--model", model, "--database-url", database_url
+    )
+    assert listed.returncode == 0, listed.stderr
+    request_id = listed.stdout.split()[0]
+    self_approval = _mlgate(
+        "approvals", "approve", request_id, "--as", "ci-bot", "--database-url", database_url
+    )
+    assert self_approval.returncode == 1 and "separation of duties" in self_approval.stderr
+    approved = _mlgate(
+        "approvals",
+        "approve",
+        request_id,
+        "--as",
+        "dave",
+        "--comment",
+        "ok",
+        "--database-url",
+        database_url,
+        "--artifacts-destination",
+        str(live_server.artifacts),
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert "approved (1/1 approvals)" in approved.stdout and "outcome: PASSED" in approved.stdout
+    mv = mlflow.MlflowClient().get_model_version(model, "1")
+    assert mv.current_stage == "Production"
+
+
+def test_reject_from_the_cli(
+    mlflow_tracking: str, live_server: LiveServer, database_url: str, tmp_path: Path, unique: str
+) -> None:
+    model = f"cli-{unique}"
+    path = _gates_file(tmp_path / "gates.yaml", model, 0.9, 1)
+    assert _mlgate("gates", "apply", str(path), "--database-url", database_url).returncode == 0
+    secret = httpx.post(
+        f"{live_server.url}{MLGATE}/gates/secrets/add", json={"gate": f"{model}-production"}
+    ).json()["secret"]["secret"]
+    staging_secret = httpx.post(
+        f"{live_server.url}{MLGATE}/gates/secrets/add", json={"gate": f"{model}-staging"}
+    ).json()["secret"]["secret"]
+    run_id = _run(unique, 0.95)
+    for target, key in (("Staging", staging_secret), ("Production", secret)):
+        _mlgate(
+            "promote",
+            "--model",
+            model,
+            "--run",
+            run_id,
+            "--to",
+            target,
+            "--url",
+            live_server.url,
+            env={"MLGATE_GATE_SECRET": key},
+        )
+    listed = _mlgate("approvals", "list", "--model", model, "--database-url", database_url)
+    request_id = listed.stdout.split()[0]
+    rejected = _mlgate(
+        "approvals",
+        "reject",
+        request_id,
+        "--as",
+        "erin",
+        "--comment",
+        "no",
+        "--database-url",
+        database_url,
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    assert "rejected" in rejected.stdout

@@ -1,0 +1,192 @@
+"""The outbox: events commit with their change, fan out to matching subscriptions, and each
+subscription's oldest open delivery is the only one a worker can claim."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.events import service, store
+from gates.events.config import EventsConfig
+from gates.events.models import OutboxEvent, WebhookDelivery
+from gates.events.schemas import SubscriptionCreate
+from registry import events as registry_events
+from registry import service as registry
+from tests.gates.events_support import migrated_database
+from tests.registry.factories import ACTOR, make_model, make_version
+from tracking.core.db import Database
+from tracking.core.settings import Settings
+
+CONFIG = EventsConfig.from_settings(
+    Settings(webhook_allowlist="127.0.0.1/32", webhook_backoff_base=2, webhook_backoff_max=60)
+)
+
+
+async def _subscribe(s: AsyncSession, events: list[str], model: str | None = None) -> str:
+    sub, _ = await service.create_subscription(
+        s,
+        SubscriptionCreate(name="t", url="http://127.0.0.1:9/h", events=events, model_name=model),
+        actor=ACTOR,
+        config=CONFIG,
+    )
+    return sub.id
+
+
+async def _count(s: AsyncSession, model: Any, **where: Any) -> int:
+    stmt = select(func.count()).select_from(model).filter_by(**where)
+    return int((await s.execute(stmt)).scalar_one())
+
+
+async def test_an_event_rolls_back_with_the_change_that_emitted_it(session: AsyncSession) -> None:
+    sub = await _subscribe(session, ["gate.decided"])
+    before = await _count(session, OutboxEvent, type="gate.decided")
+    with pytest.raises(RuntimeError):
+        async with session.begin_nested():
+            await service.emit(session, "gate.decided", {"name": "m", "outcome": "passed"})
+            raise RuntimeError("the decision failed after the event was written")
+    assert await _count(session, OutboxEvent, type="gate.decided") == before
+    assert await _count(session, WebhookDelivery, subscription_id=sub) == 0
+
+    event_id = await service.emit(session, "gate.decided", {"name": "m", "outcome": "passed"})
+    assert await _count(session, OutboxEvent, event_id=event_id) == 1
+    assert await _count(session, WebhookDelivery, subscription_id=sub) == 1
+
+
+async def test_events_fan_out_by_type_and_model_filter(session: AsyncSession) -> None:
+    name = await make_model(session)
+    everything = await _subscribe(session, ["stage.transitioned", "alias.moved"])
+    only_this = await _subscribe(session, ["stage.transitioned"], model=name)
+    other_model = await _subscribe(session, ["stage.transitioned"], model="someone-else")
+    with registry_events.registered(listener=service.record_registry_event):
+        await make_version(session, name, stage="Staging")
+        await registry.set_alias(session, name, "champion", "1", actor=ACTOR)
+    assert await _count(session, WebhookDelivery, subscription_id=everything) == 2
+    assert await _count(session, WebhookDelivery, subscription_id=only_this) == 1
+    assert await _count(session, WebhookDelivery, subscription_id=other_model) == 0
+
+
+def test_registry_events_map_to_mlgate_and_mlflow_names() -> None:
+    moved = registry_events.AliasMoved("m", "champion", None, 3, "alice", None, 1)
+    assert [t for t, _ in service.registry_event_payloads(moved)] == [
+        "alias.moved",
+        "model_version_alias.created",
+    ]
+    gone = registry_events.AliasMoved("m", "champion", 3, None, "alice", None, 1)
+    assert service.registry_event_payloads(gone)[1] == (
+        "model_version_alias.deleted",
+        {"name": "m", "alias": "champion"},
+    )
+
+
+async def test_emit_refuses_malformed_event_types(session: AsyncSession) -> None:
+    for bad in ("", "decided", "Gate.Decided", "gate decided", "x" * 70 + ".y"):
+        with pytest.raises(ValueError, match="event type"):
+            await service.emit(session, bad, {})
+
+
+async def test_only_each_subscriptions_oldest_open_delivery_is_claimable(
+    session: AsyncSession,
+) -> None:
+    a = await _subscribe(session, ["gate.decided"], model="claim-a")
+    b = await _subscribe(session, ["gate.decided"], model="claim-b")
+    for i in range(3):
+        await service.emit(session, "gate.decided", {"name": "claim-a", "i": i})
+        await service.emit(session, "gate.decided", {"name": "claim-b", "i": i})
+    heads: dict[str, list[int]] = {a: [], b: []}
+    rows = (
+        await session.execute(
+            select(WebhookDelivery.id, WebhookDelivery.subscription_id)
+            .where(WebhookDelivery.subscription_id.in_([a, b]))
+            .order_by(WebhookDelivery.id)
+        )
+    ).all()
+    for pk, sub in rows:
+        heads[sub].append(pk)
+
+    now = 10**13  # far in the future: every delivery is due
+    claimed = await store.claim(session, now=now, lease_until=now + 60_000, worker="w1", limit=50)
+    assert set(claimed) == {heads[a][0], heads[b][0]}
+    # Leased: nobody else gets them, and nothing behind them moves.
+    assert (
+        await store.claim(session, now=now, lease_until=now + 60_000, worker="w2", limit=50) == []
+    )
+    # A's head succeeds: A's next becomes claimable; B's head fails and waits for its retry.
+    await store.finish_attempt(session, heads[a][0], "w1", {"status": "succeeded"})
+    await store.finish_attempt(
+        session, heads[b][0], "w1", {"status": "failed", "next_attempt_at": now + 5_000}
+    )
+    assert await store.claim(session, now=now, lease_until=now + 60_000, worker="w2", limit=50) == [
+        heads[a][1]
+    ]
+    # After the lease runs out an unfinished claim is claimable again (at least once).
+    later = now + 61_000
+    again = await store.claim(session, now=later, lease_until=later + 1, worker="w3", limit=50)
+    assert set(again) == {heads[a][1], heads[b][0]}
+
+
+async def test_concurrent_claimers_never_share_a_delivery_or_a_subscription(
+    make_database: Any,
+) -> None:
+    # Alembic runs its own event loop: on a thread, off this test's loop.
+    url = await asyncio.to_thread(migrated_database, make_database, "claims")
+    setup = Database(url, pool_size=2)
+    async with setup.write() as s:
+        subs = [await _subscribe(s, ["gate.decided"], model=f"m{i}") for i in range(4)]
+        for round_ in range(5):
+            for i in range(4):
+                await service.emit(s, "gate.decided", {"name": f"m{i}", "round": round_})
+    await setup.dispose()
+
+    # Separate engines, as separate replicas would have.
+    workers = [Database(url, pool_size=2) for _ in range(3)]
+    try:
+        now = 10**13
+        delivered: list[int] = []
+        for _ in range(40):
+
+            async def claim(db: Database, name: str) -> list[int]:
+                async with db.write() as s:
+                    return await store.claim(
+                        s, now=now, lease_until=now + 60_000, worker=name, limit=10
+                    )
+
+            batches = await asyncio.gather(*(claim(db, f"w{i}") for i, db in enumerate(workers)))
+            claimed = [pk for batch in batches for pk in batch]
+            assert len(claimed) == len(set(claimed)), "a delivery was claimed twice"
+            async with workers[0].read() as s:
+                owners = (
+                    await s.execute(
+                        select(WebhookDelivery.subscription_id).where(
+                            WebhookDelivery.id.in_(claimed)
+                        )
+                    )
+                ).scalars()
+                per_sub = list(owners)
+            assert len(per_sub) == len(set(per_sub)), "two heads of one subscription at once"
+            if not claimed:
+                break
+            async with workers[0].write() as s:
+                for pk, batch_worker in [
+                    (pk, f"w{i}") for i, batch in enumerate(batches) for pk in batch
+                ]:
+                    await store.finish_attempt(s, pk, batch_worker, {"status": "succeeded"})
+            delivered += claimed
+        assert len(delivered) == 20 and len(set(delivered)) == 20
+        async with workers[0].read() as s:
+            for sub in subs:
+                assert await store.count_deliveries(s, sub, "succeeded") == 5
+    finally:
+        for db in workers:
+            await db.dispose()
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    for attempt, (low, high) in {1: (1000, 2000), 2: (2000, 4000), 3: (4000, 8000)}.items():
+        delays = {CONFIG.backoff_ms(attempt) for _ in range(50)}
+        assert all(low <= d <= high for d in delays)
+        assert len(delays) > 1  # jittered
+    assert all(30_000 <= CONFIG.backoff_ms(20) <= 60_000 for _ in range(20))
