@@ -34,7 +34,7 @@ from registry.artifacts.api import (
 )
 from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
-from registry.server import hardening, security
+from registry.server import hardening, openapi, security
 from tracking.core.auth import PUBLIC, permission_opt
 from tracking.core.db import Database
 from tracking.core.errors import EXCEPTION_HANDLERS
@@ -161,18 +161,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
             health,
             version,
             server_info,
-            security.openapi_document,
+            openapi.openapi_document,
             *routers,
             *artifact_routes(),
         ],
         middleware=middleware,
         guards=[security.make_guard(settings)],
         before_send=[hardening.add_security_headers],
-        cors_config=security.cors_config(settings),
+        cors_config=hardening.cors_config(settings),
         request_max_body_size=settings.max_json_body,
         lifespan=[lifespan, security.identity_lifespan(settings)],
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=security.openapi_config(VERSION, registry.api.MLGATE_API_PREFIX),
+        openapi_config=openapi.openapi_config(VERSION, registry.api.MLGATE_API_PREFIX),
         debug=False,
     )
     security.mark_generated_routes_public(app)

@@ -17,6 +17,7 @@ from typing import Any
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracking.core.errors import UnsupportedMediaType
+from tracking.core.settings import Settings
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
@@ -133,3 +134,18 @@ def require_json_body(scope: Scope) -> None:
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, not {content_type or 'missing'!r}."
         )
+
+
+def cors_config(settings: Settings) -> Any:
+    """CORS for the configured origins; None (off) by default."""
+    from litestar.config.cors import CORSConfig
+
+    origins = settings.cors_origin_list
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-MLflow-Client-Version"],
+        allow_credentials=False,
+    )

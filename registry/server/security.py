@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 
 import msgspec
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -45,6 +45,7 @@ from registry import events
 from registry import service as registry_service
 from registry.artifacts.api import RAW_BODY_OPT, requested_artifact_path
 from registry.events import PointerMove
+from registry.server.hardening import require_json_body
 from registry.uris import parse_model_uri
 from tracking import service as tracking_service
 from tracking.core.auth import (
@@ -55,15 +56,12 @@ from tracking.core.auth import (
     bind_principal,
     bound_principal,
     current_principal,
-    permission_opt,
     set_visibility,
 )
 from tracking.core.db import Database
 from tracking.core.errors import MlflowError, PermissionDenied
 from tracking.core.settings import Settings
-from tracking.store import ExperimentIdentity
-
-from .hardening import require_json_body
+from tracking.service import ExperimentIdentity
 
 log = logging.getLogger("mlgate.security")
 
@@ -478,8 +476,14 @@ async def check_pointer_move(session: Any, move: PointerMove) -> None:
 
 
 def mark_generated_routes_public(app: Litestar) -> None:
-    """Litestar answers OPTIONS on every path with an ``Allow`` header only: public."""
+    """Litestar answers OPTIONS on every path with an ``Allow`` header only: public.
+
+    Its generated handler lists the methods the path had when its first handler was
+    registered (``experiments/search`` said ``OPTIONS, POST`` and forgot ``GET``), so each one
+    is re-pointed at a function that reads the route's final method set.
+    """
     for route in app.routes:
+        methods = ", ".join(sorted(getattr(route, "methods", ())))
         for handler in getattr(route, "route_handlers", ()):
             generated = handler.handler_name == "options_handler"
             if (
@@ -488,115 +492,12 @@ def mark_generated_routes_public(app: Litestar) -> None:
                 and handler.http_methods == {"OPTIONS"}
             ):
                 handler.opt["permission"] = PUBLIC
+                if hasattr(handler, "_fn"):
+                    handler._fn = _allow_responder(methods)
 
 
-def openapi_config(version: str, prefix: str) -> Any:
-    """The OpenAPI document of the whole API (public), served by :data:`openapi_document`.
+def _allow_responder(methods: str) -> Callable[[Scope], Response[None]]:
+    def options_handler(scope: Scope) -> Response[None]:
+        return Response(content=None, status_code=204, headers={"Allow": methods})
 
-    mlgate's own endpoints (users, tokens, grants…) are typed and fully described; MLflow's
-    endpoints are listed with their paths and methods (their bodies are MLflow's protocol).
-    Litestar's documentation router, which adds an HTML catch-all for unknown paths, is kept
-    in its own ``<prefix>/openapi`` subtree, away from the API's JSON 404s.
-    """
-    from litestar import Router
-    from litestar.openapi.config import OpenAPIConfig
-    from litestar.openapi.plugins import JsonRenderPlugin
-    from litestar.openapi.spec import Components, SecurityScheme
-
-    return OpenAPIConfig(
-        title="mlgate",
-        version=version,
-        description="Model registry and deployment gates speaking MLflow's REST protocol.",
-        render_plugins=[JsonRenderPlugin()],
-        openapi_router=Router(
-            path=f"{prefix}/openapi",
-            route_handlers=[],
-            opt=permission_opt(PUBLIC),
-            include_in_schema=False,
-        ),
-        components=Components(
-            security_schemes={
-                "basic": SecurityScheme(type="http", scheme="basic"),
-                "bearer": SecurityScheme(type="http", scheme="bearer"),
-            }
-        ),
-        security=[{"basic": []}, {"bearer": []}],
-        use_handler_docstrings=True,
-    )
-
-
-# Every route can answer these, rendered by the one MLflow error handler.
-_ERROR_STATUSES = {
-    "400": "Invalid request (INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, BAD_REQUEST).",
-    "401": "No or invalid credentials (UNAUTHENTICATED).",
-    "403": "Not allowed (PERMISSION_DENIED).",
-    "404": "No such object (RESOURCE_DOES_NOT_EXIST).",
-    "413": "Request body too large (REQUEST_LIMIT_EXCEEDED).",
-    "415": "A mutation's body is not application/json.",
-    "429": "Too many failed logins (REQUEST_LIMIT_EXCEEDED); see Retry-After.",
-}
-_ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
-    "required": ["error_code", "message"],
-}
-
-
-def complete_document(document: dict[str, Any]) -> dict[str, Any]:
-    """Fill in what Litestar cannot see in the document it generates.
-
-    - MLflow-protocol handlers return pre-encoded JSON (``Response[bytes]``), which Litestar
-      describes as a string: their JSON responses are objects.
-    - Downloads (``Stream`` responses) are the file's bytes, of the file's own media type.
-    - Every route can answer MLflow's JSON errors (one exception handler renders them all).
-    """
-    for item in document.get("paths", {}).values():
-        for operation in item.values():
-            if not isinstance(operation, dict) or "responses" not in operation:
-                continue
-            responses = operation["responses"]
-            for response in responses.values():
-                if response.get("description") == "Stream Response":
-                    response["content"] = {"*/*": {"schema": {"type": "string"}}}
-                for media, content in (response.get("content") or {}).items():
-                    if media == "application/json" and content.get("schema") == {"type": "string"}:
-                        content["schema"] = {"type": "object"}
-            for status, description in _ERROR_STATUSES.items():
-                # Replaces Litestar's own 400 schema ({"detail", "status_code"}): mlgate's
-                # exception handler answers every error in MLflow's shape.
-                described = responses.get(status, {}).get("description") or description
-                responses[status] = {
-                    "description": described,
-                    "content": {"application/json": {"schema": _ERROR_SCHEMA}},
-                }
-    return document
-
-
-@get(
-    "/api/2.0/mlgate/openapi.json",
-    opt=permission_opt(PUBLIC),
-    include_in_schema=False,
-    media_type="application/vnd.oai.openapi+json",
-)
-async def openapi_document(request: Request[Any, Any, Any]) -> bytes:
-    """The OpenAPI 3.1 document (what schemathesis fuzzes), built once per app."""
-    cached: bytes | None = request.app.state.get("openapi_document")
-    if cached is None:
-        document = complete_document(request.app.openapi_schema.to_schema())
-        cached = request.app.state["openapi_document"] = msgspec.json.encode(document)
-    return cached
-
-
-def cors_config(settings: Settings) -> Any:
-    """CORS for the configured origins; None (off) by default."""
-    from litestar.config.cors import CORSConfig
-
-    origins = settings.cors_origin_list
-    if not origins:
-        return None
-    return CORSConfig(
-        allow_origins=list(origins),
-        allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-MLflow-Client-Version"],
-        allow_credentials=False,
-    )
+    return options_handler

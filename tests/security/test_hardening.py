@@ -145,3 +145,10 @@ def test_identity_endpoints_answer_without_auth(live_server: LiveServer) -> None
         "authenticated_by": "none",
         "grants": [],
     }
+
+
+def test_options_lists_every_method_of_a_path(live_server: LiveServer) -> None:
+    """Litestar's generated OPTIONS answer only knew the path's first-registered method."""
+    r = httpx.options(f"{live_server.url}{API}/experiments/search")
+    assert r.status_code == 204
+    assert r.headers["allow"] == "GET, OPTIONS, POST"

@@ -94,189 +94,575 @@ def _grant_to_delete(w: World) -> str:
 
 CASES = [
     # --- experiments -----------------------------------------------------------------------
-    Case("experiments", "get", "reader",
-         lambda w, who: _get(f"{API}/experiments/get", experiment_id=w.experiment_id)),
-    Case("experiments", "get-by-name", "reader",
-         lambda w, who: _get(f"{API}/experiments/get-by-name", experiment_name=w.experiment_name)),
-    Case("experiments", "create", "editor",
-         lambda w, who: _json("POST", f"{API}/experiments/create",
-                              {"name": w.experiment_name_for(who)})),
-    Case("experiments", "rename", "owner",
-         lambda w, who: _json("POST", f"{API}/experiments/update",
-                              {"experiment_id": w.new_experiment(), "new_name": w.experiment_name_for("renamed")})),
-    Case("experiments", "delete", "owner",
-         lambda w, who: _json("POST", f"{API}/experiments/delete", {"experiment_id": w.new_experiment()})),
-    Case("experiments", "restore", "owner",
-         lambda w, who: _json("POST", f"{API}/experiments/restore",
-                              {"experiment_id": _deleted_experiment(w)})),
-    Case("experiments", "set-tag", "editor",
-         lambda w, who: _json("POST", f"{API}/experiments/set-experiment-tag",
-                              {"experiment_id": w.experiment_id, "key": "k", "value": who})),
-    Case("experiments", "delete-tag", "editor",
-         lambda w, who: _json("POST", f"{API}/experiments/delete-experiment-tag",
-                              {"experiment_id": _tagged_experiment(w), "key": "t"})),
-    Case("experiments", "search", "authenticated",
-         lambda w, who: _json("POST", f"{API}/experiments/search", {"max_results": 5})),
-    Case("experiments", "search (GET)", "authenticated",
-         lambda w, who: _get(f"{API}/experiments/search", max_results=5)),
+    Case(
+        "experiments",
+        "get",
+        "reader",
+        lambda w, who: _get(f"{API}/experiments/get", experiment_id=w.experiment_id),
+    ),
+    Case(
+        "experiments",
+        "get-by-name",
+        "reader",
+        lambda w, who: _get(f"{API}/experiments/get-by-name", experiment_name=w.experiment_name),
+    ),
+    Case(
+        "experiments",
+        "create",
+        "editor",
+        lambda w, who: _json(
+            "POST", f"{API}/experiments/create", {"name": w.experiment_name_for(who)}
+        ),
+    ),
+    Case(
+        "experiments",
+        "rename",
+        "owner",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/experiments/update",
+            {"experiment_id": w.new_experiment(), "new_name": w.experiment_name_for("renamed")},
+        ),
+    ),
+    Case(
+        "experiments",
+        "delete",
+        "owner",
+        lambda w, who: _json(
+            "POST", f"{API}/experiments/delete", {"experiment_id": w.new_experiment()}
+        ),
+    ),
+    Case(
+        "experiments",
+        "restore",
+        "owner",
+        lambda w, who: _json(
+            "POST", f"{API}/experiments/restore", {"experiment_id": _deleted_experiment(w)}
+        ),
+    ),
+    Case(
+        "experiments",
+        "set-tag",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/experiments/set-experiment-tag",
+            {"experiment_id": w.experiment_id, "key": "k", "value": who},
+        ),
+    ),
+    Case(
+        "experiments",
+        "delete-tag",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/experiments/delete-experiment-tag",
+            {"experiment_id": _tagged_experiment(w), "key": "t"},
+        ),
+    ),
+    Case(
+        "experiments",
+        "search",
+        "authenticated",
+        lambda w, who: _json("POST", f"{API}/experiments/search", {"max_results": 5}),
+    ),
+    Case(
+        "experiments",
+        "search (GET)",
+        "authenticated",
+        lambda w, who: _get(f"{API}/experiments/search", max_results=5),
+    ),
     # --- runs --------------------------------------------------------------------------------
-    Case("runs", "create", "editor",
-         lambda w, who: _json("POST", f"{API}/runs/create", {"experiment_id": w.experiment_id})),
+    Case(
+        "runs",
+        "create",
+        "editor",
+        lambda w, who: _json("POST", f"{API}/runs/create", {"experiment_id": w.experiment_id}),
+    ),
     Case("runs", "get", "reader", lambda w, who: _get(f"{API}/runs/get", run_id=w.run_id)),
-    Case("runs", "update", "editor",
-         lambda w, who: _json("POST", f"{API}/runs/update", {"run_id": w.run_id, "status": "RUNNING"})),
-    Case("runs", "delete", "owner",
-         lambda w, who: _json("POST", f"{API}/runs/delete", {"run_id": w.new_run()})),
-    Case("runs", "restore", "owner",
-         lambda w, who: _json("POST", f"{API}/runs/restore", {"run_id": _deleted_run(w)})),
-    Case("runs", "log-parameter", "editor",
-         lambda w, who: _json("POST", f"{API}/runs/log-parameter",
-                              {"run_id": w.run_id, "key": f"p-{who}", "value": "1"})),
-    Case("runs", "set-tag", "editor",
-         lambda w, who: _json("POST", f"{API}/runs/set-tag", {"run_id": w.run_id, "key": "k", "value": "v"})),
-    Case("runs", "delete-tag", "editor",
-         lambda w, who: _json("POST", f"{API}/runs/delete-tag", {"run_id": _tagged_run(w), "key": "t"})),
-    Case("runs", "log-batch", "editor",
-         lambda w, who: _json("POST", f"{API}/runs/log-batch",
-                              {"run_id": w.run_id, "metrics": [{"key": "b", "value": 1, "timestamp": 1, "step": 0}]})),
-    Case("runs", "log-inputs", "editor",
-         lambda w, who: _json("POST", f"{API}/runs/log-inputs", {"run_id": w.run_id, "datasets": []})),
-    Case("runs", "outputs", "editor",
-         lambda w, who: _json("POST", f"{API}/runs/outputs",
-                              {"run_id": w.run_id, "models": [{"model_id": w.logged_model_id, "step": 0}]})),
-    Case("runs", "search", "authenticated",
-         lambda w, who: _json("POST", f"{API}/runs/search", {"experiment_ids": [w.experiment_id]})),
+    Case(
+        "runs",
+        "update",
+        "editor",
+        lambda w, who: _json(
+            "POST", f"{API}/runs/update", {"run_id": w.run_id, "status": "RUNNING"}
+        ),
+    ),
+    Case(
+        "runs",
+        "delete",
+        "owner",
+        lambda w, who: _json("POST", f"{API}/runs/delete", {"run_id": w.new_run()}),
+    ),
+    Case(
+        "runs",
+        "restore",
+        "owner",
+        lambda w, who: _json("POST", f"{API}/runs/restore", {"run_id": _deleted_run(w)}),
+    ),
+    Case(
+        "runs",
+        "log-parameter",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/runs/log-parameter",
+            {"run_id": w.run_id, "key": f"p-{who}", "value": "1"},
+        ),
+    ),
+    Case(
+        "runs",
+        "set-tag",
+        "editor",
+        lambda w, who: _json(
+            "POST", f"{API}/runs/set-tag", {"run_id": w.run_id, "key": "k", "value": "v"}
+        ),
+    ),
+    Case(
+        "runs",
+        "delete-tag",
+        "editor",
+        lambda w, who: _json(
+            "POST", f"{API}/runs/delete-tag", {"run_id": _tagged_run(w), "key": "t"}
+        ),
+    ),
+    Case(
+        "runs",
+        "log-batch",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/runs/log-batch",
+            {"run_id": w.run_id, "metrics": [{"key": "b", "value": 1, "timestamp": 1, "step": 0}]},
+        ),
+    ),
+    Case(
+        "runs",
+        "log-inputs",
+        "editor",
+        lambda w, who: _json(
+            "POST", f"{API}/runs/log-inputs", {"run_id": w.run_id, "datasets": []}
+        ),
+    ),
+    Case(
+        "runs",
+        "outputs",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/runs/outputs",
+            {"run_id": w.run_id, "models": [{"model_id": w.logged_model_id, "step": 0}]},
+        ),
+    ),
+    Case(
+        "runs",
+        "search",
+        "authenticated",
+        lambda w, who: _json("POST", f"{API}/runs/search", {"experiment_ids": [w.experiment_id]}),
+    ),
     # --- metrics -----------------------------------------------------------------------------
-    Case("metrics", "log-metric", "editor",
-         lambda w, who: _json("POST", f"{API}/runs/log-metric",
-                              {"run_id": w.run_id, "key": "m", "value": 2.0, "timestamp": 2, "step": 1})),
-    Case("metrics", "get-history", "reader",
-         lambda w, who: _get(f"{API}/metrics/get-history", run_id=w.run_id, metric_key="m")),
+    Case(
+        "metrics",
+        "log-metric",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/runs/log-metric",
+            {"run_id": w.run_id, "key": "m", "value": 2.0, "timestamp": 2, "step": 1},
+        ),
+    ),
+    Case(
+        "metrics",
+        "get-history",
+        "reader",
+        lambda w, who: _get(f"{API}/metrics/get-history", run_id=w.run_id, metric_key="m"),
+    ),
     # --- logged models -----------------------------------------------------------------------
-    Case("logged models", "create", "editor",
-         lambda w, who: _json("POST", f"{API}/logged-models", {"experiment_id": w.experiment_id, "name": who})),
-    Case("logged models", "get", "reader",
-         lambda w, who: _get(f"{API}/logged-models/{w.logged_model_id}")),
-    Case("logged models", "finalize", "editor",
-         lambda w, who: _json("PATCH", f"{API}/logged-models/{w.new_logged_model()}",
-                              {"status": "LOGGED_MODEL_READY"})),
-    Case("logged models", "set-tags", "editor",
-         lambda w, who: _json("PATCH", f"{API}/logged-models/{w.logged_model_id}/tags",
-                              {"tags": [{"key": "k", "value": who}]})),
-    Case("logged models", "delete-tag", "editor",
-         lambda w, who: ("DELETE", f"{API}/logged-models/{_tagged_logged_model(w)}/tags/t", {})),
-    Case("logged models", "params", "editor",
-         lambda w, who: _json("POST", f"{API}/logged-models/{w.logged_model_id}/params",
-                              {"params": [{"key": f"p-{who}", "value": "1"}]})),
-    Case("logged models", "delete", "owner",
-         lambda w, who: ("DELETE", f"{API}/logged-models/{w.new_logged_model()}", {})),
-    Case("logged models", "search", "authenticated",
-         lambda w, who: _json("POST", f"{API}/logged-models/search", {"experiment_ids": [w.experiment_id]})),
+    Case(
+        "logged models",
+        "create",
+        "editor",
+        lambda w, who: _json(
+            "POST", f"{API}/logged-models", {"experiment_id": w.experiment_id, "name": who}
+        ),
+    ),
+    Case(
+        "logged models",
+        "get",
+        "reader",
+        lambda w, who: _get(f"{API}/logged-models/{w.logged_model_id}"),
+    ),
+    Case(
+        "logged models",
+        "finalize",
+        "editor",
+        lambda w, who: _json(
+            "PATCH", f"{API}/logged-models/{w.new_logged_model()}", {"status": "LOGGED_MODEL_READY"}
+        ),
+    ),
+    Case(
+        "logged models",
+        "set-tags",
+        "editor",
+        lambda w, who: _json(
+            "PATCH",
+            f"{API}/logged-models/{w.logged_model_id}/tags",
+            {"tags": [{"key": "k", "value": who}]},
+        ),
+    ),
+    Case(
+        "logged models",
+        "delete-tag",
+        "editor",
+        lambda w, who: ("DELETE", f"{API}/logged-models/{_tagged_logged_model(w)}/tags/t", {}),
+    ),
+    Case(
+        "logged models",
+        "params",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/logged-models/{w.logged_model_id}/params",
+            {"params": [{"key": f"p-{who}", "value": "1"}]},
+        ),
+    ),
+    Case(
+        "logged models",
+        "delete",
+        "owner",
+        lambda w, who: ("DELETE", f"{API}/logged-models/{w.new_logged_model()}", {}),
+    ),
+    Case(
+        "logged models",
+        "search",
+        "authenticated",
+        lambda w, who: _json(
+            "POST", f"{API}/logged-models/search", {"experiment_ids": [w.experiment_id]}
+        ),
+    ),
     # --- registered models -------------------------------------------------------------------
-    Case("registered models", "create", "editor",
-         lambda w, who: _json("POST", f"{API}/registered-models/create", {"name": w.model_name_for(who)})),
-    Case("registered models", "get", "reader",
-         lambda w, who: _get(f"{API}/registered-models/get", name=w.model)),
-    Case("registered models", "rename", "owner",
-         lambda w, who: _json("POST", f"{API}/registered-models/rename",
-                              {"name": w.new_model(), "new_name": w.model_name_for("renamed")})),
-    Case("registered models", "update", "editor",
-         lambda w, who: _json("PATCH", f"{API}/registered-models/update", {"name": w.model, "description": who})),
-    Case("registered models", "delete", "owner",
-         lambda w, who: _json("DELETE", f"{API}/registered-models/delete", {"name": w.new_model()})),
-    Case("registered models", "search", "authenticated",
-         lambda w, who: _get(f"{API}/registered-models/search")),
-    Case("registered models", "set-tag", "editor",
-         lambda w, who: _json("POST", f"{API}/registered-models/set-tag", {"name": w.model, "key": "k", "value": "v"})),
-    Case("registered models", "delete-tag", "editor",
-         lambda w, who: _json("DELETE", f"{API}/registered-models/delete-tag",
-                              {"name": _tagged_model(w), "key": "t"})),
-    Case("registered models", "get-latest-versions", "reader",
-         lambda w, who: _json("POST", f"{API}/registered-models/get-latest-versions", {"name": w.model})),
-    Case("registered models", "get-latest-versions (GET)", "reader",
-         lambda w, who: _get(f"{API}/registered-models/get-latest-versions", name=w.model)),
+    Case(
+        "registered models",
+        "create",
+        "editor",
+        lambda w, who: _json(
+            "POST", f"{API}/registered-models/create", {"name": w.model_name_for(who)}
+        ),
+    ),
+    Case(
+        "registered models",
+        "get",
+        "reader",
+        lambda w, who: _get(f"{API}/registered-models/get", name=w.model),
+    ),
+    Case(
+        "registered models",
+        "rename",
+        "owner",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/registered-models/rename",
+            {"name": w.new_model(), "new_name": w.model_name_for("renamed")},
+        ),
+    ),
+    Case(
+        "registered models",
+        "update",
+        "editor",
+        lambda w, who: _json(
+            "PATCH", f"{API}/registered-models/update", {"name": w.model, "description": who}
+        ),
+    ),
+    Case(
+        "registered models",
+        "delete",
+        "owner",
+        lambda w, who: _json("DELETE", f"{API}/registered-models/delete", {"name": w.new_model()}),
+    ),
+    Case(
+        "registered models",
+        "search",
+        "authenticated",
+        lambda w, who: _get(f"{API}/registered-models/search"),
+    ),
+    Case(
+        "registered models",
+        "set-tag",
+        "editor",
+        lambda w, who: _json(
+            "POST", f"{API}/registered-models/set-tag", {"name": w.model, "key": "k", "value": "v"}
+        ),
+    ),
+    Case(
+        "registered models",
+        "delete-tag",
+        "editor",
+        lambda w, who: _json(
+            "DELETE", f"{API}/registered-models/delete-tag", {"name": _tagged_model(w), "key": "t"}
+        ),
+    ),
+    Case(
+        "registered models",
+        "get-latest-versions",
+        "reader",
+        lambda w, who: _json(
+            "POST", f"{API}/registered-models/get-latest-versions", {"name": w.model}
+        ),
+    ),
+    Case(
+        "registered models",
+        "get-latest-versions (GET)",
+        "reader",
+        lambda w, who: _get(f"{API}/registered-models/get-latest-versions", name=w.model),
+    ),
     # --- versions ----------------------------------------------------------------------------
-    Case("versions", "create", "editor",
-         lambda w, who: _json("POST", f"{API}/model-versions/create",
-                              {"name": w.model, "source": f"runs:/{w.run_id}/model", "run_id": w.run_id})),
-    Case("versions", "get", "reader",
-         lambda w, who: _get(f"{API}/model-versions/get", name=w.model, version=w.version)),
-    Case("versions", "update", "editor",
-         lambda w, who: _json("PATCH", f"{API}/model-versions/update",
-                              {"name": w.model, "version": w.version, "description": who})),
-    Case("versions", "delete", "owner",
-         lambda w, who: _json("DELETE", f"{API}/model-versions/delete",
-                              {"name": w.model, "version": w.new_version()})),
-    Case("versions", "search", "authenticated",
-         lambda w, who: _get(f"{API}/model-versions/search", filter=f"name = '{w.model}'")),
-    Case("versions", "set-tag", "editor",
-         lambda w, who: _json("POST", f"{API}/model-versions/set-tag",
-                              {"name": w.model, "version": w.version, "key": "k", "value": "v"})),
-    Case("versions", "delete-tag", "editor",
-         lambda w, who: _json("DELETE", f"{API}/model-versions/delete-tag",
-                              {"name": w.model, "version": _tagged_version(w), "key": "t"})),
-    Case("versions", "get-download-uri", "reader",
-         lambda w, who: _get(f"{API}/model-versions/get-download-uri", name=w.model, version=w.version)),
+    Case(
+        "versions",
+        "create",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/model-versions/create",
+            {"name": w.model, "source": f"runs:/{w.run_id}/model", "run_id": w.run_id},
+        ),
+    ),
+    Case(
+        "versions",
+        "get",
+        "reader",
+        lambda w, who: _get(f"{API}/model-versions/get", name=w.model, version=w.version),
+    ),
+    Case(
+        "versions",
+        "update",
+        "editor",
+        lambda w, who: _json(
+            "PATCH",
+            f"{API}/model-versions/update",
+            {"name": w.model, "version": w.version, "description": who},
+        ),
+    ),
+    Case(
+        "versions",
+        "delete",
+        "owner",
+        lambda w, who: _json(
+            "DELETE", f"{API}/model-versions/delete", {"name": w.model, "version": w.new_version()}
+        ),
+    ),
+    Case(
+        "versions",
+        "search",
+        "authenticated",
+        lambda w, who: _get(f"{API}/model-versions/search", filter=f"name = '{w.model}'"),
+    ),
+    Case(
+        "versions",
+        "set-tag",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/model-versions/set-tag",
+            {"name": w.model, "version": w.version, "key": "k", "value": "v"},
+        ),
+    ),
+    Case(
+        "versions",
+        "delete-tag",
+        "editor",
+        lambda w, who: _json(
+            "DELETE",
+            f"{API}/model-versions/delete-tag",
+            {"name": w.model, "version": _tagged_version(w), "key": "t"},
+        ),
+    ),
+    Case(
+        "versions",
+        "get-download-uri",
+        "reader",
+        lambda w, who: _get(
+            f"{API}/model-versions/get-download-uri", name=w.model, version=w.version
+        ),
+    ),
     # --- transitions and aliases -------------------------------------------------------------
-    Case("transitions", "transition-stage", "approver",
-         lambda w, who: _json("POST", f"{API}/model-versions/transition-stage",
-                              {"name": w.model, "version": w.new_version(), "stage": "Staging"})),
-    Case("aliases", "set", "approver",
-         lambda w, who: _json("POST", f"{API}/registered-models/alias",
-                              {"name": w.model, "alias": "candidate", "version": w.version})),
-    Case("aliases", "delete", "approver",
-         lambda w, who: _json("DELETE", f"{API}/registered-models/alias", {"name": w.model, "alias": "old"})),
-    Case("aliases", "get", "reader",
-         lambda w, who: _get(f"{API}/registered-models/alias", name=w.model, alias="champion")),
-    Case("history", "history", "reader",
-         lambda w, who: _get(f"{MLGATE}/registered-models/history", name=w.model)),
-    Case("history", "pointer-at", "reader",
-         lambda w, who: _get(f"{MLGATE}/registered-models/pointer-at", name=w.model, pointer="@champion")),
+    Case(
+        "transitions",
+        "transition-stage",
+        "approver",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/model-versions/transition-stage",
+            {"name": w.model, "version": w.new_version(), "stage": "Staging"},
+        ),
+    ),
+    Case(
+        "aliases",
+        "set",
+        "approver",
+        lambda w, who: _json(
+            "POST",
+            f"{API}/registered-models/alias",
+            {"name": w.model, "alias": "candidate", "version": w.version},
+        ),
+    ),
+    Case(
+        "aliases",
+        "delete",
+        "approver",
+        lambda w, who: _json(
+            "DELETE", f"{API}/registered-models/alias", {"name": w.model, "alias": "old"}
+        ),
+    ),
+    Case(
+        "aliases",
+        "get",
+        "reader",
+        lambda w, who: _get(f"{API}/registered-models/alias", name=w.model, alias="champion"),
+    ),
+    Case(
+        "history",
+        "history",
+        "reader",
+        lambda w, who: _get(f"{MLGATE}/registered-models/history", name=w.model),
+    ),
+    Case(
+        "history",
+        "pointer-at",
+        "reader",
+        lambda w, who: _get(
+            f"{MLGATE}/registered-models/pointer-at", name=w.model, pointer="@champion"
+        ),
+    ),
     # --- artifacts ---------------------------------------------------------------------------
-    Case("artifacts", "list", "reader",
-         lambda w, who: _get(f"{ARTIFACTS}/artifacts", path=f"{w.experiment_id}/{w.run_id}/artifacts")),
-    Case("artifacts", "download", "reader",
-         lambda w, who: ("GET", f"{ARTIFACTS}/artifacts/{w.experiment_id}/{w.run_id}/artifacts/a.txt", {})),
-    Case("artifacts", "upload", "editor",
-         lambda w, who: ("PUT", f"{ARTIFACTS}/artifacts/{w.experiment_id}/{w.run_id}/artifacts/up-{who}.txt",
-                         {"content": b"data"})),
-    Case("artifacts", "delete", "owner",
-         lambda w, who: ("DELETE", f"{ARTIFACTS}/artifacts/{_artifact_to_delete(w)}", {})),
-    Case("artifacts", "multipart create", "editor",
-         lambda w, who: _json("POST", f"{ARTIFACTS}/mpu/create/{w.experiment_id}/{w.run_id}/artifacts",
-                              {"path": f"big-{who}.bin", "num_parts": 1})),
-    Case("artifacts", "UI run download", "reader",
-         lambda w, who: _get("/get-artifact", run_uuid=w.run_id, path="a.txt")),
-    Case("artifacts", "UI version download", "reader",
-         lambda w, who: _get("/model-versions/get-artifact", name=w.model, version=w.version, path="MLmodel")),
+    Case(
+        "artifacts",
+        "list",
+        "reader",
+        lambda w, who: _get(
+            f"{ARTIFACTS}/artifacts", path=f"{w.experiment_id}/{w.run_id}/artifacts"
+        ),
+    ),
+    Case(
+        "artifacts",
+        "download",
+        "reader",
+        lambda w, who: (
+            "GET",
+            f"{ARTIFACTS}/artifacts/{w.experiment_id}/{w.run_id}/artifacts/a.txt",
+            {},
+        ),
+    ),
+    Case(
+        "artifacts",
+        "upload",
+        "editor",
+        lambda w, who: (
+            "PUT",
+            f"{ARTIFACTS}/artifacts/{w.experiment_id}/{w.run_id}/artifacts/up-{who}.txt",
+            {"content": b"data"},
+        ),
+    ),
+    Case(
+        "artifacts",
+        "delete",
+        "owner",
+        lambda w, who: ("DELETE", f"{ARTIFACTS}/artifacts/{_artifact_to_delete(w)}", {}),
+    ),
+    Case(
+        "artifacts",
+        "multipart create",
+        "editor",
+        lambda w, who: _json(
+            "POST",
+            f"{ARTIFACTS}/mpu/create/{w.experiment_id}/{w.run_id}/artifacts",
+            {"path": f"big-{who}.bin", "num_parts": 1},
+        ),
+    ),
+    Case(
+        "artifacts",
+        "UI run download",
+        "reader",
+        lambda w, who: _get("/get-artifact", run_uuid=w.run_id, path="a.txt"),
+    ),
+    Case(
+        "artifacts",
+        "UI version download",
+        "reader",
+        lambda w, who: _get(
+            "/model-versions/get-artifact", name=w.model, version=w.version, path="MLmodel"
+        ),
+    ),
     # --- mlgate admin APIs -------------------------------------------------------------------
     Case("mlgate", "whoami", "authenticated", lambda w, who: _get(f"{MLGATE}/whoami")),
-    Case("mlgate", "users/create", "admin",
-         lambda w, who: _json("POST", f"{MLGATE}/users/create",
-                              {"username": w.fresh("made-by"), "password": "another-long-password"})),
+    Case(
+        "mlgate",
+        "users/create",
+        "admin",
+        lambda w, who: _json(
+            "POST",
+            f"{MLGATE}/users/create",
+            {"username": w.fresh("made-by"), "password": "another-long-password"},
+        ),
+    ),
     Case("mlgate", "users/list", "admin", lambda w, who: _get(f"{MLGATE}/users/list")),
-    Case("mlgate", "users/get", "admin",
-         lambda w, who: _get(f"{MLGATE}/users/get", username=f"reader-{w.u}")),
-    Case("mlgate", "users/update (another user)", "admin",
-         lambda w, who: _json("PATCH", f"{MLGATE}/users/update",
-                              {"username": _other_user(w), "disabled": True})),
-    Case("mlgate", "users/delete", "admin",
-         lambda w, who: _json("DELETE", f"{MLGATE}/users/delete", {"username": _other_user(w)})),
-    Case("mlgate", "grants/create", "admin",
-         lambda w, who: _json("POST", f"{MLGATE}/grants/create",
-                              {"username": _other_user(w), "resource_type": "experiment",
-                               "pattern": "x-*", "role": "reader"})),
+    Case(
+        "mlgate",
+        "users/get",
+        "admin",
+        lambda w, who: _get(f"{MLGATE}/users/get", username=f"reader-{w.u}"),
+    ),
+    Case(
+        "mlgate",
+        "users/update (another user)",
+        "admin",
+        lambda w, who: _json(
+            "PATCH", f"{MLGATE}/users/update", {"username": _other_user(w), "disabled": True}
+        ),
+    ),
+    Case(
+        "mlgate",
+        "users/delete",
+        "admin",
+        lambda w, who: _json("DELETE", f"{MLGATE}/users/delete", {"username": _other_user(w)}),
+    ),
+    Case(
+        "mlgate",
+        "grants/create",
+        "admin",
+        lambda w, who: _json(
+            "POST",
+            f"{MLGATE}/grants/create",
+            {
+                "username": _other_user(w),
+                "resource_type": "experiment",
+                "pattern": "x-*",
+                "role": "reader",
+            },
+        ),
+    ),
     Case("mlgate", "grants/list", "admin", lambda w, who: _get(f"{MLGATE}/grants/list")),
-    Case("mlgate", "grants/delete", "admin",
-         lambda w, who: _json("DELETE", f"{MLGATE}/grants/delete", {"grant_id": _grant_to_delete(w)})),
-    Case("mlgate", "tokens/create (own)", "authenticated",
-         lambda w, who: _json("POST", f"{MLGATE}/tokens/create", {"name": f"matrix-{who}"})),
-    Case("mlgate", "tokens/list (own)", "authenticated", lambda w, who: _get(f"{MLGATE}/tokens/list")),
+    Case(
+        "mlgate",
+        "grants/delete",
+        "admin",
+        lambda w, who: _json(
+            "DELETE", f"{MLGATE}/grants/delete", {"grant_id": _grant_to_delete(w)}
+        ),
+    ),
+    Case(
+        "mlgate",
+        "tokens/create (own)",
+        "authenticated",
+        lambda w, who: _json("POST", f"{MLGATE}/tokens/create", {"name": f"matrix-{who}"}),
+    ),
+    Case(
+        "mlgate", "tokens/list (own)", "authenticated", lambda w, who: _get(f"{MLGATE}/tokens/list")
+    ),
     # --- public ------------------------------------------------------------------------------
     Case("server", "health", "public", lambda w, who: _get("/health")),
     Case("server", "server-info", "public", lambda w, who: _get("/api/3.0/mlflow/server-info")),
     Case("server", "openapi", "public", lambda w, who: _get(f"{MLGATE}/openapi.json")),
-]  # fmt: skip
+]
 
 
 def _artifact_to_delete(w: World) -> str:
@@ -336,12 +722,20 @@ def test_every_route_group_of_the_issue_is_in_the_matrix() -> None:
         lambda w: _get(f"{API}/experiments/get", experiment_id=w.hidden_experiment_id),
         lambda w: _get(f"{API}/experiments/get-by-name", experiment_name=f"hidden-{w.u}"),
         lambda w: _get(f"{API}/runs/get", run_id=w.hidden_run_id),
-        lambda w: _json("POST", f"{API}/runs/log-metric",
-                        {"run_id": w.hidden_run_id, "key": "m", "value": 1, "timestamp": 1}),
+        lambda w: _json(
+            "POST",
+            f"{API}/runs/log-metric",
+            {"run_id": w.hidden_run_id, "key": "m", "value": 1, "timestamp": 1},
+        ),
         lambda w: _get(f"{API}/registered-models/get", name=w.hidden_model),
-        lambda w: _get(f"{ARTIFACTS}/artifacts",
-                       path=f"{w.hidden_experiment_id}/{w.hidden_run_id}/artifacts"),
-        lambda w: ("GET", f"{ARTIFACTS}/artifacts/{w.hidden_experiment_id}/{w.hidden_run_id}/artifacts/s.txt", {}),
+        lambda w: _get(
+            f"{ARTIFACTS}/artifacts", path=f"{w.hidden_experiment_id}/{w.hidden_run_id}/artifacts"
+        ),
+        lambda w: (
+            "GET",
+            f"{ARTIFACTS}/artifacts/{w.hidden_experiment_id}/{w.hidden_run_id}/artifacts/s.txt",
+            {},
+        ),
         lambda w: _get(f"{ARTIFACTS}/artifacts"),  # the store's root lists every experiment
         lambda w: _get("/get-artifact", run_uuid=w.hidden_run_id, path="s.txt"),
         # An experiment or run that does not exist is refused alike: 403 does not tell.
@@ -349,7 +743,7 @@ def test_every_route_group_of_the_issue_is_in_the_matrix() -> None:
         lambda w: _get(f"{API}/runs/get", run_id="0" * 32),
         lambda w: _json("POST", f"{API}/runs/create", {}),  # the Default experiment "0"
     ],
-)  # fmt: skip
+)
 def test_objects_outside_the_grants_are_refused_even_to_owners(
     world: World, request_for: Any
 ) -> None:
