@@ -4,8 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
+# The web UI's browser libraries: from the npm registry, pinned by package-lock.json.
+FRONTEND := registry/server/web/frontend
+ASSETS := registry/server/web/static/vendor/.built
+# Debian's Chromium drives the browser tests (Playwright never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test test-sqlite test-postgres lint bench clean
+.PHONY: serve test test-sqlite test-postgres lint bench clean assets browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,21 +19,32 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(ASSETS): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/build.mjs
+	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	touch $(ASSETS)
+
+## Build the web UI's static assets (npm ci from the lock file, then copy into static/vendor).
+assets: $(ASSETS)
+
+## Install Debian's Chromium for the browser tests when it is missing.
+browser:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
+
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 ## Start the server on the embedded default (SQLite file + local artifact folder, 127.0.0.1:5000).
-serve: $(STAMP)
+serve: $(STAMP) $(ASSETS)
 	$(BIN)/mlgate server
 
 ## The whole test suite, on SQLite and then on PostgreSQL (127.0.0.1:5432, user postgres).
-test: $(STAMP) lint test-sqlite test-postgres
+test: $(STAMP) $(ASSETS) browser lint test-sqlite test-postgres
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) $(ASSETS) browser
 	MLGATE_TEST_BACKEND=sqlite $(BIN)/python -m pytest
 
-test-postgres: $(STAMP)
+test-postgres: $(STAMP) $(ASSETS) browser
 	MLGATE_TEST_BACKEND=postgres $(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -40,4 +57,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python tests/perf/bench_tracking.py --backend postgres
 
 clean:
-	rm -rf $(VENV) mlgate-data
+	rm -rf $(VENV) mlgate-data $(FRONTEND)/node_modules registry/server/web/static/vendor

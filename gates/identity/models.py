@@ -86,4 +86,25 @@ class LoginFailure(Base):
     window_start: Mapped[int] = mapped_column(BigInteger)
 
 
-__all__ = ["ApiToken", "Grant", "LoginFailure", "User"]
+class WebSession(Base):
+    """A signed-in browser (the web UI). Only the sha256 of the cookie's secret is stored.
+
+    Sessions live in the database so every replica honours them and logging out or disabling
+    the user ends them everywhere. ``csrf_secret`` is the per-session token forms must echo.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_web_sessions_user", "user_id"),
+        Index("ix_web_sessions_expires", "expires_at"),
+    )
+
+
+__all__ = ["ApiToken", "Grant", "LoginFailure", "User", "WebSession"]

@@ -540,6 +540,13 @@ async def _principal(
     )
 
 
+async def session_principal(
+    s: AsyncSession, user_id: int, username: str, is_admin: bool
+) -> Principal:
+    """The principal of a signed-in browser session (a password login, like Basic)."""
+    return await _principal(s, user_id, username, is_admin)
+
+
 @dataclass(frozen=True, slots=True)
 class BasicOutcome:
     principal: Principal | None

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gates.identity.models import ApiToken, Grant, LoginFailure, User
+from gates.identity.models import ApiToken, Grant, LoginFailure, User, WebSession
 from tracking.core.db import dialect_insert
 
 _USER = User.__table__
@@ -232,3 +232,35 @@ async def clear_login_failures(s: AsyncSession, keys: Sequence[str]) -> None:
 async def purge_login_failures(s: AsyncSession, before: int) -> None:
     """Drop windows that ended before ``before`` (ms), keeping the table small."""
     await s.execute(delete(LoginFailure).where(LoginFailure.window_start < before))
+
+
+# --- web sessions ------------------------------------------------------------------------------
+
+
+async def insert_web_session(s: AsyncSession, **values: Any) -> None:
+    await s.execute(insert(WebSession).values(**values))
+
+
+async def web_session_with_user(s: AsyncSession, id_hash: str) -> Any:
+    """The session with this secret hash joined with its user's row, or None."""
+    stmt = (
+        select(
+            WebSession.csrf_secret,
+            WebSession.expires_at,
+            User.id.label("user_id"),
+            User.username,
+            User.is_admin,
+            User.disabled,
+        )
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.id_hash == id_hash)
+    )
+    return (await s.execute(stmt)).first()
+
+
+async def delete_web_session(s: AsyncSession, id_hash: str) -> None:
+    await s.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
+
+
+async def purge_web_sessions(s: AsyncSession, before: int) -> None:
+    await s.execute(delete(WebSession).where(WebSession.expires_at <= before))

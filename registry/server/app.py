@@ -35,6 +35,12 @@ from registry.artifacts.api import (
 from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
 from registry.server import hardening, openapi, security
+from registry.server.web.routes import (
+    UI_EXCEPTION_HANDLERS,
+    UI_GUARDS,
+    static_router,
+    web_route_handlers,
+)
 from tracking.core.auth import PUBLIC, permission_opt
 from tracking.core.db import Database
 from tracking.core.errors import EXCEPTION_HANDLERS
@@ -147,6 +153,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 *gates.audit.api.MLGATE_ROUTE_HANDLERS,
                 *gates.identity.api.ROUTE_HANDLERS,
             ],
+        )
+    )
+    # The web UI at "/": same services, same permission declarations, HTML errors, CSRF checks.
+    routers.append(
+        Router(
+            path="/",
+            route_handlers=[*web_route_handlers(), static_router()],
+            exception_handlers=UI_EXCEPTION_HANDLERS,
+            guards=UI_GUARDS,
+            include_in_schema=False,
         )
     )
     guard.install()

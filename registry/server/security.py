@@ -34,6 +34,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gates.identity import service as identity
+from gates.identity import sessions
 from gates.identity.errors import (
     AuthenticationRequired,
     InvalidCredentials,
@@ -46,6 +47,7 @@ from registry import service as registry_service
 from registry.artifacts.api import RAW_BODY_OPT, requested_artifact_path
 from registry.events import PointerMove
 from registry.server.hardening import require_json_body
+from registry.server.web import session as web_session
 from registry.uris import parse_model_uri
 from tracking import service as tracking_service
 from tracking.core.auth import (
@@ -196,9 +198,23 @@ class AuthenticationMiddleware:
         principal = None
         if header is not None and header.strip():
             principal = await self.authenticate(scope, header)
+        elif web_session.is_web_path(scope["path"]):
+            cookie = web_session.cookie_value(scope, web_session.SESSION_COOKIE)
+            if cookie:
+                principal = await self.authenticate_browser(scope, cookie)
         scope[PRINCIPAL_SCOPE_KEY] = principal  # type: ignore[literal-required]
         with bind_principal(principal):
             await self.app(scope, receive, send)
+
+    async def authenticate_browser(self, scope: Scope, cookie: str) -> Principal | None:
+        """A web UI session; a stale or unknown cookie just means "signed out"."""
+        db: Database = scope["app"].state["db"]
+        async with db.read() as s:
+            found = await sessions.resolve_session(s, cookie)
+        if found is None:
+            return None
+        scope[web_session.SESSION_CSRF_SCOPE_KEY] = found.csrf_secret  # type: ignore[literal-required]
+        return found.principal
 
     async def authenticate(self, scope: Scope, header: str) -> Principal:
         db: Database = scope["app"].state["db"]

@@ -73,6 +73,12 @@ class Settings:
     webhook_allowlist: str = ""
     # Key that seals subscription secrets at rest (AES-GCM); empty stores them unsealed.
     webhook_secret_key: str = ""
+    # --- web UI ---
+    # How long a browser stays signed in, and whether its cookies are HTTPS-only. Browsers
+    # accept Secure cookies from http://localhost and 127.0.0.1; turn this off only for plain
+    # HTTP on another host (behind a TLS proxy it stays on).
+    ui_session_hours: int = 12
+    ui_cookie_secure: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,0 +1,125 @@
+"""Rendering pages: the Jinja environment, its filters, and the headers every page carries."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from litestar import Request, Response
+
+from registry.server.web import session
+from tracking.core.auth import current_principal
+from tracking.core.settings import Settings
+
+STATIC_DIR = Path(__file__).parent / "static"
+VENDOR_DIR = STATIC_DIR / "vendor"
+# Pages run only the UI's own scripts and styles, served from this origin. JSON data for the
+# charts sits in <script type="application/json"> blocks, which are data, never executed.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+HTML = "text/html; charset=utf-8"
+
+
+def format_time(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_number(value: Any) -> str:
+    """Metric values for people: integers as such, floats to 6 significant digits."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return f"{value:.6g}"
+    return str(value)
+
+
+def format_bytes(size: int | None) -> str:
+    if size is None:
+        return ""
+    amount = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{int(amount)} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return str(size)
+
+
+def with_query(path: str, **params: Any) -> str:
+    """``path?a=1&b=2`` for the params that are not None (lists repeat the key)."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None or value == "":
+            continue
+        if isinstance(value, list | tuple):
+            pairs.extend((key, str(item)) for item in value)
+        else:
+            pairs.append((key, str(value)))
+    return f"{path}?{urlencode(pairs)}" if pairs else path
+
+
+ENV = Environment(
+    loader=PackageLoader("registry.server.web", "templates"),
+    autoescape=select_autoescape(["html"]),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+ENV.filters["ts"] = format_time
+ENV.filters["num"] = format_number
+ENV.filters["bytes"] = format_bytes
+ENV.globals["with_query"] = with_query
+
+
+def settings_of(request: Request[Any, Any, Any]) -> Settings:
+    found: Settings = request.app.state["settings"]
+    return found
+
+
+def page(
+    request: Request[Any, Any, Any],
+    template: str,
+    *,
+    status_code: int = 200,
+    **context: Any,
+) -> Response[str]:
+    """Render ``template`` as a full page for this request's user."""
+    settings = settings_of(request)
+    principal = current_principal(request)
+    csrf = session.csrf_token(request)
+    body = ENV.get_template(template).render(
+        request_path=request.url.path,
+        principal=principal,
+        auth_on=settings.auth,
+        csrf_token=csrf,
+        charts_available=(VENDOR_DIR / "uPlot.iife.min.js").is_file(),
+        **context,
+    )
+    response = Response(
+        content=body,
+        status_code=status_code,
+        media_type=HTML,
+        headers={"Content-Security-Policy": PAGE_CSP},
+    )
+    session.set_csrf_cookie_if_new(request, response, settings)
+    return response
+
+
+def render_fragment(template: str, **context: Any) -> str:
+    return ENV.get_template(template).render(**context)

@@ -1,0 +1,82 @@
+"""The UI's routes: every page module's handlers, its error pages, CSRF checks and static files."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request, Response
+from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import HTTPException
+from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
+
+from registry.server.web import session
+from registry.server.web.pages import account
+from registry.server.web.render import STATIC_DIR, page
+from tracking.core.auth import PUBLIC, permission_opt
+from tracking.core.errors import MlflowError, Unauthenticated
+
+Req = Request[Any, Any, Any]
+
+# Page modules, in the order their routes are registered. Each exports ROUTE_HANDLERS.
+PAGE_MODULES: list[Any] = [account]
+
+
+def _load_page_modules() -> list[Any]:
+    import importlib
+
+    names = ("registry_pages", "approvals", "tracking_pages", "artifacts", "audit_pages")
+    found = list(PAGE_MODULES)
+    for name in names:
+        try:
+            found.append(importlib.import_module(f"registry.server.web.pages.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"registry.server.web.pages.{name}":
+                raise
+    return found
+
+
+def _wants_login(request: Req) -> Response[Any]:
+    target = request.url.path
+    if request.url.query:
+        target = f"{target}?{request.url.query}"
+    return Redirect(f"/login?next={quote(target, safe='')}", status_code=303)
+
+
+def ui_error(request: Req, exc: Exception) -> Response[Any]:
+    """UI routes answer errors with a page, not JSON; signed-out visitors go to the login."""
+    if isinstance(exc, Unauthenticated) and request.method == "GET":
+        return _wants_login(request)
+    if isinstance(exc, MlflowError):
+        status, code, message = exc.status_code, exc.error_code, exc.message
+    elif isinstance(exc, HTTPException):
+        status, code, message = exc.status_code, "BAD_REQUEST", str(exc.detail)
+    else:
+        raise exc
+    if status >= 500:
+        code, message = "INTERNAL_ERROR", "Something went wrong on the server."
+    return page(request, "error.html", status_code=status, code=code, message=message)
+
+
+def web_route_handlers() -> list[ControllerRouterHandler]:
+    handlers: list[ControllerRouterHandler] = []
+    for module in _load_page_modules():
+        handlers.extend(module.ROUTE_HANDLERS)
+    return handlers
+
+
+def static_router() -> ControllerRouterHandler:
+    return create_static_files_router(
+        path="/static",
+        directories=[STATIC_DIR],
+        opt=permission_opt(PUBLIC),
+        include_in_schema=False,
+        name="static",
+        cache_control=CacheControlHeader(max_age=3600, private=True),
+    )
+
+
+UI_EXCEPTION_HANDLERS: dict[Any, Any] = {MlflowError: ui_error, HTTPException: ui_error}
+UI_GUARDS = [session.csrf_guard]

@@ -1,0 +1,136 @@
+"""Signing in to the web UI: cookies, CSRF, logout, throttling, and what a cookie may not do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from tests.security.auth_world import PASSWORD, World
+from tests.web.support import Browser, csrf_of
+
+
+def test_login_sets_a_secure_httponly_session_cookie(browser_for: Callable[[str], Browser]) -> None:
+    browser = browser_for("reader")
+    session_headers = [h for h in browser.set_cookie_headers if h.startswith("mlgate_session=")]
+    assert session_headers, browser.set_cookie_headers
+    header = session_headers[-1].lower()
+    assert "httponly" in header
+    assert "secure" in header
+    assert "samesite=lax" in header
+    # Signed in, the login page sends the user on to where they were going.
+    response = browser.get("/login?next=/experiments", follow=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/experiments"
+
+
+def test_wrong_password_shows_the_form_again_with_an_error(web_world: World) -> None:
+    browser = Browser(web_world.server.url)
+    page = browser.get("/login")
+    response = browser.post_form(
+        "/login",
+        {"username": f"reader-{web_world.u}", "password": "not-the-password"},
+        csrf=csrf_of(page.text),
+    )
+    assert response.status_code == 401
+    assert "Wrong user name or password" in response.text
+    assert "mlgate_session" not in browser.cookies
+    browser.close()
+
+
+def test_login_without_the_csrf_token_is_refused(web_world: World) -> None:
+    browser = Browser(web_world.server.url)
+    browser.get("/login")
+    response = browser.post_form(
+        "/login", {"username": f"reader-{web_world.u}", "password": PASSWORD}, csrf="forged"
+    )
+    assert response.status_code == 403
+    assert "security token" in response.text
+    assert "mlgate_session" not in browser.cookies
+    browser.close()
+
+
+def test_a_form_posted_from_another_origin_is_refused(web_world: World) -> None:
+    browser = Browser(web_world.server.url)
+    page = browser.get("/login")
+    response = browser.post_form(
+        "/login",
+        {"username": f"reader-{web_world.u}", "password": PASSWORD},
+        csrf=csrf_of(page.text),
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403
+    assert "mlgate_session" not in browser.cookies
+    browser.close()
+
+
+def test_logout_ends_the_session_on_the_server(browser_for: Callable[[str], Browser]) -> None:
+    browser = browser_for("reader")
+    stolen = browser.cookies["mlgate_session"]
+    page = browser.get("/login?next=/", follow=True)
+    response = browser.post_form("/logout", {}, csrf=csrf_of(page.text), follow=False)
+    assert response.status_code == 303
+    assert "mlgate_session" not in browser.cookies
+    # Replaying the old cookie no longer signs anyone in.
+    replay = httpx.get(
+        f"{browser.base_url}/login?next=/x",
+        headers={"Cookie": f"mlgate_session={stolen}"},
+        follow_redirects=False,
+    )
+    assert replay.status_code == 200
+    assert 'name="password"' in replay.text
+
+
+def test_logout_needs_the_sessions_csrf_token(browser_for: Callable[[str], Browser]) -> None:
+    browser = browser_for("reader")
+    response = browser.post_form("/logout", {}, csrf="not-the-token", follow=False)
+    assert response.status_code == 403
+    assert browser.get("/login?next=/x", follow=False).status_code == 303  # still signed in
+
+
+def test_a_session_cookie_does_not_authenticate_the_json_api(
+    browser_for: Callable[[str], Browser],
+) -> None:
+    browser = browser_for("admin")
+    response = browser.get("/api/2.0/mlflow/experiments/search?max_results=1")
+    assert response.status_code == 401
+    assert response.json()["error_code"] == "UNAUTHENTICATED"
+
+
+def test_login_redirects_only_to_paths_on_this_server(web_world: World) -> None:
+    browser = Browser(web_world.server.url)
+    page = browser.get("/login")
+    response = browser.post_form(
+        "/login",
+        {
+            "username": f"reader-{web_world.u}",
+            "password": PASSWORD,
+            "next": "//evil.example/steal",
+        },
+        csrf=csrf_of(page.text),
+        follow=False,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    browser.close()
+
+
+def test_a_disabled_users_session_stops_working(web_world: World) -> None:
+    name = web_world.fresh("leaver")
+    web_world.create_user(name)
+    browser = Browser(web_world.server.url)
+    assert browser.login(name, PASSWORD).status_code == 303
+    assert browser.get("/login?next=/x", follow=False).status_code == 303
+    web_world.admin_json(
+        "PATCH", "/api/2.0/mlgate/users/update", json={"username": name, "disabled": True}
+    )
+    assert browser.get("/login?next=/x", follow=False).status_code == 200
+    browser.close()
+
+
+def test_pages_carry_a_strict_content_security_policy(web_world: World) -> None:
+    response = httpx.get(f"{web_world.server.url}/login")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
