@@ -115,7 +115,9 @@ def page(
         content=body,
         status_code=status_code,
         media_type=HTML,
-        headers={"Content-Security-Policy": PAGE_CSP},
+        # same-origin (not the API's no-referrer): with no-referrer, browsers send
+        # "Origin: null" on form posts, and the CSRF guard needs the real origin.
+        headers={"Content-Security-Policy": PAGE_CSP, "Referrer-Policy": "same-origin"},
     )
     session.set_csrf_cookie_if_new(request, response, settings)
     return response
