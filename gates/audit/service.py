@@ -270,3 +270,70 @@ async def record_registry_event(session: AsyncSession, event: RegistryEvent) -> 
     if found is not None:
         kind, payload, actor = found
         await append(session, kind, f"model:{event.name}", payload, actor)
+
+
+# --- filtered reading (the web UI's audit page) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit page filters by; empty fields do not filter.
+
+    ``kind`` is exact, or a prefix when it ends with ``*`` (``approval.*``). ``model`` finds
+    entries about that registered model: its pointer moves and gate decisions (subject
+    ``model:<name>``) and the approvals and policies whose payload names it. ``since_ms`` is
+    inclusive and ``until_ms`` exclusive (epoch milliseconds).
+    """
+
+    kind: str | None = None
+    model: str | None = None
+    actor: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def fingerprint(self) -> str:
+        return "audit-filter:" + canonical_json(
+            [self.kind, self.model, self.actor, self.since_ms, self.until_ms]
+        )
+
+
+async def search_filtered(
+    s: AsyncSession,
+    where: AuditFilter,
+    *,
+    max_results: int | None,
+    page_token: str | None,
+) -> tuple[list[AuditEntryOut], str | None]:
+    """Entries newest first matching ``where``, in pages of at most 1000 (keyset on seq)."""
+    limit = DEFAULT_PAGE if max_results is None else max_results
+    if limit < 1 or limit > MAX_PAGE:
+        raise InvalidParameter(f"max_results must be between 1 and {MAX_PAGE}.")
+    if where.kind is not None and len(where.kind) > MAX_KIND + 1:
+        raise InvalidParameter(f"An audit kind is at most {MAX_KIND} characters.")
+    if where.model is not None and len(where.model) > MAX_SUBJECT:
+        raise InvalidParameter(f"A model name is at most {MAX_SUBJECT} characters.")
+    if where.actor is not None and len(where.actor) > MAX_ACTOR:
+        raise InvalidParameter(f"An actor is at most {MAX_ACTOR} characters.")
+    fingerprint = where.fingerprint()
+    before = decode_page_token(page_token, fingerprint) if page_token else None
+    kind: str | None = where.kind or None
+    kind_prefix: str | None = None
+    if kind is not None and kind.endswith("*"):
+        kind_prefix = kind[:-1] or None
+        kind = None
+    model = where.model or None
+    rows = await store.search_filtered(
+        s,
+        kind=kind,
+        kind_prefix=kind_prefix,
+        model=model,
+        # Payloads are canonical JSON, so a model is always spelled exactly this way in them.
+        model_payload=None if model is None else canonical_json({"model": model})[1:-1],
+        actor=where.actor or None,
+        since_ms=where.since_ms,
+        until_ms=where.until_ms,
+        before_seq=before,
+        limit=limit + 1,
+    )
+    token = encode_page_token(int(rows[limit - 1].seq), fingerprint) if len(rows) > limit else None
+    return [entry_out(r) for r in rows[:limit]], token

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import Table, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.audit.models import AuditEntry
@@ -56,6 +56,49 @@ async def search(
         stmt = stmt.where(_L.c.kind == kind)
     if subject is not None:
         stmt = stmt.where(_L.c.subject == subject)
+    if before_seq is not None:
+        stmt = stmt.where(_L.c.seq < before_seq)
+    stmt = stmt.order_by(_L.c.seq.desc()).limit(limit)
+    return list((await s.execute(stmt)).all())
+
+
+async def search_filtered(
+    s: AsyncSession,
+    *,
+    kind: str | None,
+    kind_prefix: str | None,
+    model: str | None,
+    model_payload: str | None,
+    actor: str | None,
+    since_ms: int | None,
+    until_ms: int | None,
+    before_seq: int | None,
+    limit: int,
+) -> list[Any]:
+    """Newest first, by kind (exact or prefix), model, actor and time; keyset on ``seq``.
+
+    ``model`` matches the ``model:<name>`` subject; ``model_payload`` (the canonical JSON
+    ``"model":"<name>"`` fragment) also finds approvals and policies bound to that model.
+    """
+    stmt = select(_L)
+    if kind is not None:
+        stmt = stmt.where(_L.c.kind == kind)
+    if kind_prefix is not None:
+        stmt = stmt.where(_L.c.kind.startswith(kind_prefix, autoescape=True))
+    if model is not None:
+        by_subject = _L.c.subject == f"model:{model}"
+        if model_payload is not None:
+            stmt = stmt.where(
+                or_(by_subject, _L.c.payload.contains(model_payload, autoescape=True))
+            )
+        else:
+            stmt = stmt.where(by_subject)
+    if actor is not None:
+        stmt = stmt.where(_L.c.actor == actor)
+    if since_ms is not None:
+        stmt = stmt.where(_L.c.at >= since_ms)
+    if until_ms is not None:
+        stmt = stmt.where(_L.c.at < until_ms)
     if before_seq is not None:
         stmt = stmt.where(_L.c.seq < before_seq)
     stmt = stmt.order_by(_L.c.seq.desc()).limit(limit)

@@ -339,3 +339,21 @@ async def count_deliveries(s: AsyncSession, subscription_id: str, status: str) -
         .where(_D.c.subscription_id == subscription_id, _D.c.status == status)
     )
     return int(result.scalar_one())
+
+
+async def latest_deliveries(s: AsyncSession, subscription_ids: Sequence[str]) -> list[Any]:
+    """The newest delivery of each listed subscription, in one query (the webhooks page)."""
+    if not subscription_ids:
+        return []
+    newest = (
+        select(func.max(_D.c.id).label("id"))
+        .where(_D.c.subscription_id.in_(list(subscription_ids)))
+        .group_by(_D.c.subscription_id)
+        .subquery()
+    )
+    stmt = (
+        select(*_delivery_columns())
+        .join(_E, _E.c.id == _D.c.event_pk)
+        .where(_D.c.id.in_(select(newest.c.id)))
+    )
+    return list((await s.execute(stmt)).all())

@@ -354,3 +354,9 @@ def artifact_routes() -> list[ControllerRouterHandler]:
         ),
         *ARTIFACT_UI_ROUTE_HANDLERS,
     ]
+
+
+def content_disposition(name: str, *, inline: bool = False) -> str:
+    """The Content-Disposition serving ``name``: ``attachment`` unless ``inline``, RFC 5987 name."""
+    value = _content_disposition(name)
+    return "inline" + value.removeprefix("attachment") if inline else value

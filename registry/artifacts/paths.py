@@ -212,3 +212,20 @@ def client_file_name(raw: str) -> str:
         raise InvalidParameter("'path' must name the file being uploaded.")
     name = re.split(r"[/\\]", raw)[-1]
     return ArtifactPath((name,)).name
+
+
+def run_artifact_root(experiment_id: str, artifact_uri: str) -> ArtifactPath | None:
+    """The store folder holding a run's artifacts, or None when mlgate's store does not.
+
+    Only an ``mlflow-artifacts:/<experiment_id>/...`` location below the run's own experiment
+    counts. Anything else (a ``file:``/``s3:`` URI recorded by another tool, a host-bearing
+    URI, the store root) is never opened: a recorded URI is client data, and following it is
+    MLflow's CVE-2023-6909 / CVE-2024-0520 class of bug.
+    """
+    try:
+        root = parse_artifact_uri(artifact_uri)
+    except InvalidParameter:
+        return None
+    if len(root.parts) < 2 or root.parts[0] != str(experiment_id):
+        return None
+    return root

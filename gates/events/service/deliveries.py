@@ -140,3 +140,9 @@ async def test_webhook(
     finally:
         await sender.aclose()
     return test_result(outcome.status_code, outcome.response_body, outcome.error)
+
+
+async def latest_delivery_of(s: AsyncSession, subscription_ids: list[str]) -> dict[str, Delivery]:
+    """Each subscription's newest delivery (absent when it has none), in one query."""
+    rows = await store.latest_deliveries(s, subscription_ids)
+    return {str(r.subscription_id): delivery_out(r) for r in rows}
