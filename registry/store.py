@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, select, update
+from sqlalchemy import Select, and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -566,3 +566,57 @@ async def version_ids_of_run(s: AsyncSession, model_id: int, run_id: str, limit:
         .limit(limit)
     )
     return [int(v) for v in (await s.execute(stmt)).scalars()]
+
+
+# --- web UI reads (model pages) ------------------------------------------------------------------
+
+
+def model_versions_select(model_id: int) -> Select:
+    """Ids of one model's versions, newest first (the model page's versions table)."""
+    return (
+        select(ModelVersion.id)
+        .where(ModelVersion.model_id == model_id)
+        .order_by(ModelVersion.version.desc())
+    )
+
+
+async def model_ids_by_names(s: AsyncSession, names: Sequence[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    rows = await s.execute(
+        select(RegisteredModel.name, RegisteredModel.id).where(
+            RegisteredModel.name.in_(sorted(set(names)))
+        )
+    )
+    return {str(name): int(pk) for name, pk in rows}
+
+
+def alias_targets_select(pairs: Sequence[tuple[int, str]]) -> Select:
+    """Ids of the versions several (model id, alias) pairs point at, in one statement."""
+    wanted = [
+        and_(RegisteredModelAlias.model_id == model_id, RegisteredModelAlias.alias == alias)
+        for model_id, alias in pairs
+    ]
+    return (
+        select(ModelVersion.id)
+        .join(
+            RegisteredModelAlias,
+            and_(
+                RegisteredModelAlias.model_id == ModelVersion.model_id,
+                RegisteredModelAlias.version == ModelVersion.version,
+            ),
+        )
+        .where(or_(*wanted) if wanted else false())
+    )
+
+
+async def pointer_names(s: AsyncSession, model_id: int, limit: int) -> list[tuple[str, str]]:
+    """The distinct (kind, pointer) pairs a model's history mentions, stages first."""
+    stmt = (
+        select(PointerEvent.pointer_kind, PointerEvent.pointer)
+        .where(PointerEvent.model_id == model_id)
+        .group_by(PointerEvent.pointer_kind, PointerEvent.pointer)
+        .order_by(PointerEvent.pointer_kind.desc(), PointerEvent.pointer)
+        .limit(limit)
+    )
+    return [(str(kind), str(pointer)) for kind, pointer in await s.execute(stmt)]

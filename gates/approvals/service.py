@@ -35,6 +35,7 @@ from gates.policies.rules import decode_rules
 from gates.policies.schemas import CheckResult, DecisionOut
 from registry import service as registry
 from registry.artifacts.storage import ArtifactStorage
+from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, PermissionDenied, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_page_token
@@ -426,3 +427,44 @@ async def add_comment(
     out = await _render(s, row, at)
     await _event(s, "approval.commented", out, actor.name, comment=comment)
     return ApprovalResult(out)
+
+
+# --- reads for the web UI ------------------------------------------------------------------------
+
+
+async def list_visible_requests(
+    s: AsyncSession,
+    status: str | None = None,
+    model: str | None = None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+    *,
+    scope: ResourceScope | None = None,
+) -> tuple[list[ApprovalOut], str | None]:
+    """:func:`list_requests` keeping the requests on models ``scope`` lets the caller read
+    (None: all), filtered inside the query so pages stay full."""
+    if status and status not in STATUSES:
+        raise InvalidParameter(f"Invalid status '{status}': use one of {', '.join(STATUSES)}.")
+    limit = policies.page_limit(max_results)
+    fingerprint = f"approvals-visible:{status}:{model}"
+    offset = decode_page_token(page_token, fingerprint)
+    now = now_ms()
+    rows = await store.list_requests_in_scope(
+        s, status=status, model=model, now=now, offset=offset, limit=limit + 1, scope=scope
+    )
+    token = encode_page_token(offset + limit, fingerprint) if len(rows) > limit else None
+    page = rows[:limit]
+    approved = await store.approvers(s, [r.id for r in page])
+    return [_out(r, approved[r.id], now) for r in page], token
+
+
+async def may_approve(
+    s: AsyncSession, actor: Actor, model: str, target: str, *, check_role: bool = True
+) -> bool:
+    """Whether ``actor``'s role lets them approve or reject a request on ``model`` -> ``target``
+    (read-only; the same role rule as :func:`approve`'s NotAnApprover check, from the
+    principal's loaded grants). Separation of duties and the request's state are checked
+    only when acting, so the requester still sees the buttons and gets the refusal."""
+    if not check_role or actor.is_admin:
+        return True
+    return await ports.can_promote(s, actor, model, target)

@@ -8,7 +8,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals.models import ApprovalAction, ApprovalRequest
+from tracking.core.auth import ResourceScope
 from tracking.core.db import dialect_insert, dialect_name
+from tracking.search.sql import scope_predicate
 
 
 async def insert_request(s: AsyncSession, **values: Any) -> None:
@@ -88,4 +90,29 @@ async def list_requests(
         stmt = stmt.where(ApprovalRequest.status == status)
     if model:
         stmt = stmt.where(ApprovalRequest.model_name == model)
+    return list((await s.execute(stmt.offset(offset).limit(limit))).scalars())
+
+
+async def list_requests_in_scope(
+    s: AsyncSession,
+    *,
+    status: str | None,
+    model: str | None,
+    now: int,
+    offset: int,
+    limit: int,
+    scope: ResourceScope | None,
+) -> list[ApprovalRequest]:
+    """:func:`list_requests` limited to the models ``scope`` lets through (None: all)."""
+    stmt = select(ApprovalRequest).order_by(ApprovalRequest.created_at.desc(), ApprovalRequest.id)
+    if status == "pending":
+        stmt = stmt.where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at > now)
+    elif status == "expired":
+        stmt = stmt.where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at <= now)
+    elif status:
+        stmt = stmt.where(ApprovalRequest.status == status)
+    if model:
+        stmt = stmt.where(ApprovalRequest.model_name == model)
+    if scope is not None:
+        stmt = stmt.where(scope_predicate(scope, ApprovalRequest.model_name))
     return list((await s.execute(stmt.offset(offset).limit(limit))).scalars())

@@ -459,3 +459,62 @@ async def record_decision(s: AsyncSession, **values: object) -> DecisionOut:
     found = await store.get_decision(s, decision_id)
     assert found is not None
     return await render_decision(s, found)
+
+
+# --- reads for the web UI ------------------------------------------------------------------------
+
+# Gates are configuration (a handful per team), so the UI matches model names against every
+# enabled policy in memory; the cap keeps a pathological table from being read whole.
+MAX_POLICIES_MATCHED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPolicy:
+    """A policy whose pattern matches a model; ``effective``: it is the gate ``gate_for``
+    would pick for its target (an exact name beats a pattern, a longer pattern a shorter)."""
+
+    policy: PolicyOut
+    effective: bool
+
+
+async def policies_for_models(
+    s: AsyncSession, names: list[str], *, include_disabled: bool = False
+) -> dict[str, list[BoundPolicy]]:
+    """The policies bound to each model name (two queries however many names)."""
+    found = await store.list_policies(
+        s, include_disabled=include_disabled, offset=0, limit=MAX_POLICIES_MATCHED
+    )
+    versions = await store.current_versions(s, found)
+    out: dict[str, list[BoundPolicy]] = {}
+    for name in names:
+        matching = [p for p in found if rules.pattern_matches(p.model_pattern, name)]
+        chosen: dict[str, GatePolicy] = {}
+        for p in matching:
+            if not p.enabled:
+                continue
+            best = chosen.get(p.target)
+            key = (rules.specificity(p.model_pattern), -p.id)
+            if best is None or key > (rules.specificity(best.model_pattern), -best.id):
+                chosen[p.target] = p
+        out[name] = [
+            BoundPolicy(policy_out(p, versions[p.id]), chosen.get(p.target) is p)
+            for p in matching
+            if p.id in versions
+        ]
+    return out
+
+
+async def decisions_for_version(
+    s: AsyncSession, model: str, version: int, max_results: int | None = None
+) -> list[DecisionOut]:
+    """The gate decisions about one version of a model, newest first."""
+    found = await store.decisions_for_version(s, model, version, page_limit(max_results))
+    names = await store.policy_names(s, {d.policy_id for d in found})
+    return [decision_out(d, names.get(d.policy_id, "")) for d in found]
+
+
+async def decisions_by_ids(s: AsyncSession, ids: list[str]) -> dict[str, DecisionOut]:
+    """Several decisions by id (two queries), e.g. those of a page of approval requests."""
+    found = await store.decisions_by_ids(s, ids)
+    names = await store.policy_names(s, {d.policy_id for d in found})
+    return {d.id: decision_out(d, names.get(d.policy_id, "")) for d in found}

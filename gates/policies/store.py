@@ -234,3 +234,30 @@ async def policy_names(s: AsyncSession, ids: set[int]) -> dict[int, str]:
         return {}
     rows = await s.execute(select(GatePolicy.id, GatePolicy.name).where(GatePolicy.id.in_(ids)))
     return {int(i): str(n) for i, n in rows}
+
+
+# --- web UI reads ---------------------------------------------------------------------------------
+
+
+async def decisions_for_version(
+    s: AsyncSession, model: str, version: int, limit: int
+) -> list[GateDecision]:
+    """The decided (not in-flight) decisions about one version of a model, newest first."""
+    stmt = (
+        select(GateDecision)
+        .where(
+            GateDecision.model_name == model,
+            GateDecision.version == version,
+            GateDecision.outcome != "evaluating",
+        )
+        .order_by(GateDecision.created_at.desc(), GateDecision.id)
+        .limit(limit)
+    )
+    return list((await s.execute(stmt)).scalars())
+
+
+async def decisions_by_ids(s: AsyncSession, ids: list[str]) -> list[GateDecision]:
+    if not ids:
+        return []
+    stmt = select(GateDecision).where(GateDecision.id.in_(sorted(set(ids))))
+    return list((await s.execute(stmt)).scalars())

@@ -151,3 +151,13 @@ async def versions_that_held(
     model = await find_model(s, name)
     kind, canonical = parse_pointer(pointer)
     return await store.versions_moved_onto(s, model.id, kind, canonical, versions)
+
+
+MAX_POINTER_NAMES = 100
+
+
+async def pointer_names(s: AsyncSession, name: str | None) -> list[str]:
+    """Every stage and ``@alias`` a model's history mentions (at most 100), stages first."""
+    model = await find_model(s, name)
+    found = await store.pointer_names(s, model.id, MAX_POINTER_NAMES)
+    return [pointer if kind == "stage" else f"@{pointer}" for kind, pointer in found]

@@ -335,3 +335,22 @@ async def versions_of_run(
     ids = await store.version_ids_of_run(s, model.id, run_id, min(limit, 1000))
     found = {b.row.version: version_out(b) for b in await store.load_versions(s, ids)}
     return [found[v] for v in sorted(found, reverse=True)]
+
+
+async def versions_with_digests(
+    s: AsyncSession,
+    name: str | None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+) -> tuple[list[tuple[ModelVersionOut, str | None]], str | None]:
+    """One page of a model's versions, newest first, each with its recorded manifest digest."""
+    model = await find_model(s, name)
+    limit = validate_max_results(max_results, DEFAULT_SEARCH_VERSIONS, MAX_SEARCH_VERSIONS)
+    fingerprint = page_fingerprint("model-versions", model.id)
+    offset = decode_page_token(page_token, fingerprint)
+    ids = await store.search_ids(
+        s, store.model_versions_select(model.id), offset=offset, limit=limit + 1
+    )
+    token = encode_page_token(offset + limit, fingerprint) if len(ids) > limit else None
+    bundles = await store.load_versions(s, ids[:limit])
+    return [(version_out(b), b.row.manifest_digest) for b in bundles], token

@@ -266,3 +266,24 @@ async def get_version_by_alias(
         if not found:
             raise AliasNotFound(model.name, checked)
     return version_out(found[0])
+
+
+async def current_holders(
+    s: AsyncSession, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], ModelVersionOut]:
+    """The version holding each (model name, target) now: a stage (its highest version, what
+    ``models:/name/<stage>`` loads) or ``@alias``. Unknown models and empty pointers are left
+    out. A fixed number of queries however many pairs (for list pages)."""
+    ids = await store.model_ids_by_names(s, [name for name, _ in pairs])
+    stage_models = sorted({ids[n] for n, t in pairs if n in ids and not t.startswith("@")})
+    alias_pairs = sorted({(ids[n], t[1:]) for n, t in pairs if n in ids and t.startswith("@")})
+    out: dict[tuple[str, str], ModelVersionOut] = {}
+    if stage_models:
+        for b in await store.load_versions(s, store.latest_versions_select(stage_models)):
+            out[(b.row.model_name, b.row.current_stage)] = version_out(b)
+    if alias_pairs:
+        for b in await store.load_versions(s, store.alias_targets_select(alias_pairs)):
+            for alias in b.aliases:
+                out[(b.row.model_name, f"@{alias}")] = version_out(b)
+    wanted = set(pairs)
+    return {key: value for key, value in out.items() if key in wanted}
