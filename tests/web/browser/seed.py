@@ -39,6 +39,7 @@ LONG_RUN = "long-history"
 LONG_STEPS = 20_000
 SHORT_STEPS = 200
 RUN_COUNT = 30
+PNG_SIZE = (64, 48)
 BEST_ACCURACY = 0.971
 NOTES = "Trained on the March snapshot.\nThreshold tuned for 1% false positives.\n"
 MLMODEL = (
@@ -53,17 +54,18 @@ MLMODEL = (
 )
 
 
-def tiny_png(width: int = 4, height: int = 3) -> bytes:
+def tiny_png(width: int = PNG_SIZE[0], height: int = PNG_SIZE[1]) -> bytes:
     """The bytes of a small valid RGB PNG (a red-to-blue gradient)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    rows = b"".join(
-        b"\x00" + b"".join(bytes((255 - 60 * x, 40 * y, 60 * x)) for x in range(width))
-        for y in range(height)
-    )
+    def pixel(x: int, y: int) -> bytes:
+        across, down = 255 * x // (width - 1), 255 * y // (height - 1)
+        return bytes((255 - across, down // 2, across))
+
+    rows = b"".join(b"\x00" + b"".join(pixel(x, y) for x in range(width)) for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"

@@ -13,6 +13,7 @@ from tests.web.browser.seed import (
     LONG_RUN,
     LONG_STEPS,
     NOTES,
+    PNG_SIZE,
     RUNNER_UP,
     Seed,
 )
@@ -199,7 +200,7 @@ def test_preview_artifacts_text_image_and_mlmodel(browsers: Browsers, seed: Seed
     image = ui.page.get_by_test_id("artifact-preview").locator("img").first
     image.wait_for()
     ui.page.wait_for_function("(img) => img.complete", arg=image.element_handle())
-    assert image.evaluate("(img) => img.naturalWidth") == 4
+    assert image.evaluate("(img) => img.naturalWidth") == PNG_SIZE[0]
     ui.shot("artifact-preview-image")
 
     ui.goto(f"/runs/{seed.best.run_id}/artifacts")
