@@ -711,3 +711,123 @@ async def load_logged_models(s: AsyncSession, ids: Sequence[str]) -> list[Logged
 
 async def count_rows(s: AsyncSession, table: Any) -> int:
     return int((await s.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+# --- charts: run lookups and downsampled metric histories -----------------------------------------
+# Chart queries never send a whole history to the caller: the database buckets it by step range.
+
+
+async def run_pks_by_uuids(s: AsyncSession, run_uuids: Sequence[str]) -> dict[str, int]:
+    """The primary key of each known run id."""
+    if not run_uuids:
+        return {}
+    rows = await s.execute(select(Run.run_uuid, Run.id).where(Run.run_uuid.in_(list(run_uuids))))
+    return {r[0]: int(r[1]) for r in rows}
+
+
+async def metric_step_ranges(
+    s: AsyncSession, run_pks: Sequence[int], keys: Sequence[str] | None = None
+) -> list[tuple[int, str, int, int]]:
+    """``(run_pk, key, first step, last step)`` of each logged metric of these runs.
+
+    The last step comes from ``latest_metrics`` (its row holds the maximum step) and the first
+    from an index seek on the history, so no history row is scanned.
+    """
+    if not run_pks:
+        return []
+    first_step = (
+        select(func.min(Metric.step))
+        .where(Metric.run_id == LatestMetric.run_id, Metric.key == LatestMetric.key)
+        .scalar_subquery()
+    )
+    stmt = select(LatestMetric.run_id, LatestMetric.key, first_step, LatestMetric.step).where(
+        LatestMetric.run_id.in_(list(run_pks))
+    )
+    if keys is not None:
+        stmt = stmt.where(LatestMetric.key.in_(list(keys)))
+    rows = await s.execute(stmt.order_by(LatestMetric.run_id, LatestMetric.key))
+    return [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in rows if r[2] is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricBucket:
+    """One step range of a history: its first and last step, lowest and highest value, size."""
+
+    series: int
+    bucket: int
+    first_step: int
+    last_step: int
+    min_value: float
+    max_value: float
+    points: int
+
+
+async def metric_history_buckets(
+    s: AsyncSession, series: Sequence[tuple[int, str, int, int]]
+) -> list[MetricBucket]:
+    """Min-max downsampling of several histories in one statement.
+
+    ``series`` holds ``(run_pk, key, origin, width)``: history points (NaN excluded) are grouped
+    into buckets ``(step - origin) / width`` (integer division on SQLite and PostgreSQL alike),
+    and each bucket keeps its extremes, so a one-step spike survives any zoom level. Results
+    are ordered by series (the index in ``series``) then bucket.
+    """
+    from sqlalchemy import BigInteger, Integer, false, literal, union_all
+
+    if not series:
+        return []
+    parts = []
+    for index, (run_pk, key, origin, width) in enumerate(series):
+        bucket = ((Metric.step - literal(origin, BigInteger)) // literal(width, BigInteger)).label(
+            "bucket"
+        )
+        parts.append(
+            select(
+                literal(index, Integer).label("series"),
+                bucket,
+                func.min(Metric.step),
+                func.max(Metric.step),
+                func.min(Metric.value),
+                func.max(Metric.value),
+                func.count(),
+            )
+            .where(Metric.run_id == run_pk, Metric.key == key, Metric.is_nan == false())
+            .group_by(bucket)
+        )
+    if len(parts) == 1:
+        stmt: Any = parts[0].order_by("bucket")
+    else:
+        stmt = union_all(*parts).order_by("series", "bucket")
+    rows = await s.execute(stmt)
+    return [
+        MetricBucket(int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]), r[6])
+        for r in rows
+    ]
+
+
+async def metric_point_counts(
+    s: AsyncSession, run_pks: Sequence[int], keys: Sequence[str] | None = None
+) -> dict[tuple[int, str], int]:
+    """How many history points (NaN included) each (run, key) has."""
+    if not run_pks:
+        return {}
+    stmt = select(Metric.run_id, Metric.key, func.count()).where(Metric.run_id.in_(list(run_pks)))
+    if keys is not None:
+        stmt = stmt.where(Metric.key.in_(list(keys)))
+    rows = await s.execute(stmt.group_by(Metric.run_id, Metric.key))
+    return {(int(r[0]), r[1]): int(r[2]) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSeries:
+    """A metric history for charts: at most the requested number of (step, value) points.
+
+    ``total`` counts the history's non-NaN points; ``downsampled`` says points were merged.
+    """
+
+    run_id: str
+    key: str
+    steps: list[int]
+    values: list[float]
+    total: int
+    downsampled: bool
