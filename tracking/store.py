@@ -8,7 +8,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Table,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracking.core.db import (
@@ -772,7 +786,6 @@ async def metric_history_buckets(
     and each bucket keeps its extremes, so a one-step spike survives any zoom level. Results
     are ordered by series (the index in ``series``) then bucket.
     """
-    from sqlalchemy import BigInteger, Integer, false, literal, union_all
 
     if not series:
         return []

@@ -13,7 +13,14 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from registry.server.web import session
-from registry.server.web.pages import account
+from registry.server.web.pages import (
+    account,
+    approvals,
+    artifacts,
+    audit_pages,
+    registry_pages,
+    tracking_pages,
+)
 from registry.server.web.render import STATIC_DIR, page
 from tracking.core.auth import PUBLIC, permission_opt
 from tracking.core.errors import MlflowError, Unauthenticated
@@ -21,21 +28,14 @@ from tracking.core.errors import MlflowError, Unauthenticated
 Req = Request[Any, Any, Any]
 
 # Page modules, in the order their routes are registered. Each exports ROUTE_HANDLERS.
-PAGE_MODULES: list[Any] = [account]
-
-
-def _load_page_modules() -> list[Any]:
-    import importlib
-
-    names = ("registry_pages", "approvals", "tracking_pages", "artifacts", "audit_pages")
-    found = list(PAGE_MODULES)
-    for name in names:
-        try:
-            found.append(importlib.import_module(f"registry.server.web.pages.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"registry.server.web.pages.{name}":
-                raise
-    return found
+PAGE_MODULES: tuple[Any, ...] = (
+    account,
+    registry_pages,
+    approvals,
+    tracking_pages,
+    artifacts,
+    audit_pages,
+)
 
 
 def _wants_login(request: Req) -> Response[Any]:
@@ -62,7 +62,7 @@ def ui_error(request: Req, exc: Exception) -> Response[Any]:
 
 def web_route_handlers() -> list[ControllerRouterHandler]:
     handlers: list[ControllerRouterHandler] = []
-    for module in _load_page_modules():
+    for module in PAGE_MODULES:
         handlers.extend(module.ROUTE_HANDLERS)
     return handlers
 
