@@ -134,3 +134,15 @@ def test_pages_carry_a_strict_content_security_policy(web_world: World) -> None:
     assert "script-src 'self'" in policy
     assert "unsafe-inline" not in policy
     assert "frame-ancestors 'none'" in policy
+
+
+def test_a_crafted_link_cannot_make_a_page_show_a_message(
+    browser_for: Callable[[str], Browser],
+) -> None:
+    browser = browser_for("reader")
+    page = browser.get("/approvals?error=Your+session+expired,+sign+in+at+evil.example")
+    assert page.status_code == 200
+    assert "evil.example" not in page.text
+    # A forged flash cookie that is not one of ours is ignored too.
+    browser.cookies["mlgate_flash"] = "not-base64-json"
+    assert browser.get("/approvals").status_code == 200

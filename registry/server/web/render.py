@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +13,7 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from litestar import Request, Response
+from litestar.response import Redirect
 
 from registry.server.web import session
 from tracking.core.auth import current_principal
@@ -25,6 +29,11 @@ PAGE_CSP = (
     "base-uri 'none'"
 )
 HTML = "text/html; charset=utf-8"
+# Post/redirect/get messages ride in a short-lived cookie, never in the URL: a link someone
+# sends cannot make a page show words the server did not say.
+FLASH_COOKIE = "mlgate_flash"
+FLASH_KINDS = ("notice", "error")
+FLASH_MAX = 1000
 
 
 def format_time(ms: int | None) -> str:
@@ -61,8 +70,8 @@ def format_bytes(size: int | None) -> str:
     return str(size)
 
 
-def with_query(path: str, **params: Any) -> str:
-    """``path?a=1&b=2`` for the params that are not None (lists repeat the key)."""
+def with_query(target: str, /, **params: Any) -> str:
+    """``target?a=1&b=2`` for the params that are set (lists repeat the key)."""
     pairs: list[tuple[str, str]] = []
     for key, value in params.items():
         if value is None or value == "":
@@ -71,7 +80,7 @@ def with_query(path: str, **params: Any) -> str:
             pairs.extend((key, str(item)) for item in value)
         else:
             pairs.append((key, str(value)))
-    return f"{path}?{urlencode(pairs)}" if pairs else path
+    return f"{target}?{urlencode(pairs)}" if pairs else target
 
 
 ENV = Environment(
@@ -85,6 +94,41 @@ ENV.filters["ts"] = format_time
 ENV.filters["num"] = format_number
 ENV.filters["bytes"] = format_bytes
 ENV.globals["with_query"] = with_query
+
+
+def redirect_with_flash(
+    request: Request[Any, Any, Any], target: str, kind: str, text: str
+) -> Response[Any]:
+    """A 303 to ``target`` (a path on this server) that shows ``text`` on the page it lands on."""
+    payload = json.dumps({"kind": kind, "text": text[:FLASH_MAX]}).encode()
+    response: Response[Any] = Redirect(target, status_code=303)
+    response.set_cookie(
+        FLASH_COOKIE,
+        base64.urlsafe_b64encode(payload).decode(),
+        path="/",
+        max_age=120,
+        httponly=True,
+        secure=settings_of(request).ui_cookie_secure,
+        samesite="strict",
+    )
+    return response
+
+
+def take_flash(request: Request[Any, Any, Any]) -> dict[str, str] | None:
+    """The pending flash message of this browser, if any (well-formed ones only)."""
+    raw = session.cookie_value(request.scope, FLASH_COOKIE)
+    if not raw:
+        return None
+    try:
+        found = json.loads(base64.urlsafe_b64decode(raw.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    kind, text = found.get("kind"), found.get("text")
+    if kind not in FLASH_KINDS or not isinstance(text, str):
+        return None
+    return {"kind": kind, "text": text[:FLASH_MAX]}
 
 
 def settings_of(request: Request[Any, Any, Any]) -> Settings:
@@ -103,12 +147,14 @@ def page(
     settings = settings_of(request)
     principal = current_principal(request)
     csrf = session.csrf_token(request)
+    flash = take_flash(request)
     body = ENV.get_template(template).render(
         request_path=request.url.path,
         principal=principal,
         auth_on=settings.auth,
         csrf_token=csrf,
         charts_available=(VENDOR_DIR / "uPlot.iife.min.js").is_file(),
+        flash=flash,
         **context,
     )
     response = Response(
@@ -120,6 +166,8 @@ def page(
         headers={"Content-Security-Policy": PAGE_CSP, "Referrer-Policy": "same-origin"},
     )
     session.set_csrf_cookie_if_new(request, response, settings)
+    if session.cookie_value(request.scope, FLASH_COOKIE) is not None:
+        response.delete_cookie(FLASH_COOKIE, path="/")
     return response
 
 

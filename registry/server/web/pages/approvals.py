@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from litestar import Request, Response, get, post
-from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import service
@@ -22,7 +21,6 @@ from registry.artifacts.api import RAW_BODY_OPT, STORAGE_STATE_KEY
 from registry.server.web.pages.registry_pages import (
     Comparison,
     comparison,
-    flash_of,
     load_runs,
     metric_directions,
     model_url,
@@ -30,7 +28,7 @@ from registry.server.web.pages.registry_pages import (
     query_text,
     version_url,
 )
-from registry.server.web.render import page
+from registry.server.web.render import page, redirect_with_flash, with_query
 from registry.service.registered_models import current_holders
 from tracking.core.auth import (
     AUTHENTICATED,
@@ -154,24 +152,18 @@ async def inbox(request: Req) -> Response[Any]:
         model=model or "",
         error=error,
         next_url=(
-            "/approvals?" + _qs(status=status or "all", model=model, page_token=next_token)
+            with_query("/approvals", status=status or "all", model=model, page_token=next_token)
             if next_token
             else None
         ),
         operator_of=operator_of,
         version_url=version_url,
-        flash=flash_of(request),
     )
 
 
-def _qs(**params: str | None) -> str:
-    return urlencode({k: v for k, v in params.items() if v})
-
-
-def _back(kind: str, message: str, request_id: str) -> Response[Any]:
+def _back(request: Req, kind: str, message: str, request_id: str) -> Response[Any]:
     anchor = quote(request_id, safe="")
-    target = f"/approvals?{_qs(**{kind: message[:1000]})}#approval-{anchor}"
-    return Redirect(target, status_code=303)
+    return redirect_with_flash(request, f"/approvals#approval-{anchor}", kind, message)
 
 
 async def _comment(request: Req) -> str | None:
@@ -202,12 +194,13 @@ async def approve(request: Req, request_id: str) -> Response[Any]:
     except MlflowError as exc:
         if exc.status_code >= 500:
             raise
-        return _back("error", exc.message, request_id)
+        return _back(request, "error", exc.message, request_id)
     out = result.approval_request
     decision = result.decision
     if decision is not None and decision.outcome == "failed":
         failed = ", ".join(c.name for c in decision.checks if c.verdict == "fail")
         return _back(
+            request,
             "error",
             f"The gate re-checked version {out.version} and refused it ({failed}); nothing moved.",
             request_id,
@@ -219,7 +212,7 @@ async def approve(request: Req, request_id: str) -> Response[Any]:
             f"Approval recorded ({out.approvals} of {out.required_approvals}) for "
             f"{out.model} version {out.version} -> {out.target}."
         )
-    return _back("notice", message, request_id)
+    return _back(request, "notice", message, request_id)
 
 
 @post("/approvals/{request_id:str}/reject", opt=ACT, include_in_schema=False, status_code=303)
@@ -238,10 +231,13 @@ async def reject(request: Req, request_id: str) -> Response[Any]:
     except MlflowError as exc:
         if exc.status_code >= 500:
             raise
-        return _back("error", exc.message, request_id)
+        return _back(request, "error", exc.message, request_id)
     out = result.approval_request
     return _back(
-        "notice", f"Rejected: {out.model} version {out.version} -> {out.target}.", request_id
+        request,
+        "notice",
+        f"Rejected: {out.model} version {out.version} -> {out.target}.",
+        request_id,
     )
 
 

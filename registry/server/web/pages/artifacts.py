@@ -20,7 +20,6 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 import yaml
 from litestar import Request, Response, get
@@ -29,7 +28,7 @@ from litestar.response import Stream
 from registry.artifacts.api import artifact_storage, content_disposition
 from registry.artifacts.paths import ArtifactPath, parse_artifact_path, run_artifact_root
 from registry.artifacts.storage import ArtifactEntry, ArtifactStorage
-from registry.server.web.render import page
+from registry.server.web.render import page, with_query
 from tracking import service as tracking_service
 from tracking.core.auth import Permission, permission_opt
 from tracking.core.errors import InvalidParameter, PermissionDenied, ResourceNotFound
@@ -240,13 +239,6 @@ async def build_preview(storage: ArtifactStorage, path: ArtifactPath, size: int)
         else:
             preview.flavors, preview.model_info, preview.note = summarise_mlmodel(text)
     return preview
-
-
-def with_query(base: str, **params: Any) -> str:
-    """``base?path=...&page=...`` for the params that are set (render's helper names its own
-    first argument ``path``, which is this page's main parameter)."""
-    pairs = [(k, str(v)) for k, v in params.items() if v is not None and v != ""]
-    return f"{base}?{urlencode(pairs)}" if pairs else base
 
 
 def _crumbs(run_id: str, relative: ArtifactPath) -> list[tuple[str, str]]:

@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 from litestar import Request, Response, get, post
-from litestar.response import Redirect
 
 from gates.audit import service as audit_service
 from gates.audit.schemas import AuditEntryOut
@@ -22,7 +21,7 @@ from gates.events import service as events_service
 from gates.events.errors import DeliveryNotFound
 from gates.events.service import deliveries as delivery_service
 from registry.artifacts.api import RAW_BODY_OPT
-from registry.server.web.render import page, with_query
+from registry.server.web.render import page, redirect_with_flash, with_query
 from tracking.core.auth import ADMIN, permission_opt
 from tracking.core.errors import InvalidParameter, MlflowError
 from tracking.core.http import database
@@ -38,7 +37,6 @@ SUBSCRIPTION_PAGE = 100
 DELIVERY_PAGE = 50
 MAX_FILTER = 256
 DETAILS_SHOWN = 300
-FLASH_MAX = 300
 # Suggestions for the kind filter; any kind may be typed, and 'x.*' matches a family.
 KIND_SUGGESTIONS = (
     "stage.transitioned",
@@ -76,14 +74,6 @@ def _param(request: Req, name: str) -> str | None:
     if len(value) > MAX_FILTER:
         raise InvalidParameter(f"The {name!r} filter is longer than {MAX_FILTER} characters.")
     return value or None
-
-
-def _flash(request: Req) -> dict[str, str] | None:
-    for kind in ("notice", "error"):
-        value = request.query_params.get(kind)
-        if value:
-            return {"kind": kind, "text": value[:FLASH_MAX]}
-    return None
 
 
 # --- audit ---------------------------------------------------------------------------------------
@@ -257,7 +247,6 @@ async def webhooks_page(request: Req) -> Response[Any]:
         request,
         "webhooks.html",
         rows=rows,
-        flash=_flash(request),
         next_url=with_query("/webhooks", page_token=next_token) if next_token else None,
         first_url="/webhooks" if token else None,
     )
@@ -306,7 +295,6 @@ async def webhook_page(request: Req, subscription_id: str) -> Response[Any]:
         rows=rows,
         status=status or "",
         statuses=DELIVERY_STATUSES,
-        flash=_flash(request),
         selected=selected,
         attempts=attempts,
         base=base,
@@ -337,16 +325,9 @@ async def redeliver(request: Req, subscription_id: str, delivery_id: str) -> Res
     except DeliveryNotFound:
         raise
     except MlflowError as exc:
-        return Redirect(_with_flash(target, "error", exc.message), status_code=303)
+        return redirect_with_flash(request, target, "error", exc.message)
     message = f"Delivery {delivery_id} was queued for redelivery."
-    return Redirect(_with_flash(target, "notice", message), status_code=303)
-
-
-def _with_flash(target: str, kind: str, text: str) -> str:
-    path, _, query = target.partition("?")
-    pairs = [p for p in query.split("&") if p and not p.startswith(("notice=", "error="))]
-    pairs.append(f"{kind}={quote(text[:FLASH_MAX], safe='')}")
-    return f"{path}?{'&'.join(pairs)}"
+    return redirect_with_flash(request, target, "notice", message)
 
 
 ROUTE_HANDLERS = [audit_page, webhooks_page, webhook_page, redeliver]

@@ -18,7 +18,7 @@ from gates.policies import service as policies
 from gates.policies.schemas import CheckResult, PolicyRules
 from registry import service as registry
 from registry.schemas import ModelVersionOut, SearchRegisteredModels
-from registry.server.web.render import page
+from registry.server.web.render import page, with_query
 from registry.service.history import pointer_names
 from registry.service.model_versions import versions_with_digests
 from registry.service.registered_models import current_holders
@@ -60,15 +60,6 @@ def model_url(name: str) -> str:
 
 def version_url(name: str, version: str | int) -> str:
     return f"{model_url(name)}/versions/{quote(str(version), safe='')}"
-
-
-def flash_of(request: Req) -> tuple[str, str] | None:
-    """The post/redirect/get message carried in the query string: (kind, text)."""
-    for kind in ("error", "notice"):
-        text = request.query_params.get(kind)
-        if text:
-            return kind, text[:2000]
-    return None
 
 
 def query_text(request: Req, key: str, limit: int = 1000) -> str:
@@ -352,17 +343,10 @@ async def models_list(request: Req) -> Response[Any]:
         rows=rows,
         error=error,
         next_url=(
-            f"/models?{_query(q=q, page_token=next_token)}" if next_token is not None else None
+            with_query("/models", q=q, page_token=next_token) if next_token is not None else None
         ),
-        first_url=f"/models?{_query(q=q)}" if token else None,
-        flash=flash_of(request),
+        first_url=with_query("/models", q=q) if token else None,
     )
-
-
-def _query(**params: str | None) -> str:
-    from urllib.parse import urlencode
-
-    return urlencode({k: v for k, v in params.items() if v})
 
 
 # --- a model's page --------------------------------------------------------------------------
@@ -433,10 +417,10 @@ async def model_page(request: Req, name: str) -> Response[Any]:
         versions=versions,
         version_url=version_url,
         next_versions_url=(
-            f"{base}?{_query(versions_token=next_versions)}" if next_versions else None
+            with_query(base, versions_token=next_versions) if next_versions else None
         ),
         history=history,
-        next_history_url=f"{base}?{_query(history_token=next_history)}" if next_history else None,
+        next_history_url=with_query(base, history_token=next_history) if next_history else None,
         policies=[(b, rules_summary(b.policy.rules)) for b in bound],
         pending=pending,
         raw_at=raw_at,
@@ -444,7 +428,6 @@ async def model_page(request: Req, name: str) -> Response[Any]:
         at_ms=at_ms,
         at_error=at_error,
         as_of=as_of,
-        flash=flash_of(request),
     )
 
 
@@ -514,7 +497,7 @@ async def version_page(request: Req, name: str, version: str) -> Response[Any]:
         source_name=tags.get(SOURCE_NAME_TAG),
         files=files,
         next_files_url=(
-            f"{base}?{_query(files_token=files.next_page_token, target=raw_target)}"
+            with_query(base, files_token=files.next_page_token, target=raw_target)
             if files.next_page_token
             else None
         ),
@@ -527,7 +510,6 @@ async def version_page(request: Req, name: str, version: str) -> Response[Any]:
         targets=sorted({*ACTIVE_STAGES, *(f"@{a}" for a in mv.aliases), target}),
         version_base=base,
         version_url=version_url,
-        flash=flash_of(request),
     )
 
 
