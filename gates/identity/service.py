@@ -227,6 +227,10 @@ async def update_user(
     if values:
         values["updated_at"] = now_ms()
         await store.update_user(s, row.id, **values)
+    if password is not None:
+        # A new password signs every browser out: a session opened with the old one (perhaps
+        # by whoever learnt it) must not outlive it.
+        await store.delete_web_sessions_of_user(s, row.id)
     return user_out(await store.get_user_by_id(s, row.id))
 
 

@@ -262,5 +262,9 @@ async def delete_web_session(s: AsyncSession, id_hash: str) -> None:
     await s.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
 
 
+async def delete_web_sessions_of_user(s: AsyncSession, user_id: int) -> None:
+    await s.execute(delete(WebSession).where(WebSession.user_id == user_id))
+
+
 async def purge_web_sessions(s: AsyncSession, before: int) -> None:
     await s.execute(delete(WebSession).where(WebSession.expires_at <= before))

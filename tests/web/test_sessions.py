@@ -146,3 +146,18 @@ def test_a_crafted_link_cannot_make_a_page_show_a_message(
     # A forged flash cookie that is not one of ours is ignored too.
     browser.cookies["mlgate_flash"] = "not-base64-json"
     assert browser.get("/approvals").status_code == 200
+
+
+def test_a_password_change_signs_every_browser_out(web_world: World) -> None:
+    name = web_world.fresh("rotator")
+    web_world.create_user(name)
+    browser = Browser(web_world.server.url)
+    assert browser.login(name, PASSWORD).status_code == 303
+    assert browser.get("/login?next=/x", follow=False).status_code == 303  # signed in
+    web_world.admin_json(
+        "PATCH",
+        "/api/2.0/mlgate/users/update",
+        json={"username": name, "password": "another-long-password"},
+    )
+    assert browser.get("/login?next=/x", follow=False).status_code == 200  # signed out
+    browser.close()
