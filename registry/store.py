@@ -442,17 +442,20 @@ def highest_version_select(model_id: int) -> Select:
     )
 
 
+def _versions_by_alias() -> Select:
+    """Version ids joined with the aliases pointing at them (callers add the WHERE)."""
+    return select(ModelVersion.id).join(
+        RegisteredModelAlias,
+        and_(
+            RegisteredModelAlias.model_id == ModelVersion.model_id,
+            RegisteredModelAlias.version == ModelVersion.version,
+        ),
+    )
+
+
 def alias_target_select(model_id: int, alias: str) -> Select:
-    return (
-        select(ModelVersion.id)
-        .join(
-            RegisteredModelAlias,
-            and_(
-                RegisteredModelAlias.model_id == ModelVersion.model_id,
-                RegisteredModelAlias.version == ModelVersion.version,
-            ),
-        )
-        .where(RegisteredModelAlias.model_id == model_id, RegisteredModelAlias.alias == alias)
+    return _versions_by_alias().where(
+        RegisteredModelAlias.model_id == model_id, RegisteredModelAlias.alias == alias
     )
 
 
@@ -597,17 +600,7 @@ def alias_targets_select(pairs: Sequence[tuple[int, str]]) -> Select:
         and_(RegisteredModelAlias.model_id == model_id, RegisteredModelAlias.alias == alias)
         for model_id, alias in pairs
     ]
-    return (
-        select(ModelVersion.id)
-        .join(
-            RegisteredModelAlias,
-            and_(
-                RegisteredModelAlias.model_id == ModelVersion.model_id,
-                RegisteredModelAlias.version == ModelVersion.version,
-            ),
-        )
-        .where(or_(*wanted) if wanted else false())
-    )
+    return _versions_by_alias().where(or_(*wanted) if wanted else false())
 
 
 async def pointer_names(s: AsyncSession, model_id: int, limit: int) -> list[tuple[str, str]]:

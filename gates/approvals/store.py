@@ -81,16 +81,9 @@ async def count_actions(s: AsyncSession, request_id: str) -> int:
 async def list_requests(
     s: AsyncSession, *, status: str | None, model: str | None, now: int, offset: int, limit: int
 ) -> list[ApprovalRequest]:
-    stmt = select(ApprovalRequest).order_by(ApprovalRequest.created_at.desc(), ApprovalRequest.id)
-    if status == "pending":
-        stmt = stmt.where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at > now)
-    elif status == "expired":
-        stmt = stmt.where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at <= now)
-    elif status:
-        stmt = stmt.where(ApprovalRequest.status == status)
-    if model:
-        stmt = stmt.where(ApprovalRequest.model_name == model)
-    return list((await s.execute(stmt.offset(offset).limit(limit))).scalars())
+    return await list_requests_in_scope(
+        s, status=status, model=model, now=now, offset=offset, limit=limit, scope=None
+    )
 
 
 async def list_requests_in_scope(

@@ -123,6 +123,13 @@ async def append(
 # --- reading -------------------------------------------------------------------------------------
 
 
+def _page_limit(max_results: int | None) -> int:
+    limit = DEFAULT_PAGE if max_results is None else max_results
+    if limit < 1 or limit > MAX_PAGE:
+        raise InvalidParameter(f"max_results must be between 1 and {MAX_PAGE}.")
+    return limit
+
+
 async def search(
     s: AsyncSession,
     *,
@@ -132,9 +139,7 @@ async def search(
     page_token: str | None,
 ) -> tuple[list[AuditEntryOut], str | None]:
     """Entries newest first, by kind and/or subject, in pages of at most 1000."""
-    limit = DEFAULT_PAGE if max_results is None else max_results
-    if limit < 1 or limit > MAX_PAGE:
-        raise InvalidParameter(f"max_results must be between 1 and {MAX_PAGE}.")
+    limit = _page_limit(max_results)
     fingerprint = f"audit:{kind}:{subject}"
     before = decode_page_token(page_token, fingerprint) if page_token else None
     rows = await store.search(
@@ -305,9 +310,7 @@ async def search_filtered(
     page_token: str | None,
 ) -> tuple[list[AuditEntryOut], str | None]:
     """Entries newest first matching ``where``, in pages of at most 1000 (keyset on seq)."""
-    limit = DEFAULT_PAGE if max_results is None else max_results
-    if limit < 1 or limit > MAX_PAGE:
-        raise InvalidParameter(f"max_results must be between 1 and {MAX_PAGE}.")
+    limit = _page_limit(max_results)
     if where.kind is not None and len(where.kind) > MAX_KIND + 1:
         raise InvalidParameter(f"An audit kind is at most {MAX_KIND} characters.")
     if where.model is not None and len(where.model) > MAX_SUBJECT:
