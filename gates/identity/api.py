@@ -133,7 +133,9 @@ async def whoami(request: Req) -> WhoAmI:
 async def create_user(request: Req, data: CreateUser) -> UserResponse:
     data = await _strict(request, CreateUser)
     async with database(request).write() as s:
-        user = await service.create_user(s, data.username, data.password, is_admin=data.is_admin)
+        user = await service.create_user(
+            s, data.username, data.password, is_admin=data.is_admin, actor=actor_name(request)
+        )
     return UserResponse(user=user)
 
 
@@ -181,6 +183,7 @@ async def update_user(request: Req, data: UpdateUser) -> UserResponse:
             password=data.password,
             is_admin=data.is_admin,
             disabled=data.disabled,
+            actor=actor_name(request),
         )
     return UserResponse(user=user)
 
@@ -192,7 +195,7 @@ async def delete_user(request: Req, data: UserRef) -> Empty:
     if principal is not None and principal.name == data.username:
         raise NotAllowed("You cannot delete yourself; another administrator can.")
     async with database(request).write() as s:
-        await service.delete_user(s, data.username)
+        await service.delete_user(s, data.username, actor=actor_name(request))
     return Empty()
 
 
@@ -212,7 +215,9 @@ async def create_token(request: Req, data: CreateToken) -> TokenCreated:
         # A token must not mint further tokens: a leaked one could outlive its own revocation.
         service.require_password_session(principal, "Creating a token")
     async with database(request).write() as s:
-        return await service.create_token(s, username, data.name, expires_at=data.expires_at)
+        return await service.create_token(
+            s, username, data.name, expires_at=data.expires_at, actor=actor_name(request)
+        )
 
 
 @get("/tokens/list", opt=permission_opt(AUTHENTICATED), responses=_errors(404))
@@ -241,7 +246,8 @@ async def revoke_token(request: Req, data: RevokeToken) -> TokenResponse:
     async with database(request).write() as s:
         owner = await service.token_owner(s, data.token_id)
         _check_self_or_admin(principal, owner, "revoke tokens of")
-        return TokenResponse(token=await service.revoke_token(s, data.token_id))
+        revoked = await service.revoke_token(s, data.token_id, actor=actor_name(request))
+        return TokenResponse(token=revoked)
 
 
 # --- grants ------------------------------------------------------------------------------------
@@ -279,7 +285,7 @@ async def list_grants(
 async def delete_grant(request: Req, data: GrantRef) -> Empty:
     data = await _strict(request, GrantRef)
     async with database(request).write() as s:
-        await service.delete_grant(s, data.grant_id)
+        await service.delete_grant(s, data.grant_id, actor=actor_name(request))
     return Empty()
 
 

@@ -153,7 +153,9 @@ async def _users(args: argparse.Namespace, db: Any) -> int:
     if command == "create":
         password = None if args.no_password else _read_password(args.password_stdin)
         async with db.write() as s:
-            user = await service.create_user(s, args.username, password, is_admin=args.admin)
+            user = await service.create_user(
+                s, args.username, password, is_admin=args.admin, actor=CLI_ACTOR
+            )
         print(f"created user {user.username}{' (admin)' if user.is_admin else ''}")
     elif command == "list":
         async with db.read() as s:
@@ -169,16 +171,18 @@ async def _users(args: argparse.Namespace, db: Any) -> int:
         )
     elif command in ("disable", "enable"):
         async with db.write() as s:
-            await service.update_user(s, args.username, disabled=command == "disable")
+            await service.update_user(
+                s, args.username, disabled=command == "disable", actor=CLI_ACTOR
+            )
         print(f"{command}d user {args.username}")
     elif command == "delete":
         async with db.write() as s:
-            await service.delete_user(s, args.username)
+            await service.delete_user(s, args.username, actor=CLI_ACTOR)
         print(f"deleted user {args.username}")
     else:  # set-password
         password = _read_password(args.password_stdin)
         async with db.write() as s:
-            await service.update_user(s, args.username, password=password)
+            await service.update_user(s, args.username, password=password, actor=CLI_ACTOR)
         print(f"password changed for {args.username}")
     return 0
 
@@ -188,7 +192,7 @@ async def _tokens(args: argparse.Namespace, db: Any) -> int:
     if command == "create":
         async with db.write() as s:
             created = await service.create_token(
-                s, args.username, args.name, expires_at=_expiry(args)
+                s, args.username, args.name, expires_at=_expiry(args), actor=CLI_ACTOR
             )
         t = created.token
         print(
@@ -213,7 +217,7 @@ async def _tokens(args: argparse.Namespace, db: Any) -> int:
         )
     else:  # revoke
         async with db.write() as s:
-            await service.revoke_token(s, args.token_id)
+            await service.revoke_token(s, args.token_id, actor=CLI_ACTOR)
         print(f"revoked token {args.token_id}")
     return 0
 
@@ -240,7 +244,7 @@ async def _grants(args: argparse.Namespace, db: Any) -> int:
         _emit(grants, args.json, lambda g: f"{g.grant_id:>6}  {_grant_line(g)}")
     else:  # remove
         async with db.write() as s:
-            await service.delete_grant(s, args.grant_id)
+            await service.delete_grant(s, args.grant_id, actor=CLI_ACTOR)
         print(f"removed grant {args.grant_id}")
     return 0
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gates.audit import service as audit
 from gates.identity import store
 from gates.identity.errors import (
     GrantAlreadyExists,
@@ -163,8 +164,24 @@ async def _user(s: AsyncSession, username: str | None) -> Any:
     return row
 
 
+# Who identity changes are recorded as when no person made them (start-up bootstrap, tests).
+SYSTEM_ACTOR = "system"
+
+
+async def _audit(
+    s: AsyncSession, kind: str, username: str, payload: dict[str, Any], actor: str
+) -> None:
+    """Every change to who may do what lands in the audit trail, in the change's transaction."""
+    await audit.append(s, kind, f"user:{username}", payload, actor)
+
+
 async def create_user(
-    s: AsyncSession, username: str | None, password: str | None, *, is_admin: bool = False
+    s: AsyncSession,
+    username: str | None,
+    password: str | None,
+    *,
+    is_admin: bool = False,
+    actor: str = SYSTEM_ACTOR,
 ) -> UserOut:
     """A new user; without a password it can only authenticate with API tokens."""
     name = validate_username(username)
@@ -178,6 +195,13 @@ async def create_user(
         is None
     ):
         raise UserAlreadyExists(name)
+    await _audit(
+        s,
+        "user.created",
+        name,
+        {"username": name, "is_admin": is_admin, "password": password is not None},
+        actor,
+    )
     return user_out(await store.get_user(s, name))
 
 
@@ -208,6 +232,7 @@ async def update_user(
     password: str | None = None,
     is_admin: bool | None = None,
     disabled: bool | None = None,
+    actor: str = SYSTEM_ACTOR,
 ) -> UserOut:
     """Change a password, the admin flag or the disabled flag (never the last admin away)."""
     row = await _user(s, username)
@@ -231,14 +256,20 @@ async def update_user(
         # A new password signs every browser out: a session opened with the old one (perhaps
         # by whoever learnt it) must not outlive it.
         await store.delete_web_sessions_of_user(s, row.id)
+    if values:
+        changed: dict[str, Any] = {k: v for k, v in values.items() if k in ("is_admin", "disabled")}
+        if "password_hash" in values:
+            changed["password_changed"] = True
+        await _audit(s, "user.updated", row.username, {"username": row.username, **changed}, actor)
     return user_out(await store.get_user_by_id(s, row.id))
 
 
-async def delete_user(s: AsyncSession, username: str | None) -> None:
+async def delete_user(s: AsyncSession, username: str | None, *, actor: str = SYSTEM_ACTOR) -> None:
     """Delete a user with its tokens and grants. Their recorded actions keep the name."""
     row = await _user(s, username)
     await _keep_an_admin(s, row)
     await store.delete_user(s, row.id)
+    await _audit(s, "user.deleted", row.username, {"username": row.username}, actor)
 
 
 async def ensure_admin(s: AsyncSession, username: str, password: str) -> bool:
@@ -268,7 +299,12 @@ async def ensure_admin(s: AsyncSession, username: str, password: str) -> bool:
         )
     digest = await asyncio.to_thread(hash_password, password)
     # Two replicas starting together: the unique name makes one insert a no-op.
-    await store.insert_user(s, username=name, password_hash=digest, is_admin=True, now=now_ms())
+    created = await store.insert_user(
+        s, username=name, password_hash=digest, is_admin=True, now=now_ms()
+    )
+    if created is not None:
+        payload = {"username": name, "is_admin": True, "password": True, "from": "settings"}
+        await _audit(s, "user.created", name, payload, SYSTEM_ACTOR)
     return True
 
 
@@ -276,7 +312,12 @@ async def ensure_admin(s: AsyncSession, username: str, password: str) -> bool:
 
 
 async def create_token(
-    s: AsyncSession, username: str | None, name: str | None, *, expires_at: int | None = None
+    s: AsyncSession,
+    username: str | None,
+    name: str | None,
+    *,
+    expires_at: int | None = None,
+    actor: str = SYSTEM_ACTOR,
 ) -> TokenCreated:
     """A new API token for ``username``; the secret is returned once and stored hashed."""
     user = await _user(s, username)
@@ -298,6 +339,8 @@ async def create_token(
         expires_at=expires_at,
         revoked_at=None,
     )
+    payload = {"username": user.username, "token_id": str(token_id), "name": name}
+    await _audit(s, "token.created", user.username, {**payload, "expires_at": expires_at}, actor)
     return TokenCreated(token=token_out(await store.get_token(s, token_id)), secret=new.secret)
 
 
@@ -324,12 +367,17 @@ async def token_owner(s: AsyncSession, token_id: str | int | None) -> str:
     return str(row.username)
 
 
-async def revoke_token(s: AsyncSession, token_id: str | int | None) -> TokenOut:
+async def revoke_token(
+    s: AsyncSession, token_id: str | int | None, *, actor: str = SYSTEM_ACTOR
+) -> TokenOut:
     """Revoke a token (at once, for every replica); revoking twice is a no-op."""
     ident = _parse_id(token_id, "token_id")
     if await store.get_token(s, ident) is None:
         raise TokenNotFound(token_id)
-    await store.revoke_token(s, ident, now_ms())
+    if await store.revoke_token(s, ident, now_ms()):
+        row = await store.get_token(s, ident)
+        payload = {"username": row.username, "token_id": str(ident), "name": row.name}
+        await _audit(s, "token.revoked", row.username, payload, actor)
     return token_out(await store.get_token(s, ident))
 
 
@@ -377,7 +425,20 @@ async def create_grant(
     )
     if grant_id is None:
         raise GrantAlreadyExists(user.username, resource_type, checked)
-    return grant_out(await store.get_grant(s, grant_id))
+    out = grant_out(await store.get_grant(s, grant_id))
+    await _audit(s, "grant.created", user.username, _grant_audit(out), actor)
+    return out
+
+
+def _grant_audit(grant: GrantOut) -> dict[str, Any]:
+    return {
+        "grant_id": grant.grant_id,
+        "username": grant.username,
+        "resource_type": grant.resource_type,
+        "pattern": grant.pattern,
+        "role": grant.role,
+        "targets": grant.targets,
+    }
 
 
 async def list_grants(
@@ -399,10 +460,15 @@ async def grants_of(s: AsyncSession, user_id: int) -> list[GrantOut]:
     return [grant_out(r) for r in await store.grants_of_user(s, user_id)]
 
 
-async def delete_grant(s: AsyncSession, grant_id: str | int | None) -> None:
+async def delete_grant(
+    s: AsyncSession, grant_id: str | int | None, *, actor: str = SYSTEM_ACTOR
+) -> None:
     ident = _parse_id(grant_id, "grant_id")
-    if not await store.delete_grant(s, ident):
+    found = await store.get_grant(s, ident)
+    if found is None or not await store.delete_grant(s, ident):
         raise GrantNotFound(grant_id)
+    out = grant_out(found)
+    await _audit(s, "grant.deleted", out.username, _grant_audit(out), actor)
 
 
 async def grant_rules(s: AsyncSession, user_id: int) -> tuple[GrantRule, ...]:

@@ -62,6 +62,16 @@ KIND_SUGGESTIONS = (
     "policy.secret_added",
     "policy.secret_revoked",
     "policy.*",
+    "user.created",
+    "user.updated",
+    "user.deleted",
+    "user.*",
+    "token.created",
+    "token.revoked",
+    "token.*",
+    "grant.created",
+    "grant.deleted",
+    "grant.*",
 )
 DELIVERY_STATUSES = ("pending", "failed", "succeeded", "dead")
 
