@@ -86,11 +86,15 @@ MODEL_VERSION_RULES = EntityRules(
 
 def _as_int(comparison: Comparison) -> int:
     try:
-        return int(str(comparison.value))
+        number = int(str(comparison.value))
     except ValueError:
+        number = None
+    # Beyond 64 bits the database driver cannot bind it (a 500 otherwise).
+    if number is None or not -(2**63) <= number < 2**63:
         raise InvalidParameter(
             f"Invalid value for numeric attribute '{comparison.key}': {comparison.value!r}"
-        ) from None
+        )
+    return number
 
 
 def _is_prompt_query(comparisons: list[Comparison]) -> bool:

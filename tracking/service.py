@@ -95,7 +95,7 @@ def parse_experiment_id(value: Id | None) -> int:
         parsed = int(str(value))
     except ValueError:
         raise ExperimentNotFound(value) from None
-    if parsed < 0:
+    if not 0 <= parsed < 2**63:  # beyond 64 bits no row can have it (nor can drivers bind it)
         raise ExperimentNotFound(value)
     return parsed
 

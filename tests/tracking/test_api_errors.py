@@ -294,3 +294,31 @@ def test_bad_view_type(live_server: LiveServer, path: str) -> None:
         else {"view_type": "SOME"}
     )
     _error(_post(live_server, path, body), 400, "INVALID_PARAMETER_VALUE")
+
+
+@pytest.mark.parametrize("huge", ["999999999999999999999999", "9223372036854775808"])
+def test_ids_beyond_64_bits_are_not_found_not_a_500(live_server: LiveServer, huge: str) -> None:
+    resp = httpx.get(live_server.api("experiments/get"), params={"experiment_id": huge})
+    _error(resp, 404, "RESOURCE_DOES_NOT_EXIST")
+    resp = httpx.post(
+        live_server.api("runs/search"), json={"experiment_ids": [huge], "max_results": 1}
+    )
+    assert resp.status_code < 500, resp.text
+    resp = httpx.get(
+        live_server.api("model-versions/search"), params={"filter": f"version_number > {huge}"}
+    )
+    _error(resp, 400, "INVALID_PARAMETER_VALUE")
+
+
+def test_nul_characters_are_refused_as_bad_input(live_server: LiveServer) -> None:
+    # PostgreSQL cannot store U+0000 in text: without a check this reached the driver as a 500.
+    for method, path, kwargs in (
+        ("GET", "registered-models/get", {"params": {"name": "a\x00b"}}),
+        ("GET", "experiments/get-by-name", {"params": {"experiment_name": "a\x00b"}}),
+        ("POST", "experiments/create", {"json": {"name": "a\x00b"}}),
+        ("POST", "registered-models/create", {"json": {"name": "m\x00"}}),
+        ("GET", "runs/get", {"params": {"run_id": "\x00"}}),
+    ):
+        resp = httpx.request(method, live_server.api(path), **kwargs)
+        assert 400 <= resp.status_code < 500, (path, resp.status_code, resp.text)
+        assert resp.json()["error_code"] in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")

@@ -136,7 +136,27 @@ def _handle_http_exception(request: Request[Any, Any, Any], exc: Exception) -> R
     return error_response(code, str(exc.detail), exc.status_code, headers=dict(exc.headers or {}))
 
 
+# SQLSTATEs PostgreSQL answers for text it cannot hold: U+0000 (22021) and characters outside
+# the database encoding (22P05). They come from client strings, so they are bad input (a 400),
+# never a 500 the MLflow client would retry for minutes; the transaction has rolled back.
+_CLIENT_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
+
+
+def client_text_error(exc: BaseException) -> MlflowError | None:
+    """The 400 a database error stands for when a client's text could not be stored, or None."""
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        if getattr(candidate, "sqlstate", None) in _CLIENT_TEXT_SQLSTATES:
+            return InvalidParameter(
+                "Text values may not contain NUL (U+0000) or characters the database cannot store."
+            )
+    return None
+
+
 def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    bad_text = client_text_error(exc)
+    if bad_text is not None:
+        return _handle_mlflow_error(request, bad_text)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response("INTERNAL_ERROR", "Internal server error", 500)
 

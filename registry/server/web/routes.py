@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -23,9 +24,10 @@ from registry.server.web.pages import (
 )
 from registry.server.web.render import STATIC_DIR, page
 from tracking.core.auth import PUBLIC, permission_opt
-from tracking.core.errors import MlflowError, Unauthenticated
+from tracking.core.errors import MlflowError, Unauthenticated, client_text_error
 
 Req = Request[Any, Any, Any]
+log = logging.getLogger("mlgate.web")
 
 # Page modules, in the order their routes are registered. Each exports ROUTE_HANDLERS.
 PAGE_MODULES: tuple[Any, ...] = (
@@ -49,12 +51,14 @@ def ui_error(request: Req, exc: Exception) -> Response[Any]:
     """UI routes answer errors with a page, not JSON; signed-out visitors go to the login."""
     if isinstance(exc, Unauthenticated) and request.method == "GET":
         return _wants_login(request)
+    exc = client_text_error(exc) or exc
     if isinstance(exc, MlflowError):
         status, code, message = exc.status_code, exc.error_code, exc.message
     elif isinstance(exc, HTTPException):
         status, code, message = exc.status_code, "BAD_REQUEST", str(exc.detail)
     else:
-        raise exc
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        status, code, message = 500, "INTERNAL_ERROR", ""
     if status >= 500:
         code, message = "INTERNAL_ERROR", "Something went wrong on the server."
     return page(request, "error.html", status_code=status, code=code, message=message)
@@ -78,5 +82,9 @@ def static_router() -> ControllerRouterHandler:
     )
 
 
-UI_EXCEPTION_HANDLERS: dict[Any, Any] = {MlflowError: ui_error, HTTPException: ui_error}
+UI_EXCEPTION_HANDLERS: dict[Any, Any] = {
+    MlflowError: ui_error,
+    HTTPException: ui_error,
+    Exception: ui_error,
+}
 UI_GUARDS = [session.csrf_guard]
