@@ -41,6 +41,7 @@ from tracking.core.auth import (
 )
 from tracking.core.errors import InvalidParameter
 from tracking.core.http import database
+from tracking.core.wire import refuse_nul
 
 Req = Request[Any, Any, Any]
 T = TypeVar("T")
@@ -82,8 +83,10 @@ def _errors(*extra: int) -> dict[int, ResponseSpec]:
 async def _strict(request: Req, type_: type[T]) -> T:
     """The body decoded strictly: Litestar's own decoding (which feeds the OpenAPI document)
     coerces, e.g. ``0`` into ``false``; the identity API takes exactly what its schema says."""
+    body = await request.body()
+    refuse_nul(body)
     try:
-        return msgspec.json.decode(await request.body(), type=type_)
+        return msgspec.json.decode(body, type=type_)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidParameter(f"Invalid request: {exc}") from None
 

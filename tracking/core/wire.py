@@ -33,10 +33,24 @@ def ok(payload: Any = None) -> Response[bytes]:
     return Response(content=body, status_code=200, media_type=JSON)
 
 
+NUL_MESSAGE = "Text values may not contain the NUL character (U+0000)."
+
+
+def refuse_nul(body: bytes) -> None:
+    """Refuse a JSON body holding U+0000 (JSON can only spell it ``\\u0000``).
+
+    PostgreSQL cannot store it in text; refusing it on every backend keeps SQLite data
+    portable and the behaviour the same.
+    """
+    if b"\\u0000" in body:
+        raise InvalidParameter(NUL_MESSAGE)
+
+
 def decode_json(body: bytes, type_: type[T]) -> T:
     """Decode a JSON body leniently (numeric strings become numbers); bad input is a 400."""
     if not body.strip():
         body = b"{}"
+    refuse_nul(body)
     try:
         return msgspec.json.decode(body, type=type_, strict=False)
     except msgspec.ValidationError as exc:
@@ -70,6 +84,8 @@ def read_query(request: Request[Any, Any, Any], type_: type[T]) -> T:
     data: dict[str, Any] = {}
     for key in params:
         data[key] = params.getall(key) if key in lists else params.get(key)
+        if any("\x00" in value for value in params.getall(key)):
+            raise InvalidParameter(NUL_MESSAGE)
     try:
         return msgspec.convert(data, type_, strict=False)
     except msgspec.ValidationError as exc:
