@@ -468,3 +468,23 @@ async def may_approve(
     if not check_role or actor.is_admin:
         return True
     return await ports.can_promote(s, actor, model, target)
+
+
+# --- expiry --------------------------------------------------------------------------------------
+
+EXPIRY_ACTOR = "system"
+EXPIRY_BATCH = 100
+
+
+async def expire_due(s: AsyncSession, *, now: int | None = None, limit: int = EXPIRY_BATCH) -> int:
+    """Close requests whose time ran out, each with its ``approval.expired`` event and audit
+    entry in the same transaction. Returns how many this call closed."""
+    at = now_ms() if now is None else now
+    closed = 0
+    for request_id in await store.due_for_expiry(s, at, limit):
+        if not await store.mark_expired(s, request_id, at, EXPIRY_ACTOR):
+            continue
+        out = await _render(s, await _find(s, request_id), at, with_actions=False)
+        await _event(s, "approval.expired", out, EXPIRY_ACTOR)
+        closed += 1
+    return closed

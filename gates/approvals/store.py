@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals.models import ApprovalAction, ApprovalRequest
@@ -101,7 +101,13 @@ async def list_requests_in_scope(
     if status == "pending":
         stmt = stmt.where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at > now)
     elif status == "expired":
-        stmt = stmt.where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at <= now)
+        # Expired either by the sweep (stored) or by the clock before the sweep got to it.
+        stmt = stmt.where(
+            or_(
+                ApprovalRequest.status == "expired",
+                and_(ApprovalRequest.status == "pending", ApprovalRequest.expires_at <= now),
+            )
+        )
     elif status:
         stmt = stmt.where(ApprovalRequest.status == status)
     if model:
@@ -109,3 +115,29 @@ async def list_requests_in_scope(
     if scope is not None:
         stmt = stmt.where(scope_predicate(scope, ApprovalRequest.model_name))
     return list((await s.execute(stmt.offset(offset).limit(limit))).scalars())
+
+
+async def due_for_expiry(s: AsyncSession, now: int, limit: int) -> list[str]:
+    """Ids of pending requests whose time ran out, oldest deadline first."""
+    stmt = (
+        select(ApprovalRequest.id)
+        .where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at <= now)
+        .order_by(ApprovalRequest.expires_at)
+        .limit(limit)
+    )
+    return list((await s.execute(stmt)).scalars())
+
+
+async def mark_expired(s: AsyncSession, request_id: str, now: int, actor: str) -> bool:
+    """Close one request as expired; False when another replica (or an approver) got there
+    first: the status guard makes the sweep safe to run on every replica at once."""
+    result = await s.execute(
+        update(ApprovalRequest)
+        .where(
+            ApprovalRequest.id == request_id,
+            ApprovalRequest.status == "pending",
+            ApprovalRequest.expires_at <= now,
+        )
+        .values(status="expired", resolved_at=now, resolved_by=actor, resolution="expired")
+    )
+    return int(getattr(result, "rowcount", 0) or 0) == 1

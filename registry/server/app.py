@@ -20,6 +20,7 @@ import gates.policies.api
 import registry.api
 import registry.service
 import tracking.api
+from gates.approvals.expiry import ApprovalExpirySweep
 from gates.events.config import EventsConfig
 from gates.events.worker import DeliveryWorker
 from gates.policies import guard
@@ -120,9 +121,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if settings.webhook_worker
             else None
         )
+        sweep = (
+            ApprovalExpirySweep(db, settings.approval_sweep_interval).start()
+            if settings.approval_sweep_interval > 0
+            else None
+        )
         try:
             yield
         finally:
+            if sweep is not None:
+                await sweep.stop()
             if worker is not None:
                 await worker.stop()
             for listener in REGISTRY_LISTENERS:

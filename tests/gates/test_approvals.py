@@ -195,3 +195,49 @@ async def test_only_approver_role_holders_may_approve(
         await approvals.approve(session, request_id, approver="nobody", storage=storage)
     done = await approvals.approve(session, request_id, approver=f"ap-{unique}", storage=storage)
     assert done.decision is not None and done.decision.outcome == "passed"
+
+
+async def test_the_expiry_sweep_closes_a_due_request_once_with_event_and_audit(
+    session: AsyncSession, storage: LocalStorage, unique: str
+) -> None:
+    from sqlalchemy import select
+
+    from gates.audit import service as audit
+    from gates.events.models import OutboxEvent
+
+    _, decision, _ = await _request(session, storage, unique, ttl_hours=1)
+    request_id = decision.approval_request_id
+    assert request_id
+    got = await approvals.get_request(session, request_id)
+    # Not due yet: the sweep leaves it alone.
+    await approvals.expire_due(session, now=got.expires_at - 1)
+    assert (await approvals.get_request(session, request_id)).status == "pending"
+
+    later = got.expires_at + 1
+    assert await approvals.expire_due(session, now=later) >= 1
+    closed = await approvals.get_request(session, request_id)
+    assert closed.status == "expired"
+    assert closed.resolved_by == "system"
+    # A second sweep (another replica, the next round) finds nothing left to close.
+    assert await approvals.expire_due(session, now=later) == 0
+    entries, _ = await audit.search(
+        session,
+        kind="approval.expired",
+        subject=f"approval:{request_id}",
+        max_results=10,
+        page_token=None,
+    )
+    assert len(entries) == 1
+    events = (
+        await session.execute(
+            select(OutboxEvent.payload).where(OutboxEvent.type == "approval.expired")
+        )
+    ).scalars()
+    assert sum(request_id in str(p) for p in events) == 1
+    # Stored as expired, it is listed as expired and no longer as pending.
+    expired, _ = await approvals.list_requests(session, "expired", f"fraud-{unique}")
+    assert [r.request_id for r in expired] == [request_id]
+    pending, _ = await approvals.list_requests(session, "pending", f"fraud-{unique}")
+    assert pending == []
+    with pytest.raises(ApprovalClosed, match="expired"):
+        await _approve(session, request_id, "dave", storage, now=later)

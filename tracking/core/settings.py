@@ -39,6 +39,9 @@ class Settings:
     log_level: str = "info"
     # Gates: how long a release approval request stays open.
     approval_ttl_hours: int = 72
+    # Seconds between sweeps that close expired approval requests (approval.expired events);
+    # 0 turns the sweep off in this process.
+    approval_sweep_interval: float = 30.0
     # Gates, client side (`mlgate promote`): the server and the gate's signing secret.
     url: str = "http://127.0.0.1:5000"
     gate_secret: str = field(default="", repr=False)
