@@ -135,6 +135,45 @@ def test_cors_is_off_by_default(live_server: LiveServer) -> None:
     assert "access-control-allow-origin" not in preflight.headers
 
 
+def test_cors_allows_only_the_configured_origins(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tests.conftest import start_server, stop_server
+
+    server = start_server(
+        database_url,
+        tmp_path_factory.mktemp("cors"),
+        extra_env={"MLGATE_CORS_ORIGINS": "https://app.example,https://ops.example"},
+    )
+    try:
+        for origin in ("https://app.example", "https://ops.example"):
+            preflight = httpx.options(
+                f"{server.url}{API}/experiments/create",
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "content-type,authorization",
+                },
+            )
+            assert preflight.status_code in (200, 204), preflight.text
+            assert preflight.headers["access-control-allow-origin"] == origin
+            allowed = preflight.headers["access-control-allow-headers"].lower()
+            assert "authorization" in allowed and "content-type" in allowed
+            assert "access-control-allow-credentials" not in preflight.headers
+            r = httpx.get(f"{server.url}{API}/experiments/search", headers={"Origin": origin})
+            assert r.headers["access-control-allow-origin"] == origin
+        for stranger in ("https://evil.example", "https://app.example.evil.example", "null"):
+            r = httpx.get(f"{server.url}{API}/experiments/search", headers={"Origin": stranger})
+            assert r.headers.get("access-control-allow-origin") not in (stranger, "*")
+            preflight = httpx.options(
+                f"{server.url}{API}/experiments/create",
+                headers={"Origin": stranger, "Access-Control-Request-Method": "POST"},
+            )
+            assert preflight.headers.get("access-control-allow-origin") not in (stranger, "*")
+    finally:
+        stop_server(server)
+
+
 def test_identity_endpoints_answer_without_auth(live_server: LiveServer) -> None:
     """With auth off there is no principal: whoami says so."""
     me = httpx.get(f"{live_server.url}/api/2.0/mlgate/whoami").json()
