@@ -318,7 +318,10 @@ def run_server(settings: Settings) -> int:
         workers=settings.workers if settings.workers > 1 else None,
         log_level=settings.log_level,
         access_log=False,
-        proxy_headers=False,
+        # Only a configured proxy may say who the client is and whether it spoke HTTPS: the
+        # client address keys login throttling, the scheme the UI's same-origin check.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
     return 0
 

@@ -161,3 +161,73 @@ def test_a_password_change_signs_every_browser_out(web_world: World) -> None:
     )
     assert browser.get("/login?next=/x", follow=False).status_code == 200  # signed out
     browser.close()
+
+
+def test_behind_a_trusted_tls_proxy_forms_work_and_throttling_sees_the_client(
+    make_database,
+    tmp_path_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    from registry.server import migrate
+    from tests.conftest import start_server, stop_server
+    from tests.security.auth_world import ADMIN_PASSWORD, ADMIN_USER, auth_env
+
+    url = make_database("proxied")
+    migrate.upgrade(url)
+    server = start_server(
+        url,
+        tmp_path_factory.mktemp("proxied"),
+        extra_env={
+            **auth_env(),
+            "MLGATE_FORWARDED_ALLOW_IPS": "127.0.0.1",
+            "MLGATE_LOGIN_MAX_FAILURES": "2",
+        },
+    )
+    host = server.url.removeprefix("http://")
+    public = f"https://{host}"
+    try:
+
+        def via_proxy(client_ip: str) -> dict[str, str]:
+            return {"X-Forwarded-Proto": "https", "X-Forwarded-For": client_ip}
+
+        browser = Browser(server.url)
+        page = browser.get("/login", headers=via_proxy("203.0.113.7"))
+        # The browser sees https://host and says so in Origin: accepted, as the proxy vouches.
+        signed_in = browser.post_form(
+            "/login",
+            {"username": ADMIN_USER, "password": ADMIN_PASSWORD},
+            csrf=csrf_of(page.text),
+            follow=False,
+            headers={**via_proxy("203.0.113.7"), "Origin": public},
+        )
+        assert signed_in.status_code == 303, signed_in.text[:300]
+        browser.close()
+        # Failed logins are counted per real client: one client locked out, another not.
+        browser = Browser(server.url)
+        page = browser.get("/login", headers=via_proxy("198.51.100.1"))
+        for _ in range(2):
+            browser.post_form(
+                "/login",
+                {"username": ADMIN_USER, "password": "wrong-password-here"},
+                csrf=csrf_of(page.text),
+                follow=False,
+                headers={**via_proxy("198.51.100.1"), "Origin": public},
+            )
+        locked = browser.post_form(
+            "/login",
+            {"username": ADMIN_USER, "password": ADMIN_PASSWORD},
+            csrf=csrf_of(page.text),
+            follow=False,
+            headers={**via_proxy("198.51.100.1"), "Origin": public},
+        )
+        assert locked.status_code == 429
+        other = browser.post_form(
+            "/login",
+            {"username": ADMIN_USER, "password": ADMIN_PASSWORD},
+            csrf=csrf_of(page.text),
+            follow=False,
+            headers={**via_proxy("198.51.100.2"), "Origin": public},
+        )
+        assert other.status_code == 303
+        browser.close()
+    finally:
+        stop_server(server)

@@ -56,6 +56,9 @@ class Settings:
     # Comma-separated Host header names (``*.example.com`` wildcards, ``*`` for any). Empty:
     # 127.0.0.1, localhost and [::1] on any port, plus ``host`` itself.
     allowed_hosts: str = ""
+    # Comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto are believed
+    # (uvicorn's forwarded_allow_ips); empty believes nobody.
+    forwarded_allow_ips: str = ""
     # Comma-separated origins allowed by CORS; empty turns CORS off.
     cors_origins: str = ""
     # Cap on JSON request bodies in bytes (artifact uploads are streamed and exempt).
