@@ -55,6 +55,7 @@ lint: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python tests/perf/bench_tracking.py --backend sqlite
 	$(BIN)/python tests/perf/bench_tracking.py --backend postgres
+	$(BIN)/python tests/perf/bench_web.py --backend both
 
 clean:
 	rm -rf $(VENV) mlgate-data $(FRONTEND)/node_modules registry/server/web/static/vendor
