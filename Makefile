@@ -50,6 +50,7 @@ test-postgres: $(STAMP) $(ASSETS) browser
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## Side-by-side benchmark against the reference `mlflow server` (installs the bench extra).
 bench: $(BENCH_STAMP)
