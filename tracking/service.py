@@ -987,3 +987,15 @@ async def count_metric_points(
     handle = await _run(s, run_id)
     counts = await store.metric_point_counts(s, [handle.id], keys)
     return {key: count for (_, key), count in counts.items()}
+
+
+# How far back the runs table's column chooser looks for keys, and how many it offers per kind.
+KEY_SCAN_RUNS = 1000
+KEY_SCAN_LIMIT = 500
+
+
+async def experiment_keys(s: AsyncSession, experiment_id: Id | None) -> dict[str, list[str]]:
+    """Metric, param and tag keys logged by the experiment's recent runs (for column choice)."""
+    return await store.recent_keys(
+        s, parse_experiment_id(experiment_id), runs=KEY_SCAN_RUNS, limit=KEY_SCAN_LIMIT
+    )

@@ -844,3 +844,28 @@ class MetricSeries:
     values: list[float]
     total: int
     downsampled: bool
+
+
+async def recent_keys(
+    s: AsyncSession, experiment_id: int, *, runs: int, limit: int
+) -> dict[str, list[str]]:
+    """Distinct metric, param and tag keys of the experiment's ``runs`` newest active runs,
+    at most ``limit`` each (bounded work however big the experiment)."""
+    recent = (
+        select(Run.id)
+        .where(Run.experiment_id == experiment_id, Run.lifecycle_stage == "active")
+        .order_by(Run.start_time.desc())
+        .limit(runs)
+        .scalar_subquery()
+    )
+    out: dict[str, list[str]] = {}
+    for kind, table in (("metrics", LatestMetric), ("params", Param), ("tags", Tag)):
+        stmt = (
+            select(table.key)
+            .where(table.run_id.in_(recent))
+            .distinct()
+            .order_by(table.key)
+            .limit(limit)
+        )
+        out[kind] = list((await s.execute(stmt)).scalars())
+    return out

@@ -523,3 +523,21 @@ def test_every_page_renders_with_authentication_off(live_server: LiveServer, uni
     assert browser.get("/experiments/not-a-number").status_code == 404
     browser.close()
     client.close()
+
+
+def test_the_column_chooser_offers_keys_logged_by_runs_off_this_page(
+    web_world: World, browser_for: BrowserFor
+) -> None:
+    specs = [{"name": f"k-{i}", "metrics": {"acc": i / 10}} for i in range(4)]
+    # The oldest run alone logged these: with 2 rows per page it is not on the first page.
+    specs[0] = {
+        "name": "k-0",
+        "metrics": {"acc": 0.0, "rare_metric": 1.0},
+        "params": {"rare_param": "x"},
+        "tags": {"rare_tag": "y"},
+    }
+    experiment_id, ids = seeded_experiment(web_world, specs)
+    page = browser_for("reader").get(f"/experiments/{experiment_id}?max_results=2").text
+    assert ids[0] not in [row["run_id"] for row in runs_table(page).rows]
+    for kind, key in (("metrics", "rare_metric"), ("params", "rare_param"), ("tags", "rare_tag")):
+        assert re.search(rf'name="{kind}" value="{key}"', page), (kind, key)

@@ -403,6 +403,8 @@ async def experiment_runs(request: Req, experiment_id: str) -> Response[Any]:
         except InvalidParameter as exc:
             error = exc.message
             max_results = RUNS_PAGE
+        # The chooser offers every key the experiment's recent runs logged, not just this page's.
+        logged = await tracking.experiment_keys(s, experiment.experiment_id)
     rows = [run_row(r) for r in runs]
     seen_metrics, seen_params, seen_tags = (
         _keys(rows, "metrics"),
@@ -431,9 +433,9 @@ async def experiment_runs(request: Req, experiment_id: str) -> Response[Any]:
         state=view_state,
         error=error,
         available={
-            "metrics": sorted(set(seen_metrics) | set(metrics)),
-            "params": sorted(set(seen_params) | set(params)),
-            "tags": sorted(set(seen_tags) | set(tags)),
+            "metrics": sorted(set(seen_metrics) | set(metrics) | set(logged["metrics"])),
+            "params": sorted(set(seen_params) | set(params) | set(logged["params"])),
+            "tags": sorted(set(seen_tags) | set(tags) | set(logged["tags"])),
         },
         next_href=view_state.link(page_token=token) if token else None,
         first_href=view_state.link() if page_token else None,
