@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from gates.events.signing import SecretBox
 from gates.policies import ports, promotion, service
 from gates.policies.guard import OVERRIDE_HEADER, OverrideRequest, override_request
 from gates.policies.schemas import (
@@ -124,12 +125,17 @@ async def delete_gate(request: Req) -> R:
 # --- secrets -------------------------------------------------------------------------------------
 
 
+def _secret_box(request: Req) -> SecretBox:
+    """Gate secrets are sealed at rest under the same key as webhook subscription secrets."""
+    return SecretBox(request.app.state["settings"].webhook_secret_key)
+
+
 @post(f"{GATES_PATH}/secrets/add", status_code=200, opt=permission_opt(ADMIN))
 async def add_secret(request: Req) -> R:
     body = await read_json(request, SecretRequest)
     actor = await _admin(request)
     async with database(request).write() as s:
-        secret = await service.add_secret(s, body.gate, actor=actor)
+        secret = await service.add_secret(s, body.gate, actor=actor, box=_secret_box(request))
     return ok({"secret": secret})
 
 
@@ -138,7 +144,9 @@ async def rotate_secret(request: Req) -> R:
     body = await read_json(request, SecretRequest)
     actor = await _admin(request)
     async with database(request).write() as s:
-        secret = await service.rotate_secret(s, body.gate, body.grace_seconds, actor=actor)
+        secret = await service.rotate_secret(
+            s, body.gate, body.grace_seconds, actor=actor, box=_secret_box(request)
+        )
     return ok({"secret": secret})
 
 
@@ -226,6 +234,7 @@ async def promote(request: Req) -> R:
             storage=storage,
             approval_ttl_hours=settings.approval_ttl_hours,
             fingerprint=fingerprint,
+            secret_box=_secret_box(request),
         )
     return decision_response(result.decision, replayed=result.replayed)
 

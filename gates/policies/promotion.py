@@ -18,6 +18,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import service as approvals
+from gates.events.signing import SecretBox
 from gates.policies import ports, service, store
 from gates.policies.errors import (
     BadSignature,
@@ -105,11 +106,12 @@ async def _authenticate(
     bearer: Actor | None,
     model: str,
     target: str,
+    secret_box: SecretBox,
 ) -> Caller:
     now = now_ms()
     if signed is not None:
         check_timestamp(signed, now // 1000)
-        secrets = await service.active_secret_values(s, gate.policy.id)
+        secrets = await service.active_secret_values(s, gate.policy.id, secret_box)
         index = matching_secret(signed, [value for _, value in secrets], raw_body)
         if index is None:
             raise BadSignature(
@@ -149,6 +151,7 @@ async def promote(
     storage: ArtifactStorage | None,
     approval_ttl_hours: int,
     fingerprint: VersionFingerprint | None = None,
+    secret_box: SecretBox = service.UNSEALED,
 ) -> Promotion:
     """Decide on a promotion request and act on the decision (see the module docstring)."""
     model, target = _validate(req)
@@ -156,7 +159,15 @@ async def promote(
     if gate is None:
         raise NoGateForTarget(model, target)
     caller = await _authenticate(
-        s, gate, req, signed=signed, raw_body=raw_body, bearer=bearer, model=model, target=target
+        s,
+        gate,
+        req,
+        signed=signed,
+        raw_body=raw_body,
+        bearer=bearer,
+        model=model,
+        target=target,
+        secret_box=secret_box,
     )
     request_hash = request_fingerprint(req, model, target)
     decision_id = service.new_id()

@@ -5,12 +5,14 @@ Takes a session and flushes; the request (or CLI command) boundary commits.
 
 from __future__ import annotations
 
+import logging
 import secrets as random_ids
 from dataclasses import dataclass
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gates.events.signing import SecretBox, SecretUnavailable
 from gates.policies import ports, rules, store
 from gates.policies.errors import (
     DecisionNotFound,
@@ -30,10 +32,14 @@ from gates.policies.schemas import (
     PolicyVersionOut,
     SecretOut,
 )
-from gates.policies.signatures import new_secret
+from gates.policies.signatures import SECRET_PREFIX, new_secret
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter
 from tracking.core.wire import decode_page_token, encode_page_token
+
+log = logging.getLogger("mlgate.gates")
+# Without MLGATE_WEBHOOK_SECRET_KEY, secrets are stored marked as unsealed.
+UNSEALED = SecretBox("")
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -114,7 +120,7 @@ def decision_out(d: GateDecision, policy_name: str) -> DecisionOut:
     )
 
 
-def secret_out(sec: GateSecret, gate: str, now: int, *, reveal: bool = False) -> SecretOut:
+def secret_out(sec: GateSecret, gate: str, now: int, *, revealed: str | None = None) -> SecretOut:
     active = sec.revoked_at is None and (sec.expires_at is None or sec.expires_at > now)
     return SecretOut(
         secret_id=sec.secret_id,
@@ -124,7 +130,7 @@ def secret_out(sec: GateSecret, gate: str, now: int, *, reveal: bool = False) ->
         active=active,
         expires_at=sec.expires_at,
         revoked_at=sec.revoked_at,
-        secret=sec.secret if reveal else None,
+        secret=revealed,
     )
 
 
@@ -331,22 +337,29 @@ async def gate_for(s: AsyncSession, model: str, target: str) -> ResolvedGate | N
 # --- secrets -------------------------------------------------------------------------------------
 
 
-async def add_secret(s: AsyncSession, gate: str | None, *, actor: str) -> SecretOut:
+async def add_secret(
+    s: AsyncSession, gate: str | None, *, actor: str, box: SecretBox = UNSEALED
+) -> SecretOut:
     """A new signing secret for ``gate``; the answer is the only time it is shown."""
     policy = await find_policy(s, gate, lock=True)
     now = now_ms()
     if len(await store.active_secrets(s, policy.id, now)) >= MAX_ACTIVE_SECRETS:
         raise TooManySecrets(policy.name)
-    return await _insert_secret(s, policy, now, actor)
+    return await _insert_secret(s, policy, now, actor, box)
 
 
-async def _insert_secret(s: AsyncSession, policy: GatePolicy, now: int, actor: str) -> SecretOut:
+async def _insert_secret(
+    s: AsyncSession, policy: GatePolicy, now: int, actor: str, box: SecretBox
+) -> SecretOut:
     secret_id = "gs_" + random_ids.token_hex(12)
+    plain = new_secret()
     await store.insert_secret(
         s,
         policy_id=policy.id,
         secret_id=secret_id,
-        secret=new_secret(),
+        # Sealed with MLGATE_WEBHOOK_SECRET_KEY when it is set: a database dump alone cannot
+        # sign promotions.
+        secret=box.seal(plain),
         created_at=now,
         created_by=actor,
     )
@@ -355,11 +368,16 @@ async def _insert_secret(s: AsyncSession, policy: GatePolicy, now: int, actor: s
     await ports.audit(
         s, "policy.secret_added", f"policy:{policy.name}", {"secret_id": secret_id}, actor
     )
-    return secret_out(created, policy.name, now, reveal=True)
+    return secret_out(created, policy.name, now, revealed=plain)
 
 
 async def rotate_secret(
-    s: AsyncSession, gate: str | None, grace_seconds: int | None = None, *, actor: str
+    s: AsyncSession,
+    gate: str | None,
+    grace_seconds: int | None = None,
+    *,
+    actor: str,
+    box: SecretBox = UNSEALED,
 ) -> SecretOut:
     """A new secret; the newest previous one stays valid for ``grace_seconds`` (default a
     day), and any older ones are revoked, so at most two are ever active."""
@@ -376,7 +394,7 @@ async def rotate_secret(
                 await store.update_secret(s, old.id, expires_at=expires)
         else:
             await store.update_secret(s, old.id, revoked_at=now)
-    return await _insert_secret(s, policy, now, actor)
+    return await _insert_secret(s, policy, now, actor, box)
 
 
 async def revoke_secret(
@@ -404,9 +422,28 @@ async def list_secrets(s: AsyncSession, gate: str | None) -> list[SecretOut]:
     return [secret_out(x, policy.name, now) for x in await store.list_secrets(s, policy.id, 100)]
 
 
-async def active_secret_values(s: AsyncSession, policy_id: int) -> list[tuple[str, str]]:
-    """(secret id, secret) of the gate's active secrets, newest first."""
-    return [(x.secret_id, x.secret) for x in await store.active_secrets(s, policy_id, now_ms())]
+async def active_secret_values(
+    s: AsyncSession, policy_id: int, box: SecretBox = UNSEALED
+) -> list[tuple[str, str]]:
+    """(secret id, secret) of the gate's active secrets that this server can open, newest first.
+
+    A secret sealed under another key (or with the key unset) cannot verify anything: it is
+    left out and logged, and a request signed with it fails as a bad signature.
+    """
+    opened: list[tuple[str, str]] = []
+    for x in await store.active_secrets(s, policy_id, now_ms()):
+        try:
+            opened.append((x.secret_id, open_gate_secret(box, x.secret)))
+        except SecretUnavailable as exc:
+            log.warning("gate secret %s cannot be opened: %s", x.secret_id, exc)
+    return opened
+
+
+def open_gate_secret(box: SecretBox, stored: str) -> str:
+    """The plaintext of a stored gate secret (rows written before sealing are plain)."""
+    if stored.startswith(SECRET_PREFIX):
+        return stored
+    return box.open(stored)
 
 
 # --- decisions -----------------------------------------------------------------------------------

@@ -121,3 +121,34 @@ async def test_secrets_rotate_with_two_active_and_revoke(session: AsyncSession) 
     await service.revoke_secret(session, name, second.secret_id, actor=ADMIN)
     active = await service.active_secret_values(session, policy.id)
     assert [sid for sid, _ in active] == [third.secret_id]
+
+
+async def test_gate_secrets_are_sealed_at_rest_when_a_key_is_set(session: AsyncSession) -> None:
+    from sqlalchemy import select
+
+    from gates.events.signing import SecretBox
+    from gates.policies.models import GateSecret
+
+    name = f"sealed-{uuid.uuid4().hex[:8]}"
+    await service.create_policy(session, _spec(name, model=f"m-{name}"), actor=ADMIN)
+    box = SecretBox("a key from the secret store")
+    created = await service.add_secret(session, name, actor=ADMIN, box=box)
+    assert created.secret and created.secret.startswith("whsec_")  # shown once, in clear
+    stored = (
+        await session.execute(
+            select(GateSecret.secret).where(GateSecret.secret_id == created.secret_id)
+        )
+    ).scalar_one()
+    assert created.secret not in stored and stored.startswith("aesgcm:")
+    policy = await service.find_policy(session, name)
+    # The right key opens it for signature checks; without it (or with another) it is unusable.
+    assert await service.active_secret_values(session, policy.id, box) == [
+        (created.secret_id, created.secret)
+    ]
+    assert await service.active_secret_values(session, policy.id) == []
+    assert await service.active_secret_values(session, policy.id, SecretBox("other")) == []
+    # Secrets stored while no key was set (marked unsealed) keep working after one is set.
+    legacy = await service.add_secret(session, name, actor=ADMIN)
+    assert (legacy.secret_id, legacy.secret) in await service.active_secret_values(
+        session, policy.id, box
+    )
