@@ -35,6 +35,10 @@ class ApprovalExpirySweep:
                 await task
 
     async def run_once(self) -> int:
+        # A read first: most rounds find nothing, and must not take SQLite's write lock.
+        async with self.db.read() as s:
+            if not await service.any_due_for_expiry(s):
+                return 0
         async with self.db.write() as s:
             return await service.expire_due(s)
 

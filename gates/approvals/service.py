@@ -476,6 +476,10 @@ EXPIRY_ACTOR = "system"
 EXPIRY_BATCH = 100
 
 
+async def any_due_for_expiry(s: AsyncSession, *, now: int | None = None) -> bool:
+    return bool(await store.due_for_expiry(s, now_ms() if now is None else now, 1))
+
+
 async def expire_due(s: AsyncSession, *, now: int | None = None, limit: int = EXPIRY_BATCH) -> int:
     """Close requests whose time ran out, each with its ``approval.expired`` event and audit
     entry in the same transaction. Returns how many this call closed."""

@@ -241,3 +241,22 @@ async def test_the_expiry_sweep_closes_a_due_request_once_with_event_and_audit(
     assert pending == []
     with pytest.raises(ApprovalClosed, match="expired"):
         await _approve(session, request_id, "dave", storage, now=later)
+
+
+async def test_the_sweep_task_closes_expired_requests_through_the_database(
+    database: object, storage: LocalStorage, unique: str
+) -> None:
+    from gates.approvals.expiry import ApprovalExpirySweep
+    from tracking.core.db import Database
+
+    assert isinstance(database, Database)
+    async with database.write() as s:
+        _, decision, _ = await _request(s, storage, unique, ttl_hours=0)
+    request_id = decision.approval_request_id
+    assert request_id
+    sweep = ApprovalExpirySweep(database, 0.05)
+    assert await sweep.run_once() >= 1
+    async with database.read() as s:
+        assert (await approvals.get_request(s, request_id)).status == "expired"
+        assert not await approvals.any_due_for_expiry(s)
+    assert await sweep.run_once() == 0
