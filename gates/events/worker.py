@@ -10,7 +10,6 @@ the oldest open delivery is ever claimable, so a subscriber sees events in order
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from gates.events.config import EventsConfig
 from gates.events.envelope import mlflow_request, mlgate_request
 from gates.events.sender import MAX_REDIRECTS, PinnedSender, SendOutcome
 from gates.events.signing import SecretUnavailable
+from tracking.core.background import PollingLoop
 from tracking.core.clock import now_ms
 from tracking.core.db import Database
 
@@ -33,41 +33,21 @@ BATCH = 32
 ERROR_LEN = 2000
 
 
-class DeliveryWorker:
+class DeliveryWorker(PollingLoop):
+    task_name = "mlgate-webhook-worker"
+
     def __init__(self, db: Database, config: EventsConfig, *, worker_id: str | None = None) -> None:
+        super().__init__(config.poll_interval, log)
         self.db = db
         self.config = config
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sender = PinnedSender(config.allowlist, config.timeout)
         # Long enough for every hop of one attempt to time out, with margin.
         self.lease_ms = int((config.timeout * (MAX_REDIRECTS + 1) + 30) * 1000)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> DeliveryWorker:
-        """Run in the background of the current event loop (the app's lifespan)."""
-        self._task = asyncio.create_task(self.run_forever(), name="mlgate-webhook-worker")
-        return self
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await super().stop()
         await self.sender.aclose()
-
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                done = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The database may be restarting; the next poll tries again.
-                log.exception("webhook worker iteration failed")
-                done = 0
-            if not done:
-                await asyncio.sleep(self.config.poll_interval)
 
     async def run_once(self) -> int:
         """Claim and send one batch; returns how many deliveries were attempted."""
