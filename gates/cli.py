@@ -1,6 +1,9 @@
 """``mlgate gates``, ``mlgate approvals`` and ``mlgate promote``: the gates' command line.
 
-``gates`` and ``approvals`` work on the database through the services (like ``mlgate history``);
+``gates`` and ``approvals list`` work on the database through the services (like ``mlgate
+history``). ``approvals approve|reject`` are HTTP clients: they act with the caller's own
+credentials (an API token, or a user name and password), so the recorded actor is whoever
+authenticated; their database-direct form is break-glass only (``--break-glass --reason``).
 ``promote`` is the CI client: it signs its HTTP call with the gate secret from the environment.
 """
 
@@ -19,7 +22,15 @@ import msgspec
 from gates.policies.signatures import signed_headers
 from tracking.core.settings import Settings
 
-EXIT_OK, EXIT_REFUSED, EXIT_PENDING = 0, 1, 3
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_PENDING = 0, 1, 2, 3
+# `mlgate promote` when the approval request of the (replayed) decision is closed.
+EXIT_EXPIRED, EXIT_REJECTED, EXIT_CANCELLED, EXIT_APPROVAL_FAILED = 4, 5, 6, 7
+CLOSED_EXIT_CODES = {
+    "expired": EXIT_EXPIRED,
+    "rejected": EXIT_REJECTED,
+    "cancelled": EXIT_CANCELLED,
+    "failed": EXIT_APPROVAL_FAILED,
+}
 
 
 def add_commands(sub: Any, add_db_flag: Any) -> None:
@@ -43,15 +54,23 @@ def add_commands(sub: Any, add_db_flag: Any) -> None:
     ap_list.add_argument("--json", action="store_true", help="print JSON lines")
     add_db_flag(ap_list)
     for verb in ("approve", "reject"):
-        p = ap_sub.add_parser(verb, help=f"{verb} a request as a named user")
-        p.add_argument("request_id")
-        p.add_argument("--as", dest="as_user", required=True, help="the user acting")
-        p.add_argument("--comment", help="why")
-        p.add_argument(
-            "--artifacts-destination",
-            help="artifact store, to re-verify the digest on a final approval "
-            "(env MLGATE_ARTIFACTS_DESTINATION)",
+        p = ap_sub.add_parser(
+            verb,
+            help=f"{verb} a request with your own credentials (MLFLOW_TRACKING_TOKEN, or "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)",
         )
+        p.add_argument("request_id")
+        p.add_argument("--comment", help="why")
+        p.add_argument("--url", help="mlgate server (env MLGATE_URL)")
+        p.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout in seconds")
+        p.add_argument(
+            "--break-glass",
+            action="store_true",
+            help="act on the database directly, when the server cannot be used: admin-only, "
+            "recorded as break-glass, never counted as an approval",
+        )
+        p.add_argument("--reason", help="why break-glass is needed (required with it)")
+        p.add_argument("--as", dest="as_user", help="with --break-glass: the admin acting")
         add_db_flag(p)
 
     promote = sub.add_parser(
@@ -69,7 +88,14 @@ def add_commands(sub: Any, add_db_flag: Any) -> None:
         "--idempotency-key",
         help="default: derived from model, run/version and target, so retries are safe",
     )
-    promote.add_argument("--requested-by", help="who asked (e.g. the CI actor)")
+    promote.add_argument(
+        "--requested-by", help="who asked (e.g. the CI actor); recorded as an unverified claim"
+    )
+    promote.add_argument(
+        "--reopen",
+        action="store_true",
+        help="when the key's approval request is closed (expired, rejected, ...), ask again",
+    )
     promote.add_argument(
         "--allow-pending", action="store_true", help="exit 0 when approvals are pending"
     )
@@ -85,6 +111,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "promote":
         return promote(args, settings)
+    if args.command == "approvals" and args.approvals_command in ("approve", "reject"):
+        if not args.break_glass:
+            return act_over_http(args, settings)
+        if not args.reason or not args.as_user:
+            print("mlgate: --break-glass needs --reason and --as <admin>", file=sys.stderr)
+            return EXIT_USAGE
     return asyncio.run(_run_database_command(args, settings))
 
 
@@ -107,7 +139,6 @@ def _load_gates_file(path: str) -> Any:
 async def _run_database_command(args: argparse.Namespace, settings: Settings) -> int:
     from gates.approvals import service as approvals
     from gates.policies import service as policies
-    from gates.policies.ports import Actor
     from tracking.core.db import Database
 
     db = Database(settings.database_url, pool_size=1)
@@ -147,42 +178,79 @@ async def _run_database_command(args: argparse.Namespace, settings: Settings) ->
                         f"{a.approvals}/{a.required_approvals} approvals  by {a.requested_by}"
                     )
             return EXIT_OK
-        storage = None
-        if args.approvals_command == "approve":
-            from registry.artifacts.storage import build_storage
+        from tracking.core.errors import MlflowError
 
-            dest = getattr(args, "artifacts_destination", None)
-            storage = build_storage(settings.with_overrides(artifacts_destination=dest))
         try:
             async with db.write() as s:
-                if args.approvals_command == "approve":
-                    result = await approvals.approve(
-                        s,
-                        args.request_id,
-                        approver=args.as_user,
-                        comment=args.comment,
-                        storage=storage,
-                        check_role=settings.auth,
-                    )
-                else:
-                    result = await approvals.reject(
-                        s,
-                        args.request_id,
-                        actor=Actor(args.as_user, is_admin=False, authenticated=True),
-                        comment=args.comment,
-                        check_role=settings.auth,
-                    )
-        finally:
-            if storage is not None:
-                await storage.aclose()
+                result = await approvals.break_glass(
+                    s,
+                    args.request_id,
+                    approve=args.approvals_command == "approve",
+                    claimed_admin=args.as_user,
+                    reason=args.reason,
+                    check_admin=settings.auth,
+                )
+        except MlflowError as exc:
+            print(f"mlgate: {exc.error_code}: {exc.message}", file=sys.stderr)
+            return EXIT_REFUSED
         a = result.approval_request
-        print(f"{a.request_id}: {a.status} ({a.approvals}/{a.required_approvals} approvals)")
-        if result.decision is not None:
-            print(format_decision(msgspec.to_builtins(result.decision)))
-            return EXIT_OK if result.decision.outcome == "passed" else EXIT_REFUSED
+        print(
+            f"{a.request_id}: {a.status} by break-glass "
+            f"({a.approvals}/{a.required_approvals} approvals counted)"
+        )
         return EXIT_OK
     finally:
         await db.dispose()
+
+
+# --- approve and reject (HTTP) -------------------------------------------------------------------
+
+
+def act_over_http(args: argparse.Namespace, settings: Settings) -> int:
+    """Approve or reject through the server, authenticated as the caller."""
+    import httpx
+
+    url = (args.url or settings.url).rstrip("/")
+    headers: dict[str, str] = {}
+    auth: tuple[str, str] | None = None
+    if settings.tracking_token:
+        headers["Authorization"] = f"Bearer {settings.tracking_token}"
+    elif settings.tracking_username:
+        auth = (settings.tracking_username, settings.tracking_password)
+    body: dict[str, Any] = {"request_id": args.request_id}
+    if args.comment:
+        body["comment"] = args.comment
+    try:
+        response = httpx.post(
+            f"{url}/api/2.0/mlgate/approvals/{args.approvals_command}",
+            json=body,
+            headers=headers,
+            auth=auth,
+            timeout=args.timeout,
+        )
+    except httpx.HTTPError as exc:
+        print(f"mlgate: cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"message": response.text}
+    a = answer.get("approval_request") if isinstance(answer, dict) else None
+    if not isinstance(a, dict):
+        print(
+            f"mlgate: {response.status_code} {answer.get('error_code', '')}: "
+            f"{answer.get('message', '')}",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    print(
+        f"{a['request_id']}: {a['status']} ({a['approvals']}/{a['required_approvals']} approvals)"
+    )
+    decision = answer.get("decision")
+    if isinstance(decision, dict):
+        print(format_decision(decision))
+        return EXIT_OK if decision.get("outcome") == "passed" else EXIT_REFUSED
+    return EXIT_OK
 
 
 # --- promote (HTTP) ------------------------------------------------------------------------------
@@ -215,6 +283,8 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
         body["version"] = args.version
     if args.requested_by:
         body["requested_by"] = args.requested_by
+    if args.reopen:
+        body["reopen"] = True
     raw = msgspec.json.encode(body)
     # A fresh webhook-id per attempt: the server refuses a replayed id, while the idempotency
     # key makes a retried promotion return the first decision.
@@ -234,7 +304,7 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
         answer = response.json()
     except ValueError:
         answer = {"message": response.text}
-    if "decision_id" not in answer:
+    if not isinstance(answer, dict) or "decision_id" not in answer:
         print(
             f"mlgate: {response.status_code} {answer.get('error_code', '')}: "
             f"{answer.get('message', '')}",
@@ -246,6 +316,12 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
     if outcome == "passed":
         return EXIT_OK
     if outcome == "pending_approval":
+        # The request's current state, not the state the decision was made in.
+        status = answer.get("approval_status") or "pending"
+        if status == "approved":
+            return EXIT_OK
+        if status in CLOSED_EXIT_CODES:
+            return CLOSED_EXIT_CODES[status]
         return EXIT_OK if args.allow_pending else EXIT_PENDING
     return EXIT_REFUSED
 
@@ -269,8 +345,14 @@ def format_decision(d: dict[str, Any]) -> str:
         f"digest {_cell(d.get('digest'))}",
         f"actor    {d.get('actor')}",
     ]
+    if d.get("requested_by") and d.get("requested_by") != d.get("actor"):
+        lines.append(f"requested by (claimed, unverified) {d['requested_by']}")
     if d.get("approval_request_id"):
-        lines.append(f"approval request {d['approval_request_id']}")
+        status = d.get("approval_status")
+        shown = f"  status: {status}" if status else ""
+        lines.append(f"approval request {d['approval_request_id']}{shown}")
+    if d.get("supersedes"):
+        lines.append(f"supersedes decision {d['supersedes']}")
     rows = [("CHECK", "OBSERVED", "EXPECTED", "VERDICT", "DETAIL")]
     for c in d.get("checks", []):
         rows.append(

@@ -28,7 +28,11 @@ class ApprovalRequest(Base):
     required_approvals: Mapped[int] = mapped_column(Integer)
     # pending | approved | rejected | cancelled | failed (expiry is computed from expires_at).
     status: Mapped[str] = mapped_column(String(16))
+    # What the caller claimed (free text in a signed request): shown, never trusted.
     requested_by: Mapped[str] = mapped_column(String(ACTOR_LEN))
+    # The authenticated principal that opened the request (a gate secret or a token's user):
+    # the one separation of duties compares with.
+    requester: Mapped[str | None] = mapped_column(String(ACTOR_LEN), nullable=True)
     run_author: Mapped[str | None] = mapped_column(String(ACTOR_LEN), nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)
@@ -43,7 +47,10 @@ class ApprovalRequest(Base):
 
 
 class ApprovalAction(Base):
-    """approve | reject | cancel | comment, by whom, when; kept forever."""
+    """approve | reject | cancel | comment | break_glass, by whom, when; kept forever.
+
+    ``break_glass`` is a database-direct action from ``mlgate approvals ... --break-glass``: it is
+    never counted as an approval."""
 
     __tablename__ = "approval_actions"
 

@@ -27,9 +27,12 @@ class ApprovalOut(msgspec.Struct, omit_defaults=True):
     required_approvals: int
     approvals: int
     approved_by: list[str]
+    # ``requested_by`` is what the caller claimed (unverified); ``requester`` is the
+    # authenticated principal that opened the request.
     requested_by: str
     created_at: int
     expires_at: int
+    requester: str | None = None
     run_id: str | None = None
     digest: str | None = None
     run_author: str | None = None

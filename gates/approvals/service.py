@@ -1,7 +1,11 @@
 """Release approvals: open, approve (the last one re-checks the gate and moves), reject, cancel.
 
 Who may sign off comes from identity (the approver role on the model); separation of duties
-is enforced here: the requester and the run's author never approve their own promotion.
+is enforced here: the requester and the run's author never approve their own promotion. Both
+are authenticated principals: the requester is whoever authenticated the promotion (a gate
+secret or a token's user), never the ``requested_by`` text a caller merely claims, and the run
+author is the run's ``user_id``, which the server sets to the authenticated user when
+authentication is on.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def _out(
         approvals=len(approved_by),
         approved_by=approved_by,
         requested_by=row.requested_by,
+        requester=row.requester,
         created_at=row.created_at,
         expires_at=row.expires_at,
         run_id=row.run_id,
@@ -126,6 +131,7 @@ async def open_request(
     run_id: str | None,
     digest: str | None,
     requested_by: str,
+    requester: str,
     run_author: str | None,
     ttl_hours: int,
 ) -> str:
@@ -149,14 +155,14 @@ async def open_request(
         required_approvals=gate.rules.required_approvals,
         status="pending",
         requested_by=requested_by,
+        requester=requester,
         run_author=run_author,
         created_at=now,
         expires_at=now + ttl_hours * 3600 * 1000,
     )
     row = await _find(s, request_id)
-    await _event(
-        s, "approval.requested", await _render(s, row, now, with_actions=False), requested_by
-    )
+    # The actor is the authenticated principal; ``requested_by`` stays a claim in the payload.
+    await _event(s, "approval.requested", await _render(s, row, now, with_actions=False), requester)
     return request_id
 
 
@@ -215,7 +221,8 @@ async def approve(
     in this transaction, or marks the request failed with the refusing decision."""
     at = now_ms() if now is None else now
     row = await _pending(s, request_id, at)
-    if approver == row.requested_by:
+    # Only authenticated principals count: a ``requested_by`` claim can bar nobody.
+    if row.requester and approver == row.requester:
         raise SeparationOfDuties(
             f"'{approver}' requested this promotion and cannot approve it (separation of duties)."
         )
@@ -389,7 +396,7 @@ async def cancel(
     """The requester (or an admin) withdraws the request."""
     at = now_ms()
     row = await _pending(s, request_id, at)
-    if not actor.is_admin and actor.name != row.requested_by:
+    if not actor.is_admin and (not actor.authenticated or actor.name != row.requester):
         raise PermissionDenied("Only the requester or an admin can cancel an approval request.")
     await store.insert_action(
         s,
@@ -426,6 +433,89 @@ async def add_comment(
     )
     out = await _render(s, row, at)
     await _event(s, "approval.commented", out, actor.name, comment=comment)
+    return ApprovalResult(out)
+
+
+# --- break-glass (database-direct) ---------------------------------------------------------------
+
+BREAK_GLASS_PREFIX = "break-glass:"
+MAX_BREAK_GLASS_REASON = 1000
+
+
+async def break_glass(
+    s: AsyncSession,
+    request_id: str | None,
+    *,
+    approve: bool,
+    claimed_admin: str,
+    reason: str,
+    check_admin: bool = True,
+) -> ApprovalResult:
+    """Close a request from the database side, when the server cannot be used.
+
+    Whoever runs this holds the database credentials, so the named admin is only a claim: it
+    must name an enabled administrator (``check_admin``, with authentication on), and it is
+    recorded as ``break-glass:<name>``. A break-glass action is never an approval: it does not
+    count toward the quorum, and an approve is an override that moves the version without the
+    missing approvals. It is written to the audit trail as ``approval.break_glass``."""
+    text = (reason or "").strip()
+    if not text or len(text) > MAX_BREAK_GLASS_REASON:
+        raise InvalidParameter(
+            f"Break-glass needs a reason of 1 to {MAX_BREAK_GLASS_REASON} characters."
+        )
+    if check_admin and not await ports.is_active_admin(s, claimed_admin):
+        raise PermissionDenied(f"Break-glass is for administrators; '{claimed_admin}' is not one.")
+    at = now_ms()
+    row = await _pending(s, request_id, at)
+    actor = f"{BREAK_GLASS_PREFIX}{claimed_admin}"
+    verb = "approve" if approve else "reject"
+    counted = len((await store.approvers(s, [row.id]))[row.id])
+    await store.insert_action(
+        s,
+        request_id=row.id,
+        kind="break_glass",
+        actor=actor,
+        comment=_comment(f"{verb}: {text}"),
+        created_at=at,
+    )
+    resolution = (
+        f"break-glass {verb} from the database by (claimed) admin '{claimed_admin}' with "
+        f"{counted}/{row.required_approvals} approvals: {text}"
+    )
+    if approve:
+        policy_version = await policy_store.get_policy_version_by_id(s, row.policy_version_id)
+        assert policy_version is not None
+        names = await policy_store.policy_names(s, {row.policy_id})
+        await execute_move(
+            s,
+            model=row.model_name,
+            version=row.version,
+            target=row.target,
+            rules=decode_rules(policy_version.spec),
+            actor=actor,
+            decision_id=row.decision_id,
+            gate=f"{names.get(row.policy_id, '')} (break-glass)",
+        )
+    await store.update_request(
+        s,
+        row.id,
+        status="approved" if approve else "rejected",
+        resolved_at=at,
+        resolved_by=actor,
+        resolution=resolution,
+    )
+    out = await _render(s, await _find(s, row.id), at)
+    await _event(
+        s,
+        "approval.break_glass",
+        out,
+        actor,
+        break_glass=True,
+        action=verb,
+        reason=text,
+        claimed_admin=claimed_admin,
+        counted_approvals=counted,
+    )
     return ApprovalResult(out)
 
 

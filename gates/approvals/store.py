@@ -38,6 +38,19 @@ async def pending_request_for(
     return (await s.execute(stmt.limit(1))).scalar_one_or_none()
 
 
+async def current_statuses(s: AsyncSession, request_ids: list[str], now: int) -> dict[str, str]:
+    """Each request's status as of ``now`` (a pending one past its deadline is expired)."""
+    if not request_ids:
+        return {}
+    stmt = select(ApprovalRequest.id, ApprovalRequest.status, ApprovalRequest.expires_at).where(
+        ApprovalRequest.id.in_(request_ids)
+    )
+    return {
+        rid: ("expired" if status == "pending" and expires_at <= now else status)
+        for rid, status, expires_at in await s.execute(stmt)
+    }
+
+
 async def update_request(s: AsyncSession, request_id: str, **values: Any) -> None:
     await s.execute(
         update(ApprovalRequest).where(ApprovalRequest.id == request_id).values(**values)

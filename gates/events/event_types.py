@@ -20,6 +20,7 @@ MLGATE_EVENT_TYPES = (
     "approval.cancelled",
     "approval.expired",
     "approval.commented",
+    "approval.break_glass",
 )
 
 # ... and MLflow 3's, as ``entity.action`` (mlflow/entities/webhook.py, VALID_ENTITY_ACTIONS).

@@ -190,11 +190,24 @@ async def list_decisions(request: Req) -> R:
 
 
 def decision_response(decision: DecisionOut, *, replayed: bool = False) -> R:
-    """200 passed, 202 pending approval, 422 failed: the body is the decision record, and a
-    refusal also carries MLflow's error fields so MLflow-style clients raise on it."""
+    """200 passed (or approved since), 202 pending approval, 422 failed, 409 when the approval
+    request it opened is closed (expired, rejected, cancelled, failed): the body is the
+    decision record, and a refusal also carries MLflow's error fields so MLflow-style clients
+    raise on it."""
     body: dict[str, Any] = msgspec.to_builtins(decision)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    if decision.outcome == "failed":
+    status_now = decision.approval_status
+    if decision.outcome == "pending_approval" and status_now in promotion.CLOSED_STATUSES:
+        body["error_code"] = "APPROVAL_CLOSED"
+        body["message"] = (
+            f"Approval request {decision.approval_request_id} of {decision.model} -> "
+            f"{decision.target} is {status_now} (decision {decision.decision_id}); nothing "
+            'moved. Send the same request with "reopen": true to ask again.'
+        )
+        status = 409
+    elif decision.outcome == "pending_approval" and status_now == "approved":
+        status = 200
+    elif decision.outcome == "failed":
         failed = [c.name for c in decision.checks if c.verdict == "fail"]
         body["error_code"] = "GATE_FAILED"
         body["message"] = (

@@ -63,6 +63,18 @@ class PromotionNotAllowed(PermissionDenied):
     pass
 
 
+class LeavingGatedTarget(PermissionDenied):
+    """A plain move that takes a version off (or deletes) a target a gate guards."""
+
+    def __init__(self, model: str, target: str, gate: str, version: int, action: str) -> None:
+        shown = target if target.startswith("@") else f"stage '{target}'"
+        super().__init__(
+            f"{shown} of model '{model}' is guarded by gate '{gate}' (policy version "
+            f"{version}); leaving it ({action}) needs an admin's override with the header "
+            "'X-Mlgate-Override: <reason>' (audited), like reaching it."
+        )
+
+
 class GatedTarget(PermissionDenied):
     """A plain stage transition or alias move onto a target a gate guards."""
 

@@ -1,6 +1,9 @@
 """The pointer guard that keeps plain MLflow moves off gated targets, and its two exits.
 
-A stage transition or alias move onto a target an enabled gate guards is refused, except:
+A stage transition or alias move onto a target an enabled gate guards is refused, and so is
+leaving one: moving the version that holds a gated stage elsewhere (archiving Production with a
+plain transition), deleting or reassigning a gated alias, deleting a version or model that holds
+a gated target. Leaving needs what reaching needs, except:
 
 - a move the gate itself makes after a passing decision (or a final approval), which marks the
   transaction as authorised for exactly that (model, pointer, version) before calling the
@@ -20,7 +23,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.policies import ports, service
-from gates.policies.errors import GatedTarget
+from gates.policies.errors import GatedTarget, LeavingGatedTarget
 from registry import events
 from registry.events import PointerMove
 from tracking.core.errors import InvalidParameter, PermissionDenied
@@ -60,19 +63,45 @@ def authorised_move(
         moves.pop(key, None)
 
 
+def _left_target(move: PointerMove) -> str | None:
+    """The pointer a move takes a version off, when it leaves one (else None)."""
+    if move.action == "transition":
+        left = move.from_stage
+        return left if left and left != move.pointer and left not in ("None", "") else None
+    if move.action in ("delete_alias", "delete_version", "delete_model"):
+        return _target_of(move)
+    return None
+
+
 async def guard_pointer_move(s: AsyncSession, move: PointerMove) -> None:
     """Registered with ``registry.events.before_pointer_move``."""
-    if move.action not in ("transition", "set_alias") or move.version is None:
-        return
-    target = _target_of(move)
     moves: dict[tuple[str, str, int], str] = s.info.get(_AUTHORISED_KEY, {})
-    if (move.name, target, move.version) in moves:
-        return  # the gate's own move after its decision
-    gate = await service.gate_for(s, move.name, target)
-    if gate is None:
+    entering = move.action in ("transition", "set_alias") and move.version is not None
+    if entering:
+        assert move.version is not None
+        target = _target_of(move)
+        if (move.name, target, move.version) in moves:
+            return  # the gate's own move after its decision (leaving a stage is part of it)
+        gate = await service.gate_for(s, move.name, target)
+        if gate is not None:
+            await _refuse_or_override(s, move, target, gate, leaving=False)
+    left = _left_target(move)
+    if left is None:
         return
+    gate = await service.gate_for(s, move.name, left)
+    if gate is not None:
+        await _refuse_or_override(s, move, left, gate, leaving=True)
+
+
+async def _refuse_or_override(
+    s: AsyncSession, move: PointerMove, target: str, gate: service.ResolvedGate, *, leaving: bool
+) -> None:
     override = override_request.get()
     if override is None:
+        if leaving:
+            raise LeavingGatedTarget(
+                move.name, target, gate.policy.name, gate.version.version, move.action
+            )
         raise GatedTarget(move.name, target, gate.policy.name, gate.version.version)
     actor = await ports.request_actor(override.request)
     if not actor.is_admin:
@@ -93,6 +122,7 @@ async def guard_pointer_move(s: AsyncSession, move: PointerMove) -> None:
         "version": move.version,
         "from_version": move.current_version,
         "action": move.action,
+        "leaving": leaving,
         "reason": reason,
         "actor": actor.name,
     }

@@ -127,6 +127,11 @@ class GateDecision(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     approval_request_id: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
+    # A replay with ``reopen`` of a promotion whose approval request closed decides again: the
+    # new decision ``supersedes`` the previous one, which points forward with ``superseded_by``
+    # (a replay of the key follows these links to the newest decision).
+    supersedes: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
+    superseded_by: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (

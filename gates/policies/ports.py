@@ -20,6 +20,7 @@ from registry.artifacts.storage import ArtifactStorage
 from registry.schemas import CreateModelVersion
 from registry.service import VersionFingerprint
 from tracking.core.auth import current_principal
+from tracking.core.errors import MlflowError
 
 ANONYMOUS = "anonymous"
 
@@ -71,6 +72,15 @@ async def can_promote(s: AsyncSession, actor: Actor, model: str, target: str) ->
 async def can_approve(s: AsyncSession, user: str, model: str, target: str) -> bool:
     """Whether ``user`` holds the approver role (or higher) on ``model`` for ``target``."""
     return await identity.user_allows(s, user, "registered_model", model, "promote", target)
+
+
+async def is_active_admin(s: AsyncSession, user: str) -> bool:
+    """Whether ``user`` is an enabled administrator in the identity store."""
+    try:
+        found = await identity.get_user(s, user)
+    except MlflowError:
+        return False
+    return found.is_admin and not found.disabled
 
 
 # --- artifact integrity --------------------------------------------------------------------------

@@ -6,6 +6,12 @@ Idempotency rests on the unique (model, target, idempotency_key) of ``gate_decis
 decision row is claimed *before* anything is created, so a concurrent duplicate waits on it and
 then returns the stored decision. Dry runs evaluate without acting; their decisions are stored
 (``dry_run: true``) for explanation but are never bound to an idempotency key.
+
+Closed means closed: a replay answers with the newest decision of the key and the *current*
+status of its approval request. With ``reopen``, a replay whose request is closed (expired,
+rejected, cancelled or failed) is decided again; the new decision ``supersedes`` the stored one,
+which is linked forward to it, so later replays of the key follow the links to it. A reopen is
+never implicit: otherwise a CI retry would silently re-ask after a rejection.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from gates.policies.evaluation import (
     load_run,
     outcome_of,
 )
+from gates.policies.models import GateDecision
 from gates.policies.moves import execute_move
 from gates.policies.ports import Actor
 from gates.policies.rules import canonical_target
@@ -55,6 +62,9 @@ from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, MlflowError, ResourceNotFound
 
 MAX_IDEMPOTENCY_KEY = 256
+# A replay follows at most this many reopen links (past them, the key cannot be reopened).
+MAX_REOPENS = 100
+CLOSED_STATUSES = ("expired", "rejected", "cancelled", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +74,22 @@ class Promotion:
     decision: DecisionOut
     replayed: bool = False
 
+    @property
+    def closed(self) -> bool:
+        """Whether the decision's approval request was closed without moving anything."""
+        return self.decision.approval_status in CLOSED_STATUSES
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """``actor``: the authenticated principal; ``requested_by``: what is recorded as the
+    requester claim (the caller's ``requested_by``, else the principal); ``claim``: the
+    ``requested_by`` the caller stated, if any."""
+
     actor: str
     auth_method: str
     requested_by: str
+    claim: str | None
 
 
 def request_fingerprint(req: PromoteRequest, model: str, target: str) -> str:
@@ -123,21 +143,40 @@ async def _authenticate(
         if not await store.record_receipt(s, signed.webhook_id, now):
             raise BadSignature(f"webhook-id '{signed.webhook_id}' was already received (replay).")
         actor = f"gate:{gate.policy.name}/{secrets[index][0]}"
-        return Caller(actor, "hmac", (req.requested_by or actor)[:256])
+        claim = req.requested_by[:256] if req.requested_by else None
+        return Caller(actor, "hmac", claim or actor, claim)
     assert bearer is not None
     if not await ports.can_promote(s, bearer, model, target):
         raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
-    return Caller(bearer.name, "token", bearer.name)
+    # A token's user is an authenticated principal: a requested_by beside it is ignored.
+    return Caller(bearer.name, "token", bearer.name, bearer.name)
+
+
+def _same_requester(found: GateDecision, caller: Caller) -> bool:
+    recorded = found.requested_by or ""
+    if caller.claim is None:  # no claim now: the stored one must have been the default too
+        return recorded == found.actor
+    return recorded == caller.claim
 
 
 async def _existing(
-    s: AsyncSession, model: str, target: str, key: str, fingerprint: str
+    s: AsyncSession, model: str, target: str, key: str, fingerprint: str, caller: Caller
 ) -> Promotion | None:
+    """The newest decision of a key (following reopen links), or None for a new key.
+
+    The same key with another request, or another requester, is a 400 (not a replay)."""
     found = await store.decision_by_key(s, model, target, key)
     if found is None:
         return None
-    if found.request_hash != fingerprint:
+    if found.request_hash != fingerprint or not _same_requester(found, caller):
         raise IdempotencyKeyReused(key)
+    for _ in range(MAX_REOPENS):
+        if not found.superseded_by:
+            break
+        newer = await store.get_decision(s, found.superseded_by)
+        if newer is None:
+            break
+        found = newer
     return Promotion(await service.render_decision(s, found), replayed=True)
 
 
@@ -187,21 +226,39 @@ async def promote(
     }
     if not req.dry_run:
         assert req.idempotency_key is not None
-        stored = await _existing(s, model, target, req.idempotency_key, request_hash)
+        key = req.idempotency_key
+        stored = await _existing(s, model, target, key, request_hash, caller)
+        if stored is not None and not (req.reopen and stored.closed):
+            return stored
         if stored is not None:
-            return stored
-        claimed = await store.claim_decision(
-            s,
-            id=decision_id,
-            created_at=now_ms(),
-            idempotency_key=req.idempotency_key,
-            request_hash=request_hash,
-            **base,
-        )
-        if not claimed:  # a concurrent request with this key won; it has committed by now
-            stored = await _existing(s, model, target, req.idempotency_key, request_hash)
-            assert stored is not None
-            return stored
+            previous = stored.decision.decision_id
+            # Link first: of two concurrent reopens only one sets the link (the other waits
+            # on the row lock, then finds it set and replays the winner's decision).
+            if not await store.link_superseding(s, previous, decision_id):
+                winner = await _existing(s, model, target, key, request_hash, caller)
+                assert winner is not None
+                return winner
+            await store.claim_decision(
+                s,
+                id=decision_id,
+                created_at=now_ms(),
+                request_hash=request_hash,
+                supersedes=previous,
+                **base,
+            )
+        else:
+            claimed = await store.claim_decision(
+                s,
+                id=decision_id,
+                created_at=now_ms(),
+                idempotency_key=key,
+                request_hash=request_hash,
+                **base,
+            )
+            if not claimed:  # a concurrent request with this key won; it has committed by now
+                stored = await _existing(s, model, target, key, request_hash, caller)
+                assert stored is not None
+                return stored
     else:
         await store.claim_decision(s, id=decision_id, created_at=now_ms(), **base)
 
@@ -247,6 +304,7 @@ async def promote(
                 run_id=candidate.run.info.run_id if candidate.run else None,
                 digest=candidate.digest,
                 requested_by=caller.requested_by,
+                requester=caller.actor,
                 run_author=candidate.run.info.user_id if candidate.run else None,
                 ttl_hours=approval_ttl_hours,
             )

@@ -54,6 +54,31 @@ def pattern_matches(pattern: str, model: str) -> bool:
     return fnmatch.fnmatchcase(model, pattern) if is_glob(pattern) else pattern == model
 
 
+def _literal_ends(pattern: str) -> tuple[str, str]:
+    """The literal text before the first and after the last wildcard of a glob."""
+    starts = [i for i, ch in enumerate(pattern) if ch in _GLOB_CHARS]
+    if not starts:
+        return pattern, pattern
+    last = max(i for i, ch in enumerate(pattern) if ch in _GLOB_CHARS or ch == "]")
+    return pattern[: starts[0]], pattern[last + 1 :]
+
+
+def patterns_overlap(a: str, b: str) -> bool:
+    """Whether some model name could match both patterns (conservative: when unsure, yes).
+
+    An exact name overlaps a glob that matches it; two globs overlap unless their literal
+    prefixes or suffixes already disagree."""
+    if not is_glob(a) or not is_glob(b):
+        if not is_glob(a) and not is_glob(b):
+            return a == b
+        exact, glob = (a, b) if not is_glob(a) else (b, a)
+        return fnmatch.fnmatchcase(exact, glob)
+    (pa, sa), (pb, sb) = _literal_ends(a), _literal_ends(b)
+    prefixes_agree = pa.startswith(pb) or pb.startswith(pa)
+    suffixes_agree = sa.endswith(sb) or sb.endswith(sa)
+    return prefixes_agree and suffixes_agree
+
+
 def specificity(pattern: str) -> tuple[int, int]:
     """Orders the gates matching one model: an exact name first, then the longest pattern."""
     return (0 if is_glob(pattern) else 1, len(pattern))

@@ -166,8 +166,13 @@ class PromoteRequest(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_key: str | None = None
     dry_run: bool = False
     artifact_path: str = "model"
-    # Who in CI asked (e.g. the GitHub actor): the requester for separation of duties.
+    # Who in CI says it asked (e.g. the GitHub actor): recorded and shown as an unverified
+    # claim; separation of duties uses the authenticated principal instead.
     requested_by: str | None = None
+    # Replaying a key whose approval request is closed (expired, rejected, cancelled, failed)
+    # reports that state; with ``reopen`` the promotion is decided again instead (a new
+    # decision that supersedes the stored one). Not part of what the key promises.
+    reopen: bool = False
 
 
 class CheckResult(msgspec.Struct, omit_defaults=True):
@@ -198,6 +203,11 @@ class DecisionOut(msgspec.Struct, omit_defaults=True):
     requested_by: str | None = None
     idempotency_key: str | None = None
     approval_request_id: str | None = None
+    # The current status of ``approval_request_id`` (pending, approved, rejected, cancelled,
+    # expired, failed): a stored pending_approval decision is not a pending request forever.
+    approval_status: str | None = None
+    supersedes: str | None = None
+    superseded_by: str | None = None
 
 
 class DecisionRef(msgspec.Struct):

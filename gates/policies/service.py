@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gates.approvals import store as approval_store
 from gates.events.signing import SecretBox, SecretUnavailable
 from gates.policies import ports, rules, store
 from gates.policies.errors import (
@@ -97,7 +98,9 @@ def encode_checks(checks: list[CheckResult]) -> str:
     return msgspec.json.encode(checks).decode()
 
 
-def decision_out(d: GateDecision, policy_name: str) -> DecisionOut:
+def decision_out(
+    d: GateDecision, policy_name: str, approval_status: str | None = None
+) -> DecisionOut:
     return DecisionOut(
         decision_id=d.id,
         outcome=d.outcome,
@@ -117,6 +120,9 @@ def decision_out(d: GateDecision, policy_name: str) -> DecisionOut:
         requested_by=d.requested_by,
         idempotency_key=d.idempotency_key,
         approval_request_id=d.approval_request_id,
+        approval_status=approval_status,
+        supersedes=d.supersedes,
+        superseded_by=d.superseded_by,
     )
 
 
@@ -145,20 +151,37 @@ async def find_policy(s: AsyncSession, name: str | None, *, lock: bool = False) 
     return policy
 
 
-async def _check_binding(s: AsyncSession, binding: rules.Binding, policy_id: int) -> None:
+async def _check_binding(
+    s: AsyncSession, binding: rules.Binding, policy_id: int, *, enabled: bool = True
+) -> None:
+    """One gate per (model, target): a second enabled gate whose pattern could match a model
+    another enabled gate on the same target matches is refused, so the gate that governs a
+    target is never a surprise (with ``fraud*`` and ``fraud`` both on Staging, the glob gate's
+    secret would be refused for ``fraud``). Enabling a gate is checked the same way."""
     other = await store.binding_taken(s, binding.model_pattern, binding.target, besides=policy_id)
     if other is not None:
         raise InvalidPolicy(
             f"Gate '{other}' already binds model '{binding.model_pattern}' to "
             f"'{binding.target}'; update that gate instead."
         )
+    if not enabled:
+        return
+    for name, pattern in await store.bindings_on_target(s, binding.target, besides=policy_id):
+        if rules.patterns_overlap(pattern, binding.model_pattern):
+            raise InvalidPolicy(
+                f"Gate '{name}' (model '{pattern}') already governs '{binding.target}' for "
+                f"models that '{binding.model_pattern}' also matches; overlapping gates on one "
+                "target are refused. Narrow one pattern, or update that gate instead."
+            )
 
 
 async def create_policy(s: AsyncSession, spec: PolicySpec, *, actor: str) -> PolicyOut:
     name = rules.validate_gate_name(spec.name)
     binding = rules.binding_from_spec(spec)
     checked = rules.rules_from_spec(spec)
-    await _check_binding(s, binding, policy_id=-1)
+    await _check_binding(
+        s, binding, policy_id=-1, enabled=True if spec.enabled is None else spec.enabled
+    )
     now = now_ms()
     policy_id = await store.insert_policy(
         s,
@@ -213,8 +236,11 @@ async def update_policy(s: AsyncSession, spec: PolicySpec, *, actor: str) -> tup
     digest = rules.spec_hash(binding, checked)
     now = now_ms()
     changed = digest != current.spec_hash
+    enabling = spec.enabled is True and not policy.enabled
+    if changed or enabling:
+        will_be_enabled = policy.enabled if spec.enabled is None else spec.enabled
+        await _check_binding(s, binding, policy.id, enabled=will_be_enabled)
     if changed:
-        await _check_binding(s, binding, policy.id)
         version = policy.current_version + 1
         await store.insert_policy_version(
             s,
@@ -247,6 +273,9 @@ async def update_policy(s: AsyncSession, spec: PolicySpec, *, actor: str) -> tup
 async def set_enabled(s: AsyncSession, name: str | None, enabled: bool, *, actor: str) -> PolicyOut:
     """Disable (the delete of the API: versions stay, decisions point at them) or re-enable."""
     policy = await find_policy(s, name, lock=True)
+    if enabled and not policy.enabled:
+        binding = rules.Binding(policy.model_pattern, policy.target)
+        await _check_binding(s, binding, policy.id)
     if policy.enabled != enabled:
         await store.update_policy(s, policy.id, enabled=enabled, updated_at=now_ms())
         kind = "policy.enabled" if enabled else "policy.disabled"
@@ -449,9 +478,19 @@ def open_gate_secret(box: SecretBox, stored: str) -> str:
 # --- decisions -----------------------------------------------------------------------------------
 
 
+async def _approval_statuses(s: AsyncSession, found: list[GateDecision]) -> dict[str, str]:
+    ids = [d.approval_request_id for d in found if d.approval_request_id]
+    return await approval_store.current_statuses(s, ids, now_ms())
+
+
+def _with_status(d: GateDecision, names: dict[int, str], statuses: dict[str, str]) -> DecisionOut:
+    status = statuses.get(d.approval_request_id) if d.approval_request_id else None
+    return decision_out(d, names.get(d.policy_id, ""), status)
+
+
 async def render_decision(s: AsyncSession, d: GateDecision) -> DecisionOut:
     names = await store.policy_names(s, {d.policy_id})
-    return decision_out(d, names.get(d.policy_id, ""))
+    return _with_status(d, names, await _approval_statuses(s, [d]))
 
 
 async def get_decision(s: AsyncSession, decision_id: str | None) -> DecisionOut:
@@ -479,7 +518,8 @@ async def list_decisions(
     )
     names = await store.policy_names(s, {d.policy_id for d in found})
     token = encode_page_token(offset + limit, fingerprint) if len(found) > limit else None
-    return [decision_out(d, names.get(d.policy_id, "")) for d in found[:limit]], token
+    statuses = await _approval_statuses(s, found[:limit])
+    return [_with_status(d, names, statuses) for d in found[:limit]], token
 
 
 async def announce_decision(s: AsyncSession, out: DecisionOut) -> None:
@@ -547,11 +587,13 @@ async def decisions_for_version(
     """The gate decisions about one version of a model, newest first."""
     found = await store.decisions_for_version(s, model, version, page_limit(max_results))
     names = await store.policy_names(s, {d.policy_id for d in found})
-    return [decision_out(d, names.get(d.policy_id, "")) for d in found]
+    statuses = await _approval_statuses(s, found)
+    return [_with_status(d, names, statuses) for d in found]
 
 
 async def decisions_by_ids(s: AsyncSession, ids: list[str]) -> dict[str, DecisionOut]:
     """Several decisions by id (two queries), e.g. those of a page of approval requests."""
     found = await store.decisions_by_ids(s, ids)
     names = await store.policy_names(s, {d.policy_id for d in found})
-    return {d.id: decision_out(d, names.get(d.policy_id, "")) for d in found}
+    statuses = await _approval_statuses(s, found)
+    return {d.id: _with_status(d, names, statuses) for d in found}

@@ -49,6 +49,16 @@ async def binding_taken(s: AsyncSession, pattern: str, target: str, *, besides: 
     return (await s.execute(stmt)).scalar_one_or_none()
 
 
+async def bindings_on_target(
+    s: AsyncSession, target: str, *, besides: int
+) -> list[tuple[str, str]]:
+    """(gate name, model pattern) of every other enabled gate bound to ``target``."""
+    stmt = select(GatePolicy.name, GatePolicy.model_pattern).where(
+        GatePolicy.target == target, GatePolicy.id != besides, GatePolicy.enabled.is_(True)
+    )
+    return [(name, pattern) for name, pattern in await s.execute(stmt)]
+
+
 async def update_policy(s: AsyncSession, policy_id: int, **values: Any) -> None:
     await s.execute(update(GatePolicy).where(GatePolicy.id == policy_id).values(**values))
 
@@ -200,6 +210,16 @@ async def claim_decision(s: AsyncSession, **values: Any) -> bool:
 
 async def update_decision(s: AsyncSession, decision_id: str, **values: Any) -> None:
     await s.execute(update(GateDecision).where(GateDecision.id == decision_id).values(**values))
+
+
+async def link_superseding(s: AsyncSession, previous: str, newer: str) -> bool:
+    """Point ``previous`` at the decision that supersedes it; False when another did first."""
+    result = await s.execute(
+        update(GateDecision)
+        .where(GateDecision.id == previous, GateDecision.superseded_by.is_(None))
+        .values(superseded_by=newer)
+    )
+    return int(getattr(result, "rowcount", 0) or 0) == 1
 
 
 async def get_decision(s: AsyncSession, decision_id: str) -> GateDecision | None:

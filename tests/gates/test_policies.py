@@ -90,18 +90,29 @@ async def test_champion_needs_exactly_one_margin(session: AsyncSession) -> None:
         )
 
 
-async def test_exact_model_gate_beats_a_matching_pattern(session: AsyncSession) -> None:
+async def test_overlapping_gates_on_one_target_are_refused_naming_the_governing_gate(
+    session: AsyncSession,
+) -> None:
     tag = uuid.uuid4().hex[:8]
-    await service.create_policy(session, _spec(f"glob-{tag}", model=f"f{tag}-*"), actor=ADMIN)
-    await service.create_policy(session, _spec(f"exact-{tag}", model=f"f{tag}-a"), actor=ADMIN)
-    exact = await service.gate_for(session, f"f{tag}-a", "Production")
-    other = await service.gate_for(session, f"f{tag}-b", "Production")
+    await service.create_policy(session, _spec(f"glob-{tag}", model=f"f{tag}*"), actor=ADMIN)
+    with pytest.raises(InvalidPolicy, match=f"glob-{tag}"):
+        await service.create_policy(session, _spec(f"exact-{tag}", model=f"f{tag}"), actor=ADMIN)
+    with pytest.raises(InvalidPolicy, match=f"glob-{tag}"):
+        await service.create_policy(
+            session, _spec(f"wide-{tag}", model=f"f{tag[:4]}*"), actor=ADMIN
+        )
+    # Another target, or a pattern no name can share, is fine.
+    await service.create_policy(
+        session, _spec(f"stg-{tag}", model=f"f{tag}", target="Staging"), actor=ADMIN
+    )
+    await service.create_policy(session, _spec(f"other-{tag}", model=f"g{tag}*"), actor=ADMIN)
+    # Handing a model over to its own gate: disable the glob first; re-enabling it is refused.
+    await service.set_enabled(session, f"glob-{tag}", False, actor=ADMIN)
+    await service.create_policy(session, _spec(f"exact-{tag}", model=f"f{tag}"), actor=ADMIN)
+    exact = await service.gate_for(session, f"f{tag}", "Production")
     assert exact is not None and exact.policy.name == f"exact-{tag}"
-    assert other is not None and other.policy.name == f"glob-{tag}"
-    assert await service.gate_for(session, f"f{tag}-a", "Staging") is None
-    await service.set_enabled(session, f"exact-{tag}", False, actor=ADMIN)
-    now = await service.gate_for(session, f"f{tag}-a", "Production")
-    assert now is not None and now.policy.name == f"glob-{tag}"
+    with pytest.raises(InvalidPolicy, match=f"exact-{tag}"):
+        await service.set_enabled(session, f"glob-{tag}", True, actor=ADMIN)
 
 
 async def test_secrets_rotate_with_two_active_and_revoke(session: AsyncSession) -> None:

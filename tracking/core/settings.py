@@ -45,6 +45,12 @@ class Settings:
     # Gates, client side (`mlgate promote`): the server and the gate's signing secret.
     url: str = "http://127.0.0.1:5000"
     gate_secret: str = field(default="", repr=False)
+    # Client side (`mlgate approvals approve|reject`): the caller's own credentials, an API
+    # token or a user name and password. Unset, they fall back to MLflow's variables
+    # (MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD).
+    tracking_token: str = field(default="", repr=False)
+    tracking_username: str = ""
+    tracking_password: str = field(default="", repr=False)
     # --- identity and hardening ---
     auth: bool = False
     # The first administrator, created at start-up when no administrator exists. There is no
@@ -92,6 +98,8 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f"MLGATE_{f.name.upper()}")
+            if raw is None and f.name in _MLFLOW_FALLBACKS:
+                raw = env.get(_MLFLOW_FALLBACKS[f.name])
             if raw is None:
                 continue
             values[f.name] = _coerce(f.type, raw, f.name)
@@ -126,6 +134,14 @@ class Settings:
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
         return _split(self.cors_origins)
+
+
+# Client credentials shared with the MLflow client, so one environment serves both.
+_MLFLOW_FALLBACKS = {
+    "tracking_token": "MLFLOW_TRACKING_TOKEN",
+    "tracking_username": "MLFLOW_TRACKING_USERNAME",
+    "tracking_password": "MLFLOW_TRACKING_PASSWORD",
+}
 
 
 def _split(value: str) -> tuple[str, ...]:
