@@ -149,7 +149,9 @@ class PointerMove:
 
 
 EventListener = Callable[[AsyncSession, RegistryEvent], Awaitable[None]]
-PointerGuard = Callable[[AsyncSession, PointerMove], Awaitable[None]]
+# A guard vetoes a move by raising; it may return a note (e.g. why an override let the move
+# through) that the registry records with the move in the pointer history.
+PointerGuard = Callable[[AsyncSession, PointerMove], Awaitable[str | None]]
 
 _listeners: list[EventListener] = []
 _guards: list[PointerGuard] = []
@@ -196,6 +198,14 @@ async def emit(session: AsyncSession, event: RegistryEvent) -> None:
         await listener(session, event)
 
 
-async def check_pointer_move(session: AsyncSession, move: PointerMove) -> None:
-    for guard in list(_guards):
-        await guard(session, move)
+async def check_pointer_move(session: AsyncSession, move: PointerMove) -> str | None:
+    """Run every guard; the notes they return, joined (None when there are none)."""
+    notes = [note for guard in list(_guards) if (note := await guard(session, move))]
+    return "; ".join(notes) if notes else None
+
+
+def with_note(comment: str | None, note: str | None) -> str | None:
+    """A move's comment with the guards' note appended."""
+    if not note:
+        return comment
+    return f"{comment} [{note}]" if comment else f"[{note}]"

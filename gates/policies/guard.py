@@ -73,29 +73,31 @@ def _left_target(move: PointerMove) -> str | None:
     return None
 
 
-async def guard_pointer_move(s: AsyncSession, move: PointerMove) -> None:
-    """Registered with ``registry.events.before_pointer_move``."""
+async def guard_pointer_move(s: AsyncSession, move: PointerMove) -> str | None:
+    """Registered with ``registry.events.before_pointer_move``; an override's note (gate,
+    admin, reason) is returned for the pointer history, so the timeline shows it."""
     moves: dict[tuple[str, str, int], str] = s.info.get(_AUTHORISED_KEY, {})
+    notes: list[str] = []
     entering = move.action in ("transition", "set_alias") and move.version is not None
     if entering:
         assert move.version is not None
         target = _target_of(move)
         if (move.name, target, move.version) in moves:
-            return  # the gate's own move after its decision (leaving a stage is part of it)
+            return None  # the gate's own move after its decision (leaving a stage is part of it)
         gate = await service.gate_for(s, move.name, target)
         if gate is not None:
-            await _refuse_or_override(s, move, target, gate, leaving=False)
+            notes.append(await _refuse_or_override(s, move, target, gate, leaving=False))
     left = _left_target(move)
-    if left is None:
-        return
-    gate = await service.gate_for(s, move.name, left)
-    if gate is not None:
-        await _refuse_or_override(s, move, left, gate, leaving=True)
+    if left is not None:
+        gate = await service.gate_for(s, move.name, left)
+        if gate is not None:
+            notes.append(await _refuse_or_override(s, move, left, gate, leaving=True))
+    return "; ".join(notes) if notes else None
 
 
 async def _refuse_or_override(
     s: AsyncSession, move: PointerMove, target: str, gate: service.ResolvedGate, *, leaving: bool
-) -> None:
+) -> str:
     override = override_request.get()
     if override is None:
         if leaving:
@@ -128,6 +130,8 @@ async def _refuse_or_override(
     }
     await ports.emit_event(s, "gate.overridden", payload)
     await ports.audit(s, "gate.overridden", f"model:{move.name}", payload, actor.name)
+    way = "leaving" if leaving else "onto"
+    return f"override of gate {gate.policy.name} ({way} {target}) by {actor.name}: {reason}"
 
 
 def install() -> None:

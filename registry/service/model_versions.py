@@ -170,12 +170,16 @@ async def delete_model_version(
     aliases = sorted(
         a for a, v in (await store.aliases_of_model(s, model.id)).items() if v == row.version
     )
+    notes = []
     for alias in aliases:
-        await events.check_pointer_move(
-            s, PointerMove("delete_version", model.name, "alias", alias, None, row.version, actor)
+        notes.append(
+            await events.check_pointer_move(
+                s,
+                PointerMove("delete_version", model.name, "alias", alias, None, row.version, actor),
+            )
         )
     if row.current_stage in POINTER_STAGES:
-        await events.check_pointer_move(
+        note = await events.check_pointer_move(
             s,
             PointerMove(
                 "delete_version",
@@ -188,15 +192,17 @@ async def delete_model_version(
                 from_stage=row.current_stage,
             ),
         )
+        notes.append(note)
+    noted = events.with_note(None, "; ".join(n for n in notes if n) or None)
     now = now_ms()
     await store.delete_aliases_of_version(s, model.id, row.version)
     await store.delete_version(s, row.id)
     await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     after = await store.stage_holders(s, model.id)
-    history = stage_changes(model, before, after, row.version, "version_deleted", actor, None, now)
+    history = stage_changes(model, before, after, row.version, "version_deleted", actor, noted, now)
     history += [
         history_row(
-            model, "alias", a, row.version, None, row.version, "version_deleted", actor, None, now
+            model, "alias", a, row.version, None, row.version, "version_deleted", actor, noted, now
         )
         for a in aliases
     ]
@@ -280,7 +286,7 @@ async def transition_stage(
     model = await find_model(s, name, lock=True)
     row = await find_version(s, model, version)
     before = await store.stage_holders(s, model.id)
-    await events.check_pointer_move(
+    note = await events.check_pointer_move(
         s,
         PointerMove(
             "transition",
@@ -295,6 +301,7 @@ async def transition_stage(
             archive_existing_versions=archive_existing_versions,
         ),
     )
+    comment = events.with_note(comment, note)
     now = now_ms()
     archived: list[int] = []
     if archive_existing_versions:

@@ -103,16 +103,19 @@ async def delete_registered_model(s: AsyncSession, name: str | None, *, actor: s
     aliases = await store.aliases_of_model(s, model.id)
     pointers = [("stage", st, holders[st]) for st in POINTER_STAGES if st in holders]
     pointers += [("alias", alias, version) for alias, version in sorted(aliases.items())]
-    for kind, pointer, version in pointers:
+    notes = [
         await events.check_pointer_move(
             s, PointerMove("delete_model", model.name, kind, pointer, None, version, actor)
         )
+        for kind, pointer, version in pointers
+    ]
+    noted = events.with_note(None, "; ".join(n for n in notes if n) or None)
     now = now_ms()
     await store.insert_pointer_events(
         s,
         [
             history_row(
-                model, kind, pointer, version, None, None, "model_deleted", actor, None, now
+                model, kind, pointer, version, None, None, "model_deleted", actor, noted, now
             )
             for kind, pointer, version in pointers
         ],
@@ -179,12 +182,13 @@ async def set_alias(
     model = await find_model(s, name, lock=True)
     row = await find_version(s, model, version)
     current = await store.get_alias_version(s, model.id, checked)
-    await events.check_pointer_move(
+    note = await events.check_pointer_move(
         s,
         PointerMove(
             "set_alias", model.name, "alias", checked, row.version, current, actor, comment
         ),
     )
+    comment = events.with_note(comment, note)
     now = now_ms()
     await store.upsert_alias(s, model.id, checked, row.version)
     await store.update_registered_model(s, model.id, last_updated_timestamp=now)
@@ -224,9 +228,10 @@ async def delete_alias(
     current = await store.get_alias_version(s, model.id, checked)
     if current is None:
         return
-    await events.check_pointer_move(
+    note = await events.check_pointer_move(
         s, PointerMove("delete_alias", model.name, "alias", checked, None, current, actor, comment)
     )
+    comment = events.with_note(comment, note)
     now = now_ms()
     await store.delete_alias(s, model.id, checked)
     await store.update_registered_model(s, model.id, last_updated_timestamp=now)
