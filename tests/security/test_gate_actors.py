@@ -102,16 +102,16 @@ def test_a_requested_by_claim_cannot_bar_an_approver_nor_be_recorded_as_the_acto
     run_id = team.finished_run("author")
     # The secret holder names a real approver as "requester", hoping to bar them.
     request_id = _pending_request(team, secret, run_id, requested_by=victim)
-    request = _request(team, request_id)
-    assert request["requested_by"] == victim  # kept, as a claim
-    assert request["requester"].startswith(f"gate:{gate}/")
-    [entry] = _audit(team, "approval.requested", request_id)
-    assert entry["actor"].startswith(f"gate:{gate}/") and entry["actor"] != victim
     approved = team.clients["ap"].post(
         f"{MLGATE}/approvals/approve", json={"request_id": request_id}
     )
     assert approved.status_code == 200, approved.text
     assert approved.json()["approval_request"]["approved_by"] == [victim]
+    [entry] = _audit(team, "approval.requested", request_id)
+    assert entry["actor"].startswith(f"gate:{gate}/") and entry["actor"] != victim
+    request = _request(team, request_id)
+    assert request["requested_by"] == victim  # kept, as a claim
+    assert request["requester"].startswith(f"gate:{gate}/")
     # The run's author (recorded server-side from the authenticated user) stays excluded.
     assert (
         team.ok(team.admin, "GET", f"{API}/runs/get", params={"run_id": run_id})["run"]["info"][
