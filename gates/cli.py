@@ -113,6 +113,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return promote(args, settings)
     if args.command == "approvals" and args.approvals_command in ("approve", "reject"):
         if not args.break_glass:
+            if args.as_user:
+                # Naming someone is no way to act as them: the server records who authenticated.
+                print(
+                    "mlgate: --as only names the admin of a --break-glass action; approve and "
+                    "reject act as the caller's credentials (MLFLOW_TRACKING_TOKEN, or "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
             return act_over_http(args, settings)
         if not args.reason or not args.as_user:
             print("mlgate: --break-glass needs --reason and --as <admin>", file=sys.stderr)

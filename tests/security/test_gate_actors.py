@@ -161,8 +161,8 @@ def test_one_person_cannot_meet_a_two_approval_quorum_through_the_cli(
     first = _mlgate("approvals", "approve", request_id, "--url", server.url, env=_as_user(ap1))
     assert first.returncode == 0, first.stderr
     assert "pending (1/2 approvals)" in first.stdout
-    # The old way: the database URL and any name. Now the CLI acts as whoever authenticated.
-    again = _mlgate(
+    # The old way (the database URL and any name) no longer acts as anyone.
+    as_other = _mlgate(
         "approvals",
         "approve",
         request_id,
@@ -174,6 +174,8 @@ def test_one_person_cannot_meet_a_two_approval_quorum_through_the_cli(
         server.url,
         env=_as_user(ap1),
     )
+    assert as_other.returncode == 2 and "--break-glass" in as_other.stderr
+    again = _mlgate("approvals", "approve", request_id, "--url", server.url, env=_as_user(ap1))
     assert again.returncode == 1 and "already approved" in again.stderr
     nobody = _mlgate("approvals", "approve", request_id, "--url", server.url, env={})
     assert nobody.returncode == 1 and "401" in nobody.stderr

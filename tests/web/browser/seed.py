@@ -4,8 +4,8 @@ A data scientist logs ~30 runs to ``lab-fraud`` (params, metric histories, one l
 artifacts on the best run), the registry holds ``fraud-detector`` with version 1 in Production,
 a gate guards its Production stage (metric threshold, champion comparison, one approval), and CI
 opens two approval requests through the signed webhook: version 2 of ``fraud-detector``
-requested by ``scientist``, and version 1 of ``fraud-scorer`` requested by ``approver`` (so the
-approver's own request can be refused).
+requested by ``scientist`` (a claim), and version 1 of ``fraud-scorer`` promoted by ``approver``
+with their own credentials (so the approver's own request can be refused).
 """
 
 from __future__ import annotations
@@ -384,15 +384,19 @@ def seed_world(url: str, admin_user: str, admin_password: str, hook_url: str | N
             required_approvals=1,
         )
         runner_up = seed.run(RUNNER_UP).run_id
-        own = _promote(
-            admin,
-            scorer_secret,
-            {
+        assert scorer_secret
+        # The approver promotes with their own credentials, so they are the requester (a
+        # ``requested_by`` in a signed body would only be a claim, barring nobody).
+        approver = Api(url, "approver", PASSWORDS["approver"])
+        clients.append(approver)
+        own = approver.call(
+            "POST",
+            f"{MLGATE}/gates/promote",
+            json={
                 "model": SECOND_MODEL,
                 "run_id": runner_up,
                 "target": "Production",
                 "idempotency_key": f"seed-{runner_up}",
-                "requested_by": "approver",
             },
             expect=202,
         )
