@@ -189,3 +189,22 @@ async def test_reopen_asks_again_with_a_new_request_linked_to_the_closed_one(
     assert done.returncode == 0, done.stdout
     versions = mlflow.MlflowClient().search_model_versions(f"name = '{p.model}'")
     assert [(v.version, v.current_stage) for v in versions] == [("1", "Production")]
+
+
+async def test_concurrent_reopens_open_exactly_one_new_request(
+    mlflow_tracking: str, live_server: LiveServer, unique: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = Promotion(live_server, unique)
+    first = p.http()
+    assert first.status_code == 202, first.text
+    assert p.act("reject", first.json()["approval_request_id"]).status_code == 200
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: p.http(reopen=True), range(4)))
+    assert all(a.status_code == 202 for a in answers), [a.text for a in answers]
+    assert len({a.json()["decision_id"] for a in answers}) == 1
+    requests = httpx.get(
+        f"{live_server.url}{MLGATE}/approvals/list", params={"model": p.model}
+    ).json()["approval_requests"]
+    assert sorted(r["status"] for r in requests) == ["pending", "rejected"]
