@@ -158,23 +158,26 @@ def test_one_person_cannot_meet_a_two_approval_quorum_through_the_cli(
     ap2 = team.user("ap2", "approver")
     request_id = _pending_request(team, secret, team.finished_run("author"))
     db = server.database_url  # type: ignore[attr-defined]
+    # The attack of issue 12: the database URL and two names, by one person (ap1).
+    attack = [
+        _mlgate(
+            "approvals",
+            "approve",
+            request_id,
+            "--as",
+            who,
+            "--database-url",
+            db,
+            env=_as_user(ap1),
+        )
+        for who in (ap1, ap2)
+    ]
+    request = _request(team, request_id)
+    assert request["status"] == "pending" and request["approvals"] == 0, request
+    assert all(a.returncode == 2 and "--break-glass" in a.stderr for a in attack)
     first = _mlgate("approvals", "approve", request_id, "--url", server.url, env=_as_user(ap1))
     assert first.returncode == 0, first.stderr
     assert "pending (1/2 approvals)" in first.stdout
-    # The old way (the database URL and any name) no longer acts as anyone.
-    as_other = _mlgate(
-        "approvals",
-        "approve",
-        request_id,
-        "--as",
-        ap2,
-        "--database-url",
-        db,
-        "--url",
-        server.url,
-        env=_as_user(ap1),
-    )
-    assert as_other.returncode == 2 and "--break-glass" in as_other.stderr
     again = _mlgate("approvals", "approve", request_id, "--url", server.url, env=_as_user(ap1))
     assert again.returncode == 1 and "already approved" in again.stderr
     nobody = _mlgate("approvals", "approve", request_id, "--url", server.url, env={})
