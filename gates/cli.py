@@ -184,7 +184,8 @@ async def _run_database_command(args: argparse.Namespace, settings: Settings) ->
                 else:
                     print(
                         f"{a.request_id}  {a.status:<9} {a.model} v{a.version} -> {a.target}  "
-                        f"{a.approvals}/{a.required_approvals} approvals  by {a.requested_by}"
+                        f"{a.approvals}/{a.required_approvals} approvals  through "
+                        f"{a.requester or '-'} (claimed: {a.requested_by})"
                     )
             return EXIT_OK
         from tracking.core.errors import MlflowError
