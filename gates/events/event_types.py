@@ -20,6 +20,9 @@ MLGATE_EVENT_TYPES = (
     "approval.cancelled",
     "approval.expired",
     "approval.commented",
+    # A subscription disabled because its receiver kept failing, or enabled again.
+    "subscription.disabled",
+    "subscription.enabled",
 )
 
 # ... and MLflow 3's, as ``entity.action`` (mlflow/entities/webhook.py, VALID_ENTITY_ACTIONS).
