@@ -4,6 +4,9 @@ of a subscription can be sent again at once."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -14,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, stop_server
+from tests.conftest import REPO_ROOT, LiveServer, stop_server
 from tests.gates.events_support import (
     assert_signed,
     deliveries,
@@ -24,6 +27,7 @@ from tests.gates.events_support import (
     mlgate,
     new_version,
     subscribe,
+    wait_settled,
 )
 from tests.gates.webhook_receiver import Received, receiving, wait_until
 
@@ -192,3 +196,71 @@ def test_a_subscription_that_keeps_failing_is_disabled_visibly_and_loses_nothing
 def test_redeliver_dead_of_an_unknown_subscription_is_a_404(failing_server: LiveServer) -> None:
     r = httpx.post(f"{failing_server.url}/api/2.0/mlgate/subscriptions/nope/redeliver-dead")
     assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _mlgate_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "registry.server", *args, "--database-url", database_url],
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_redelivers_every_dead_delivery_and_disables_and_enables(
+    make_database: Any, tmp_path: Path
+) -> None:
+    url = migrated_database(make_database, "cli-dead")
+    server = events_server(url, tmp_path)
+    try:
+        name = _model()
+        client = mlflow_client(server)
+        client.create_registered_model(name)
+        version = new_version(client, name)
+        healthy = {"now": False}
+
+        def outage(_: Received, __: int) -> tuple[int, dict[str, str]]:
+            return (200, {}) if healthy["now"] else (500, {})
+
+        with receiving(outage) as receiver:
+            sub_id, _ = subscribe(server, receiver.url, ["model_version_tag.set"], model_name=name)
+            for i in range(3):
+                client.set_model_version_tag(name, version, "step", str(i))
+            dead = wait_settled(server, sub_id, 3)
+            assert {d["status"] for d in dead} == {"dead"}
+            tried = len(receiver.requests)
+
+            healthy["now"] = True
+            done = _mlgate_cli("subscriptions", "redeliver-dead", sub_id, database_url=url)
+            assert done.returncode == 0, done.stderr
+            assert "3 dead deliveries" in done.stdout
+            again = receiver.wait_for(tried + 3)[tried:]
+            # The oldest first, under the delivery ids they had.
+            assert _tag_values(again) == ["0", "1", "2"]
+            assert [r.headers["webhook-id"] for r in again] == [
+                d["delivery_id"] for d in reversed(dead)
+            ]
+            wait_settled(server, sub_id, 3)
+
+            off = _mlgate_cli("subscriptions", "disable", sub_id, database_url=url)
+            assert off.returncode == 0, off.stderr
+            listed = _mlgate_cli("subscriptions", "list", database_url=url)
+            assert f"{sub_id}  disabled" in listed.stdout
+            assert "disabled by cli" in listed.stdout
+            on = _mlgate_cli("subscriptions", "enable", sub_id, database_url=url)
+            assert on.returncode == 0, on.stderr
+            assert mlgate(server, "GET", f"subscriptions/{sub_id}")["subscription"]["status"] == (
+                "active"
+            )
+        entries = mlgate(server, "GET", "audit", params={"subject": f"subscription:{sub_id}"})
+        assert [(e["kind"], e["actor"]) for e in entries["entries"]] == [
+            ("subscription.enabled", "cli"),
+            ("subscription.disabled", "cli"),
+            ("subscription.redelivered_dead", "cli"),
+        ]
+        missing = _mlgate_cli("subscriptions", "enable", "nope", database_url=url)
+        assert missing.returncode == 1 and "not found" in missing.stderr
+    finally:
+        stop_server(server)
