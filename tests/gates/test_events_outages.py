@@ -4,6 +4,7 @@ of a subscription can be sent again at once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import REPO_ROOT, LiveServer, stop_server
 from tests.gates.events_support import (
@@ -30,6 +32,8 @@ from tests.gates.events_support import (
     wait_settled,
 )
 from tests.gates.webhook_receiver import Received, receiving, wait_until
+from tracking.core.db import Database
+from tracking.core.settings import Settings
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
@@ -40,6 +44,67 @@ def _model() -> str:
 
 def _tag_values(requests: list[Received]) -> list[str]:
     return [r.json["data"]["value"] for r in requests]
+
+
+async def _execute(url: str, sql: str, **params: Any) -> None:
+    db = Database(url, pool_size=1)
+    try:
+        async with db.write() as s:
+            await s.execute(text(sql), params)
+    finally:
+        await db.dispose()
+
+
+def test_default_schedule_keeps_retrying_through_a_day_long_outage(
+    make_database: Any, tmp_path: Path
+) -> None:
+    """Before: 8 attempts from 2 s, doubling, so a receiver down for four minutes lost every
+    delivery. Time is fast-forwarded by making each scheduled retry due at once."""
+    url = migrated_database(make_database, "schedule")
+    server = events_server(
+        url, tmp_path, MLGATE_WEBHOOK_RETRY_SCHEDULE=Settings().webhook_retry_schedule
+    )
+    try:
+        name = _model()
+        client = mlflow_client(server)
+        client.create_registered_model(name)
+        version = new_version(client, name)
+        with receiving(lambda _, __: (503, {})) as receiver:
+            sub_id, _ = subscribe(server, receiver.url, ["model_version_tag.set"], model_name=name)
+            client.set_model_version_tag(name, version, "k", "v")
+            delays: list[int] = []
+            for attempt in range(1, 9):
+                receiver.wait_for(attempt)
+                row = wait_until(
+                    lambda n=attempt: (
+                        (d := deliveries(server, sub_id)[0])["total_attempts"] == n
+                        and d["status"] in ("failed", "dead")
+                        and d
+                    ),
+                    what=f"attempt {attempt} to be recorded",
+                )
+                if row["status"] == "dead":
+                    break
+                delays.append(row["next_attempt_at"] - row["updated_at"])
+                # Fast-forward: the scheduled retry is due now.
+                asyncio.run(
+                    _execute(
+                        url,
+                        "UPDATE webhook_deliveries SET next_attempt_at = :now "
+                        "WHERE delivery_id = :id",
+                        now=int(time.time() * 1000),
+                        id=row["delivery_id"],
+                    )
+                )
+        assert row["status"] == "dead" and row["total_attempts"] == 8
+        minute, hour = 60_000, 3_600_000
+        nominal = [5_000, 5 * minute, 30 * minute, 2 * hour, 5 * hour, 10 * hour, 10 * hour]
+        assert len(delays) == len(nominal)
+        for got, want in zip(delays, nominal, strict=True):
+            assert 0.9 * want <= got <= 1.1 * want, (got, want)
+        assert sum(delays) >= 24 * hour
+    finally:
+        stop_server(server)
 
 
 @pytest.fixture
