@@ -329,3 +329,20 @@ def test_cli_redelivers_every_dead_delivery_and_disables_and_enables(
         assert missing.returncode == 1 and "not found" in missing.stderr
     finally:
         stop_server(server)
+
+
+def test_server_refuses_to_start_with_a_malformed_retry_schedule(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "registry.server", "server", "--no-db-upgrade"],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "MLGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}",
+            "MLGATE_WEBHOOK_RETRY_SCHEDULE": "5s,soon",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "MLGATE_WEBHOOK_RETRY_SCHEDULE" in done.stderr and "'soon'" in done.stderr
