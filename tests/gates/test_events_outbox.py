@@ -4,6 +4,8 @@ subscription's oldest open delivery is the only one a worker can claim."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -229,3 +231,58 @@ def test_retry_schedule_setting_is_parsed(text: str, delays: tuple[int, ...]) ->
 def test_bad_retry_schedule_is_refused_with_the_setting_named(text: str) -> None:
     with pytest.raises(ValueError, match="MLGATE_WEBHOOK_RETRY_SCHEDULE"):
         parse_retry_schedule(text)
+
+
+async def test_a_failing_run_disables_a_subscription_once_and_a_success_ends_the_run(
+    session: AsyncSession,
+) -> None:
+    config = dataclasses.replace(CONFIG, disable_after_ms=1_000)
+    sub = await _subscribe(session, ["gate.decided"], model="watched")
+    health = service.record_subscription_health
+
+    assert not await health(session, sub, ok=False, now=10_000, config=config)
+    assert (await service.get_subscription(session, sub)).failing_since == 10_000
+    # A success ends the run: an hour of failures before it no longer counts.
+    assert not await health(session, sub, ok=True, now=10_500, config=config)
+    assert (await service.get_subscription(session, sub)).failing_since is None
+
+    assert not await health(session, sub, ok=False, now=20_000, config=config)
+    assert not await health(session, sub, ok=False, now=20_900, config=config)
+    assert await health(session, sub, ok=False, now=21_000, config=config)
+    # Another replica recording a later failure of the same run disables nothing twice.
+    assert not await health(session, sub, ok=False, now=22_000, config=config)
+    shown = await service.get_subscription(session, sub)
+    assert shown.status == "disabled" and shown.auto_disabled_at == 21_000
+    assert shown.disabled_reason and "failed" in shown.disabled_reason
+    disabled_events = (
+        await session.execute(
+            select(OutboxEvent.payload).where(OutboxEvent.type == "subscription.disabled")
+        )
+    ).scalars()
+    assert [json.loads(p)["subscription_id"] for p in disabled_events] == [sub]
+
+    # Automatically disabled, it keeps queueing; disabled by hand, it does not.
+    await service.emit(session, "gate.decided", {"name": "watched"})
+    assert await _count(session, WebhookDelivery, subscription_id=sub) == 1
+    await service.set_subscription_enabled(session, sub, False, actor="ops")
+    await service.emit(session, "gate.decided", {"name": "watched"})
+    assert await _count(session, WebhookDelivery, subscription_id=sub) == 1
+    assert (await service.get_subscription(session, sub)).disabled_reason == "disabled by ops"
+
+    enabled = await service.set_subscription_enabled(session, sub, True, actor="ops")
+    assert enabled.status == "active"
+    assert (enabled.failing_since, enabled.auto_disabled_at, enabled.disabled_reason) == (
+        None,
+        None,
+        None,
+    )
+
+
+async def test_a_disabling_threshold_of_zero_never_disables(session: AsyncSession) -> None:
+    config = dataclasses.replace(CONFIG, disable_after_ms=0)
+    sub = await _subscribe(session, ["gate.decided"])
+    for now in (1, 10**9, 10**12):
+        assert not await service.record_subscription_health(
+            session, sub, ok=False, now=now, config=config
+        )
+    assert (await service.get_subscription(session, sub)).status == "active"
