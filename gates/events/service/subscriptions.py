@@ -40,9 +40,9 @@ MAX_PAGE = 1000  # MLflow's limit for list_webhooks
 MAX_EVENTS = 64
 MIN_SECRET_LEN = 16
 DEFAULT_ROTATION_GRACE_S = 24 * 3600
+MAX_ROTATION_GRACE_S = 30 * 24 * 3600
 # The actor recorded for what the delivery worker decides on its own.
 SYSTEM = "system"
-MAX_ROTATION_GRACE_S = 30 * 24 * 3600
 
 # MLflow's webhook name rule (mlflow/utils/validation.py, _WEBHOOK_NAME_REGEX).
 _NAME_RE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9._-]*[a-z0-9])?$", re.IGNORECASE)
@@ -318,15 +318,29 @@ async def _status_change(s: AsyncSession, row: Any, status: str, actor: str) -> 
         )
         return {"failing_since": None, "auto_disabled_at": None, "disabled_reason": None}
     if status == "disabled":
+        reason = f"disabled by {actor}"
         if row.status != "disabled":
             await audit.append(
                 s,
                 "subscription.disabled",
                 f"subscription:{row.id}",
-                {"name": row.name, "reason": "disabled by hand"},
+                {"name": row.name, "reason": reason},
                 actor,
             )
-        return {"auto_disabled_at": None, "disabled_reason": f"disabled by {actor}"}
+            await emit(
+                s,
+                "subscription.disabled",
+                {
+                    "subscription_id": row.id,
+                    "subscription_name": row.name,
+                    "url": row.url,
+                    "reason": reason,
+                    "actor": actor,
+                    "timestamp": now_ms(),
+                },
+                model_name=row.model_name,
+            )
+        return {"auto_disabled_at": None, "disabled_reason": reason}
     return {}
 
 
@@ -336,7 +350,7 @@ async def update_subscription(
     req: SubscriptionUpdate,
     *,
     config: EventsConfig,
-    actor: str = "cli",
+    actor: str,
 ) -> Subscription:
     row = await _find(s, subscription_id, None)
     allowed = frozenset(MLFLOW_EVENT_TYPES) if row.flavor == MLFLOW else KNOWN_EVENT_TYPES
@@ -509,7 +523,7 @@ async def update_webhook(
     req: UpdateWebhook,
     *,
     config: EventsConfig,
-    actor: str = "cli",
+    actor: str,
 ) -> Webhook:
     """MLflow's update: absent fields stay; ``events`` replaces the list when non-empty."""
     row = await _find(s, webhook_id, MLFLOW)
