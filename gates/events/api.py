@@ -73,8 +73,17 @@ async def get_subscription(request: Req, subscription_id: str) -> R:
 async def update_subscription(request: Req, subscription_id: str) -> R:
     body = await read_json(request, SubscriptionUpdate)
     async with database(request).write() as s:
-        sub = await service.update_subscription(s, subscription_id, body, config=_config(request))
+        sub = await service.update_subscription(
+            s, subscription_id, body, config=_config(request), actor=actor_name(request)
+        )
     return ok({"subscription": sub})
+
+
+@post("/subscriptions/{subscription_id:str}/redeliver-dead", status_code=200, opt=ADMIN_ONLY)
+async def redeliver_dead(request: Req, subscription_id: str) -> R:
+    async with database(request).write() as s:
+        sub, count = await service.redeliver_dead(s, subscription_id, actor=actor_name(request))
+    return ok({"subscription": sub, "requeued": count})
 
 
 @post("/subscriptions/{subscription_id:str}/rotate-secret", status_code=200, opt=ADMIN_ONLY)
@@ -155,7 +164,9 @@ async def get_webhook(request: Req, webhook_id: str) -> R:
 async def update_webhook(request: Req, webhook_id: str) -> R:
     body = await read_json(request, UpdateWebhook)
     async with database(request).write() as s:
-        webhook = await service.update_webhook(s, webhook_id, body, config=_config(request))
+        webhook = await service.update_webhook(
+            s, webhook_id, body, config=_config(request), actor=actor_name(request)
+        )
     return ok({"webhook": webhook})
 
 
@@ -192,6 +203,7 @@ MLGATE_ROUTE_HANDLERS = [
     get_subscription,
     update_subscription,
     rotate_secret,
+    redeliver_dead,
     delete_subscription,
     list_deliveries,
     get_delivery,

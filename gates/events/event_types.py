@@ -21,6 +21,9 @@ MLGATE_EVENT_TYPES = (
     "approval.expired",
     "approval.commented",
     "approval.break_glass",
+    # A subscription disabled because its receiver kept failing, or enabled again.
+    "subscription.disabled",
+    "subscription.enabled",
 )
 
 # ... and MLflow 3's, as ``entity.action`` (mlflow/entities/webhook.py, VALID_ENTITY_ACTIONS).

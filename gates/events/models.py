@@ -58,6 +58,12 @@ class WebhookSubscription(Base):
     updated_at: Mapped[int] = mapped_column(BigInteger)
     # Soft delete, as MLflow does: deliveries keep pointing at the row.
     deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # When the current run of failed attempts began (NULL once an attempt succeeds), and the
+    # automatic disabling it leads to: when and why. An automatically disabled subscription
+    # keeps queueing deliveries, so re-enabling it loses nothing.
+    failing_since: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    auto_disabled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index("ix_webhook_subscriptions_created_at", "created_at"),)
 
@@ -81,7 +87,8 @@ class WebhookDelivery(Base):
     """One event for one subscription: delivered at least once, in order per subscription.
 
     ``status``: 'pending' (not tried yet), 'failed' (a retry is scheduled), 'succeeded' or
-    'dead' (out of attempts). A worker owns a delivery while ``claimed_until`` is in the future.
+    'dead' (out of attempts: the retry schedule ran out). A worker owns a delivery while
+    ``claimed_until`` is in the future.
     """
 
     __tablename__ = "webhook_deliveries"

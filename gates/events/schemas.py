@@ -47,6 +47,12 @@ class Subscription(msgspec.Struct, omit_defaults=True):
     model_name: str | None = None
     # Whether a previous secret still signs (during a rotation), and until when.
     previous_secret_expires_at: int | None = None
+    # Since when every attempt has failed (absent once one succeeds).
+    failing_since: int | None = None
+    # Set when mlgate disabled it because it kept failing; it keeps queueing deliveries.
+    auto_disabled_at: int | None = None
+    # Why it is disabled (when it is).
+    disabled_reason: str | None = None
 
 
 class ListQuery(msgspec.Struct):

@@ -67,7 +67,8 @@ async def subscribers_of(s: AsyncSession, event_type: str, model_name: str | Non
         .join(_SE, _SE.c.subscription_id == _S.c.id)
         .where(
             _SE.c.event_type == event_type,
-            _S.c.status == "active",
+            # An automatically disabled subscription keeps queueing (see auto_disable).
+            or_(_S.c.status == "active", _S.c.auto_disabled_at.is_not(None)),
             _S.c.deleted_at.is_(None),
             model_filter,
         )
@@ -150,6 +151,46 @@ async def close_open_deliveries(
         .where(_D.c.subscription_id == subscription_id, _D.c.status.in_(OPEN_STATUSES))
         .values(status="dead", last_error=reason, updated_at=now)
     )
+
+
+async def note_success(s: AsyncSession, subscription_id: str) -> None:
+    """An attempt succeeded: the subscription is not failing (a no-op when it was not)."""
+    await s.execute(
+        update(_S)
+        .where(_S.c.id == subscription_id, _S.c.failing_since.is_not(None))
+        .values(failing_since=None)
+    )
+
+
+async def note_failure(s: AsyncSession, subscription_id: str, now: int) -> None:
+    """An attempt failed: start the failing run unless one is already going."""
+    await s.execute(
+        update(_S)
+        .where(_S.c.id == subscription_id, _S.c.failing_since.is_(None))
+        .values(failing_since=now)
+    )
+
+
+async def auto_disable(
+    s: AsyncSession, subscription_id: str, *, now: int, failing_before: int, reason: str
+) -> bool:
+    """Disable an active subscription failing since ``failing_before`` or earlier.
+
+    The guarded UPDATE gives each failing run one disabling (and one event), whichever
+    replica recorded the attempt.
+    """
+    result = await s.execute(
+        update(_S)
+        .where(
+            _S.c.id == subscription_id,
+            _S.c.status == "active",
+            _S.c.deleted_at.is_(None),
+            _S.c.failing_since.is_not(None),
+            _S.c.failing_since <= failing_before,
+        )
+        .values(status="disabled", auto_disabled_at=now, disabled_reason=reason, updated_at=now)
+    )
+    return _rowcount(result) == 1
 
 
 # --- the worker's queue --------------------------------------------------------------------------
@@ -330,6 +371,26 @@ async def requeue(s: AsyncSession, delivery_pk: int, now: int) -> bool:
         )
     )
     return _rowcount(result) == 1
+
+
+async def requeue_dead(s: AsyncSession, subscription_id: str, now: int) -> int:
+    """Every dead delivery of a subscription due now with a fresh budget; returns how many.
+
+    Dead deliveries are never claimed (an outcome clears the claim), so none is in flight.
+    """
+    result = await s.execute(
+        update(_D)
+        .where(_D.c.subscription_id == subscription_id, _D.c.status == "dead")
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            claimed_until=None,
+            claimed_by=None,
+            updated_at=now,
+        )
+    )
+    return _rowcount(result)
 
 
 async def count_deliveries(s: AsyncSession, subscription_id: str, status: str) -> int:

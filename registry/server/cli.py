@@ -10,6 +10,8 @@ from typing import Any
 
 from gates import cli as gates_cli
 from gates.audit import cli as audit_cli
+from gates.events import cli as events_cli
+from gates.events.config import EventsConfig
 from gates.identity import cli as identity_cli
 from tracking.core.settings import Settings, export_to_environment
 
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     gates_cli.add_commands(sub, _add_db_flag)
     identity_cli.add_commands(sub, _add_db_flag)
     audit_cli.add_commands(sub, _add_db_flag)
+    events_cli.add_commands(sub, _add_db_flag)
     _add_verify_command(sub)
     return parser
 
@@ -302,6 +305,12 @@ def run_server(settings: Settings) -> int:
     if refusal is not None:
         print(f"mlgate: {refusal}", file=sys.stderr)
         return 2
+    try:
+        # Refuse a malformed retry schedule now, not when the worker first needs it.
+        EventsConfig.from_settings(settings)
+    except ValueError as exc:
+        print(f"mlgate: {exc}", file=sys.stderr)
+        return 2
     if settings.db_auto_upgrade:
         migrate.upgrade(settings.database_url)
     if settings.auth:
@@ -402,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return audit_cli.run(args, settings)
     if args.command in identity_cli.COMMANDS:
         return _run_gates_command(args, settings, identity_cli.run)
+    if args.command in events_cli.COMMANDS:
+        return _run_gates_command(args, settings, events_cli.run)
     if args.command in gates_cli.COMMANDS:
         return _run_gates_command(args, settings)
     if args.command == "db":

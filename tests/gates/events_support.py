@@ -19,9 +19,8 @@ from tests.gates.webhook_receiver import Received, wait_until
 FAST_WORKER = {
     "MLGATE_WEBHOOK_ALLOWLIST": "127.0.0.1/32",
     "MLGATE_WEBHOOK_POLL_INTERVAL": "0.05",
-    "MLGATE_WEBHOOK_BACKOFF_BASE": "0.2",
-    "MLGATE_WEBHOOK_BACKOFF_MAX": "0.4",
-    "MLGATE_WEBHOOK_MAX_ATTEMPTS": "3",
+    # Three attempts, 0.2 s and 0.4 s apart (give or take 10%).
+    "MLGATE_WEBHOOK_RETRY_SCHEDULE": "200ms,400ms",
 }
 
 

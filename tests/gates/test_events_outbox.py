@@ -4,6 +4,8 @@ subscription's oldest open delivery is the only one a worker can claim."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.events import service, store
-from gates.events.config import EventsConfig
+from gates.events.config import EventsConfig, parse_retry_schedule
 from gates.events.models import OutboxEvent, WebhookDelivery
 from gates.events.schemas import SubscriptionCreate
 from registry import events as registry_events
@@ -21,9 +23,7 @@ from tests.registry.factories import ACTOR, make_model, make_version
 from tracking.core.db import Database
 from tracking.core.settings import Settings
 
-CONFIG = EventsConfig.from_settings(
-    Settings(webhook_allowlist="127.0.0.1/32", webhook_backoff_base=2, webhook_backoff_max=60)
-)
+CONFIG = EventsConfig.from_settings(Settings(webhook_allowlist="127.0.0.1/32"))
 
 
 async def _subscribe(s: AsyncSession, events: list[str], model: str | None = None) -> str:
@@ -184,9 +184,105 @@ async def test_concurrent_claimers_never_share_a_delivery_or_a_subscription(
             await db.dispose()
 
 
-def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    for attempt, (low, high) in {1: (1000, 2000), 2: (2000, 4000), 3: (4000, 8000)}.items():
-        delays = {CONFIG.backoff_ms(attempt) for _ in range(50)}
-        assert all(low <= d <= high for d in delays)
+def test_default_retry_schedule_outlasts_a_day_long_outage() -> None:
+    hour = 3_600_000
+    # Standard Webhooks' schedule: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    assert CONFIG.retry_delays == (
+        5_000,
+        300_000,
+        1_800_000,
+        2 * hour,
+        5 * hour,
+        10 * hour,
+        10 * hour,
+    )
+    assert CONFIG.max_attempts == 8
+    for _ in range(20):
+        # Even with every delay jittered to its shortest, the last attempt is a day later.
+        waited = 0
+        failed = 1
+        while (delay := CONFIG.retry_delay_ms(failed)) is not None:
+            waited += delay
+            failed += 1
+        assert failed == 8
+        assert waited >= 24 * hour
+
+
+def test_retry_delays_are_jittered_within_ten_percent_and_end_the_schedule() -> None:
+    for attempt, nominal in enumerate(CONFIG.retry_delays, start=1):
+        delays = {CONFIG.retry_delay_ms(attempt) for _ in range(50)}
+        assert all(d is not None and 0.9 * nominal <= d <= 1.1 * nominal for d in delays)
         assert len(delays) > 1  # jittered
-    assert all(30_000 <= CONFIG.backoff_ms(20) <= 60_000 for _ in range(20))
+    assert CONFIG.retry_delay_ms(8) is None  # the 8th failure is final: dead
+
+
+@pytest.mark.parametrize(
+    ("text", "delays"),
+    [
+        ("", ()),
+        ("250ms, 2s,1.5m,1h,1d", (250, 2_000, 90_000, 3_600_000, 86_400_000)),
+    ],
+)
+def test_retry_schedule_setting_is_parsed(text: str, delays: tuple[int, ...]) -> None:
+    assert parse_retry_schedule(text) == delays
+
+
+@pytest.mark.parametrize("text", ["5", "5x", "-1s", "8d", "soon"])
+def test_bad_retry_schedule_is_refused_with_the_setting_named(text: str) -> None:
+    with pytest.raises(ValueError, match="MLGATE_WEBHOOK_RETRY_SCHEDULE"):
+        parse_retry_schedule(text)
+
+
+async def test_a_failing_run_disables_a_subscription_once_and_a_success_ends_the_run(
+    session: AsyncSession,
+) -> None:
+    config = dataclasses.replace(CONFIG, disable_after_ms=1_000)
+    sub = await _subscribe(session, ["gate.decided"], model="watched")
+    health = service.record_subscription_health
+
+    assert not await health(session, sub, ok=False, now=10_000, config=config)
+    assert (await service.get_subscription(session, sub)).failing_since == 10_000
+    # A success ends the run: an hour of failures before it no longer counts.
+    assert not await health(session, sub, ok=True, now=10_500, config=config)
+    assert (await service.get_subscription(session, sub)).failing_since is None
+
+    assert not await health(session, sub, ok=False, now=20_000, config=config)
+    assert not await health(session, sub, ok=False, now=20_900, config=config)
+    assert await health(session, sub, ok=False, now=21_000, config=config)
+    # Another replica recording a later failure of the same run disables nothing twice.
+    assert not await health(session, sub, ok=False, now=22_000, config=config)
+    shown = await service.get_subscription(session, sub)
+    assert shown.status == "disabled" and shown.auto_disabled_at == 21_000
+    assert shown.disabled_reason and "failed" in shown.disabled_reason
+    disabled_events = (
+        await session.execute(
+            select(OutboxEvent.payload).where(OutboxEvent.type == "subscription.disabled")
+        )
+    ).scalars()
+    assert [json.loads(p)["subscription_id"] for p in disabled_events] == [sub]
+
+    # Automatically disabled, it keeps queueing; disabled by hand, it does not.
+    await service.emit(session, "gate.decided", {"name": "watched"})
+    assert await _count(session, WebhookDelivery, subscription_id=sub) == 1
+    await service.set_subscription_enabled(session, sub, False, actor="ops")
+    await service.emit(session, "gate.decided", {"name": "watched"})
+    assert await _count(session, WebhookDelivery, subscription_id=sub) == 1
+    assert (await service.get_subscription(session, sub)).disabled_reason == "disabled by ops"
+
+    enabled = await service.set_subscription_enabled(session, sub, True, actor="ops")
+    assert enabled.status == "active"
+    assert (enabled.failing_since, enabled.auto_disabled_at, enabled.disabled_reason) == (
+        None,
+        None,
+        None,
+    )
+
+
+async def test_a_disabling_threshold_of_zero_never_disables(session: AsyncSession) -> None:
+    config = dataclasses.replace(CONFIG, disable_after_ms=0)
+    sub = await _subscribe(session, ["gate.decided"])
+    for now in (1, 10**9, 10**12):
+        assert not await service.record_subscription_health(
+            session, sub, ok=False, now=now, config=config
+        )
+    assert (await service.get_subscription(session, sub)).status == "active"

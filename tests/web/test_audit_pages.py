@@ -481,3 +481,95 @@ def test_non_admins_cannot_see_webhooks_or_redeliver(hooks: Hooks, level: str) -
 )
 def test_subscriber_urls_are_shown_without_credentials(url: str, shown: str) -> None:
     assert shown_url(url) == shown
+
+
+def _flash(browser: Browser, response: Any) -> str:
+    landed = browser.get(response.headers["location"])
+    flash = re.search(r'data-testid="flash"[^>]*>([^<]*)<', landed.text)
+    assert flash, landed.text[:500]
+    return html.unescape(flash.group(1))
+
+
+def test_redeliver_all_dead_button_requeues_every_dead_delivery_of_the_subscription(
+    hooks: Hooks,
+) -> None:
+    healed = threading.Event()
+
+    def outage(_: Received, __: int) -> tuple[int, dict[str, str]]:
+        return (200, {}) if healed.is_set() else (500, {})
+
+    receiver = Receiver(outage).start()
+    try:
+        model = hooks.world.new_model("all-dead")
+        sub_id, _ = _subscribe(hooks.world, receiver.url, model, "dead-hook")
+        hooks.world.new_version(model)
+        hooks.world.new_version(model)
+        dead = wait_until(
+            lambda: (
+                (found := hooks.deliveries(sub_id))
+                and len(found) == 2
+                and all(d["status"] == "dead" for d in found)
+                and found
+            ),
+            what="two dead deliveries",
+        )
+        tried = len(receiver.requests)
+        admin = hooks.browser("admin")
+        base = f"/webhooks/{sub_id}"
+        action = f"{base}/redeliver-dead"
+        page = admin.get(base)
+        assert f'action="{action}"' in page.text
+        assert 'data-testid="redeliver-dead-button"' in page.text
+
+        # Without the form's CSRF token, or by a non-administrator: refused, nothing queued.
+        assert admin.post_form(action, {"back": base}, csrf=None).status_code == 403
+        reader = hooks.browser("reader")
+        own = reader.get("/")
+        assert reader.post_form(action, {}, csrf=csrf_of(own.text)).status_code == 403
+        assert {d["status"] for d in hooks.deliveries(sub_id)} == {"dead"}
+
+        healed.set()
+        response = admin.post_form(action, {"back": base}, csrf=csrf_of(page.text), follow=False)
+        assert response.status_code == 303 and response.headers["location"] == base
+        assert "2 dead deliveries were queued for redelivery." in _flash(admin, response)
+        again = receiver.wait_for(tried + 2)[tried:]
+        # Oldest first, under the ids they had.
+        assert [r.headers["webhook-id"] for r in again] == [
+            d["delivery_id"] for d in reversed(dead)
+        ]
+        wait_until(
+            lambda: all(d["status"] == "succeeded" for d in hooks.deliveries(sub_id)),
+            what="the redeliveries to succeed",
+        )
+        entries = hooks.world.admin_json(
+            "GET", f"{MLGATE}/audit", params={"subject": f"subscription:{sub_id}"}
+        )["entries"]
+        assert [(e["kind"], e["actor"], e["payload"]["count"]) for e in entries] == [
+            ("subscription.redelivered_dead", ADMIN_USER, 2)
+        ]
+    finally:
+        receiver.stop()
+
+
+def test_disable_and_enable_buttons_show_the_reason_and_resume(hooks: Hooks) -> None:
+    model = hooks.world.new_model("toggle")
+    sub_id, _ = _subscribe(hooks.world, hooks.receiver.url, model, "toggle-hook")
+    admin = hooks.browser("admin")
+    base = f"/webhooks/{sub_id}"
+    page = admin.get(base)
+    assert 'data-testid="disable-button"' in page.text
+    assert admin.post_form(f"{base}/disable", {}, csrf=None).status_code == 403
+    off = admin.post_form(f"{base}/disable", {"back": base}, csrf=csrf_of(page.text), follow=False)
+    assert off.status_code == 303
+    assert "is disabled" in _flash(admin, off)
+    page = admin.get(base)
+    assert _cell(page.text, "disabled-reason") == f"disabled by {ADMIN_USER}"
+    listing = admin.get("/webhooks")
+    row = re.search(rf'data-id="{sub_id}">(.*?)</tr>', listing.text, re.S)
+    assert row and _cell(row.group(1), "disabled-reason") == f"disabled by {ADMIN_USER}"
+    assert 'data-testid="enable-button"' in page.text
+    on = admin.post_form(f"{base}/enable", {"back": base}, csrf=csrf_of(page.text), follow=False)
+    assert on.status_code == 303
+    sub = hooks.world.admin_json("GET", f"{MLGATE}/subscriptions/{sub_id}")["subscription"]
+    assert sub["status"] == "active" and "disabled_reason" not in sub
+    assert admin.post_form(f"{base}/restart", {}, csrf=csrf_of(page.text)).status_code == 400

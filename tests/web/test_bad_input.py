@@ -113,6 +113,9 @@ def test_forms_with_garbage_fields_never_give_a_500(
         "/approvals/not-a-request/approve",
         "/approvals/" + "9" * 40 + "/reject",
         "/webhooks/nope/deliveries/nope/redeliver",
+        "/webhooks/nope/redeliver-dead",
+        "/webhooks/nope/enable",
+        "/webhooks/nope/reboot",
     ):
         response = admin.post_form(
             action, {"comment": "x" * 20_000, "back": "//evil.example"}, csrf=token, follow=False

@@ -27,6 +27,7 @@ class PollingLoop(ABC):
         self.interval = interval
         self.log = log
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     @abstractmethod
     async def run_once(self) -> int:
@@ -35,6 +36,10 @@ class PollingLoop(ABC):
     def more_waiting(self, handled: int) -> bool:
         """Whether the next round should start at once (default: this one found work)."""
         return handled > 0
+
+    def wake(self) -> None:
+        """End the current pause early: work may be waiting (e.g. a send slot came free)."""
+        self._wake.set()
 
     def start(self) -> Self:
         """Run in the background of the current event loop (the app's lifespan)."""
@@ -58,4 +63,6 @@ class PollingLoop(ABC):
                 self.log.exception("%s: a round failed", self.task_name)
                 handled = 0
             if not self.more_waiting(handled):
-                await asyncio.sleep(self.interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()

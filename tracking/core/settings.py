@@ -76,10 +76,14 @@ class Settings:
     # Outbound webhooks (gates/events): the delivery worker every replica runs.
     webhook_worker: bool = True
     webhook_poll_interval: float = 1.0
-    webhook_max_attempts: int = 8
     webhook_timeout: float = 10.0
-    webhook_backoff_base: float = 2.0
-    webhook_backoff_max: float = 600.0
+    # Delays before each retry (comma-separated, units ms/s/m/h/d), jittered by up to 10%;
+    # one attempt more than delays. The default spans a day-long outage (Standard Webhooks).
+    webhook_retry_schedule: str = "5s,5m,30m,2h,5h,10h,10h"
+    # Sends in flight at once per replica, over all subscriptions (one per subscription).
+    webhook_concurrency: int = 32
+    # A subscription whose every attempt failed for this many hours is disabled (0: never).
+    webhook_disable_after_hours: float = 120.0
     # Comma-separated CIDRs and host names a subscriber URL may reach although they are
     # loopback, private or link-local (e.g. "10.0.0.0/8,hooks.internal").
     webhook_allowlist: str = ""

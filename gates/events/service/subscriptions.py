@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gates.audit import service as audit
 from gates.events import signing, store
 from gates.events.config import EventsConfig
 from gates.events.errors import SubscriptionNotFound, UnsafeSubscriberUrl
@@ -25,6 +26,7 @@ from gates.events.schemas import (
     WebhookEventOut,
     WebhookTestResult,
 )
+from gates.events.service.outbox import emit
 from gates.events.ssrf import UnsafeUrl, check_subscriber_url
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter
@@ -39,6 +41,8 @@ MAX_EVENTS = 64
 MIN_SECRET_LEN = 16
 DEFAULT_ROTATION_GRACE_S = 24 * 3600
 MAX_ROTATION_GRACE_S = 30 * 24 * 3600
+# The actor recorded for what the delivery worker decides on its own.
+SYSTEM = "system"
 
 # MLflow's webhook name rule (mlflow/utils/validation.py, _WEBHOOK_NAME_REGEX).
 _NAME_RE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9._-]*[a-z0-9])?$", re.IGNORECASE)
@@ -177,6 +181,9 @@ def subscription_out(row: Any, events: list[str]) -> Subscription:
             if row.previous_secret and (row.previous_secret_expires_at or 0) > now_ms()
             else None
         ),
+        failing_since=row.failing_since,
+        auto_disabled_at=row.auto_disabled_at,
+        disabled_reason=row.disabled_reason if row.status == "disabled" else None,
     )
 
 
@@ -281,8 +288,69 @@ async def list_subscriptions(
     return [subscription_out(r, events[r.id]) for r in rows[:limit]], token
 
 
+async def _status_change(s: AsyncSession, row: Any, status: str, actor: str) -> dict[str, Any]:
+    """Columns (and audit entry) for an explicit status change by ``actor``.
+
+    Enabling starts afresh: the failing run and the automatic disabling are forgotten, and the
+    deliveries queued meanwhile go out in order. Disabling by hand stops queueing (MLflow's
+    meaning of DISABLED).
+    """
+    if status == row.status and row.auto_disabled_at is None:
+        return {}
+    if status == "active" and row.status != "active":
+        await audit.append(
+            s,
+            "subscription.enabled",
+            f"subscription:{row.id}",
+            {"name": row.name, "was_disabled_because": row.disabled_reason},
+            actor,
+        )
+        await emit(
+            s,
+            "subscription.enabled",
+            {
+                "subscription_id": row.id,
+                "subscription_name": row.name,
+                "actor": actor,
+                "timestamp": now_ms(),
+            },
+            model_name=row.model_name,
+        )
+        return {"failing_since": None, "auto_disabled_at": None, "disabled_reason": None}
+    if status == "disabled":
+        reason = f"disabled by {actor}"
+        if row.status != "disabled":
+            await audit.append(
+                s,
+                "subscription.disabled",
+                f"subscription:{row.id}",
+                {"name": row.name, "reason": reason},
+                actor,
+            )
+            await emit(
+                s,
+                "subscription.disabled",
+                {
+                    "subscription_id": row.id,
+                    "subscription_name": row.name,
+                    "url": row.url,
+                    "reason": reason,
+                    "actor": actor,
+                    "timestamp": now_ms(),
+                },
+                model_name=row.model_name,
+            )
+        return {"auto_disabled_at": None, "disabled_reason": reason}
+    return {}
+
+
 async def update_subscription(
-    s: AsyncSession, subscription_id: str, req: SubscriptionUpdate, *, config: EventsConfig
+    s: AsyncSession,
+    subscription_id: str,
+    req: SubscriptionUpdate,
+    *,
+    config: EventsConfig,
+    actor: str,
 ) -> Subscription:
     row = await _find(s, subscription_id, None)
     allowed = frozenset(MLFLOW_EVENT_TYPES) if row.flavor == MLFLOW else KNOWN_EVENT_TYPES
@@ -297,6 +365,7 @@ async def update_subscription(
         values["model_name"] = _model_name(req.model_name)
     if req.status is not None:
         values["status"] = _status(req.status)
+        values.update(await _status_change(s, row, values["status"], actor))
     if req.events is not None:
         await store.set_subscription_events(s, row.id, _event_types(req.events, allowed))
     await store.update_subscription(s, row.id, **values)
@@ -326,6 +395,77 @@ async def rotate_secret(
         updated_at=now,
     )
     return await get_subscription(s, row.id), secret
+
+
+async def set_subscription_enabled(
+    s: AsyncSession, subscription_id: str, enabled: bool, *, actor: str
+) -> Subscription:
+    """Enable (resuming its queued deliveries in order) or disable a subscription; audited."""
+    row = await _find(s, subscription_id, None)
+    status = "active" if enabled else "disabled"
+    values = await _status_change(s, row, status, actor)
+    await store.update_subscription(s, row.id, status=status, updated_at=now_ms(), **values)
+    return await get_subscription(s, row.id)
+
+
+async def redeliver_dead(
+    s: AsyncSession, subscription_id: str, *, actor: str
+) -> tuple[Subscription, int]:
+    """Queue every dead delivery of a subscription again (same ids, fresh attempt budgets).
+
+    They go out in their original order, before newer deliveries still open, once the
+    subscription is active. Returns the subscription and how many were queued; audited.
+    """
+    row = await _find(s, subscription_id, None)
+    count = await store.requeue_dead(s, row.id, now_ms())
+    await audit.append(
+        s,
+        "subscription.redelivered_dead",
+        f"subscription:{row.id}",
+        {"name": row.name, "count": count},
+        actor,
+    )
+    return await get_subscription(s, row.id), count
+
+
+async def record_subscription_health(
+    s: AsyncSession, subscription_id: str, *, ok: bool, now: int, config: EventsConfig
+) -> bool:
+    """Track a subscription's failing run after an attempt; disable it when it ran too long.
+
+    Returns whether this attempt disabled it. Disabling emits ``subscription.disabled`` and
+    leaves an audit entry (actor ``system``), both in the attempt's transaction.
+    """
+    if ok:
+        await store.note_success(s, subscription_id)
+        return False
+    await store.note_failure(s, subscription_id, now)
+    if config.disable_after_ms <= 0:
+        return False
+    hours = config.disable_after_ms / 3_600_000
+    reason = f"every delivery attempt failed for {hours:g} hours"
+    if not await store.auto_disable(
+        s,
+        subscription_id,
+        now=now,
+        failing_before=now - config.disable_after_ms,
+        reason=reason,
+    ):
+        return False
+    row = await store.get_subscription(s, subscription_id)
+    payload = {
+        "subscription_id": subscription_id,
+        "subscription_name": row.name,
+        "url": row.url,
+        "reason": reason,
+        "failing_since": row.failing_since,
+        "timestamp": now,
+    }
+    await audit.append(
+        s, "subscription.disabled", f"subscription:{subscription_id}", payload, SYSTEM
+    )
+    await emit(s, "subscription.disabled", payload, model_name=row.model_name)
+    return True
 
 
 async def delete_subscription(
@@ -378,7 +518,12 @@ async def list_webhooks(
 
 
 async def update_webhook(
-    s: AsyncSession, webhook_id: str, req: UpdateWebhook, *, config: EventsConfig
+    s: AsyncSession,
+    webhook_id: str,
+    req: UpdateWebhook,
+    *,
+    config: EventsConfig,
+    actor: str,
 ) -> Webhook:
     """MLflow's update: absent fields stay; ``events`` replaces the list when non-empty."""
     row = await _find(s, webhook_id, MLFLOW)
@@ -393,6 +538,7 @@ async def update_webhook(
         values["secret"] = config.secrets.seal(req.secret) if req.secret else None
     if req.status is not None and req.status not in ("", 0):
         values["status"] = _status(req.status)
+        values.update(await _status_change(s, row, values["status"], actor))
     if req.events:
         await store.set_subscription_events(s, row.id, _mlflow_event_types(req.events))
     await store.update_subscription(s, row.id, **values)

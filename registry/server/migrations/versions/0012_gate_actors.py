@@ -1,7 +1,7 @@
 """gates: the authenticated requester of an approval request, and re-opened promotions
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0007"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

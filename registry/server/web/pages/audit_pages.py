@@ -22,7 +22,7 @@ from gates.events.errors import DeliveryNotFound
 from gates.events.service import deliveries as delivery_service
 from registry.artifacts.api import RAW_BODY_OPT
 from registry.server.web.render import page, redirect_with_flash, with_query
-from tracking.core.auth import ADMIN, permission_opt
+from tracking.core.auth import ADMIN, actor_name, permission_opt
 from tracking.core.errors import InvalidParameter, MlflowError
 from tracking.core.http import database
 
@@ -238,6 +238,9 @@ def _subscription_view(sub: Any) -> dict[str, Any]:
         "created_by": sub.created_by,
         "created_at": sub.created_at,
         "updated_at": sub.updated_at,
+        "failing_since": sub.failing_since,
+        "auto_disabled_at": sub.auto_disabled_at,
+        "disabled_reason": sub.disabled_reason,
         "href": f"/webhooks/{quote(sub.id, safe='')}",
     }
 
@@ -340,4 +343,50 @@ async def redeliver(request: Req, subscription_id: str, delivery_id: str) -> Res
     return redirect_with_flash(request, target, "notice", message)
 
 
-ROUTE_HANDLERS = [audit_page, webhooks_page, webhook_page, redeliver]
+def _back(form: Any, base: str) -> str:
+    back = form.get("back")
+    return back if isinstance(back, str) and back.startswith(base) and "\\" not in back else base
+
+
+@post(
+    "/webhooks/{subscription_id:str}/redeliver-dead",
+    opt=ADMIN_FORM,
+    include_in_schema=False,
+    status_code=303,
+)
+async def redeliver_dead(request: Req, subscription_id: str) -> Response[Any]:
+    """Queue every dead delivery of the subscription again (the API's ``redeliver-dead``)."""
+    base = f"/webhooks/{quote(subscription_id, safe='')}"
+    target = _back(await request.form(), base)
+    async with database(request).write() as s:
+        sub, count = await events_service.redeliver_dead(
+            s, subscription_id, actor=actor_name(request)
+        )
+    message = f"{count} dead deliveries were queued for redelivery."
+    if sub.status != "active":
+        message += " They go out once the subscription is enabled."
+    return redirect_with_flash(request, target, "notice", message)
+
+
+@post(
+    "/webhooks/{subscription_id:str}/{action:str}",
+    opt=ADMIN_FORM,
+    include_in_schema=False,
+    status_code=303,
+)
+async def set_enabled(request: Req, subscription_id: str, action: str) -> Response[Any]:
+    """Enable (resuming the queued deliveries) or disable a subscription."""
+    if action not in ("enable", "disable"):
+        raise InvalidParameter(f"Unknown action {action[:40]!r}: use enable or disable.")
+    base = f"/webhooks/{quote(subscription_id, safe='')}"
+    target = _back(await request.form(), base)
+    async with database(request).write() as s:
+        sub = await events_service.set_subscription_enabled(
+            s, subscription_id, action == "enable", actor=actor_name(request)
+        )
+    return redirect_with_flash(
+        request, target, "notice", f"Subscription {sub.name} is {sub.status}."
+    )
+
+
+ROUTE_HANDLERS = [audit_page, webhooks_page, webhook_page, redeliver, redeliver_dead, set_enabled]
