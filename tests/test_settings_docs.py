@@ -37,3 +37,13 @@ def test_the_deployment_example_sets_real_settings_that_parse() -> None:
     assert settings.auth is True
     assert settings.ui_cookie_secure is True
     assert settings.forwarded_allow_ips
+
+
+def test_a_retired_setting_is_refused_naming_its_replacement() -> None:
+    import pytest
+
+    from tracking.core.settings import Settings
+
+    with pytest.raises(ValueError, match="MLGATE_WEBHOOK_RETRY_SCHEDULE"):
+        Settings.from_env({"MLGATE_WEBHOOK_MAX_ATTEMPTS": "8"})
+    assert Settings.from_env({}).webhook_retry_schedule

@@ -99,6 +99,11 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
+        for name, replacement in _RETIRED.items():
+            if name in env:
+                # Refuse rather than ignore: silently dropping a retry budget an operator set
+                # would change delivery behaviour without anyone noticing.
+                raise ValueError(f"{name} is no longer a setting; {replacement}")
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f"MLGATE_{f.name.upper()}")
@@ -138,6 +143,14 @@ class Settings:
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
         return _split(self.cors_origins)
+
+
+# Settings that existed once, with what replaces them (named when a deployment still sets one).
+_RETIRED = {
+    "MLGATE_WEBHOOK_MAX_ATTEMPTS": "the attempts follow MLGATE_WEBHOOK_RETRY_SCHEDULE",
+    "MLGATE_WEBHOOK_BACKOFF_BASE": "set the delays with MLGATE_WEBHOOK_RETRY_SCHEDULE",
+    "MLGATE_WEBHOOK_BACKOFF_MAX": "set the delays with MLGATE_WEBHOOK_RETRY_SCHEDULE",
+}
 
 
 # Client credentials shared with the MLflow client, so one environment serves both.
