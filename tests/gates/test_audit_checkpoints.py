@@ -476,3 +476,33 @@ def test_two_replicas_checkpointing_at_once_keep_chain_and_checkpoints_valid(
 
     assert asyncio.run(check_all()) == []
     assert Checkpoint.parse((cp_dir / "latest.json").read_text()).seq == 45
+
+
+def test_with_auth_on_keys_and_checkpoint_are_public_writing_one_is_admin_only(
+    make_database: Any, tmp_path: Path, servers: list[LiveServer]
+) -> None:
+    from tests.security.auth_world import ADMIN_PASSWORD, ADMIN_USER, auth_env
+
+    url = migrated_database(make_database, "cp_auth")
+    key = tmp_path / "key.pem"
+    _write_key(key)
+    server = _server(url, tmp_path / "srv", key, **auth_env())
+    servers.append(server)
+    admin = (ADMIN_USER, ADMIN_PASSWORD)
+    anonymous_write = httpx.post(f"{server.url}{API}/audit/checkpoint")
+    assert anonymous_write.status_code == 401, anonymous_write.text
+    written = httpx.post(f"{server.url}{API}/audit/checkpoint", auth=admin)
+    assert written.status_code == 200, written.text
+    # A monitor polls without credentials.
+    polled = httpx.get(f"{server.url}{API}/audit/checkpoint")
+    assert polled.status_code == 200 and polled.json() == written.json()
+    keys = httpx.get(f"{server.url}{API}/keys")
+    assert keys.status_code == 200
+    assert [k["key_id"] for k in keys.json()["keys"]] == [signing.load_private_key(key).key_id]
+    # Not even an administrator replaces a checkpoint through the artifact proxy.
+    target = (
+        f"{server.url}/api/2.0/mlflow-artifacts/artifacts/_mlgate/audit/checkpoints/latest.json"
+    )
+    assert httpx.put(target, content=b"{}", auth=admin).status_code == 403
+    assert httpx.delete(target, auth=admin).status_code == 403
+    assert httpx.get(f"{server.url}{API}/audit/checkpoint").json() == written.json()
