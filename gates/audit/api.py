@@ -61,11 +61,12 @@ async def get_checkpoint(request: Req) -> Response[bytes]:
 @post("/audit/checkpoint", status_code=200, opt=ADMIN_ONLY)
 async def write_checkpoint(request: Req) -> Response[bytes]:
     """Sign the head now and write it to the artifact store (and the checkpoint directory)."""
-    key = _signing_key(request)
-    cp = await checkpoints.sign_current_head(database(request), key)
     directory = request.app.state["settings"].audit_checkpoint_dir
-    await checkpoints.publish(
-        artifact_storage(request), key, cp, Path(directory) if directory else None
+    cp = await checkpoints.checkpoint_now(
+        database(request),
+        artifact_storage(request),
+        _signing_key(request),
+        Path(directory) if directory else None,
     )
     return ok({"checkpoint": cp.to_dict()})
 

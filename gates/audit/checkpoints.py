@@ -27,7 +27,7 @@ from registry.artifacts.storage import ArtifactStorage
 from tracking.core.background import PollingLoop
 from tracking.core.clock import now_ms
 from tracking.core.db import Database
-from tracking.core.errors import ResourceNotFound
+from tracking.core.errors import InvalidState, ResourceNotFound
 from tracking.core.signing import PublicKey, SigningKey, SigningKeyError, public_key_from_pem
 
 log = logging.getLogger("mlgate.audit.checkpoints")
@@ -94,15 +94,50 @@ def sign_head(key: SigningKey, seq: int, head_hash: str) -> Checkpoint:
     )
 
 
-async def current_head(db: Database) -> tuple[int, str]:
+class ChainDiverged(InvalidState):
+    """The database's chain no longer passes through the newest checkpoint: never sign it."""
+
+
+async def current_head(db: Database, previous: Checkpoint | None = None) -> tuple[int, str]:
+    """The chain's head; with ``previous``, only if the chain still passes through it.
+
+    Both are read in one snapshot. Without this check, a cut tail followed by new appends
+    would reach past the old checkpoint and get a fresh signature that hides the cut.
+    """
     async with db.read() as s:
         head = await store.head(s)
-    return head if head is not None else (0, service.GENESIS_HASH)
+        seq, head_hash = head if head is not None else (0, service.GENESIS_HASH)
+        if previous is None or previous.seq == 0:
+            return seq, head_hash
+        found = await store.hash_at(s, previous.seq)
+    if found != previous.head_hash:
+        what = "is missing" if found is None else f"hashes to {found}"
+        raise ChainDiverged(
+            f"The audit chain no longer passes through the newest checkpoint (seq "
+            f"{previous.seq}, hash {previous.head_hash}): entry {previous.seq} {what}. "
+            "Refusing to sign over it; run `mlgate audit verify --checkpoint store`."
+        )
+    return seq, head_hash
 
 
-async def sign_current_head(db: Database, key: SigningKey) -> Checkpoint:
-    seq, head_hash = await current_head(db)
+async def sign_current_head(
+    db: Database, key: SigningKey, previous: Checkpoint | None = None
+) -> Checkpoint:
+    seq, head_hash = await current_head(db, previous)
     return sign_head(key, seq, head_hash)
+
+
+async def checkpoint_now(
+    db: Database, storage: ArtifactStorage, key: SigningKey, directory: Path | None
+) -> Checkpoint:
+    """Sign the head and write it out, if the chain still extends the newest checkpoint."""
+    try:
+        latest = await read_latest(storage)
+    except CheckpointError:
+        latest = None
+    checkpoint = await sign_current_head(db, key, latest)
+    await publish(storage, key, checkpoint, directory)
+    return checkpoint
 
 
 # --- where checkpoints are kept ------------------------------------------------------------------
@@ -294,19 +329,26 @@ class CheckpointLoop(PollingLoop):
         self.storage = storage
         self.key = key
         self.directory = directory
+        self._reported: str | None = None
 
     def more_waiting(self, handled: int) -> bool:
         return False
 
     async def run_once(self) -> int:
-        seq, head_hash = await current_head(self.db)
         try:
             latest = await read_latest(self.storage)
         except CheckpointError:
             latest = None
-        if latest is not None and latest.seq >= seq:
-            # Nothing new; and a head *behind* the latest checkpoint (a cut tail) is never
-            # signed over the evidence.
+        try:
+            seq, head_hash = await current_head(self.db, latest)
+        except ChainDiverged as exc:
+            # Tampering (or a restored backup): keep the evidence, say so once per state.
+            if exc.message != self._reported:
+                self._reported = exc.message
+                self.log.error("%s", exc.message)
             return 0
+        self._reported = None
+        if latest is not None and latest.seq >= seq:
+            return 0  # nothing new
         await publish(self.storage, self.key, sign_head(self.key, seq, head_hash), self.directory)
         return 1

@@ -196,10 +196,16 @@ def test_deleting_the_newest_rows_fails_verify_against_every_checkpoint_source(
         assert "TRUNCATED" in cut.stdout and "ends at seq 5" in cut.stdout, cut.stdout
         assert "signed seq 8" in cut.stdout and "newest 3 entries were removed" in cut.stdout
 
-    # Appending fresh rows to reach the signed seq again does not hide the cut.
-    _seed(url, 3, label="padding")
-    padded = _verify(url, server, key, "--checkpoint", "store")
-    assert padded.returncode == 1 and "REWRITTEN" in padded.stdout, padded.stdout
+    # Appending rows past the signed seq does not hide the cut: the server refuses to sign a
+    # chain that no longer passes through its newest checkpoint, so the evidence stays.
+    _seed(url, 4, label="padding")
+    refused = httpx.post(f"{server.url}{API}/audit/checkpoint", timeout=30)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error_code"] == "INVALID_STATE"
+    assert "no longer passes through the newest checkpoint (seq 8" in refused.json()["message"]
+    for source in ("store", server.url, str(cp_dir / "latest.json")):
+        padded = _verify(url, server, key, "--checkpoint", source)
+        assert padded.returncode == 1 and "REWRITTEN" in padded.stdout, padded.stdout
 
 
 def test_altered_or_rehashed_rows_fail_verify_against_the_checkpoint(
@@ -336,10 +342,16 @@ def test_checkpoints_are_written_to_the_s3_store_and_verify_from_there(
     _sql(url, "DELETE FROM audit_log WHERE seq = 4")
     cut = _mlgate("audit", "verify", "--database-url", url, "--checkpoint", "store", env=env)
     assert cut.returncode == 1 and "TRUNCATED" in cut.stdout, cut.stdout + cut.stderr
-    # The loop never signs a head behind the latest checkpoint over the evidence.
-    time.sleep(1)
+    # The loop never signs over the evidence: not the shorter chain, nor one grown past it.
+    _seed(url, 3, label="padding")
+    deadline = time.monotonic() + 30
+    while "no longer passes through the newest checkpoint" not in server.log.read_text():
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.2)
     body = client.get_object(Bucket=BUCKET, Key=latest_key)["Body"].read()
     assert Checkpoint.parse(body).seq == 4
+    still = _mlgate("audit", "verify", "--database-url", url, "--checkpoint", "store", env=env)
+    assert still.returncode == 1 and "REWRITTEN" in still.stdout, still.stdout
 
 
 def test_a_rotated_key_keeps_old_checkpoints_verifiable(
