@@ -49,7 +49,7 @@ from tracking.core.db import Database
 from tracking.core.errors import EXCEPTION_HANDLERS
 from tracking.core.http import API_PREFIXES
 from tracking.core.settings import Settings, get_settings
-from tracking.core.signing import SIGNING_KEY_STATE_KEY, load_or_create
+from tracking.core.signing import SIGNING_KEY_STATE_KEY, is_private_to_owner, load_or_create
 from tracking.core.wire import ok
 
 VERSION = "0.1.0"
@@ -129,6 +129,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "created" if created else "loaded",
             key_path,
         )
+        if not is_private_to_owner(key_path):
+            log.warning("the signing key %s is readable by other users: chmod 600 it", key_path)
         # Every replica checkpoints; each round first reads the store's latest checkpoint.
         checkpointer = (
             CheckpointLoop(

@@ -518,3 +518,40 @@ def test_with_auth_on_keys_and_checkpoint_are_public_writing_one_is_admin_only(
     assert httpx.put(target, content=b"{}", auth=admin).status_code == 403
     assert httpx.delete(target, auth=admin).status_code == 403
     assert httpx.get(f"{server.url}{API}/audit/checkpoint").json() == written.json()
+
+
+def test_a_server_refuses_to_start_with_a_key_it_cannot_use(
+    make_database: Any, tmp_path: Path
+) -> None:
+    url = migrated_database(make_database, "cp_badkey")
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    rsa_pem = tmp_path / "rsa.pem"
+    rsa_pem.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    for key_file, why in (
+        (not_a_dir / "key.pem", "cannot create the signing key"),
+        (rsa_pem, "is not an unencrypted PEM private key"),
+    ):
+        done = _mlgate(
+            "server",
+            env={
+                "MLGATE_DATABASE_URL": url,
+                "MLGATE_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+                "MLGATE_SIGNING_KEY_FILE": str(key_file),
+                "MLGATE_PORT": "1",
+            },
+        )
+        assert done.returncode == 2, done.stderr
+        assert "refusing to start" in done.stderr and why in done.stderr, done.stderr
+
+
+def test_processes_starting_together_end_up_with_one_key(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    path = tmp_path / "data" / "signing-key.pem"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: signing.load_or_create(path), range(16)))
+    assert len({key.key_id for key, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["signing-key.pem"]  # no temp files left

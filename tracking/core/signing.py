@@ -115,6 +115,11 @@ def generate() -> SigningKey:
     return SigningKey.from_private(Ed25519PrivateKey.generate())
 
 
+def is_private_to_owner(path: Path) -> bool:
+    """Whether no group or other user may read ``path`` (the key's mode should be 0600)."""
+    return path.stat().st_mode & 0o077 == 0
+
+
 def load_private_key(path: Path) -> SigningKey:
     try:
         data = path.read_bytes()
@@ -138,6 +143,19 @@ def load_or_create(path: Path) -> tuple[SigningKey, bool]:
     """
     if path.exists():
         return load_private_key(path), False
+    try:
+        created = _create(path)
+    except OSError as exc:
+        raise SigningKeyError(
+            f"cannot create the signing key {path}: {exc.strerror or exc} "
+            "(set MLGATE_SIGNING_KEY_FILE to an existing Ed25519 PEM key)"
+        ) from None
+    if created is None:  # another process created it first
+        return load_private_key(path), False
+    return created, True
+
+
+def _create(path: Path) -> SigningKey | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     key = generate()
     fd, tmp = tempfile.mkstemp(prefix=".signing-key-", dir=path.parent)
@@ -150,8 +168,8 @@ def load_or_create(path: Path) -> tuple[SigningKey, bool]:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return load_private_key(path), False
+            return None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    return key, True
+    return key
