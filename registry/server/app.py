@@ -123,7 +123,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         key_path = settings.signing_key_path
         signing_key, created = load_or_create(key_path)
         app.state[SIGNING_KEY_STATE_KEY] = signing_key
-        log.warning(
+        # A new key is news for the operator (back it up, share it with the replicas).
+        log.log(
+            logging.WARNING if created else logging.INFO,
             "audit signing key %s %s (%s)",
             signing_key.key_id,
             "created" if created else "loaded",
