@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Request, Response, get, post
 
-from gates.audit import service
+from gates.audit import checkpoints, service
 from gates.audit.schemas import AuditQuery
-from tracking.core.auth import ADMIN, permission_opt
+from registry.artifacts.api import artifact_storage
+from tracking.core.auth import ADMIN, PUBLIC, permission_opt
+from tracking.core.errors import ResourceNotFound
 from tracking.core.http import database
+from tracking.core.signing import SIGNING_KEY_STATE_KEY, SigningKey
 from tracking.core.wire import ok, read_query
 
 Req = Request[Any, Any, Any]
@@ -35,5 +39,55 @@ async def search_audit(request: Req) -> Response[bytes]:
     return ok(out)
 
 
+def _signing_key(request: Req) -> SigningKey:
+    key: SigningKey = request.app.state[SIGNING_KEY_STATE_KEY]
+    return key
+
+
+# Public, like a transparency log's signed head: it names only an entry's seq and hash, and
+# monitors outside the deployment should be able to poll and keep it without credentials.
+@get("/audit/checkpoint", opt=permission_opt(PUBLIC))
+async def get_checkpoint(request: Req) -> Response[bytes]:
+    """The newest checkpoint kept in the artifact store (never re-signed from the database, so
+    a cut tail cannot pull it back)."""
+    cp = await checkpoints.read_latest(artifact_storage(request))
+    if cp is None:
+        raise ResourceNotFound(
+            "No audit checkpoint has been written yet (see MLGATE_AUDIT_CHECKPOINT_INTERVAL)."
+        )
+    return ok({"checkpoint": cp.to_dict()})
+
+
+@post("/audit/checkpoint", status_code=200, opt=ADMIN_ONLY)
+async def write_checkpoint(request: Req) -> Response[bytes]:
+    """Sign the head now and write it to the artifact store (and the checkpoint directory)."""
+    directory = request.app.state["settings"].audit_checkpoint_dir
+    cp = await checkpoints.checkpoint_now(
+        database(request),
+        artifact_storage(request),
+        _signing_key(request),
+        Path(directory) if directory else None,
+    )
+    return ok({"checkpoint": cp.to_dict()})
+
+
+@get("/keys", opt=permission_opt(PUBLIC))
+async def list_keys(request: Req) -> Response[bytes]:
+    """The server's public keys by id: the current one, and every earlier one kept in the store."""
+    key = _signing_key(request)
+    keys = await checkpoints.store_public_keys(artifact_storage(request))
+    keys[key.key_id] = key.public
+    out = [
+        {
+            "key_id": k.key_id,
+            "algorithm": "Ed25519",
+            "public_key_pem": k.pem,
+            "current": k.key_id == key.key_id,
+        }
+        for k in sorted(keys.values(), key=lambda k: k.key_id)
+    ]
+    return ok({"keys": out})
+
+
 # Mounted under /api/2.0/mlgate.
-MLGATE_ROUTE_HANDLERS = [search_audit]
+MLGATE_ROUTE_HANDLERS = [search_audit, get_checkpoint, write_checkpoint, list_keys]

@@ -22,6 +22,22 @@ def add_commands(sub: Any, add_db_flag: Any) -> None:
         "verify",
         help="walk the hash chain; exit 1 naming the first entry that does not verify",
     )
+    verify.add_argument(
+        "--checkpoint",
+        metavar="FILE|URL|store",
+        help="also check a signed checkpoint of the chain's head: a checkpoint file (e.g. "
+        "latest.json of MLGATE_AUDIT_CHECKPOINT_DIR), a server URL (its "
+        "/api/2.0/mlgate/audit/checkpoint), or 'store' (the newest one in the artifact store); "
+        "exit 1 when it is not genuine or the chain no longer reaches it (a cut tail)",
+    )
+    verify.add_argument(
+        "--public-key",
+        action="append",
+        metavar="PEM",
+        help="trust only this public key (a PEM file, or a directory of them; repeatable). "
+        "Default: the keys kept in the artifact store and the configured signing key's, or the "
+        "server's /api/2.0/mlgate/keys for a URL",
+    )
     add_db_flag(verify)
     export = audit_sub.add_parser("export", help="write every entry as JSON lines, oldest first")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
@@ -31,8 +47,14 @@ def add_commands(sub: Any, add_db_flag: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
+    from gates.audit.checkpoints import CheckpointError
+    from tracking.core.signing import SigningKeyError
+
     try:
         return asyncio.run(_run(args, settings))
+    except (CheckpointError, SigningKeyError) as exc:
+        print(f"mlgate: checkpoint: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"mlgate: {exc}", file=sys.stderr)
         return 1
@@ -60,6 +82,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     db = Database(settings.database_url, pool_size=1)
     try:
+        if args.audit_command == "verify" and args.checkpoint:
+            return await _verify_checkpoint(db, args, settings)
         if args.audit_command == "verify":
             result = await service.verify(db)
             if result.ok:
@@ -83,3 +107,126 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         await db.dispose()
+
+
+# --- verify --checkpoint -------------------------------------------------------------------------
+
+CHECKPOINT_ENDPOINT = "/api/2.0/mlgate/audit/checkpoint"
+KEYS_ENDPOINT = "/api/2.0/mlgate/keys"
+
+
+def _pinned_keys(paths: list[str]) -> dict[str, Any]:
+    from tracking.core.signing import public_key_from_pem
+
+    keys: dict[str, Any] = {}
+    for raw in paths:
+        path = Path(raw)
+        files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
+        for file in files:
+            key = public_key_from_pem(file.read_bytes())
+            keys[key.key_id] = key
+    return keys
+
+
+def _parse_checkpoint_document(data: bytes | str) -> Any:
+    """A checkpoint file, the endpoint's ``{"checkpoint": ...}``, or a .jsonl file's last line."""
+    import json
+
+    from gates.audit.checkpoints import Checkpoint
+
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        obj = lines[-1] if lines else text
+    if isinstance(obj, dict) and isinstance(obj.get("checkpoint"), dict):
+        obj = obj["checkpoint"]
+    return Checkpoint.parse(obj)
+
+
+def _read_checkpoint_file(path: str) -> Any:
+    return _parse_checkpoint_document(Path(path).read_bytes())
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+async def _from_url(url: str, pinned: dict[str, Any] | None) -> tuple[Any, dict[str, Any], str]:
+    import httpx
+
+    from tracking.core.signing import public_key_from_pem
+
+    endpoint = url if "/api/" in url else url.rstrip("/") + CHECKPOINT_ENDPOINT
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(endpoint)
+        response.raise_for_status()
+        checkpoint = _parse_checkpoint_document(response.content)
+        if pinned is not None:
+            return checkpoint, pinned, "the pinned --public-key files"
+        keys_response = await client.get(_origin(endpoint) + KEYS_ENDPOINT)
+        keys_response.raise_for_status()
+    keys = {}
+    for item in keys_response.json().get("keys", []):
+        key = public_key_from_pem(item.get("public_key_pem", ""))
+        keys[key.key_id] = key
+    return checkpoint, keys, f"the keys published at {_origin(endpoint)}{KEYS_ENDPOINT}"
+
+
+async def _local_keys(settings: Settings) -> dict[str, Any]:
+    from gates.audit import checkpoints
+    from registry.artifacts.storage import build_storage
+    from tracking.core.signing import load_private_key
+
+    storage = build_storage(settings)
+    try:
+        keys = await checkpoints.store_public_keys(storage)
+    finally:
+        await storage.aclose()
+    key_path = settings.signing_key_path
+    if key_path.exists():
+        key = load_private_key(key_path)
+        keys[key.key_id] = key.public
+    return keys
+
+
+async def _verify_checkpoint(db: Any, args: argparse.Namespace, settings: Settings) -> int:
+    from gates.audit import checkpoints
+    from registry.artifacts.storage import build_storage
+
+    source: str = args.checkpoint
+    pinned = _pinned_keys(args.public_key) if args.public_key else None
+    if source.startswith(("http://", "https://")):
+        try:
+            checkpoint, keys, trusted = await _from_url(source, pinned)
+        except Exception as exc:  # httpx errors, a non-JSON answer
+            print(f"mlgate: cannot fetch the checkpoint from {source}: {exc}", file=sys.stderr)
+            return 1
+    else:
+        if source == "store":
+            storage = build_storage(settings)
+            try:
+                checkpoint = await checkpoints.read_latest(storage)
+            finally:
+                await storage.aclose()
+            if checkpoint is None:
+                print(
+                    "mlgate: no checkpoint in the artifact store "
+                    f"({checkpoints.LATEST.posix}); it is missing or was deleted",
+                    file=sys.stderr,
+                )
+                return 1
+        else:
+            checkpoint = _read_checkpoint_file(source)
+        if pinned is not None:
+            keys, trusted = pinned, "the pinned --public-key files"
+        else:
+            keys = await _local_keys(settings)
+            trusted = "the keys kept in the artifact store and the configured signing key"
+    result = await checkpoints.verify_against(db, checkpoint, keys)
+    print(f"{result.message} [trusting {trusted}]")
+    return 0 if result.ok else 1

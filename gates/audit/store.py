@@ -32,6 +32,11 @@ async def head(s: AsyncSession) -> tuple[int, str] | None:
     return None if row is None else (int(row.seq), str(row.hash))
 
 
+async def hash_at(s: AsyncSession, seq: int) -> str | None:
+    row = (await s.execute(select(_L.c.hash).where(_L.c.seq == seq))).first()
+    return None if row is None else str(row.hash)
+
+
 async def insert_entry(s: AsyncSession, values: dict[str, Any]) -> None:
     await s.execute(insert(_L).values(**values))
 

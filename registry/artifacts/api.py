@@ -57,7 +57,7 @@ from registry.artifacts.storage import (
 from registry.artifacts.storage.base import MAX_PARTS
 from tracking import service as tracking_service
 from tracking.core.auth import Action, Permission, permission_opt
-from tracking.core.errors import InvalidParameter, NotImplementedFeature
+from tracking.core.errors import InvalidParameter, NotImplementedFeature, PermissionDenied
 from tracking.core.http import database
 from tracking.core.wire import JSON, ok, read_json, read_query
 
@@ -87,6 +87,10 @@ def artifact_storage(request: Req) -> ArtifactStorage:
 
 
 async def check_writable(request: Req, path: ArtifactPath) -> None:
+    if path.is_reserved or path.is_root:
+        # The server's own files (signed audit checkpoints) sit apart from the database only
+        # if no client can replace or delete them through the proxy.
+        raise PermissionDenied(f"Artifact path '{path.posix or '/'}' is reserved for the server.")
     guard: WriteGuard | None = request.app.state.get(WRITE_GUARD_STATE_KEY)
     if guard is not None:
         await guard(path)

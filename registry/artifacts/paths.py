@@ -29,6 +29,10 @@ ARTIFACTS_SCHEME = "mlflow-artifacts"
 # Where the proxy serves the store over HTTP (``registry.artifacts.api`` mounts it there).
 ARTIFACTS_HTTP_ROOT = "/api/2.0/mlflow-artifacts/artifacts"
 
+# The store's top-level folder for the server's own files (signed audit checkpoints, public
+# keys). It is never an experiment id, and the proxy refuses every write and delete under it.
+RESERVED_ROOT = "_mlgate"
+
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # An RFC 3986 scheme at the start ("file:", "s3:", "mlflow-artifacts:") or a Windows drive ("C:").
 _SCHEME_OR_DRIVE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
@@ -133,6 +137,11 @@ class ArtifactPath:
     def is_relative_to(self, other: ArtifactPath) -> bool:
         """True when ``self`` is ``other`` or lies below it (segment-wise, not string-prefix)."""
         return self.parts[: len(other.parts)] == other.parts
+
+    @property
+    def is_reserved(self) -> bool:
+        """True under :data:`RESERVED_ROOT`, which only the server itself writes."""
+        return bool(self.parts) and self.parts[0] == RESERVED_ROOT
 
     def to_uri(self) -> str:
         """The ``mlflow-artifacts:/<path>`` URI the client resolves through this proxy."""

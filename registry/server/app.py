@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response, Router, get
@@ -21,6 +22,7 @@ import registry.api
 import registry.service
 import tracking.api
 from gates.approvals.expiry import ApprovalExpirySweep
+from gates.audit.checkpoints import CheckpointLoop
 from gates.events.config import EventsConfig
 from gates.events.worker import DeliveryWorker
 from gates.policies import guard
@@ -47,9 +49,12 @@ from tracking.core.db import Database
 from tracking.core.errors import EXCEPTION_HANDLERS
 from tracking.core.http import API_PREFIXES
 from tracking.core.settings import Settings, get_settings
+from tracking.core.signing import SIGNING_KEY_STATE_KEY, is_private_to_owner, load_or_create
 from tracking.core.wire import ok
 
 VERSION = "0.1.0"
+
+log = logging.getLogger("mlgate.server")
 
 # Registry changes reach the outbox and the audit trail inside the change's own transaction.
 REGISTRY_LISTENERS = (
@@ -115,6 +120,31 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state[key] = hooks[key]
         for listener in REGISTRY_LISTENERS:
             registry_events.on_registry_event(listener)
+        key_path = settings.signing_key_path
+        signing_key, created = load_or_create(key_path)
+        app.state[SIGNING_KEY_STATE_KEY] = signing_key
+        # A new key is news for the operator (back it up, share it with the replicas).
+        log.log(
+            logging.WARNING if created else logging.INFO,
+            "audit signing key %s %s (%s)",
+            signing_key.key_id,
+            "created" if created else "loaded",
+            key_path,
+        )
+        if not is_private_to_owner(key_path):
+            log.warning("the signing key %s is readable by other users: chmod 600 it", key_path)
+        # Every replica checkpoints; each round first reads the store's latest checkpoint.
+        checkpointer = (
+            CheckpointLoop(
+                db,
+                artifacts,
+                signing_key,
+                settings.audit_checkpoint_interval,
+                Path(settings.audit_checkpoint_dir) if settings.audit_checkpoint_dir else None,
+            ).start()
+            if settings.audit_checkpoint_interval > 0
+            else None
+        )
         # Every replica delivers webhooks; claims keep each delivery to one of them.
         worker = (
             DeliveryWorker(db, EventsConfig.from_settings(settings)).start()
@@ -129,6 +159,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            if checkpointer is not None:
+                await checkpointer.stop()
             if sweep is not None:
                 await sweep.stop()
             if worker is not None:

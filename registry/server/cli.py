@@ -313,6 +313,20 @@ def run_server(settings: Settings) -> int:
         return 2
     if settings.db_auto_upgrade:
         migrate.upgrade(settings.database_url)
+    from tracking.core.signing import SigningKeyError, load_or_create
+
+    try:
+        # Made (or checked) once before any worker starts: workers then all load one key.
+        key, created = load_or_create(settings.signing_key_path)
+    except SigningKeyError as exc:
+        print(f"mlgate: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    if created:
+        print(
+            f"mlgate: audit signing key {key.key_id} created at {settings.signing_key_path} "
+            "(mode 0600); give every replica this file",
+            file=sys.stderr,
+        )
     if settings.auth:
         refusal = _bootstrap_admin(settings)
         if refusal is not None:

@@ -95,6 +95,18 @@ class Settings:
     # HTTP on another host (behind a TLS proxy it stays on).
     ui_session_hours: int = 12
     ui_cookie_secure: bool = True
+    # --- signed audit checkpoints ---
+    # Where the server keeps files it makes itself (a generated signing key). Empty: the
+    # SQLite database's directory, or mlgate-data.
+    data_dir: str = ""
+    # The server's Ed25519 private key (PEM), shared by every replica. Empty: signing-key.pem
+    # in the data dir, created (mode 0600) on first start.
+    signing_key_file: str = ""
+    # Seconds between checks of the audit chain's head; a moved head gets a signed checkpoint
+    # in the artifact store (and MLGATE_AUDIT_CHECKPOINT_DIR). 0 turns the loop off here.
+    audit_checkpoint_interval: float = 60.0
+    # A directory that also receives every checkpoint (latest.json, checkpoints.jsonl).
+    audit_checkpoint_dir: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -131,6 +143,27 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def data_path(self) -> Path:
+        """Where server-made files live: ``data_dir``, the SQLite database's directory, or
+        mlgate-data."""
+        if self.data_dir:
+            return Path(self.data_dir)
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
+            path = self.database_url[len(prefix) :].split("?", 1)[0]
+            if path:
+                return Path(path).parent
+        return DEFAULT_DATA_DIR
+
+    @property
+    def signing_key_path(self) -> Path:
+        return (
+            Path(self.signing_key_file)
+            if self.signing_key_file
+            else self.data_path / "signing-key.pem"
+        )
 
     @property
     def allowed_host_names(self) -> tuple[str, ...]:
