@@ -19,7 +19,7 @@ from registry import service as registry
 from registry.artifacts.storage import ArtifactStorage
 from registry.schemas import CreateModelVersion
 from registry.service import VersionFingerprint
-from tracking.core.auth import current_principal
+from tracking.core.auth import ResourceScope, current_principal
 
 ANONYMOUS = "anonymous"
 
@@ -71,6 +71,13 @@ async def can_promote(s: AsyncSession, actor: Actor, model: str, target: str) ->
 async def can_approve(s: AsyncSession, user: str, model: str, target: str) -> bool:
     """Whether ``user`` holds the approver role (or higher) on ``model`` for ``target``."""
     return await identity.user_allows(s, user, "registered_model", model, "promote", target)
+
+
+async def patterns_with_readable_models(
+    s: AsyncSession, patterns: list[str], scope: ResourceScope
+) -> set[str]:
+    """Which gate model globs match at least one registered model ``scope`` may read."""
+    return await registry.patterns_with_readable_models(s, patterns, scope)
 
 
 # --- artifact integrity --------------------------------------------------------------------------

@@ -261,3 +261,111 @@ def _nulls_last(column: ColumnLike) -> ColumnElement[Any]:
 
 def _direction(column: ColumnLike, ascending: bool) -> ColumnElement[Any]:
     return column.asc() if ascending else column.desc()
+
+
+# --- fnmatch patterns (gate bindings such as ``fraud-*`` or ``model-[ab]``) -----------------
+
+
+def _fnmatch_tokens(pattern: str) -> list[tuple[str, str]]:
+    """Split an ``fnmatch`` pattern into ("any"|"one"|"lit"|"class"|"notclass", text) tokens,
+    with fnmatch's own rules: ``[!...]`` negates, a ``]`` first in a class is literal, and an
+    unclosed ``[`` is a literal ``[``."""
+    tokens: list[tuple[str, str]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            if not tokens or tokens[-1][0] != "any":
+                tokens.append(("any", ""))
+        elif ch == "?":
+            tokens.append(("one", ""))
+        elif ch == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                tokens.append(("lit", "["))
+                continue
+            body = pattern[i:j]
+            i = j + 1
+            if body.startswith("!"):
+                tokens.append(("notclass", body[1:]))
+            else:
+                tokens.append(("class", body))
+        else:
+            tokens.append(("lit", ch))
+    return tokens
+
+
+def fnmatch_to_regex(pattern: str) -> str:
+    """The PostgreSQL (ARE) regular expression matching what ``fnmatch.fnmatchcase`` does."""
+    out = ["^"]
+    for kind, text in _fnmatch_tokens(pattern):
+        if kind == "any":
+            out.append(".*")
+        elif kind == "one":
+            out.append(".")
+        elif kind == "lit":
+            out.append(re.escape(text) if not text.isalnum() else text)
+        else:
+            body = "".join("\\" + c if c in "\\[]^" else c for c in text)
+            out.append(f"[{'^' if kind == 'notclass' else ''}{body}]")
+    out.append("$")
+    return "".join(out)
+
+
+def fnmatch_to_sqlite_glob(pattern: str) -> str:
+    """The SQLite GLOB matching what ``fnmatch.fnmatchcase`` does (GLOB negates with ``^``)."""
+    out = []
+    for kind, text in _fnmatch_tokens(pattern):
+        if kind == "any":
+            out.append("*")
+        elif kind == "one":
+            out.append("?")
+        elif kind == "lit":
+            out.append(f"[{text}]" if text in "*?[" else text)
+        else:
+            # GLOB reads a leading '^' as negation and a leading ']' as a member: keep ']'
+            # first and move a literal '^' after it.
+            members = text
+            if kind == "class" and members.startswith("^"):
+                members = members[1:] + "^" if len(members) > 1 else "^"
+                if members == "^":
+                    out.append("^")
+                    continue
+            out.append(f"[{'^' if kind == 'notclass' else ''}{members}]")
+    return "".join(out)
+
+
+class _FnmatchMatch(FunctionElement[bool]):
+    """``expr`` matches an fnmatch pattern, case-sensitively, on both backends."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "fnmatch_match"
+
+
+@compiles(_FnmatchMatch)
+def _compile_fnmatch(element: _FnmatchMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, regex, _glob = element.clauses
+    return f"({compiler.process(expr, **kw)} ~ {compiler.process(regex, **kw)})"
+
+
+@compiles(_FnmatchMatch, "sqlite")
+def _compile_fnmatch_sqlite(element: _FnmatchMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, _regex, glob = element.clauses
+    return f"({compiler.process(expr, **kw)} GLOB {compiler.process(glob, **kw)})"
+
+
+def fnmatch_match(column: ColumnLike, pattern: str) -> ColumnElement[bool]:
+    """SQL twin of ``fnmatch.fnmatchcase(value, pattern)`` on SQLite and PostgreSQL."""
+    return _FnmatchMatch(
+        column,
+        literal(fnmatch_to_regex(pattern), String()),
+        literal(fnmatch_to_sqlite_glob(pattern), String()),
+    )
