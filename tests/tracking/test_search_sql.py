@@ -348,6 +348,14 @@ FNMATCH_PATTERNS = [
     "x\\y*",
     "C*",
     "*",
+    # ranges as fnmatch reads them: reversed ones are empty, '-' first or last is literal
+    "m[z-a]*",
+    "[!z-a]z",
+    "[a-c-e]*",
+    "[--b]*",
+    "[]-a]*",
+    "[^-]*",
+    "x[$(|{]*",
 ]
 FNMATCH_NAMES = [
     "fraud-1",
@@ -370,6 +378,15 @@ FNMATCH_NAMES = [
     "x\\yz",
     "c1",
     "C1",
+    "mz",
+    "-z",
+    "d1",
+    "e",
+    "-",
+    "^x",
+    "x(",
+    "x{1",
+    "b",
 ]
 
 
