@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.security.auth_world import (
@@ -984,3 +985,26 @@ def test_acting_on_a_request_the_principal_cannot_see_answers_404(
             "GET", f"{MLGATE}/approvals/get", params={"request_id": request_id}
         )
         assert state["approval_request"]["status"] == "pending"
+
+
+@pytest.mark.parametrize("who", ["nobody", "outsider", "reader"])
+def test_a_token_without_rights_cannot_tell_whether_a_gate_guards_a_target(
+    world: World, gates_world: GatesWorld, who: str
+) -> None:
+    """The CI webhook with a Bearer token: refused alike where a gate exists and where none
+    does, so probing it does not reveal another team's gates."""
+    token = world.call(who, "POST", f"{MLGATE}/tokens/create", json={"name": world.fresh("probe")})
+    assert token.status_code == 200, token.text
+    bearer = {"Authorization": f"Bearer {token.json()['secret']}"}
+    answers = []
+    for model, target in (
+        (gates_world.models["hidden"], "Production"),  # guarded by a gate
+        (gates_world.models["hidden"], "@unguarded"),  # no gate
+        (gates_world.models["team"], "Production"),  # guarded; a reader may not promote
+    ):
+        body = {"model": model, "target": target, "version": "1", "idempotency_key": "probe"}
+        r = httpx.post(
+            f"{world.server.url}{MLGATE}/gates/promote", json=body, headers=bearer, timeout=60
+        )
+        answers.append((r.status_code, r.json()["error_code"]))
+    assert answers == [(403, "PERMISSION_DENIED")] * 3, answers
