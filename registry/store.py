@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, exists, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +21,9 @@ from registry.models import (
     RegisteredModelAlias,
     RegisteredModelTag,
 )
+from tracking.core.auth import ResourceScope
 from tracking.core.db import dialect_insert
+from tracking.search.sql import fnmatch_match, scope_predicate
 
 _RM = RegisteredModel.__table__
 _MV = ModelVersion.__table__
@@ -32,6 +34,26 @@ def _rowcount(result: Any) -> int:
 
 
 # --- registered models -------------------------------------------------------------------------
+
+
+async def patterns_with_models(
+    s: AsyncSession, patterns: Sequence[str], scope: ResourceScope
+) -> set[str]:
+    """Which fnmatch ``patterns`` match at least one model ``scope`` lets through (one query:
+    an EXISTS per pattern)."""
+    if not patterns:
+        return set()
+    checks = [
+        exists(
+            select(RegisteredModel.id).where(
+                fnmatch_match(RegisteredModel.name, pattern),
+                scope_predicate(scope, RegisteredModel.name),
+            )
+        ).label(f"p{index}")
+        for index, pattern in enumerate(patterns)
+    ]
+    row = (await s.execute(select(*checks))).one()
+    return {pattern for pattern, hit in zip(patterns, row, strict=True) if hit}
 
 
 async def insert_registered_model(

@@ -97,10 +97,16 @@ def _comment(text: str | None) -> str | None:
     return text or None
 
 
-async def _find(s: AsyncSession, request_id: str | None, *, lock: bool = False) -> Any:
+async def _find(
+    s: AsyncSession,
+    request_id: str | None,
+    *,
+    lock: bool = False,
+    scope: ResourceScope | None = None,
+) -> Any:
     if not request_id:
         raise InvalidParameter("Missing value for required parameter 'request_id'.")
-    row = await store.get_request(s, request_id, lock=lock)
+    row = await store.get_request(s, request_id, lock=lock, scope=scope)
     if row is None:
         raise ApprovalNotFound(request_id)
     return row
@@ -169,8 +175,20 @@ async def open_request(
 # --- reading -------------------------------------------------------------------------------------
 
 
-async def get_request(s: AsyncSession, request_id: str | None) -> ApprovalOut:
-    return await _render(s, await _find(s, request_id), now_ms())
+async def get_request(
+    s: AsyncSession, request_id: str | None, *, scope: ResourceScope | None = None
+) -> ApprovalOut:
+    """A request by id; one on a model ``scope`` (None: all) hides answers as not found."""
+    return await _render(s, await _find(s, request_id, scope=scope), now_ms())
+
+
+async def find_visible(
+    s: AsyncSession, request_id: str | None, scope: ResourceScope | None
+) -> None:
+    """Raise ApprovalNotFound, exactly as for a missing request, when the caller's ``scope``
+    does not let them read the request's model: acting on it must not confirm it exists."""
+    if scope is not None:
+        await _find(s, request_id, scope=scope)
 
 
 async def list_requests(
@@ -179,7 +197,12 @@ async def list_requests(
     model: str | None = None,
     max_results: int | None = None,
     page_token: str | None = None,
+    *,
+    scope: ResourceScope | None = None,
 ) -> tuple[list[ApprovalOut], str | None]:
+    """A page of requests on the models ``scope`` lets the caller read (None: all), filtered
+    inside the query so pages stay full and page tokens stay right. The API and the web
+    inbox both read through here."""
     if status and status not in STATUSES:
         raise InvalidParameter(f"Invalid status '{status}': use one of {', '.join(STATUSES)}.")
     limit = policies.page_limit(max_results)
@@ -187,7 +210,7 @@ async def list_requests(
     offset = decode_page_token(page_token, fingerprint)
     now = now_ms()
     rows = await store.list_requests(
-        s, status=status, model=model, now=now, offset=offset, limit=limit + 1
+        s, status=status, model=model, now=now, offset=offset, limit=limit + 1, scope=scope
     )
     token = encode_page_token(offset + limit, fingerprint) if len(rows) > limit else None
     page = rows[:limit]
@@ -415,12 +438,22 @@ async def cancel(
 
 
 async def add_comment(
-    s: AsyncSession, request_id: str | None, *, actor: Actor, comment: str | None
+    s: AsyncSession,
+    request_id: str | None,
+    *,
+    actor: Actor,
+    comment: str | None,
+    scope: ResourceScope | None = None,
+    check_role: bool = True,
 ) -> ApprovalResult:
+    """Comment on a request: needs the approver role on its model and target (as approving
+    does) or admin; a request on a model the caller cannot read (``scope``) is not found."""
     if not comment:
         raise InvalidParameter("Missing value for required parameter 'comment'.")
     at = now_ms()
-    row = await _find(s, request_id)
+    row = await _find(s, request_id, scope=scope)
+    if not await may_approve(s, actor, row.model_name, row.target, check_role=check_role):
+        raise NotAnApprover(actor.name, row.model_name, row.target)
     if await store.count_actions(s, row.id) >= MAX_ACTIONS_SHOWN:
         raise InvalidParameter(f"A request holds at most {MAX_ACTIONS_SHOWN} actions.")
     await store.insert_action(
@@ -519,33 +552,7 @@ async def break_glass(
     return ApprovalResult(out)
 
 
-# --- reads for the web UI ------------------------------------------------------------------------
-
-
-async def list_visible_requests(
-    s: AsyncSession,
-    status: str | None = None,
-    model: str | None = None,
-    max_results: int | None = None,
-    page_token: str | None = None,
-    *,
-    scope: ResourceScope | None = None,
-) -> tuple[list[ApprovalOut], str | None]:
-    """:func:`list_requests` keeping the requests on models ``scope`` lets the caller read
-    (None: all), filtered inside the query so pages stay full."""
-    if status and status not in STATUSES:
-        raise InvalidParameter(f"Invalid status '{status}': use one of {', '.join(STATUSES)}.")
-    limit = policies.page_limit(max_results)
-    fingerprint = f"approvals-visible:{status}:{model}"
-    offset = decode_page_token(page_token, fingerprint)
-    now = now_ms()
-    rows = await store.list_requests_in_scope(
-        s, status=status, model=model, now=now, offset=offset, limit=limit + 1, scope=scope
-    )
-    token = encode_page_token(offset + limit, fingerprint) if len(rows) > limit else None
-    page = rows[:limit]
-    approved = await store.approvers(s, [r.id for r in page])
-    return [_out(r, approved[r.id], now) for r in page], token
+# --- rights --------------------------------------------------------------------------------------
 
 
 async def may_approve(

@@ -17,8 +17,13 @@ async def insert_request(s: AsyncSession, **values: Any) -> None:
     await s.execute(dialect_insert(s)(ApprovalRequest).values(**values))
 
 
-async def get_request(s: AsyncSession, request_id: str, *, lock: bool = False) -> Any:
+async def get_request(
+    s: AsyncSession, request_id: str, *, lock: bool = False, scope: ResourceScope | None = None
+) -> Any:
+    """The request ``request_id``; None also when it is on a model ``scope`` hides."""
     stmt = select(ApprovalRequest).where(ApprovalRequest.id == request_id)
+    if scope is not None:
+        stmt = stmt.where(scope_predicate(scope, ApprovalRequest.model_name))
     if lock and dialect_name(s) == "postgresql":
         stmt = stmt.with_for_update()
     result = await s.execute(stmt.execution_options(populate_existing=True))
@@ -92,14 +97,6 @@ async def count_actions(s: AsyncSession, request_id: str) -> int:
 
 
 async def list_requests(
-    s: AsyncSession, *, status: str | None, model: str | None, now: int, offset: int, limit: int
-) -> list[ApprovalRequest]:
-    return await list_requests_in_scope(
-        s, status=status, model=model, now=now, offset=offset, limit=limit, scope=None
-    )
-
-
-async def list_requests_in_scope(
     s: AsyncSession,
     *,
     status: str | None,
@@ -107,9 +104,9 @@ async def list_requests_in_scope(
     now: int,
     offset: int,
     limit: int,
-    scope: ResourceScope | None,
+    scope: ResourceScope | None = None,
 ) -> list[ApprovalRequest]:
-    """:func:`list_requests` limited to the models ``scope`` lets through (None: all)."""
+    """Requests newest first, on the models ``scope`` lets through (None: all)."""
     stmt = select(ApprovalRequest).order_by(ApprovalRequest.created_at.desc(), ApprovalRequest.id)
     if status == "pending":
         stmt = stmt.where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at > now)

@@ -25,7 +25,14 @@ from gates.policies.schemas import (
 )
 from gates.policies.signatures import parse_headers
 from registry.artifacts.api import STORAGE_STATE_KEY
-from tracking.core.auth import ADMIN, AUTHENTICATED, PUBLIC, permission_opt
+from tracking.core.auth import (
+    ADMIN,
+    PUBLIC,
+    Permission,
+    ResourceScope,
+    permission_opt,
+    visibility,
+)
 from tracking.core.errors import PermissionDenied, Unauthenticated
 from tracking.core.http import database
 from tracking.core.wire import JSON, decode_json, ok, read_json, read_query
@@ -35,6 +42,15 @@ R = Response[bytes]
 
 # Where the gates API is mounted (beside MLflow's prefixes, like the registry's history API).
 GATES_PATH = "/gates"
+# Gates and decisions are read by anyone signed in, filtered inside each query to the models
+# the caller may read (the guard's scope; admins and auth-off servers see everything). An
+# object outside that scope answers 404 exactly as a missing one.
+MODEL_SCOPED = permission_opt(Permission("registered_model", "read", filtered=True))
+
+
+def model_scope(request: Req) -> ResourceScope | None:
+    """The registered models the caller may read (None: all), as the guard computed it."""
+    return visibility(request, "registered_model")
 
 
 async def _admin(request: Req) -> str:
@@ -72,29 +88,31 @@ async def update_gate(request: Req) -> R:
     return ok({"gate": gate, "changed": changed})
 
 
-@get(f"{GATES_PATH}/get", opt=permission_opt(AUTHENTICATED))
+@get(f"{GATES_PATH}/get", opt=MODEL_SCOPED)
 async def get_gate(request: Req) -> R:
     q = read_query(request, PolicyRef)
     async with database(request).read() as s:
-        gate = await service.get_policy(s, q.name)
+        gate = await service.get_policy(s, q.name, scope=model_scope(request))
     return ok({"gate": gate})
 
 
-@get(f"{GATES_PATH}/list", opt=permission_opt(AUTHENTICATED))
+@get(f"{GATES_PATH}/list", opt=MODEL_SCOPED)
 async def list_gates(request: Req) -> R:
     q = read_query(request, ListPolicies)
     async with database(request).read() as s:
         gates, token = await service.list_policies(
-            s, q.max_results, q.page_token, q.include_disabled
+            s, q.max_results, q.page_token, q.include_disabled, scope=model_scope(request)
         )
     return _page("gates", gates, token)
 
 
-@get(f"{GATES_PATH}/versions", opt=permission_opt(AUTHENTICATED))
+@get(f"{GATES_PATH}/versions", opt=MODEL_SCOPED)
 async def list_gate_versions(request: Req) -> R:
     q = read_query(request, ListPolicyVersions)
     async with database(request).read() as s:
-        versions, token = await service.list_policy_versions(s, q.name, q.max_results, q.page_token)
+        versions, token = await service.list_policy_versions(
+            s, q.name, q.max_results, q.page_token, scope=model_scope(request)
+        )
     return _page("versions", versions, token)
 
 
@@ -171,20 +189,20 @@ async def list_secrets(request: Req) -> R:
 # --- decisions and the webhook -------------------------------------------------------------------
 
 
-@get(f"{GATES_PATH}/decisions/get", opt=permission_opt(AUTHENTICATED))
+@get(f"{GATES_PATH}/decisions/get", opt=MODEL_SCOPED)
 async def get_decision(request: Req) -> R:
     q = read_query(request, DecisionRef)
     async with database(request).read() as s:
-        decision = await service.get_decision(s, q.decision_id)
+        decision = await service.get_decision(s, q.decision_id, scope=model_scope(request))
     return ok({"decision": decision})
 
 
-@get(f"{GATES_PATH}/decisions/list", opt=permission_opt(AUTHENTICATED))
+@get(f"{GATES_PATH}/decisions/list", opt=MODEL_SCOPED)
 async def list_decisions(request: Req) -> R:
     q = read_query(request, ListDecisions)
     async with database(request).read() as s:
         decisions, token = await service.list_decisions(
-            s, q.model, q.target, q.max_results, q.page_token
+            s, q.model, q.target, q.max_results, q.page_token, scope=model_scope(request)
         )
     return _page("decisions", decisions, token)
 

@@ -19,7 +19,7 @@ from registry import service as registry
 from registry.artifacts.storage import ArtifactStorage
 from registry.schemas import CreateModelVersion
 from registry.service import VersionFingerprint
-from tracking.core.auth import current_principal
+from tracking.core.auth import ResourceScope, current_principal
 from tracking.core.errors import MlflowError
 
 ANONYMOUS = "anonymous"
@@ -81,6 +81,13 @@ async def is_active_admin(s: AsyncSession, user: str) -> bool:
     except MlflowError:
         return False
     return found.is_admin and not found.disabled
+
+
+async def patterns_with_readable_models(
+    s: AsyncSession, patterns: list[str], scope: ResourceScope
+) -> set[str]:
+    """Which gate model globs match at least one registered model ``scope`` may read."""
+    return await registry.patterns_with_readable_models(s, patterns, scope)
 
 
 # --- artifact integrity --------------------------------------------------------------------------

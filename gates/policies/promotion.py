@@ -194,6 +194,13 @@ async def promote(
 ) -> Promotion:
     """Decide on a promotion request and act on the decision (see the module docstring)."""
     model, target = _validate(req)
+    if (
+        signed is None
+        and bearer is not None
+        and not await ports.can_promote(s, bearer, model, target)
+    ):
+        # Before the gate lookup: a token without rights must not learn whether a gate exists.
+        raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
     gate = await service.gate_for(s, model, target)
     if gate is None:
         raise NoGateForTarget(model, target)

@@ -34,6 +34,7 @@ from gates.policies.schemas import (
     SecretOut,
 )
 from gates.policies.signatures import SECRET_PREFIX, new_secret
+from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter
 from tracking.core.wire import decode_page_token, encode_page_token
@@ -143,9 +144,48 @@ def secret_out(sec: GateSecret, gate: str, now: int, *, revealed: str | None = N
 # --- policies ------------------------------------------------------------------------------------
 
 
-async def find_policy(s: AsyncSession, name: str | None, *, lock: bool = False) -> GatePolicy:
+# --- visibility ----------------------------------------------------------------------------------
+
+# Gates are configuration: the glob bindings checked against the caller's models are capped.
+MAX_GLOB_BINDINGS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class GateVisibility:
+    """Which gates a caller may see: exact bindings on models ``scope`` covers, and the glob
+    bindings in ``readable_globs`` (each matches at least one model the caller may read)."""
+
+    scope: ResourceScope
+    readable_globs: frozenset[str]
+
+
+async def gate_visibility(s: AsyncSession, scope: ResourceScope | None) -> GateVisibility | None:
+    """The gate visibility of a caller whose readable models are ``scope`` (None: all)."""
+    if scope is None:
+        return None
+    if scope.is_empty:
+        return GateVisibility(scope, frozenset())
+    globs = await store.glob_bindings(s, MAX_GLOB_BINDINGS)
+    readable = await ports.patterns_with_readable_models(s, globs, scope)
+    return GateVisibility(scope, frozenset(readable))
+
+
+async def find_policy(
+    s: AsyncSession,
+    name: str | None,
+    *,
+    lock: bool = False,
+    visible: GateVisibility | None = None,
+) -> GatePolicy:
+    """The policy ``name``; a gate ``visible`` hides is not found, exactly as a missing one."""
     checked = rules.validate_gate_name(name)
-    policy = await store.get_policy(s, checked, lock=lock)
+    policy = await store.get_policy(
+        s,
+        checked,
+        lock=lock,
+        scope=visible.scope if visible else None,
+        readable_globs=visible.readable_globs if visible else (),
+    )
     if policy is None:
         raise GateNotFound(checked)
     return policy
@@ -303,8 +343,11 @@ async def apply_policies(
     return results
 
 
-async def get_policy(s: AsyncSession, name: str | None) -> PolicyOut:
-    policy = await find_policy(s, name)
+async def get_policy(
+    s: AsyncSession, name: str | None, *, scope: ResourceScope | None = None
+) -> PolicyOut:
+    """A gate by name; one the caller's ``scope`` (None: all) hides answers as not found."""
+    policy = await find_policy(s, name, visible=await gate_visibility(s, scope))
     return policy_out(policy, await store.get_policy_version(s, policy.id, policy.current_version))
 
 
@@ -313,12 +356,22 @@ async def list_policies(
     max_results: int | None = None,
     page_token: str | None = None,
     include_disabled: bool = False,
+    *,
+    scope: ResourceScope | None = None,
 ) -> tuple[list[PolicyOut], str | None]:
+    """A page of gates, keeping those the caller's ``scope`` lets through (None: all),
+    filtered inside the query so pages stay full and tokens stay right."""
     limit = page_limit(max_results)
     fingerprint = f"gates:{include_disabled}"
     offset = decode_page_token(page_token, fingerprint)
+    visible = await gate_visibility(s, scope)
     found = await store.list_policies(
-        s, include_disabled=include_disabled, offset=offset, limit=limit + 1
+        s,
+        include_disabled=include_disabled,
+        offset=offset,
+        limit=limit + 1,
+        scope=visible.scope if visible else None,
+        readable_globs=visible.readable_globs if visible else (),
     )
     versions = await store.current_versions(s, found[:limit])
     token = encode_page_token(offset + limit, fingerprint) if len(found) > limit else None
@@ -326,9 +379,14 @@ async def list_policies(
 
 
 async def list_policy_versions(
-    s: AsyncSession, name: str | None, max_results: int | None = None, page_token: str | None = None
+    s: AsyncSession,
+    name: str | None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+    *,
+    scope: ResourceScope | None = None,
 ) -> tuple[list[PolicyVersionOut], str | None]:
-    policy = await find_policy(s, name)
+    policy = await find_policy(s, name, visible=await gate_visibility(s, scope))
     limit = page_limit(max_results)
     fingerprint = f"gate-versions:{policy.id}"
     offset = decode_page_token(page_token, fingerprint)
@@ -493,10 +551,13 @@ async def render_decision(s: AsyncSession, d: GateDecision) -> DecisionOut:
     return _with_status(d, names, await _approval_statuses(s, [d]))
 
 
-async def get_decision(s: AsyncSession, decision_id: str | None) -> DecisionOut:
+async def get_decision(
+    s: AsyncSession, decision_id: str | None, *, scope: ResourceScope | None = None
+) -> DecisionOut:
+    """A decision by id; one about a model ``scope`` hides answers as not found."""
     if not decision_id:
         raise InvalidParameter("Missing value for required parameter 'decision_id'.")
-    found = await store.get_decision(s, decision_id)
+    found = await store.get_decision(s, decision_id, scope=scope)
     if found is None or found.outcome == "evaluating":
         raise DecisionNotFound(decision_id)
     return await render_decision(s, found)
@@ -508,13 +569,16 @@ async def list_decisions(
     target: str | None = None,
     max_results: int | None = None,
     page_token: str | None = None,
+    *,
+    scope: ResourceScope | None = None,
 ) -> tuple[list[DecisionOut], str | None]:
+    """A page of decisions about the models ``scope`` lets through (None: all)."""
     limit = page_limit(max_results)
     canonical = rules.canonical_target(target) if target else None
     fingerprint = f"decisions:{model}:{canonical}"
     offset = decode_page_token(page_token, fingerprint)
     found = await store.list_decisions(
-        s, model=model, target=canonical, offset=offset, limit=limit + 1
+        s, model=model, target=canonical, offset=offset, limit=limit + 1, scope=scope
     )
     names = await store.policy_names(s, {d.policy_id for d in found})
     token = encode_page_token(offset + limit, fingerprint) if len(found) > limit else None

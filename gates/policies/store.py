@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.policies.models import (
@@ -14,13 +15,55 @@ from gates.policies.models import (
     GateSecret,
     WebhookReceipt,
 )
+from tracking.core.auth import ResourceScope
 from tracking.core.db import dialect_insert, dialect_name
+from tracking.search.sql import scope_predicate
+
+# --- visibility ----------------------------------------------------------------------------------
+
+
+def _is_glob_binding() -> ColumnElement[bool]:
+    # The same characters as gates.policies.rules.is_glob.
+    column = GatePolicy.model_pattern
+    return or_(column.contains("*"), column.contains("?"), column.contains("["))
+
+
+def _visible_policies(scope: ResourceScope, readable_globs: Collection[str]) -> ColumnElement[bool]:
+    """Gates the caller may see: an exact binding on a model name ``scope`` covers, or a glob
+    binding among ``readable_globs`` (those matching a model the caller may read)."""
+    exact = and_(not_(_is_glob_binding()), scope_predicate(scope, GatePolicy.model_pattern))
+    if not readable_globs:
+        return exact
+    return or_(exact, GatePolicy.model_pattern.in_(sorted(readable_globs)))
+
+
+async def glob_bindings(s: AsyncSession, limit: int) -> list[str]:
+    """The distinct glob model patterns gates bind (a handful: gates are configuration)."""
+    stmt = (
+        select(GatePolicy.model_pattern)
+        .where(_is_glob_binding())
+        .distinct()
+        .order_by(GatePolicy.model_pattern)
+        .limit(limit)
+    )
+    return list((await s.execute(stmt)).scalars())
+
 
 # --- policies ------------------------------------------------------------------------------------
 
 
-async def get_policy(s: AsyncSession, name: str, *, lock: bool = False) -> GatePolicy | None:
+async def get_policy(
+    s: AsyncSession,
+    name: str,
+    *,
+    lock: bool = False,
+    scope: ResourceScope | None = None,
+    readable_globs: Collection[str] = (),
+) -> GatePolicy | None:
+    """The policy named ``name``; None also when ``scope`` (None: all) does not let it through."""
     stmt = select(GatePolicy).where(GatePolicy.name == name)
+    if scope is not None:
+        stmt = stmt.where(_visible_policies(scope, readable_globs))
     if lock and dialect_name(s) == "postgresql":
         stmt = stmt.with_for_update()
     return (await s.execute(stmt)).scalar_one_or_none()
@@ -64,11 +107,19 @@ async def update_policy(s: AsyncSession, policy_id: int, **values: Any) -> None:
 
 
 async def list_policies(
-    s: AsyncSession, *, include_disabled: bool, offset: int, limit: int
+    s: AsyncSession,
+    *,
+    include_disabled: bool,
+    offset: int,
+    limit: int,
+    scope: ResourceScope | None = None,
+    readable_globs: Collection[str] = (),
 ) -> list[GatePolicy]:
     stmt = select(GatePolicy).order_by(GatePolicy.name).offset(offset).limit(limit)
     if not include_disabled:
         stmt = stmt.where(GatePolicy.enabled.is_(True))
+    if scope is not None:
+        stmt = stmt.where(_visible_policies(scope, readable_globs))
     return list((await s.execute(stmt)).scalars())
 
 
@@ -222,8 +273,13 @@ async def link_superseding(s: AsyncSession, previous: str, newer: str) -> bool:
     return int(getattr(result, "rowcount", 0) or 0) == 1
 
 
-async def get_decision(s: AsyncSession, decision_id: str) -> GateDecision | None:
+async def get_decision(
+    s: AsyncSession, decision_id: str, *, scope: ResourceScope | None = None
+) -> GateDecision | None:
+    """The decision ``decision_id``; None also when it is about a model ``scope`` hides."""
     stmt = select(GateDecision).where(GateDecision.id == decision_id)
+    if scope is not None:
+        stmt = stmt.where(scope_predicate(scope, GateDecision.model_name))
     return (await s.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
 
 
@@ -239,9 +295,17 @@ async def decision_by_key(
 
 
 async def list_decisions(
-    s: AsyncSession, *, model: str | None, target: str | None, offset: int, limit: int
+    s: AsyncSession,
+    *,
+    model: str | None,
+    target: str | None,
+    offset: int,
+    limit: int,
+    scope: ResourceScope | None = None,
 ) -> list[GateDecision]:
     stmt = select(GateDecision).order_by(GateDecision.created_at.desc(), GateDecision.id)
+    if scope is not None:
+        stmt = stmt.where(scope_predicate(scope, GateDecision.model_name))
     if model:
         stmt = stmt.where(GateDecision.model_name == model)
     if target:

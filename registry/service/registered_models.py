@@ -292,3 +292,11 @@ async def current_holders(
                 out[(b.row.model_name, f"@{alias}")] = version_out(b)
     wanted = set(pairs)
     return {key: value for key, value in out.items() if key in wanted}
+
+
+async def patterns_with_readable_models(
+    s: AsyncSession, patterns: Sequence[str], scope: ResourceScope
+) -> set[str]:
+    """The fnmatch ``patterns`` (gate bindings such as ``fraud-*``) that match at least one
+    registered model the caller may read (``scope``), decided in the database."""
+    return await store.patterns_with_models(s, list(dict.fromkeys(patterns)), scope)

@@ -153,8 +153,13 @@ async def test_reject_cancel_and_comment(
     _, decision, _ = await _request(session, storage, unique)
     request_id = decision.approval_request_id
     assert request_id
+    # Commenting needs the approver role (tests/security: test_commenting_needs_approver_rights…).
+    with pytest.raises(NotAnApprover):
+        await approvals.add_comment(
+            session, request_id, actor=Actor("dave", False, True), comment="why 0.93?"
+        )
     commented = await approvals.add_comment(
-        session, request_id, actor=Actor("dave", False, True), comment="why 0.93?"
+        session, request_id, actor=Actor("dave", False, True), comment="why 0.93?", check_role=False
     )
     assert [a.kind for a in commented.approval_request.actions] == ["comment"]
     with pytest.raises(Exception, match="requester or an admin"):

@@ -18,6 +18,7 @@ from registry import events
 from registry.artifacts.storage import LocalStorage
 from tests.gates.factories import make_gate, make_run
 from tests.registry.test_query_counts import count_queries
+from tracking.core.auth import ResourceScope
 
 CI = Actor("ci", is_admin=True, authenticated=True)
 
@@ -65,4 +66,32 @@ async def test_list_endpoints_do_not_grow_with_the_page(
     small = await _counts(session, f"one-{unique}")
     await _populate(session, storage, f"many-{unique}", 6)
     large = await _counts(session, f"many-{unique}")
+    assert small == large, (small, large)
+
+
+async def test_scoped_list_endpoints_do_not_grow_with_the_page_or_the_glob_gates(
+    session: AsyncSession, tmp_path: Path, unique: str
+) -> None:
+    """A non-admin's lists (filtered by their grants' scope) stay a fixed number of queries
+    however many glob gates must be checked against the models they may read."""
+    storage = LocalStorage(tmp_path / "artifacts")
+    scope = ResourceScope(patterns=(f"*-{unique}",))
+
+    async def counts(model: str) -> tuple[int, int, int]:
+        with count_queries(session) as gates_q:
+            found, _ = await policies.list_policies(session, 1000, scope=scope)
+        with count_queries(session) as decisions_q:
+            decisions, _ = await policies.list_decisions(session, model, scope=scope)
+        with count_queries(session) as approvals_q:
+            requests, _ = await approvals.list_requests(session, "pending", model, scope=scope)
+        assert found and decisions and requests
+        return len(gates_q), len(decisions_q), len(approvals_q)
+
+    await _populate(session, storage, f"one-{unique}", 1)
+    await make_gate(session, f"one-{unique[:4]}*", "Staging")
+    small = await counts(f"one-{unique}")
+    await _populate(session, storage, f"many-{unique}", 6)
+    for index in range(5):
+        await make_gate(session, f"many-{unique[:4]}*-{index}*", "Staging")
+    large = await counts(f"many-{unique}")
     assert small == large, (small, large)

@@ -4,12 +4,17 @@ tests share: one per principal kind, from anonymous to administrator.
 Principals, by level (each passes every check the ones before it pass):
 
 - ``anonymous``: no credentials;
+- ``nobody``: authenticated, with no grants at all;
 - ``outsider``: authenticated, with grants on unrelated names only;
 - ``reader`` / ``editor`` / ``approver`` / ``owner``: that role (``owner`` = the ``admin``
   grant role) on the experiments ``team-<u>-*`` and the registered models ``model-<u>-*``;
 - ``admin``: an administrator user (bypasses grants).
 
 ``ci`` is an approver whose promotions are limited to Staging and ``@candidate``.
+
+:func:`build_gates_world` adds gates, decisions and approval requests on three models: one
+the team may read (``model-<u>-gated-*``), one only the outsider may read, one nobody but
+the administrator may read.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from tests.conftest import LiveServer, start_server
+from tests.gates.factories import signed
 
 ADMIN_USER = "root"
 ADMIN_PASSWORD = "root-password-for-tests"
 PASSWORD = "a-long-enough-password"
-LEVELS = ("anonymous", "outsider", "reader", "editor", "approver", "owner", "admin")
+LEVELS = ("anonymous", "nobody", "outsider", "reader", "editor", "approver", "owner", "admin")
 API = "/api/2.0/mlflow"
 MLGATE = "/api/2.0/mlgate"
 ARTIFACTS = "/api/2.0/mlflow-artifacts"
@@ -173,7 +180,7 @@ def build_world(server: LiveServer) -> World:
     world.clients["anonymous"] = httpx.Client(base_url=server.url, timeout=60)
     world.clients["admin"] = world.client_for(ADMIN_USER, ADMIN_PASSWORD)
     roles = {"reader": "reader", "editor": "editor", "approver": "approver", "owner": "admin"}
-    for level in ("outsider", *roles, "ci"):
+    for level in ("nobody", "outsider", *roles, "ci"):
         name = f"{level}-{u}"
         world.create_user(name)
         world.clients[level] = world.client_for(name, PASSWORD)
@@ -221,3 +228,118 @@ def build_world(server: LiveServer) -> World:
     world.hidden_model = f"secret-model-{u}"
     world.admin_json("POST", f"{API}/registered-models/create", json={"name": world.hidden_model})
     return world
+
+
+# --- gates, decisions and approval requests ------------------------------------------------------
+
+# Which of the gates world's models (by label) each principal may read.
+VISIBLE_MODELS = {
+    "nobody": frozenset(),
+    "outsider": frozenset({"other"}),
+    "reader": frozenset({"team"}),
+    "editor": frozenset({"team"}),
+    "approver": frozenset({"team"}),
+    "owner": frozenset({"team"}),
+    "ci": frozenset({"team"}),
+    "admin": frozenset({"team", "other", "hidden"}),
+}
+# Who may act on a request (approver role or higher on the model for Production, or admin).
+APPROVERS = {
+    "team": frozenset({"approver", "owner", "admin"}),
+    "other": frozenset({"outsider", "admin"}),
+    "hidden": frozenset({"admin"}),
+}
+
+
+@dataclass
+class GatesWorld:
+    """Per model label (``team``, ``other``, ``hidden``): the model, its gates by name with the
+    label they belong to, its decisions and its approval requests."""
+
+    models: dict[str, str] = field(default_factory=dict)
+    gates: dict[str, str] = field(default_factory=dict)  # gate name -> label ("" = no model)
+    decisions: dict[str, str] = field(default_factory=dict)  # decision id -> label
+    requests: dict[str, str] = field(default_factory=dict)  # request id -> label
+
+    def gates_of(self, labels: frozenset[str]) -> set[str]:
+        return {g for g, label in self.gates.items() if label in labels}
+
+    def decisions_of(self, labels: frozenset[str]) -> set[str]:
+        return {d for d, label in self.decisions.items() if label in labels}
+
+    def requests_of(self, labels: frozenset[str]) -> set[str]:
+        return {r for r, label in self.requests.items() if label in labels}
+
+
+def _gate(world: World, gw: GatesWorld, label: str, model: str, target: str, **rules: Any) -> str:
+    name = world.fresh(f"vis-{label}")
+    body = {
+        "name": name,
+        "model": model,
+        "target": target,
+        "require_finished": False,
+        "require_digest": False,
+        **rules,
+    }
+    world.admin_json("POST", f"{MLGATE}/gates/create", json=body)
+    gw.gates[name] = label if label in ("team", "other", "hidden") else ""
+    return name
+
+
+def _signed_promote(world: World, gate: str, body: dict[str, Any]) -> dict[str, Any]:
+    secret = world.admin_json("POST", f"{MLGATE}/gates/secrets/add", json={"gate": gate})
+    raw = msgspec.json.encode(body)
+    headers = {**signed(secret["secret"]["secret"], raw), "content-type": "application/json"}
+    r = httpx.post(
+        f"{world.server.url}{MLGATE}/gates/promote", content=raw, headers=headers, timeout=60
+    )
+    assert r.status_code in (200, 202), r.text
+    return dict(r.json())
+
+
+def build_gates_world(world: World) -> GatesWorld:
+    """Gates on each model (an exact Production gate needing one approval; glob and class
+    patterns), one passed Staging promotion of the team model and a pending approval request
+    per gated version (two on the team model, so its list pages)."""
+    u = world.u
+    gw = GatesWorld()
+    gw.models = {
+        "team": world.model_name_for("gated"),
+        "other": world.fresh(f"elsewhere-{u}-gated"),
+        "hidden": f"hidden-gated-{u}",
+    }
+    for label, model in gw.models.items():
+        world.admin_json("POST", f"{API}/registered-models/create", json={"name": model})
+        versions = 2 if label == "team" else 1
+        exact = _gate(world, gw, label, model, "Production", required_approvals=1)
+        for _ in range(versions):
+            version = world.new_version(model, world.run_id)
+            body = {
+                "model": model,
+                "version": version,
+                "target": "Production",
+                "idempotency_key": world.fresh("vis"),
+                "requested_by": "ci-bot",
+            }
+            answer = _signed_promote(world, exact, body)
+            assert answer["outcome"] == "pending_approval", answer
+            gw.decisions[answer["decision_id"]] = label
+            gw.requests[answer["approval_request_id"]] = label
+    # Glob gates are seen by those who may read a model they match.
+    team_glob = _gate(world, gw, "team", f"model-{u}-gated-*", "Staging")
+    _gate(world, gw, "team", f"model-{u}-gate[d]-*", "@vis")
+    _gate(world, gw, "hidden", f"hidden-gated-{u}*", "Staging")
+    _gate(world, gw, "none", f"nothing-{u}-*", "Staging")
+    passed = _signed_promote(
+        world,
+        team_glob,
+        {
+            "model": gw.models["team"],
+            "version": "1",
+            "target": "Staging",
+            "idempotency_key": world.fresh("vis"),
+        },
+    )
+    assert passed["outcome"] == "passed", passed
+    gw.decisions[passed["decision_id"]] = "team"
+    return gw

@@ -9,7 +9,13 @@ import pytest
 
 from registry.server import migrate
 from tests.conftest import LiveServer, stop_server
-from tests.security.auth_world import World, build_world, start_auth_server
+from tests.security.auth_world import (
+    GatesWorld,
+    World,
+    build_gates_world,
+    build_world,
+    start_auth_server,
+)
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +36,8 @@ def world(auth_server: LiveServer) -> Iterator[World]:
     built = build_world(auth_server)
     yield built
     built.close()
+
+
+@pytest.fixture(scope="session")
+def gates_world(world: World) -> GatesWorld:
+    return build_gates_world(world)

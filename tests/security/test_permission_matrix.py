@@ -11,9 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.security.auth_world import API, ARTIFACTS, LEVELS, MLGATE, World
+from tests.security.auth_world import (
+    API,
+    APPROVERS,
+    ARTIFACTS,
+    LEVELS,
+    MLGATE,
+    VISIBLE_MODELS,
+    GatesWorld,
+    World,
+)
 
 Request = tuple[str, str, dict[str, Any]]
 
@@ -658,6 +668,12 @@ CASES = [
     Case(
         "mlgate", "tokens/list (own)", "authenticated", lambda w, who: _get(f"{MLGATE}/tokens/list")
     ),
+    # Audit entries, webhook subscriptions and deliveries carry every model's events and every
+    # actor: administrators only, on the API as in the UI (tests/web/test_audit_pages.py).
+    Case("mlgate", "audit", "admin", lambda w, who: _get(f"{MLGATE}/audit")),
+    Case("mlgate", "subscriptions/list", "admin", lambda w, who: _get(f"{MLGATE}/subscriptions")),
+    Case("mlgate", "deliveries/list", "admin", lambda w, who: _get(f"{MLGATE}/deliveries")),
+    Case("mlgate", "webhooks/list", "admin", lambda w, who: _get(f"{API}/webhooks")),
     # --- public ------------------------------------------------------------------------------
     Case("server", "health", "public", lambda w, who: _get("/health")),
     Case("server", "server-info", "public", lambda w, who: _get("/api/3.0/mlflow/server-info")),
@@ -742,6 +758,20 @@ def test_every_route_group_of_the_issue_is_in_the_matrix() -> None:
         lambda w: _get(f"{API}/experiments/get", experiment_id="987654321"),
         lambda w: _get(f"{API}/runs/get", run_id="0" * 32),
         lambda w: _json("POST", f"{API}/runs/create", {}),  # the Default experiment "0"
+        # The registry's history, pointer-at and resolve routes of a hidden model, and of one
+        # that does not exist: the same 403, so neither confirms a model exists.
+        lambda w: _get(f"{MLGATE}/registered-models/history", name=w.hidden_model),
+        lambda w: _get(f"{MLGATE}/registered-models/history", name=f"secret-model-{w.u}-none"),
+        lambda w: _get(
+            f"{MLGATE}/registered-models/pointer-at", name=w.hidden_model, pointer="Production"
+        ),
+        lambda w: _get(
+            f"{MLGATE}/registered-models/pointer-at",
+            name=f"secret-model-{w.u}-none",
+            pointer="Production",
+        ),
+        lambda w: _get(f"{MLGATE}/models/resolve", uri=f"models:/{w.hidden_model}/1"),
+        lambda w: _get(f"{MLGATE}/models/resolve", uri=f"models:/secret-model-{w.u}-none/1"),
     ],
 )
 def test_objects_outside_the_grants_are_refused_even_to_owners(
@@ -806,3 +836,175 @@ def test_model_readers_may_download_the_files_of_registered_versions(world: Worl
         assert client.put(f"{ARTIFACTS}/artifacts/{root}/new.txt", content=b"x").status_code == 403
     finally:
         client.close()
+
+
+# --- gates, decisions and approvals: one visibility scope ------------------------------------
+#
+# Each signed-in principal sees exactly the gates, decisions and approval requests of the
+# models it may read (VISIBLE_MODELS); anything else answers 404 as if it did not exist.
+
+SCOPED = [who for who in LEVELS if who != "anonymous"] + ["ci"]
+
+
+def _ids(world: World, who: str, route: str, key: str, field: str, **params: Any) -> set[str]:
+    """Every id a principal gets from a list route, following page tokens (2 per page)."""
+    found: list[str] = []
+    token = None
+    for _ in range(100):
+        query = {**params, "max_results": 2, **({"page_token": token} if token else {})}
+        r = world.call(who, "GET", f"{MLGATE}/{route}", params=query)
+        assert r.status_code == 200, (who, route, r.text)
+        body = r.json()
+        page = [str(item[field]) for item in body.get(key, [])]
+        token = body.get("next_page_token")
+        if token:
+            assert len(page) == 2, (who, route, "a short page before the end", body)
+        found.extend(page)
+        if not token:
+            break
+    assert len(found) == len(set(found)), (who, route, "an item on two pages", found)
+    return set(found)
+
+
+def _not_found(r: Any, who: str) -> None:
+    assert r.status_code == 404, (who, r.status_code, r.text)
+    assert r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST", (who, r.text)
+
+
+def _world_only(world: World, who: str, found: set[str], every: set[str]) -> set[str]:
+    """The items of this world (the admin also sees other tests' objects)."""
+    return found & every if who == "admin" else found
+
+
+@pytest.mark.parametrize("who", SCOPED)
+def test_gate_lists_show_each_principal_exactly_the_gates_of_models_it_may_read(
+    world: World, gates_world: GatesWorld, who: str
+) -> None:
+    every = set(gates_world.gates)
+    listed = _ids(world, who, "gates/list", "gates", "name")
+    expected = gates_world.gates_of(VISIBLE_MODELS[who])
+    if who == "admin":
+        expected = every  # including the glob gate that matches no model
+    assert _world_only(world, who, listed, every) == expected
+
+
+@pytest.mark.parametrize("who", SCOPED)
+def test_gate_get_and_versions_answer_404_for_gates_the_principal_cannot_see(
+    world: World, gates_world: GatesWorld, who: str
+) -> None:
+    visible = gates_world.gates_of(VISIBLE_MODELS[who])
+    for gate in gates_world.gates:
+        seen = who == "admin" or gate in visible
+        got = world.call(who, "GET", f"{MLGATE}/gates/get", params={"name": gate})
+        versions = world.call(who, "GET", f"{MLGATE}/gates/versions", params={"name": gate})
+        if seen:
+            assert got.status_code == 200 and got.json()["gate"]["name"] == gate, got.text
+            assert versions.status_code == 200 and len(versions.json()["versions"]) == 1
+        else:
+            _not_found(got, who)
+            _not_found(versions, who)
+            missing = world.call(
+                who, "GET", f"{MLGATE}/gates/get", params={"name": f"{gate}-missing"}
+            )
+            assert got.json()["message"] == missing.json()["message"].replace("-missing", "")
+
+
+@pytest.mark.parametrize("who", SCOPED)
+def test_decision_lists_and_gets_show_only_decisions_on_readable_models(
+    world: World, gates_world: GatesWorld, who: str
+) -> None:
+    every = set(gates_world.decisions)
+    expected = gates_world.decisions_of(VISIBLE_MODELS[who])
+    listed = _ids(world, who, "gates/decisions/list", "decisions", "decision_id")
+    assert _world_only(world, who, listed, every) == expected
+    hidden_model = gates_world.models["hidden"]
+    by_model = _ids(
+        world, who, "gates/decisions/list", "decisions", "decision_id", model=hidden_model
+    )
+    assert by_model == (
+        gates_world.decisions_of(frozenset({"hidden"})) if who == "admin" else set()
+    )
+    for decision_id in every:
+        r = world.call(
+            who, "GET", f"{MLGATE}/gates/decisions/get", params={"decision_id": decision_id}
+        )
+        if decision_id in expected:
+            assert r.status_code == 200 and r.json()["decision"]["decision_id"] == decision_id
+        else:
+            _not_found(r, who)
+
+
+@pytest.mark.parametrize("who", SCOPED)
+def test_approval_lists_and_gets_show_only_requests_on_readable_models(
+    world: World, gates_world: GatesWorld, who: str
+) -> None:
+    every = set(gates_world.requests)
+    expected = gates_world.requests_of(VISIBLE_MODELS[who])
+    for status in (None, "pending"):
+        params = {"status": status} if status else {}
+        listed = _ids(world, who, "approvals/list", "approval_requests", "request_id", **params)
+        assert _world_only(world, who, listed, every) == expected, status
+    for request_id in every:
+        r = world.call(who, "GET", f"{MLGATE}/approvals/get", params={"request_id": request_id})
+        if request_id in expected:
+            assert r.status_code == 200 and r.json()["approval_request"]["request_id"] == request_id
+        else:
+            _not_found(r, who)
+
+
+@pytest.mark.parametrize("who", SCOPED)
+def test_commenting_needs_approver_rights_and_hidden_requests_are_not_found(
+    world: World, gates_world: GatesWorld, who: str
+) -> None:
+    for request_id, label in gates_world.requests.items():
+        body = {"request_id": request_id, "comment": f"note from {who}"}
+        r = world.call(who, "POST", f"{MLGATE}/approvals/comment", json=body)
+        if label not in VISIBLE_MODELS[who]:
+            _not_found(r, who)
+        elif who in APPROVERS[label]:
+            assert r.status_code == 200, (who, r.text)
+            actions = r.json()["approval_request"]["actions"]
+            assert actions[-1]["kind"] == "comment" and actions[-1]["comment"] == body["comment"]
+        else:
+            assert r.status_code == 403, (who, r.text)
+            assert r.json()["error_code"] == "PERMISSION_DENIED"
+
+
+@pytest.mark.parametrize("action", ["approve", "reject", "cancel"])
+@pytest.mark.parametrize("who", [w for w in SCOPED if w != "admin"])
+def test_acting_on_a_request_the_principal_cannot_see_answers_404(
+    world: World, gates_world: GatesWorld, who: str, action: str
+) -> None:
+    """Not a 403 that would confirm the request exists; and nothing changes."""
+    for request_id, label in gates_world.requests.items():
+        if label in VISIBLE_MODELS[who]:
+            continue
+        body = {"request_id": request_id, "comment": "probe"}
+        _not_found(world.call(who, "POST", f"{MLGATE}/approvals/{action}", json=body), who)
+        state = world.admin_json(
+            "GET", f"{MLGATE}/approvals/get", params={"request_id": request_id}
+        )
+        assert state["approval_request"]["status"] == "pending"
+
+
+@pytest.mark.parametrize("who", ["nobody", "outsider", "reader"])
+def test_a_token_without_rights_cannot_tell_whether_a_gate_guards_a_target(
+    world: World, gates_world: GatesWorld, who: str
+) -> None:
+    """The CI webhook with a Bearer token: refused alike where a gate exists and where none
+    does, so probing it does not reveal another team's gates."""
+    token = world.call(who, "POST", f"{MLGATE}/tokens/create", json={"name": world.fresh("probe")})
+    assert token.status_code == 200, token.text
+    bearer = {"Authorization": f"Bearer {token.json()['secret']}"}
+    answers = []
+    for model, target in (
+        (gates_world.models["hidden"], "Production"),  # guarded by a gate
+        (gates_world.models["hidden"], "@unguarded"),  # no gate
+        (gates_world.models["team"], "Production"),  # guarded; a reader may not promote
+    ):
+        body = {"model": model, "target": target, "version": "1", "idempotency_key": "probe"}
+        r = httpx.post(
+            f"{world.server.url}{MLGATE}/gates/promote", json=body, headers=bearer, timeout=60
+        )
+        answers.append((r.status_code, r.json()["error_code"]))
+    assert answers == [(403, "PERMISSION_DENIED")] * 3, answers

@@ -331,3 +331,80 @@ async def test_logged_model_search(
     async with engine.connect() as conn:
         rows = await conn.execute(logged_model_search_select([1], flt, order, datasets))
         assert [row.model_id for row in rows] == expected
+
+
+# --- fnmatch patterns in SQL (gate bindings) ----------------------------------------------------
+
+FNMATCH_PATTERNS = [
+    "fraud-*",
+    "fraud-?",
+    "model-[ab]",
+    "m[!x]?",
+    "a[b",
+    "[]a]z",
+    "a.b",
+    "p%_q*",
+    "[^a]b",
+    "x\\y*",
+    "C*",
+    "*",
+    # ranges as fnmatch reads them: reversed ones are empty, '-' first or last is literal
+    "m[z-a]*",
+    "[!z-a]z",
+    "[a-c-e]*",
+    "[--b]*",
+    "[]-a]*",
+    "[^-]*",
+    "x[$(|{]*",
+]
+FNMATCH_NAMES = [
+    "fraud-1",
+    "fraud-12",
+    "fraud-",
+    "Fraud-1",
+    "model-a",
+    "model-c",
+    "mqz",
+    "mxz",
+    "a[b",
+    "]z",
+    "az",
+    "a.b",
+    "aXb",
+    "p%_q",
+    "pabq",
+    "^b",
+    "bb",
+    "x\\yz",
+    "c1",
+    "C1",
+    "mz",
+    "-z",
+    "d1",
+    "e",
+    "-",
+    "^x",
+    "x(",
+    "x{1",
+    "b",
+]
+
+
+async def test_fnmatch_match_in_sql_agrees_with_fnmatchcase(session) -> None:  # type: ignore[no-untyped-def]
+    """Which gates a caller sees is decided in the database: the SQL twin of a gate's
+    fnmatch binding must match exactly the names the pointer guard's fnmatch does."""
+    import fnmatch
+
+    from sqlalchemy import String, literal, select
+
+    from tracking.search.sql import fnmatch_match
+
+    checks = [
+        fnmatch_match(literal(name, String()), pattern).label(f"c{i}")
+        for i, (pattern, name) in enumerate((p, n) for p in FNMATCH_PATTERNS for n in FNMATCH_NAMES)
+    ]
+    row = (await session.execute(select(*checks))).one()
+    got = [bool(v) for v in row]
+    want = [fnmatch.fnmatchcase(n, p) for p in FNMATCH_PATTERNS for n in FNMATCH_NAMES]
+    pairs = [(p, n) for p in FNMATCH_PATTERNS for n in FNMATCH_NAMES]
+    assert [pair for pair, g, w in zip(pairs, got, want, strict=True) if g != w] == []

@@ -352,3 +352,24 @@ async def test_inbox_issues_a_fixed_number_of_queries(
         await populate(f"one-{unique}", 1)
         await populate(f"many-{unique}", 6)
     assert await measured(f"one-{unique}", 1) == await measured(f"many-{unique}", 6)
+
+
+def test_acting_from_the_inbox_on_a_request_outside_ones_models_reads_as_not_found(
+    web_world: World, browser_for: Callable[[str], Browser]
+) -> None:
+    """The inbox's forms use the API's scope: no "not an approver" that confirms it exists."""
+    pending = open_request(web_world)
+    missing = "0" * 32
+    for who in ("nobody", "outsider"):
+        browser = browser_for(who)
+        inbox = browser.get("/approvals", params={"status": "all"})
+        assert inbox.status_code == 200 and pending.request_id not in inbox.text
+        token = csrf_of(inbox.text)
+        for action in ("approve", "reject"):
+            answer = browser.post_form(f"/approvals/{pending.request_id}/{action}", {}, csrf=token)
+            kind, message = flash(answer.text)
+            absent = flash(browser.post_form(f"/approvals/{missing}/{action}", {}, csrf=token).text)
+            assert kind == "error" and "not found" in message, (who, message)
+            assert message == absent[1].replace(missing, pending.request_id), (who, message)
+    state = request_state(web_world, pending.request_id)
+    assert state["status"] == "pending" and state["approvals"] == 0

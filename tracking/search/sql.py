@@ -261,3 +261,189 @@ def _nulls_last(column: ColumnLike) -> ColumnElement[Any]:
 
 def _direction(column: ColumnLike, ascending: bool) -> ColumnElement[Any]:
     return column.asc() if ascending else column.desc()
+
+
+# --- fnmatch patterns (gate bindings such as ``fraud-*`` or ``model-[ab]``) -----------------
+
+
+def _fnmatch_tokens(pattern: str) -> list[tuple[str, str]]:
+    """Split an ``fnmatch`` pattern into ("any"|"one"|"lit"|"class"|"notclass", text) tokens,
+    with fnmatch's own rules: ``[!...]`` negates, a ``]`` first in a class is literal, and an
+    unclosed ``[`` is a literal ``[``."""
+    tokens: list[tuple[str, str]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            if not tokens or tokens[-1][0] != "any":
+                tokens.append(("any", ""))
+        elif ch == "?":
+            tokens.append(("one", ""))
+        elif ch == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                tokens.append(("lit", "["))
+                continue
+            body = pattern[i:j]
+            i = j + 1
+            if body.startswith("!"):
+                tokens.append(("notclass", body[1:]))
+            else:
+                tokens.append(("class", body))
+        else:
+            tokens.append(("lit", ch))
+    return tokens
+
+
+def _class_members(body: str) -> list[tuple[str, str]]:
+    """The (low, high) members of a class body, split on ``-`` as ``fnmatch.translate`` does
+    (a leading or trailing ``-`` is literal; a reversed range such as ``z-a`` is empty)."""
+    if "-" not in body:
+        return [(c, c) for c in body]
+    chunks: list[str] = []
+    i, k = 0, 1
+    while True:
+        k = body.find("-", k)
+        if k < 0:
+            break
+        chunks.append(body[i:k])
+        i = k + 1
+        k += 3
+    rest = body[i:]
+    if rest:
+        chunks.append(rest)
+    else:
+        chunks[-1] += "-"
+    for k in range(len(chunks) - 1, 0, -1):
+        if chunks[k - 1] and chunks[k] and chunks[k - 1][-1] > chunks[k][0]:
+            chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+            del chunks[k]
+    members: list[tuple[str, str]] = []
+    for index, chunk in enumerate(chunks):
+        chars = list(chunk)
+        if index > 0 and chars:  # its first character ends the previous chunk's range
+            low = members.pop()[0] if members else chars[0]
+            members.append((low, chars.pop(0)))
+        members.extend((c, c) for c in chars)
+    return members
+
+
+# The most characters a class range is spelled out as, where a backend cannot spell it as a range.
+_MAX_EXPANDED_RANGE = 256
+
+
+def _regex_char(c: str) -> str:
+    return c if c.isalnum() else "\\" + c
+
+
+def fnmatch_to_regex(pattern: str) -> str:
+    """The PostgreSQL (ARE) regular expression matching what ``fnmatch.fnmatchcase`` does."""
+    out = ["^"]
+    for kind, text in _fnmatch_tokens(pattern):
+        if kind == "any":
+            out.append(".*")
+        elif kind == "one":
+            out.append(".")
+        elif kind == "lit":
+            out.append(_regex_char(text))
+        else:
+            members = _class_members(text)
+            if not members:
+                if kind == "class":
+                    return "^$."  # an empty class: nothing matches
+                out.append(".")  # a negated empty class: any character
+                continue
+            body = "".join(
+                _regex_char(lo) if lo == hi else f"{_regex_char(lo)}-{_regex_char(hi)}"
+                for lo, hi in members
+            )
+            out.append(f"[{'^' if kind == 'notclass' else ''}{body}]")
+    out.append("$")
+    return "".join(out)
+
+
+def fnmatch_to_sqlite_glob(pattern: str) -> str:
+    """The SQLite GLOB matching what ``fnmatch.fnmatchcase`` does (GLOB negates with ``^``,
+    has no escape character, and reads ``]`` first and ``-`` first or last in a class as
+    members). A pattern with an empty class matches nothing: see :func:`fnmatch_match`."""
+    out = []
+    for kind, text in _fnmatch_tokens(pattern):
+        if kind == "any":
+            out.append("*")
+        elif kind == "one":
+            out.append("?")
+        elif kind == "lit":
+            out.append(f"[{text}]" if text in "*?[" else text)
+        else:
+            members = _class_members(text)
+            if not members:  # negated empty class: any character
+                out.append("?")
+                continue
+            singles: set[str] = set()
+            ranges: list[str] = []
+            for lo, hi in members:
+                if lo == hi:
+                    singles.add(lo)
+                elif lo in "]^-" or hi in "]^-" or ord(hi) - ord(lo) > _MAX_EXPANDED_RANGE:
+                    singles.update(chr(c) for c in range(ord(lo), ord(hi) + 1))
+                else:
+                    ranges.append(f"{lo}-{hi}")
+            body = (
+                ("]" if "]" in singles else "")
+                + "".join(ranges)
+                + "".join(sorted(singles - {"]", "-", "^"}))
+                + ("^" if "^" in singles else "")
+                + ("-" if "-" in singles else "")
+            )
+            negate = "^" if kind == "notclass" else ""
+            if body == "^":
+                out.append(f"[{negate}^]" if negate else "^")
+            elif body == "^-":
+                out.append(f"[{negate}-^]")
+            else:
+                out.append(f"[{negate}{body}]")
+    return "".join(out)
+
+
+def _never_matches(pattern: str) -> bool:
+    return any(
+        kind == "class" and not _class_members(text) for kind, text in _fnmatch_tokens(pattern)
+    )
+
+
+class _FnmatchMatch(FunctionElement[bool]):
+    """``expr`` matches an fnmatch pattern, case-sensitively, on both backends."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "fnmatch_match"
+
+
+@compiles(_FnmatchMatch)
+def _compile_fnmatch(element: _FnmatchMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, regex, _glob = element.clauses
+    return f"({compiler.process(expr, **kw)} ~ {compiler.process(regex, **kw)})"
+
+
+@compiles(_FnmatchMatch, "sqlite")
+def _compile_fnmatch_sqlite(element: _FnmatchMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    expr, _regex, glob = element.clauses
+    return f"({compiler.process(expr, **kw)} GLOB {compiler.process(glob, **kw)})"
+
+
+def fnmatch_match(column: ColumnLike, pattern: str) -> ColumnElement[bool]:
+    """SQL twin of ``fnmatch.fnmatchcase(value, pattern)`` on SQLite and PostgreSQL."""
+    if _never_matches(pattern):
+        return false()
+    return _FnmatchMatch(
+        column,
+        literal(fnmatch_to_regex(pattern), String()),
+        literal(fnmatch_to_sqlite_glob(pattern), String()),
+    )

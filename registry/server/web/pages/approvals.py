@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import service
 from gates.approvals.schemas import STATUSES, ApprovalOut
-from gates.identity.policy import visible_scope
 from gates.policies import ports
 from gates.policies import service as policies
 from gates.policies.schemas import DecisionOut
@@ -31,11 +30,12 @@ from registry.server.web.pages.registry_pages import (
 from registry.server.web.render import page, redirect_with_flash, with_query
 from registry.service.registered_models import current_holders
 from tracking.core.auth import (
-    AUTHENTICATED,
+    Permission,
     Principal,
     ResourceScope,
     current_principal,
     permission_opt,
+    visibility,
 )
 from tracking.core.errors import MlflowError, Unauthenticated
 from tracking.core.http import database
@@ -44,8 +44,10 @@ Req = Request[Any, Any, Any]
 
 INBOX_PAGE = 20
 MAX_COMMENT_FORM = 10_000
-INBOX = permission_opt(AUTHENTICATED)
-ACT = permission_opt(AUTHENTICATED, **{RAW_BODY_OPT: True})
+# The same scope as the JSON API (gates.approvals.api): any signed-in user, shown only the
+# requests on models they may read, filtered inside the query.
+INBOX = permission_opt(Permission("registered_model", "read", filtered=True))
+ACT = permission_opt(Permission("registered_model", "read", filtered=True), **{RAW_BODY_OPT: True})
 
 
 @dataclass(slots=True)
@@ -58,15 +60,6 @@ class Card:
     version_href: str
 
 
-def visible_models(principal: Principal | None) -> ResourceScope | None:
-    """The registered models the caller may read (None: all): the inbox shows only those.
-
-    The same scope the guard gives the models list (``visible_scope`` of the grants)."""
-    if principal is None or principal.is_admin:
-        return None
-    return visible_scope(principal.grants, "registered_model")
-
-
 async def inbox_data(
     s: AsyncSession,
     principal: Principal | None,
@@ -75,10 +68,13 @@ async def inbox_data(
     status: str | None,
     model: str | None,
     page_token: str | None,
+    *,
+    scope: ResourceScope | None = None,
 ) -> tuple[list[Card], str | None]:
-    """One page of cards: a fixed number of queries however many requests it holds."""
-    found, token = await service.list_visible_requests(
-        s, status, model, INBOX_PAGE, page_token, scope=visible_models(principal)
+    """One page of cards on the models ``scope`` lets the caller read (None: all): a fixed
+    number of queries however many requests it holds."""
+    found, token = await service.list_requests(
+        s, status, model, INBOX_PAGE, page_token, scope=scope
     )
     decisions = await policies.decisions_by_ids(s, [r.decision_id for r in found])
     holders = await current_holders(s, [(r.model, r.target) for r in found])
@@ -137,6 +133,7 @@ async def inbox(request: Req) -> Response[Any]:
                 status or None,
                 model,
                 token,
+                scope=visibility(request, "registered_model"),
             )
     except MlflowError as exc:
         if exc.status_code >= 500:
@@ -183,6 +180,7 @@ async def approve(request: Req, request_id: str) -> Response[Any]:
         raise Unauthenticated("Approving needs an authenticated user.")
     try:
         async with database(request).write() as s:
+            await service.find_visible(s, request_id, visibility(request, "registered_model"))
             result = await service.approve(
                 s,
                 request_id,
@@ -221,6 +219,7 @@ async def reject(request: Req, request_id: str) -> Response[Any]:
     actor = await ports.request_actor(request)
     try:
         async with database(request).write() as s:
+            await service.find_visible(s, request_id, visibility(request, "registered_model"))
             result = await service.reject(
                 s,
                 request_id,
