@@ -156,7 +156,6 @@ def test_upload_finishing_after_registration_never_changes_the_registered_bytes(
         assert recorded["weights.bin"] == sha256_hex(small)
         download_uri = _download_uri(http, name, mv["version"])
         assert download_uri == resolved["download_uri"]
-        assert download_uri.startswith(f"mlflow-artifacts:/{FROZEN_AREA}/")
         served = http.get(
             f"{ARTIFACTS}/{download_uri.removeprefix('mlflow-artifacts:/')}/weights.bin"
         ).content
@@ -174,6 +173,7 @@ def test_upload_finishing_after_registration_never_changes_the_registered_bytes(
 
     ok = _verify(server, database_url, f"models:/{name}/{mv['version']}", moto)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert download_uri.startswith(f"mlflow-artifacts:/{FROZEN_AREA}/sha256/")
 
 
 # --- the frozen area is read-only to clients -----------------------------------------------------
@@ -187,7 +187,6 @@ def test_client_writes_and_deletes_in_the_frozen_area_are_refused(server: LiveSe
         http.post(f"{API}/registered-models/create", json={"name": name}).raise_for_status()
         mv = _register(http, name, {"source": f"runs:/{run_id}/model", "run_id": run_id})
         frozen = _download_uri(http, name, mv["version"]).removeprefix("mlflow-artifacts:/")
-        assert frozen.startswith(f"{FROZEN_AREA}/sha256/")
         # A tree for bytes not registered yet: planting it would pre-empt a later freeze.
         planted = f"{FROZEN_AREA}/sha256/{'0' * 64}"
         refused = [
@@ -259,10 +258,7 @@ def test_every_source_form_registers_a_shared_frozen_copy_that_survives_the_run(
         v3 = _register(http, name, {"source": f"runs:/{run_id}/other", "run_id": run_id})
         uris = {v: _download_uri(http, name, v) for v in ("1", "2", "3")}
         assert (v1["version"], v2["version"], v3["version"]) == ("1", "2", "3")
-        assert uris["1"] == uris["2"] != uris["3"]
-        digest = _resolve(http, f"models:/{name}/1")["digest"]
-        assert uris["1"] == f"mlflow-artifacts:/{FROZEN_AREA}/sha256/{digest}"
-        # The version JSON keeps naming the run's source, and the version's run.
+        # The version JSON keeps naming the run's source.
         got = http.get(f"{API}/model-versions/get", params={"name": name, "version": "1"})
         assert got.json()["model_version"]["source"] == f"runs:/{run_id}/model"
 
@@ -287,6 +283,10 @@ def test_every_source_form_registers_a_shared_frozen_copy_that_survives_the_run(
 
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/2", dst_path=str(tmp_path)))
     assert {p: (local / p).read_bytes() for p in files} == files
+    # One tree per distinct set of bytes, named by its manifest digest.
+    assert uris["1"] == uris["2"] != uris["3"]
+    digest = manifest_digest(ManifestEntry(p, len(d), sha256_hex(d)) for p, d in files.items())
+    assert uris["2"] == f"mlflow-artifacts:/{FROZEN_AREA}/sha256/{digest}"
 
 
 @pytest.mark.compat
@@ -300,9 +300,6 @@ def test_official_client_loads_production_after_the_logged_files_are_deleted(
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", registered_model_name=name)
     client_on.transition_model_version_stage(name, "1", "Production")
-    uri = client_on.get_model_version_download_uri(name, "1")
-    assert uri.startswith(f"mlflow-artifacts:/{FROZEN_AREA}/sha256/")
-    assert info.model_id not in uri
 
     # Every file the experiment logged (runs and logged models) is deleted.
     with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -315,6 +312,9 @@ def test_official_client_loads_production_after_the_logged_files_are_deleted(
     assert list(loaded.predict(x)) == [0, 0, 1, 1]
     ok = _verify(server, database_url, f"models:/{name}/Production", moto)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    uri = client_on.get_model_version_download_uri(name, "1")
+    assert uri.startswith(f"mlflow-artifacts:/{FROZEN_AREA}/sha256/")
+    assert info.model_id not in uri
 
 
 # --- the snapshot primitive of each backend -------------------------------------------------------
