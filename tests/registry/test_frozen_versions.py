@@ -394,3 +394,40 @@ async def test_local_snapshot_copies_and_hashes_when_hard_links_are_impossible(
     copy = tmp_path / "store" / tree.root.posix / "MLmodel"
     source = tmp_path / "store" / "0/run/model/MLmodel"
     assert copy.read_bytes() == b"bytes" and copy.stat().st_ino != source.stat().st_ino
+
+
+# --- the gate's promotion path registers frozen versions too ---------------------------------------
+
+
+@pytest.mark.compat
+def test_a_version_registered_by_a_gate_promotion_is_served_from_its_frozen_copy(
+    server: LiveServer, client_on: MlflowClient, database_url: str, request: pytest.FixtureRequest
+) -> None:
+    from tests.gates.test_webhook_live import _fitted, _gate, _logged_run, _promote
+
+    moto = _moto_for(server, request)
+    unique = uuid.uuid4().hex[:10]
+    name = f"gated-{unique}"
+    _, secret = _gate(server, name, "Staging", metrics=["val_auc >= 0.90"])
+    run_id = _logged_run(unique, {"val_auc": 0.95})
+    answer = _promote(
+        server,
+        secret,
+        {"model": name, "run_id": run_id, "target": "Staging", "idempotency_key": unique},
+    )
+    assert answer.status_code == 200, answer.text
+    decision = answer.json()
+    assert decision["outcome"] == "passed" and decision["version"] == "1"
+
+    experiment = client_on.get_run(run_id).info.experiment_id
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        assert http.delete(f"{ARTIFACTS}/{experiment}").status_code == 200
+        resolved = _resolve(http, f"models:/{name}/Staging")
+    assert resolved["digest"] == decision["digest"]
+    _, x = _fitted()
+    assert list(mlflow.pyfunc.load_model(f"models:/{name}/Staging").predict(x)) == [0, 0, 1, 1]
+    ok = _verify(server, database_url, f"models:/{name}/Staging", moto)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert (
+        resolved["download_uri"] == f"mlflow-artifacts:/{FROZEN_AREA}/sha256/{decision['digest']}"
+    )
