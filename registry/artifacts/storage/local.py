@@ -272,7 +272,9 @@ class LocalStorage:
         dst = self._resolve(target)
         return await _run(self._snapshot, src, dst, source, target)
 
-    def _snapshot(self, src: str, dst: str, source: ArtifactPath, target: ArtifactPath) -> Any:
+    def _snapshot(
+        self, src: str, dst: str, source: ArtifactPath, target: ArtifactPath
+    ) -> tuple[int, str]:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         self._resolve(target)  # re-check after creating the parents (no symlink on the way)
         try:
@@ -308,6 +310,10 @@ class LocalStorage:
         def move() -> None:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             self._resolve(final)
+            # The staged files' data is on disk already (uploads are fsynced; so are copies);
+            # make their new directory entries durable before the tree becomes visible.
+            for folder, _, _ in os.walk(src):
+                _fsync_directory(folder)
             try:
                 # A rename is atomic: readers see no tree or the whole tree, never part of it.
                 os.rename(src, dst)
