@@ -208,11 +208,11 @@ async def get_version_by_alias(request: Req) -> R:
 async def create_model_version(request: Req) -> R:
     body = await read_json(request, CreateModelVersion)
     db = database(request)
-    # Check the request and fingerprint the files before the write transaction: hashing a large
-    # model must not hold the database's write lock (see registry.service.integrity).
+    # Check the request and freeze the files before the write transaction: copying and hashing
+    # a large model must not hold the database's write lock (see registry.service.integrity).
     async with db.read() as s:
         location = await service.model_version_location(s, body)
-    fingerprint = await service.fingerprint_location(artifact_storage(request), location)
+    fingerprint = await service.freeze_version_files(artifact_storage(request), location)
     async with db.write() as s:
         version = await service.create_model_version(
             s, body, actor=_actor(request), fingerprint=fingerprint

@@ -47,6 +47,16 @@ class InvalidSource(InvalidParameter):
         super().__init__(f"Invalid model version source {shown!r}: {why}.")
 
 
+class FrozenAreaReadOnly(PermissionDenied):
+    """A client write or delete in the registry's frozen copies of version files."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"Artifact path '{path}' is protected: it is in the registry's frozen copies of "
+            "model version files, which are read-only."
+        )
+
+
 class VersionFilesImmutable(PermissionDenied):
     """A write or delete that would change the files of a registered model version."""
 

@@ -67,8 +67,9 @@ class ModelVersion(Base):
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The canonical source that was validated (runs:/, models:/m-… or mlflow-artifacts:/).
     source: Mapped[str] = mapped_column(String(2000))
-    # The concrete mlflow-artifacts:/ location the source resolved to at creation time; what
-    # get-download-uri returns, so resolving a stage needs no cross-domain lookups.
+    # Where the version's files are, as an mlflow-artifacts:/ URI: the registry's frozen copy
+    # (mlgate-frozen/sha256/<digest>, registry.artifacts.freeze), or for versions registered
+    # before frozen copies, the location the source resolved to. What get-download-uri returns.
     storage_location: Mapped[str] = mapped_column(String(2000))
     run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     run_link: Mapped[str | None] = mapped_column(String(2000), nullable=True)
@@ -76,7 +77,8 @@ class ModelVersion(Base):
     status: Mapped[str] = mapped_column(String(20), default="READY")
     status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The canonical store path of the version's files: ``storage_location`` without its scheme.
-    # Files at or under it are immutable while the version exists (the artifact write guard).
+    # Files at or under it are immutable while the version exists (the frozen area is never
+    # client-writable; older versions' roots are refused by the artifact write guard).
     artifact_root: Mapped[str] = mapped_column(ArtifactPathString)
     # sha256 over the version's file manifest (``registry.artifacts.manifest``). NULL when the
     # location held no files at registration, or for versions registered before revision 0003.

@@ -102,11 +102,11 @@ async def version_digest(s: AsyncSession, name: str, version: int) -> str | None
 async def fingerprint_for(
     s: AsyncSession, storage: ArtifactStorage | None, req: CreateModelVersion
 ) -> VersionFingerprint | None:
-    """The manifest of the files a create request would register (hashed now)."""
+    """The frozen copy of the files a create request would register (copied and hashed now)."""
     if storage is None:
         return None
     location = await registry.model_version_location(s, req)
-    return await registry.fingerprint_location(storage, location)
+    return await registry.freeze_version_files(storage, location)
 
 
 async def reverify_version(

@@ -32,6 +32,7 @@ from registry.artifacts.paths import (
     ArtifactPath,
     client_file_name,
     decode_request_path,
+    in_frozen_area,
     parse_artifact_path,
     parse_artifact_uri,
 )
@@ -55,6 +56,7 @@ from registry.artifacts.storage import (
     guess_media_type,
 )
 from registry.artifacts.storage.base import MAX_PARTS
+from registry.errors import FrozenAreaReadOnly
 from tracking import service as tracking_service
 from tracking.core.auth import Action, Permission, permission_opt
 from tracking.core.errors import InvalidParameter, NotImplementedFeature, PermissionDenied
@@ -87,10 +89,14 @@ def artifact_storage(request: Req) -> ArtifactStorage:
 
 
 async def check_writable(request: Req, path: ArtifactPath) -> None:
+    """Refuse a client write or delete at ``path``: always in the server's reserved area and
+    the frozen area, and wherever the installed write guard says so."""
     if path.is_reserved or path.is_root:
         # The server's own files (signed audit checkpoints) sit apart from the database only
         # if no client can replace or delete them through the proxy.
         raise PermissionDenied(f"Artifact path '{path.posix or '/'}' is reserved for the server.")
+    if in_frozen_area(path):
+        raise FrozenAreaReadOnly(path.posix)
     guard: WriteGuard | None = request.app.state.get(WRITE_GUARD_STATE_KEY)
     if guard is not None:
         await guard(path)

@@ -89,7 +89,7 @@ async def hash_file(storage: ArtifactStorage, path: ArtifactPath) -> tuple[int, 
     return size, digest.hexdigest()
 
 
-async def _list_files(
+async def list_files(
     storage: ArtifactStorage, root: ArtifactPath, max_files: int
 ) -> list[ArtifactPath]:
     """Every file under ``root`` (relative to it), depth first, refusing more than ``max_files``."""
@@ -119,7 +119,7 @@ async def fingerprint_tree(
     Files are streamed (a few at a time), never read whole. A file that disappears between the
     listing and its read is left out: the manifest describes what could be read.
     """
-    files = await _list_files(storage, root, max_files)
+    files = await list_files(storage, root, max_files)
     found: list[ManifestEntry] = []
     queue = iter(files)
 

@@ -26,6 +26,9 @@ MAX_PATH_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 
 ARTIFACTS_SCHEME = "mlflow-artifacts"
+# The registry's own copies of registered versions' files (``registry.artifacts.freeze``). The
+# proxy serves them for reading and refuses every client write or delete below this segment.
+FROZEN_AREA = "mlgate-frozen"
 # Where the proxy serves the store over HTTP (``registry.artifacts.api`` mounts it there).
 ARTIFACTS_HTTP_ROOT = "/api/2.0/mlflow-artifacts/artifacts"
 
@@ -153,6 +156,15 @@ class ArtifactPath:
 
     def __str__(self) -> str:
         return self.posix
+
+
+def in_frozen_area(path: ArtifactPath) -> bool:
+    """True when ``path`` is the frozen area or lies inside it.
+
+    Compared case-insensitively: on a case-insensitive file system (macOS, some mounts)
+    ``MLGATE-FROZEN`` is the same folder, and refusing it costs nothing elsewhere.
+    """
+    return bool(path.parts) and path.parts[0].casefold() == FROZEN_AREA
 
 
 def parse_artifact_path(raw: str, *, allow_root: bool = False) -> ArtifactPath:

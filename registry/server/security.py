@@ -45,6 +45,7 @@ from gates.identity.policy import ACTIVE_STAGES, allows, canonical_target, visib
 from registry import events
 from registry import service as registry_service
 from registry.artifacts.api import RAW_BODY_OPT, requested_artifact_path
+from registry.artifacts.paths import in_frozen_area
 from registry.events import PointerMove
 from registry.server.hardening import require_json_body
 from registry.server.web import session as web_session
@@ -417,7 +418,10 @@ class Authorizer:
             experiment = await tracking_service.experiment_identity(s, path.parts[0])
         name = experiment.name if experiment else None
         ident = experiment.experiment_id if experiment else None
-        if allows(self.principal.grants, "experiment", name, ident, action):
+        # The frozen copies of version files belong to no experiment: an experiment grant (even
+        # '*', which covers "no experiment") never opens them; the model's readers do, below.
+        frozen = in_frozen_area(path)
+        if not frozen and allows(self.principal.grants, "experiment", name, ident, action):
             return
         if action == "read":
             # A registered version's files may be downloaded by the model's readers (loading

@@ -1,22 +1,21 @@
-"""Version integrity: fingerprints taken at registration, immutable files, resolve and verify.
+"""Version integrity: frozen copies taken at registration, resolve and verify.
 
-- **Fingerprint.** :func:`fingerprint_location` streams every file under a version's location
-  through SHA-256 (``registry.artifacts.manifest`` documents the manifest and digest format).
-  The API calls it *between* a read transaction that checks the create request and the write
-  transaction that creates the version, so hashing a multi-GiB model never holds the database
-  write lock (on SQLite, every writer's) nor the model's row lock.
-- **Immutability.** :func:`check_artifact_writable` is the artifact proxy's write guard: a PUT,
-  multipart upload or DELETE at, inside or above a registered version's ``artifact_root`` is
-  refused (403 PERMISSION_DENIED). This holds for every version, including one registered over
-  an empty location: files that appear after registration were never fingerprinted, so they
-  may not appear at all; register a new version once the files are uploaded (MLflow's clients
-  always upload first). Deleting a version lifts the protection unless another version shares
-  the root; the files themselves are never deleted with a version (nor are they by MLflow).
+- **Freeze.** :func:`freeze_version_files` copies every file under a version's source location
+  into the registry's frozen area (``registry.artifacts.freeze``) and hashes the copy
+  (``registry.artifacts.manifest`` documents the manifest and digest format). The version's
+  ``storage_location``/``artifact_root`` then name the frozen copy, so ``models:/`` URIs,
+  ``get-download-uri``, resolve, the get-artifact routes and ``mlgate verify`` all read bytes
+  that no client request can change. The API freezes *between* a read transaction that checks
+  the create request and the write transaction that creates the version, so copying a
+  multi-GiB model never holds the database write lock (on SQLite, every writer's).
+- **Immutability.** The frozen area is never writable through the artifact proxy.
+  :func:`check_artifact_writable` is the proxy's write guard: besides the frozen area it
+  refuses (403 PERMISSION_DENIED) a PUT, multipart upload or DELETE at, inside or above the
+  ``artifact_root`` of a version registered before frozen copies existed, whose files still
+  live in the run's folder (those keep being served from there, guarded as before; no
+  back-fill copies them).
 - **Resolve and verify.** :func:`resolve_model_uri` answers a ``models:/`` URI with the version,
   its locations, digest and files; :func:`verify_fingerprint` re-reads the stored bytes.
-
-Known gap: a write that passed the guard just before a version's creation committed can land
-after the fingerprint was taken; ``mlgate verify`` reports such a file as MISMATCH or EXTRA.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import store
+from registry.artifacts.freeze import freeze_tree
 from registry.artifacts.manifest import (
     MAX_MANIFEST_FILES,
     FileCheck,
@@ -34,9 +34,9 @@ from registry.artifacts.manifest import (
     fingerprint_tree,
     manifest_digest,
 )
-from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
+from registry.artifacts.paths import ArtifactPath, in_frozen_area, parse_artifact_uri
 from registry.artifacts.storage.base import ArtifactStorage
-from registry.errors import VersionFilesImmutable
+from registry.errors import FrozenAreaReadOnly, VersionFilesImmutable
 from registry.schemas import (
     ManifestFileOut,
     ModelVersionFilesOut,
@@ -57,20 +57,26 @@ DEFAULT_FILES_PAGE = 1000
 
 @dataclass(frozen=True, slots=True)
 class VersionFingerprint:
-    """The files found at ``location`` (an ``mlflow-artifacts:/`` URI), sorted by path."""
+    """The frozen copy of the files found at ``location`` (the source's ``mlflow-artifacts:/``
+    URI): where the copy is (``frozen_root``) and its files, sorted by path."""
 
     location: str
     files: tuple[ManifestEntry, ...]
+    frozen_root: ArtifactPath
 
     @property
     def digest(self) -> str | None:
         return manifest_digest(self.files)
 
 
-async def fingerprint_location(storage: ArtifactStorage, location: str) -> VersionFingerprint:
-    """Hash every file under ``location``; no database access (call it outside transactions)."""
-    files = await fingerprint_tree(storage, parse_artifact_uri(location))
-    return VersionFingerprint(location, tuple(files))
+async def freeze_version_files(storage: ArtifactStorage, location: str) -> VersionFingerprint:
+    """Copy and hash every file under ``location`` into the frozen area.
+
+    No database access: call it outside transactions. A failed or abandoned registration
+    leaves at most a frozen tree that no version references (content-addressed, harmless).
+    """
+    tree = await freeze_tree(storage, parse_artifact_uri(location))
+    return VersionFingerprint(location, tree.files, tree.root)
 
 
 # --- the artifact write guard --------------------------------------------------------------------
@@ -83,6 +89,8 @@ async def check_artifact_writable(s: AsyncSession, path: ArtifactPath) -> None:
     checked: writing a file *above* a root changes nothing under it, but a refusal there costs
     nothing either.
     """
+    if in_frozen_area(path):
+        raise FrozenAreaReadOnly(path.posix)
     found = await store.version_protecting(s, path)
     if found is not None:
         raise VersionFilesImmutable(

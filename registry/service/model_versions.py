@@ -84,9 +84,12 @@ async def create_model_version(
 ) -> ModelVersionOut:
     """Register a new version: the next number, status READY, source checked and resolved.
 
-    ``fingerprint`` is the manifest of the version's location (see ``registry.service.
-    integrity``); without one, or when the location held no files, the digest is NULL. The
-    version is READY either way: the client polls for READY and has uploaded its files before.
+    ``fingerprint`` is the frozen copy of the source's files (see ``registry.service.
+    integrity``): the version's files are then the copy, and its digest is the copy's (NULL
+    when the source held no files). Without one (no artifact store attached: service tests,
+    embedders) the version points at the source location itself, with a NULL digest, and is
+    protected by the write guard as versions registered before frozen copies were. The version
+    is READY either way: the client polls for READY and has uploaded its files before.
     """
     checked = await _check_create(s, req)
     model, resolved = checked.model, checked.resolved
@@ -99,6 +102,11 @@ async def create_model_version(
         )
     files = fingerprint.files if fingerprint is not None else ()
     digest = manifest_digest(files)
+    root = (
+        fingerprint.frozen_root
+        if fingerprint is not None
+        else parse_artifact_uri(resolved.storage_location)
+    )
     now = now_ms()
     # Resolved before taking the version number, so the model's row lock is held briefly.
     number = await store.next_version(s, model.id, now)
@@ -114,8 +122,8 @@ async def create_model_version(
         current_stage="None",
         description=checked.description,
         source=resolved.source,
-        storage_location=resolved.storage_location,
-        artifact_root=parse_artifact_uri(resolved.storage_location).posix,
+        storage_location=root.to_uri(),
+        artifact_root=root.posix,
         manifest_digest=digest,
         run_id=resolved.run_id,
         run_link=req.run_link or None,
@@ -130,7 +138,7 @@ async def create_model_version(
             model.name,
             number,
             resolved.source,
-            resolved.storage_location,
+            root.to_uri(),
             resolved.run_id,
             resolved.model_id,
             actor,
@@ -322,7 +330,8 @@ async def transition_stage(
 
 
 async def get_download_uri(s: AsyncSession, name: str | None, version: Version | None) -> str:
-    """The concrete ``mlflow-artifacts:/`` location the version's source resolved to."""
+    """Where the version's files are: its frozen copy (``mlflow-artifacts:/mlgate-frozen/…``),
+    or for a version registered before frozen copies, the location its source resolved to."""
     row = await find_version(s, await find_model(s, name), version)
     return str(row.storage_location)
 

@@ -8,6 +8,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from registry.artifacts.paths import FROZEN_AREA
+
 pytestmark = pytest.mark.compat
 
 
@@ -159,9 +161,9 @@ def test_create_model_version_from_run_source(mlflow_tracking: str, unique: str)
     assert mv.run_id == run_id
     assert mv.tags == {"k": "v"}
     uri = client.get_model_version_download_uri(f"mv-{unique}", "1")
-    run = client.get_run(run_id)
-    assert uri == f"{run.info.artifact_uri}/model"
-    assert uri.startswith("mlflow-artifacts:/")
+    # The run's model/ folder is empty here: the version's (frozen) copy holds no files.
+    assert uri == f"mlflow-artifacts:/{FROZEN_AREA}/empty"
+    assert mv.source == f"runs:/{run_id}/model"
     second = client.create_model_version(f"mv-{unique}", source=f"runs:/{run_id}/model")
     assert second.version == "2"
 
@@ -425,7 +427,8 @@ def test_log_register_promote_and_load_by_every_uri(mlflow_tracking: str, unique
     assert mv.source == f"models:/{info.model_id}"
     assert mv.run_id == run.info.run_id
     uri = client.get_model_version_download_uri(name, "1")
-    assert uri == f"mlflow-artifacts:/{run.info.experiment_id}/models/{info.model_id}/artifacts"
+    # Served from the registry's frozen copy of the logged model's files.
+    assert uri.startswith(f"mlflow-artifacts:/{FROZEN_AREA}/sha256/")
 
     client.transition_model_version_stage(name, "1", "Production", archive_existing_versions=True)
     client.set_registered_model_alias(name, "champion", "1")

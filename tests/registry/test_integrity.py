@@ -29,7 +29,12 @@ from registry.artifacts.manifest import (
     fingerprint_tree,
     manifest_digest,
 )
-from registry.artifacts.paths import ArtifactPath, parse_artifact_path, parse_artifact_uri
+from registry.artifacts.paths import (
+    FROZEN_AREA,
+    ArtifactPath,
+    parse_artifact_path,
+    parse_artifact_uri,
+)
 from registry.artifacts.storage import LocalStorage
 from registry.schemas import CreateModelVersion
 from tests.conftest import REPO_ROOT, LiveServer
@@ -190,11 +195,18 @@ async def _run_root(session: AsyncSession, run_id: str) -> ArtifactPath:
 async def _register(
     session: AsyncSession, storage: LocalStorage, name: str, run_id: str, path: str = "model"
 ) -> Any:
-    """What the API does: check, fingerprint outside the transaction, create."""
+    """What the API does: check, freeze the files outside the transaction, create."""
     req = CreateModelVersion(name=name, source=f"runs:/{run_id}/{path}", run_id=run_id)
     location = await service.model_version_location(session, req)
-    fingerprint = await service.fingerprint_location(storage, location)
+    fingerprint = await service.freeze_version_files(storage, location)
     return await service.create_model_version(session, req, actor=ACTOR, fingerprint=fingerprint)
+
+
+async def _register_unfrozen(session: AsyncSession, name: str, run_id: str) -> Any:
+    """A version as registered before frozen copies (or with no store attached): its files
+    are the run's own, protected by the write guard."""
+    req = CreateModelVersion(name=name, source=f"runs:/{run_id}/model", run_id=run_id)
+    return await service.create_model_version(session, req, actor=ACTOR)
 
 
 async def test_create_records_files_and_digest_and_resolve_returns_them(
@@ -219,8 +231,10 @@ async def test_create_records_files_and_digest_and_resolve_returns_them(
         (e.path, e.size, e.sha256) for e in expected
     ]
     assert resolved.digest == manifest_digest(expected)
-    assert resolved.download_uri == f"mlflow-artifacts:/{root}/model"
-    assert resolved.artifact_url == f"{ARTIFACTS}/{root}/model"
+    frozen = f"{FROZEN_AREA}/sha256/{resolved.digest}"
+    assert resolved.download_uri == f"mlflow-artifacts:/{frozen}"
+    assert resolved.artifact_url == f"{ARTIFACTS}/{frozen}"
+    assert resolved.source == f"runs:/{run_id}/model"
     assert resolved.run_id == run_id
     assert (resolved.name, resolved.version, resolved.current_stage) == (name, "1", "None")
 
@@ -234,6 +248,7 @@ async def test_a_version_over_an_empty_location_is_ready_with_no_digest(
     assert mv.status == "READY"
     resolved = await service.resolve_model_uri(session, f"models:/{name}/latest")
     assert resolved.digest is None and resolved.files == []
+    assert resolved.download_uri == f"mlflow-artifacts:/{FROZEN_AREA}/empty"
 
 
 async def test_a_fingerprint_of_another_location_is_refused(
@@ -242,7 +257,7 @@ async def test_a_fingerprint_of_another_location_is_refused(
     storage = LocalStorage(tmp_path / "store")
     name = await make_model(session)
     run_id = await make_run(session)
-    other = await service.fingerprint_location(storage, "mlflow-artifacts:/0/elsewhere")
+    other = await service.freeze_version_files(storage, "mlflow-artifacts:/0/elsewhere")
     with pytest.raises(InvalidState):
         async with session.begin_nested():
             await service.create_model_version(
@@ -262,7 +277,7 @@ async def _writable(session: AsyncSession, path: str) -> bool:
     return True
 
 
-async def test_guard_refuses_the_root_what_is_inside_and_what_contains_it(
+async def test_guard_refuses_the_frozen_area_and_leaves_a_frozen_versions_run_writable(
     session: AsyncSession, tmp_path: Path
 ) -> None:
     storage = LocalStorage(tmp_path / "store")
@@ -270,7 +285,23 @@ async def test_guard_refuses_the_root_what_is_inside_and_what_contains_it(
     run_id = await make_run(session)
     root = await _run_root(session, run_id)
     await write(storage, f"{root}/model/MLmodel", b"x")
-    await _register(session, storage, name, run_id)
+    mv = await _register(session, storage, name, run_id)
+    frozen = parse_artifact_uri(await service.get_download_uri(session, name, mv.version))
+    for protected in (f"{frozen}/MLmodel", f"{frozen}", FROZEN_AREA, f"{FROZEN_AREA}/x/y"):
+        assert not await _writable(session, protected), protected
+    for free in (f"{root}/model/MLmodel", f"{root}", f"{root}/model/new.bin"):
+        assert await _writable(session, free), free
+
+
+async def test_guard_refuses_an_unfrozen_versions_root_what_is_inside_and_what_contains_it(
+    session: AsyncSession, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    name = await make_model(session)
+    run_id = await make_run(session)
+    root = await _run_root(session, run_id)
+    await write(storage, f"{root}/model/MLmodel", b"x")
+    await _register_unfrozen(session, name, run_id)
 
     for protected in (
         f"{root}/model",
@@ -295,7 +326,7 @@ async def test_guard_refuses_the_root_what_is_inside_and_what_contains_it(
     assert f"name={name}, version=1" in err.value.message
 
 
-async def test_deleting_a_version_unprotects_files_unless_another_shares_them(
+async def test_deleting_an_unfrozen_version_unprotects_files_unless_another_shares_them(
     session: AsyncSession, tmp_path: Path
 ) -> None:
     storage = LocalStorage(tmp_path / "store")
@@ -303,8 +334,8 @@ async def test_deleting_a_version_unprotects_files_unless_another_shares_them(
     run_id = await make_run(session)
     root = await _run_root(session, run_id)
     await write(storage, f"{root}/model/MLmodel", b"x")
-    first = await _register(session, storage, name, run_id)
-    second = await _register(session, storage, name, run_id)
+    first = await _register_unfrozen(session, name, run_id)
+    second = await _register_unfrozen(session, name, run_id)
     assert first.version != second.version
 
     await service.delete_model_version(session, name, first.version, actor=ACTOR)
@@ -363,7 +394,10 @@ async def test_verify_reports_ok_then_each_kind_of_tampering(
     )
     assert report.ok and [c.status for c in report.checks] == ["OK"] * 3
 
-    store_dir = tmp_path / "store" / root.posix / "model"
+    # Tampering below the store (an operator's access, not a client's) is what verify finds.
+    frozen = parse_artifact_uri(await service.get_download_uri(session, name, "1"))
+    store_dir = tmp_path / "store" / frozen.posix
+    (store_dir / "model.pkl").unlink()
     (store_dir / "model.pkl").write_bytes(b"evil")
     (store_dir / "conda.yaml").unlink()
     (store_dir / "extra.py").write_bytes(b"import os")
@@ -402,52 +436,60 @@ def _register_over_http(server: LiveServer, files: dict[str, bytes]) -> tuple[st
     return name, run["run_id"], root
 
 
-def test_writes_under_a_registered_version_are_refused_and_elsewhere_allowed(
+def _frozen_root(server: LiveServer, name: str, version: str = "1") -> str:
+    r = httpx.get(
+        f"{server.url}/api/2.0/mlflow/model-versions/get-download-uri",
+        params={"name": name, "version": version},
+    )
+    return str(r.json()["artifact_uri"]).removeprefix("mlflow-artifacts:/")
+
+
+def test_writes_to_a_registered_versions_files_are_refused_and_its_run_stays_writable(
     live_server: LiveServer,
 ) -> None:
     name, _, root = _register_over_http(live_server, {"MLmodel": b"original", "w.bin": b"w"})
-    base = f"{live_server.url}{ARTIFACTS}/{root}"
-    on_disk = live_server.artifacts / root / "model" / "MLmodel"
+    frozen = _frozen_root(live_server, name)
+    assert frozen.startswith(f"{FROZEN_AREA}/sha256/")
+    base = f"{live_server.url}{ARTIFACTS}/{frozen}"
     with httpx.Client(timeout=60) as http:
         for method, url in (
-            ("PUT", f"{base}/model/MLmodel"),
-            ("PUT", f"{base}/model/new.txt"),
-            ("DELETE", f"{base}/model/MLmodel"),
-            ("DELETE", f"{base}/model"),
-            ("DELETE", base),  # the run's folder contains the version's files
+            ("PUT", f"{base}/MLmodel"),
+            ("PUT", f"{base}/new.txt"),
+            ("DELETE", f"{base}/MLmodel"),
+            ("DELETE", base),
         ):
             r = http.request(method, url, content=b"tampered" if method == "PUT" else None)
             assert r.status_code == 403, (method, url, r.text)
             body = r.json()
             assert set(body) == {"error_code", "message"}
             assert body["error_code"] == "PERMISSION_DENIED"
-            assert f"name={name}, version=1" in body["message"]
         mpu = http.post(
-            f"{live_server.url}/api/2.0/mlflow-artifacts/mpu/create/{root}/model",
+            f"{live_server.url}/api/2.0/mlflow-artifacts/mpu/create/{frozen}",
             json={"path": "big.bin", "num_parts": 1},
         )
         assert mpu.status_code == 403
-        assert on_disk.read_bytes() == b"original"
-        assert http.get(f"{base}/model/MLmodel").content == b"original"
+        assert http.get(f"{base}/MLmodel").content == b"original"
 
-        # The rest of the run stays writable.
-        assert http.put(f"{base}/notes.txt", content=b"n").status_code == 200
-        assert http.put(f"{base}/model-2/MLmodel", content=b"n").status_code == 200
-        assert http.delete(f"{base}/notes.txt").status_code == 200
+        # The run's folder is the run's: changing or deleting it leaves the version alone.
+        run = f"{live_server.url}{ARTIFACTS}/{root}"
+        assert http.put(f"{run}/model/MLmodel", content=b"rewritten").status_code == 200
+        assert http.delete(f"{run}/model").status_code == 200
+        assert http.get(f"{base}/MLmodel").content == b"original"
 
-        # Once the version is gone, so is the protection (the files stay, as in MLflow).
+        # Deleting the version keeps its frozen copy read-only (another version may share it).
         http.request(
             "DELETE",
             f"{live_server.url}/api/2.0/mlflow/model-versions/delete",
             json={"name": name, "version": "1"},
         ).raise_for_status()
-        assert on_disk.read_bytes() == b"original"
-        assert http.put(f"{base}/model/MLmodel", content=b"rewritten").status_code == 200
+        assert http.put(f"{base}/MLmodel", content=b"rewritten").status_code == 403
+        assert http.get(f"{base}/MLmodel").content == b"original"
 
 
 def test_resolve_and_files_endpoints_over_http(live_server: LiveServer) -> None:
     files = {"MLmodel": b"m", "a/b.txt": b"bb", "c.bin": b"ccc"}
-    name, run_id, root = _register_over_http(live_server, files)
+    name, run_id, _ = _register_over_http(live_server, files)
+    frozen = _frozen_root(live_server, name)
     with httpx.Client(base_url=f"{live_server.url}{MLGATE}", timeout=60) as http:
         r = http.get("/models/resolve", params={"uri": f"models:/{name}/1"})
         assert r.status_code == 200, r.text
@@ -463,8 +505,8 @@ def test_resolve_and_files_endpoints_over_http(live_server: LiveServer) -> None:
             "aliases": [],
             "run_id": run_id,
             "source": f"runs:/{run_id}/model",
-            "download_uri": f"mlflow-artifacts:/{root}/model",
-            "artifact_url": f"{ARTIFACTS}/{root}/model",
+            "download_uri": f"mlflow-artifacts:/{frozen}",
+            "artifact_url": f"{ARTIFACTS}/{frozen}",
             "digest": manifest_digest(ManifestEntry(**f) for f in expected_files),
             "files": expected_files,
         }
@@ -525,7 +567,7 @@ def _mlgate_verify(
 def test_mlgate_verify_passes_then_names_tampered_and_missing_files(
     live_server: LiveServer, database_url: str
 ) -> None:
-    name, _, root = _register_over_http(
+    name, _, _ = _register_over_http(
         live_server, {"MLmodel": b"m" * 100, "model.pkl": b"p" * 1000, "conda.yaml": b"c"}
     )
     destination = str(live_server.artifacts)
@@ -535,7 +577,9 @@ def test_mlgate_verify_passes_then_names_tampered_and_missing_files(
         assert "OK        model.pkl" in ok.stdout
         assert ": OK, 3 files match" in ok.stdout
 
-    folder = live_server.artifacts / root / "model"
+    # Tampering below the store (an operator's access, not a client's) is what verify finds.
+    folder = live_server.artifacts / _frozen_root(live_server, name)
+    (folder / "model.pkl").unlink()
     (folder / "model.pkl").write_bytes(b"p" * 999 + b"!")  # same size, other bytes
     bad = _mlgate_verify(f"models:/{name}/1", database_url, destination)
     assert bad.returncode == 1
@@ -643,7 +687,7 @@ def test_official_client_log_model_then_resolve_returns_a_matching_digest(
     # ... while the run's own artifacts stay writable.
     client.log_text(run.info.run_id, "still writable", "notes/after-registration.txt")
     assert mlflow.artifacts.load_text(f"{run.info.artifact_uri}/notes/after-registration.txt")
-    assert info.model_id in resolved["download_uri"]
+    assert info.model_id not in resolved["download_uri"]  # served from the frozen copy
     assert list(mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(x)) == [0, 0, 1, 1]
 
 

@@ -8,7 +8,14 @@ iterators in bounded chunks: no backend reads a whole artifact into memory.
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -131,6 +138,27 @@ class ArtifactStorage(Protocol):
         ...
 
     async def abort_multipart(self, path: ArtifactPath, upload_id: str) -> None: ...
+
+    async def snapshot(self, source: ArtifactPath, target: ArtifactPath) -> tuple[int, str]:
+        """Copy the file at ``source`` to the new file ``target``; return (size, sha256 hex)
+        of the bytes now stored at ``target``.
+
+        The copy is taken atomically (a concurrent replacement of ``source`` is either wholly
+        in it or not at all) and the digest is computed from the copy, never from the source,
+        so what is stored is exactly what was hashed. A missing source is ``ResourceNotFound``.
+        """
+        ...
+
+    async def publish_tree(
+        self, staged: ArtifactPath, final: ArtifactPath, expected: Mapping[str, tuple[int, str]]
+    ) -> None:
+        """Move the tree at ``staged`` to ``final``; ``staged`` is gone afterwards.
+
+        ``final`` is content-addressed: if it exists it already holds the same bytes.
+        ``expected`` maps each staged file (relative path) to its (size, sha256), for backends
+        that must copy rather than rename to check the result.
+        """
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -10,7 +10,7 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -265,11 +265,120 @@ class LocalStorage:
         folder = await _run(self._upload_dir, path, upload_id)
         await _run(lambda: shutil.rmtree(folder, ignore_errors=True))
 
+    # --- frozen copies (registry.artifacts.freeze) -----------------------------------------
+
+    async def snapshot(self, source: ArtifactPath, target: ArtifactPath) -> tuple[int, str]:
+        src = self._resolve(source)
+        dst = self._resolve(target)
+        return await _run(self._snapshot, src, dst, source, target)
+
+    def _snapshot(
+        self, src: str, dst: str, source: ArtifactPath, target: ArtifactPath
+    ) -> tuple[int, str]:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        self._resolve(target)  # re-check after creating the parents (no symlink on the way)
+        try:
+            info = os.stat(src, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ResourceNotFound(f"Artifact '{source}' does not exist.") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise ResourceNotFound(f"Artifact '{source}' is not a file.")
+        try:
+            # A hard link is an atomic snapshot: this store never rewrites a file in place
+            # (every upload renames a new file over the old name), so the linked inode's bytes
+            # cannot change any more, whatever later happens to the run's folder.
+            os.link(src, dst, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ResourceNotFound(f"Artifact '{source}' does not exist.") from None
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINK:
+                raise
+            return _copy_hashing(src, dst, source)
+        if not stat.S_ISREG(os.stat(dst, follow_symlinks=False).st_mode):
+            # Replaced by something else between the check and the link.
+            _unlink_quietly(dst)
+            raise ResourceNotFound(f"Artifact '{source}' is not a file.")
+        _make_read_only(dst)
+        return _hash_local_file(dst)
+
+    async def publish_tree(
+        self, staged: ArtifactPath, final: ArtifactPath, expected: Mapping[str, tuple[int, str]]
+    ) -> None:
+        src = self._resolve(staged)
+        dst = self._resolve(final)
+
+        def move() -> None:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            self._resolve(final)
+            # The staged files' data is on disk already (uploads are fsynced; so are copies);
+            # make their new directory entries durable before the tree becomes visible.
+            for folder, _, _ in os.walk(src):
+                _fsync_directory(folder)
+            try:
+                # A rename is atomic: readers see no tree or the whole tree, never part of it.
+                os.rename(src, dst)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                # The same digest was frozen before: the bytes are already there.
+                _remove_tree_or_file(src)
+                return
+            _fsync_directory(os.path.dirname(dst))
+
+        await _run(move)
+
     async def aclose(self) -> None:
         return None
 
 
 # --- blocking helpers (run in worker threads) -----------------------------------------------
+
+# os.link failures that mean "no hard links here" (another file system, a file system without
+# links, too many links), answered by a hashed copy instead.
+_NO_HARD_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def _hash_local_file(name: str) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(name, "rb", buffering=0) as f:
+        while data := f.read(IO_CHUNK_BYTES):
+            digest.update(data)
+            size += len(data)
+    return size, digest.hexdigest()
+
+
+def _copy_hashing(src: str, dst: str, source: ArtifactPath) -> tuple[int, str]:
+    """Copy ``src`` to the new file ``dst``, hashing the bytes as they are written."""
+    handle, _ = _open_regular_file(src, source)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with handle, _open_exclusive(dst) as out:
+            while data := handle.read(IO_CHUNK_BYTES):
+                out.write(data)
+                digest.update(data)
+                size += len(data)
+            _flush_and_sync(out)
+    except BaseException:
+        _unlink_quietly(dst)
+        raise
+    _make_read_only(dst)
+    return size, digest.hexdigest()
+
+
+def _make_read_only(name: str) -> None:
+    # Belt and braces against an operator's in-place edit; not owning the file is no error.
+    with contextlib.suppress(PermissionError):
+        os.chmod(name, 0o444)
+
+
+def _fsync_directory(name: str) -> None:
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _open_exclusive(name: str) -> BinaryIO:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import boto3
@@ -26,7 +27,7 @@ from registry.artifacts.storage.base import (
     check_part_number,
     check_parts,
 )
-from tracking.core.errors import InvalidParameter, MlflowError, ResourceNotFound
+from tracking.core.errors import InvalidParameter, InvalidState, MlflowError, ResourceNotFound
 
 T = TypeVar("T")
 
@@ -39,6 +40,15 @@ LARGE_PARTS_FROM = 4_000
 # Parts received through the proxy are spooled to disk beyond this size before going to S3.
 SPOOL_BYTES = 8 * 1024 * 1024
 
+# copy_object copies at most 5 GiB; a larger object is copied server side part by part, with
+# parts of this size (the same layout for every copy, so two copies of one object have the same
+# multipart ETag and can be compared by it).
+MAX_COPY_OBJECT_BYTES = 5 * 1024**3
+COPY_PART_BYTES = 512 * 1024**2
+# A source replaced while its parts were being copied is copied again from the start.
+SNAPSHOT_ATTEMPTS = 3
+
+_PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _BAD_REQUEST = {
     "InvalidPart",
@@ -67,8 +77,12 @@ class S3Storage:
         *,
         endpoint_url: str | None = None,
         client: Any = None,
+        max_copy_object_bytes: int = MAX_COPY_OBJECT_BYTES,
+        copy_part_bytes: int = COPY_PART_BYTES,
     ) -> None:
         self.bucket = bucket
+        self.max_copy_object_bytes = max_copy_object_bytes
+        self.copy_part_bytes = copy_part_bytes
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         # Region and credentials come from boto3's usual chain (AWS_* variables, profiles,
         # instance roles). Checksums only when required: the newer default (a CRC on every
@@ -97,6 +111,8 @@ class S3Storage:
         try:
             return await to_thread.run_sync(lambda: func(*args, **kw))
         except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _PRECONDITION_FAILED:
+                raise _SourceChanged from None
             raise _translate(exc, path) from None
         except BotoCoreError as exc:
             raise StorageUnavailable(f"Artifact storage is unavailable: {exc}") from None
@@ -339,8 +355,126 @@ class S3Storage:
             UploadId=upload_id,
         )
 
+    # --- frozen copies (registry.artifacts.freeze) -----------------------------------------
+
+    def _copy_key(self, src_key: str, dst_key: str, size: int, etag: str) -> None:
+        """Server-side copy of exactly the object version ``etag`` names (blocking).
+
+        ``CopySourceIfMatch`` on every request: a source replaced mid-copy fails the copy
+        (412) instead of producing a mix of two objects.
+        """
+        c = self._client
+        source = {"Bucket": self.bucket, "Key": src_key}
+        if size <= self.max_copy_object_bytes:
+            c.copy_object(
+                Bucket=self.bucket, Key=dst_key, CopySource=source, CopySourceIfMatch=etag
+            )
+            return
+        upload_id = c.create_multipart_upload(Bucket=self.bucket, Key=dst_key)["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, self.copy_part_bytes), start=1):
+                end = min(start + self.copy_part_bytes, size) - 1
+                out = c.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=dst_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceIfMatch=etag,
+                    CopySourceRange=f"bytes={start}-{end}",
+                )
+                parts.append({"PartNumber": number, "ETag": out["CopyPartResult"]["ETag"]})
+            c.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=dst_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            self._abort_quietly(dst_key, upload_id)
+            raise
+
+    async def snapshot(self, source: ArtifactPath, target: ArtifactPath) -> tuple[int, str]:
+        src_key, dst_key = self._key(source), self._key(target)
+        if source.is_root or target.is_root:
+            raise InvalidParameter("A snapshot copies one file.")
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            head = await self._call(
+                source, self._client.head_object, Bucket=self.bucket, Key=src_key
+            )
+            try:
+                await self._call(
+                    source,
+                    self._copy_key,
+                    src_key,
+                    dst_key,
+                    int(head["ContentLength"]),
+                    str(head["ETag"]),
+                )
+                break
+            except _SourceChanged:
+                continue
+        else:
+            raise InvalidState(f"'{source}' kept changing while it was being copied; retry.")
+        # The digest is taken from the copy, which no client can write: what is stored is
+        # exactly what was hashed.
+        return await self._hash(target)
+
+    async def _hash(self, path: ArtifactPath) -> tuple[int, str]:
+        reader = await self.open(path)
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in reader:
+            size += len(chunk)
+            await to_thread.run_sync(digest.update, chunk)
+        return size, digest.hexdigest()
+
+    async def publish_tree(
+        self, staged: ArtifactPath, final: ArtifactPath, expected: Mapping[str, tuple[int, str]]
+    ) -> None:
+        staged_prefix, final_prefix = self._dir_prefix(staged), self._dir_prefix(final)
+
+        def staged_objects() -> list[tuple[str, int, str]]:
+            found = []
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=staged_prefix):
+                for obj in page.get("Contents", ()):
+                    found.append((obj["Key"][len(staged_prefix) :], int(obj["Size"]), obj["ETag"]))
+            return found
+
+        objects = await self._call(staged, staged_objects)
+        if {rel for rel, _, _ in objects} != set(expected):
+            raise StorageUnavailable(f"The staged copy under '{staged}' is incomplete.")
+        for rel, size, etag in objects:
+            target = final.joinpath(rel)
+            try:
+                await self._call(
+                    target,
+                    self._copy_key,
+                    f"{staged_prefix}{rel}",
+                    f"{final_prefix}{rel}",
+                    size,
+                    etag,
+                )
+            except _SourceChanged:
+                raise StorageUnavailable(f"The staged copy of '{target}' changed.") from None
+            head = await self._call(
+                target, self._client.head_object, Bucket=self.bucket, Key=f"{final_prefix}{rel}"
+            )
+            if int(head["ContentLength"]) != size:
+                raise StorageUnavailable(f"The copy of '{target}' has the wrong size.")
+            if head["ETag"] != etag and await self._hash(target) != expected[rel]:
+                # ETags of copies differ on some stores (SSE-KMS): then re-hash the copy.
+                raise StorageUnavailable(f"The copy of '{target}' does not match its digest.")
+        await self.delete(staged)
+
     async def aclose(self) -> None:
         await to_thread.run_sync(self._client.close)
+
+
+class _SourceChanged(Exception):
+    """The copied object was replaced during the copy (a CopySourceIfMatch precondition)."""
 
 
 def _require_canonical(path: ArtifactPath) -> None:

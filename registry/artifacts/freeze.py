@@ -1,0 +1,103 @@
+"""Frozen copies of model version files: content-addressed, hashed from the copy, unwritable.
+
+When a version is registered, the registry copies its files out of the run's (or logged
+model's) folder into an area of the store that no client request may write or delete (the
+artifact proxy refuses every write below :data:`~registry.artifacts.paths.FROZEN_AREA` with
+403), and serves the version from there. Whatever happens to the source folder afterwards (a
+slow upload finishing, a delete) cannot reach a registered version.
+
+Layout, below the store's root (the same on every backend)::
+
+    mlgate-frozen/sha256/<manifest digest>/<path>   one tree per distinct set of bytes
+    mlgate-frozen/empty                             the (always empty) root of a version
+                                                    registered over a folder with no files
+    mlgate-frozen/staging/<random>/<path>           a freeze in progress
+
+Each file is snapshotted into a fresh staging folder (a hard link locally, where possible, or
+a hashed copy; a server-side copy pinned to the source's ETag on S3), and its sha256 is taken
+from the snapshot, never from the source: a concurrent upload to the source cannot make the
+recorded digest differ from the stored bytes. The staged tree is then published under its
+manifest digest (an atomic rename locally; copies checked by ETag or by re-hashing on S3).
+Versions with the same bytes share one tree, so a version's delete leaves its tree in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass
+
+from registry.artifacts.manifest import (
+    HASH_CONCURRENCY,
+    MAX_MANIFEST_FILES,
+    ManifestEntry,
+    list_files,
+    manifest_digest,
+)
+from registry.artifacts.paths import FROZEN_AREA, ArtifactPath
+from registry.artifacts.storage.base import ArtifactStorage
+from tracking.core.errors import MlflowError, ResourceNotFound
+
+EMPTY_ROOT = ArtifactPath((FROZEN_AREA, "empty"))
+
+
+def frozen_root(digest: str | None) -> ArtifactPath:
+    """Where the tree with manifest digest ``digest`` is kept (``None``: no files)."""
+    return EMPTY_ROOT if digest is None else ArtifactPath((FROZEN_AREA, "sha256", digest))
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenTree:
+    """A frozen copy: its root in the store and the manifest of the bytes stored there."""
+
+    root: ArtifactPath
+    files: tuple[ManifestEntry, ...]
+
+    @property
+    def digest(self) -> str | None:
+        return manifest_digest(self.files)
+
+
+async def freeze_tree(
+    storage: ArtifactStorage, source: ArtifactPath, *, max_files: int = MAX_MANIFEST_FILES
+) -> FrozenTree:
+    """Copy every file under ``source`` into the frozen area; return the copy's manifest.
+
+    A file that disappears between the listing and its copy is left out, like a file that
+    appears after the listing: the manifest describes exactly the bytes that were copied.
+    """
+    files = await list_files(storage, source, max_files)
+    staging = ArtifactPath((FROZEN_AREA, "staging", secrets.token_hex(16)))
+    found: list[ManifestEntry] = []
+    queue = iter(files)
+
+    async def worker() -> None:
+        for relative in queue:  # shared iterator: each file goes to exactly one worker
+            try:
+                size, sha256 = await storage.snapshot(
+                    source.joinpath(relative), staging.joinpath(relative)
+                )
+            except ResourceNotFound:
+                continue
+            found.append(ManifestEntry(relative.posix, size, sha256))
+
+    try:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(HASH_CONCURRENCY, len(files))):
+                    group.create_task(worker())
+        except ExceptionGroup as failed:
+            # The first worker's error is the answer (e.g. 503 storage unavailable).
+            raise failed.exceptions[0] from None
+        entries = tuple(sorted(found, key=lambda e: e.path.encode("utf-8")))
+        digest = manifest_digest(entries)
+        root = frozen_root(digest)
+        if digest is not None:
+            expected = {e.path: (e.size, e.sha256) for e in entries}
+            await storage.publish_tree(staging, root, expected)
+    finally:
+        # Nothing is left behind by a failed freeze (a published one has no staging left).
+        with contextlib.suppress(MlflowError, OSError):
+            await storage.delete(staging)
+    return FrozenTree(root, entries)
