@@ -98,7 +98,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = Database(settings.database_url, pool_size=settings.db_pool_size)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            lock_timeout_ms=int(settings.db_lock_timeout * 1000),
+        )
         app.state["db"] = db
         app.state["settings"] = settings
         artifacts = build_storage(settings)

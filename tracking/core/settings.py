@@ -36,6 +36,8 @@ class Settings:
     s3_endpoint_url: str = ""
     db_auto_upgrade: bool = True
     db_pool_size: int = 10
+    # SQLite: seconds a request waits for another process's lock before answering 503.
+    db_lock_timeout: float = 30.0
     log_level: str = "info"
     # Gates: how long a release approval request stays open.
     approval_ttl_hours: int = 72
