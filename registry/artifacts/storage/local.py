@@ -110,7 +110,9 @@ class LocalStorage:
                 await _run(_write, handle, buffer, digest)
             await _run(_flush_and_sync, handle)
         except BaseException:
-            await _run(handle.close)
+            # Closing flushes what the buffer still holds, which fails again on a full disk:
+            # the temp file must go whatever close says (nothing half-written stays behind).
+            await _run(_close_quietly, handle)
             await _run(_unlink_quietly, temp)
             raise
         await _run(handle.close)
@@ -287,6 +289,11 @@ def _write(handle: BinaryIO, data: bytearray, digest: Any) -> None:
 def _flush_and_sync(handle: BinaryIO) -> None:
     handle.flush()
     os.fsync(handle.fileno())
+
+
+def _close_quietly(handle: BinaryIO) -> None:
+    with contextlib.suppress(OSError):
+        handle.close()
 
 
 def _unlink_quietly(name: str) -> None:

@@ -1,0 +1,97 @@
+"""A full disk answers 507 with MLflow's error JSON and leaves nothing half-written (issue 12).
+
+The artifact root is a 1 MiB tmpfs mounted for the test (needs root; skipped otherwise), so the
+store's writes fail with the kernel's own ENOSPC: nothing in mlgate is patched.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registry.artifacts.storage.local import STAGING_DIR
+from tests.conftest import LiveServer, start_server, stop_server
+
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+MPU = "/api/2.0/mlflow-artifacts/mpu"
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace')}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def full_disk_server(database_url: str, tmp_path: Path, tiny_disk: Path) -> Iterator[LiveServer]:
+    server = start_server(
+        database_url,
+        tmp_path,
+        extra_env={"MLGATE_ARTIFACTS_DESTINATION": str(tiny_disk / "artifacts")},
+    )
+    yield server
+    stop_server(server)
+
+
+def _staged(root: Path) -> list[str]:
+    staging = root / STAGING_DIR
+    return sorted(os.listdir(staging)) if staging.exists() else []
+
+
+def _assert_507(resp: httpx.Response) -> None:
+    assert resp.status_code == 507, (resp.status_code, resp.text[:300])
+    body = resp.json()
+    assert body["error_code"] == "INSUFFICIENT_STORAGE", body
+    assert body["message"]
+
+
+def test_upload_to_a_full_disk_answers_507_and_leaves_no_temp_file(
+    full_disk_server: LiveServer, tiny_disk: Path, unique: str
+) -> None:
+    root = tiny_disk / "artifacts"
+    url = f"{full_disk_server.url}{ARTIFACTS}/disk-{unique}"
+    small = httpx.put(f"{url}/small.bin", content=b"x" * 1000, timeout=60)
+    assert small.status_code == 200, small.text
+
+    _assert_507(httpx.put(f"{url}/big.bin", content=os.urandom(3 * MiB), timeout=60))
+    # Nothing half-written: no temp file in staging, no partial artifact.
+    assert _staged(root) == []
+    assert not (root / f"disk-{unique}" / "big.bin").exists()
+    assert httpx.get(f"{url}/big.bin", timeout=30).status_code == 404
+    # The store still works for what fits.
+    again = httpx.put(f"{url}/small2.bin", content=b"y" * 1000, timeout=60)
+    assert again.status_code == 200, again.text
+
+    # A multipart part that does not fit: 507, its temp file removed, the upload still there.
+    created = httpx.post(
+        f"{full_disk_server.url}{MPU}/create/disk-{unique}", json={"path": "multi.bin"}
+    )
+    assert created.status_code == 200, created.text
+    upload_id = created.json()["upload_id"]
+    part = httpx.put(
+        f"{full_disk_server.url}{MPU}/upload-part/disk-{unique}/multi.bin",
+        params={"upload_id": upload_id, "part_number": 1},
+        content=os.urandom(3 * MiB),
+        timeout=60,
+    )
+    _assert_507(part)
+    assert [name for name in _staged(root) if name.startswith("tmp-")] == []
+    log = full_disk_server.log.read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
