@@ -35,6 +35,7 @@ from registry.artifacts.api import (
 )
 from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
+from registry.artifacts.sweep import StaleUploadSweep
 from registry.server import hardening, openapi, security
 from registry.server.web.routes import (
     UI_EXCEPTION_HANDLERS,
@@ -130,9 +131,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if settings.approval_sweep_interval > 0
             else None
         )
+        uploads_sweep = (
+            StaleUploadSweep(
+                artifacts,
+                max_age_seconds=settings.staging_max_age,
+                interval_seconds=settings.staging_sweep_interval,
+            ).start()
+            if settings.staging_sweep_interval > 0
+            else None
+        )
         try:
             yield
         finally:
+            if uploads_sweep is not None:
+                await uploads_sweep.stop()
             if sweep is not None:
                 await sweep.stop()
             if worker is not None:

@@ -47,6 +47,11 @@ class Settings:
     # Gates, client side (`mlgate promote`): the server and the gate's signing secret.
     url: str = "http://127.0.0.1:5000"
     gate_secret: str = field(default="", repr=False)
+    # Abandoned uploads (temp files of a killed server, incomplete multipart uploads, local or
+    # S3) untouched for this many seconds are removed by a sweep every interval; 0 turns the
+    # sweep off in this process.
+    staging_max_age: float = 86400.0
+    staging_sweep_interval: float = 3600.0
     # --- identity and hardening ---
     auth: bool = False
     # The first administrator, created at start-up when no administrator exists. There is no

@@ -132,6 +132,12 @@ class ArtifactStorage(Protocol):
 
     async def abort_multipart(self, path: ArtifactPath, upload_id: str) -> None: ...
 
+    async def sweep_stale_uploads(self, max_age_seconds: float) -> int:
+        """Remove what abandoned uploads left behind (temp files, multipart uploads) untouched
+        for longer than ``max_age_seconds``; return how many were removed. Safe to run in
+        every replica at once: something already gone is skipped."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
