@@ -186,6 +186,20 @@ UNAVAILABLE_MESSAGE = "The database is temporarily unavailable; retry shortly."
 DISK_FULL_MESSAGE = "The server has no space left to store this request."
 
 
+OUT_OF_RANGE_MESSAGE = "A number in the request is outside the range the database can store."
+
+
+def _number_out_of_range(item: BaseException) -> bool:
+    """A bound integer too wide for the column: the backstop behind the wire's int64 check
+    (``tracking.core.wire.refuse_beyond_int64``) for any value that reached SQL another way."""
+    text = str(item)
+    return (
+        (isinstance(item, OverflowError) and "SQLite INTEGER" in text)
+        or "out of int64 range" in text
+        or getattr(item, "sqlstate", None) == "22003"  # numeric_value_out_of_range
+    )
+
+
 def _causes(exc: BaseException) -> list[BaseException]:
     """The exception, what it wraps (``orig``) and its causes, a bounded walk."""
     seen: list[BaseException] = []
@@ -215,6 +229,8 @@ def fault_error(exc: BaseException) -> MlflowError | None:
     for item in _causes(exc):
         if isinstance(item, MlflowError):
             return item
+        if _number_out_of_range(item):
+            return InvalidParameter(OUT_OF_RANGE_MESSAGE)
         if isinstance(item, OSError) and item.errno in _DISK_FULL_ERRNOS:
             return InsufficientStorage(DISK_FULL_MESSAGE)
         text = str(item).lower()
