@@ -32,6 +32,7 @@ class StorageUnavailable(MlflowError):
 
     error_code = "TEMPORARILY_UNAVAILABLE"
     status_code = 503
+    headers = {"Retry-After": "5"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
-"""A full disk answers 507 with MLflow's error JSON and leaves nothing half-written (issue 12).
+"""Artifact store faults answer like a service (issue 12, case 8).
 
-The artifact root is a 1 MiB tmpfs mounted for the test (needs root; skipped otherwise), so the
-store's writes fail with the kernel's own ENOSPC: nothing in mlgate is patched.
+A full disk answers 507 with MLflow's error JSON and leaves nothing half-written: the artifact
+root is a 1 MiB tmpfs mounted for the test (needs root; skipped otherwise), so the store's
+writes fail with the kernel's own ENOSPC; nothing in mlgate is patched. An S3 endpoint that
+cannot be reached answers 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from registry.artifacts.storage.local import STAGING_DIR
-from tests.conftest import LiveServer, start_server, stop_server
+from tests.conftest import LiveServer, free_port, start_server, stop_server
 
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 MPU = "/api/2.0/mlflow-artifacts/mpu"
@@ -95,3 +97,29 @@ def test_upload_to_a_full_disk_answers_507_and_leaves_no_temp_file(
     assert [name for name in _staged(root) if name.startswith("tmp-")] == []
     log = full_disk_server.log.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_unreachable_s3_answers_503_with_retry_after(database_url: str, tmp_path: Path) -> None:
+    server = start_server(
+        database_url,
+        tmp_path,
+        extra_env={
+            "MLGATE_ARTIFACTS_DESTINATION": "s3://nowhere-bucket/store",
+            # Nothing listens there: every S3 call is refused.
+            "MLGATE_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MLGATE_STAGING_SWEEP_INTERVAL": "0",
+        },
+    )
+    try:
+        for resp in (
+            httpx.get(f"{server.url}{ARTIFACTS}/some/file.bin", timeout=60),
+            httpx.put(f"{server.url}{ARTIFACTS}/some/file.bin", content=b"x", timeout=60),
+        ):
+            assert resp.status_code == 503, resp.text
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert resp.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    finally:
+        stop_server(server)
