@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from registry.artifacts.storage.local import STAGING_DIR
-from tests.conftest import LiveServer, free_port, start_server, stop_server
+from tests.conftest import BACKEND, LiveServer, free_port, start_server, stop_server
 
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 MPU = "/api/2.0/mlflow-artifacts/mpu"
@@ -27,18 +27,22 @@ MiB = 1024 * 1024
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace')}")
+    _mount_tiny(mount, "1m")
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _mount_tiny(mount: Path, size: str) -> None:
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace')}")
 
 
 @pytest.fixture
@@ -123,3 +127,47 @@ def test_unreachable_s3_answers_503_with_retry_after(database_url: str, tmp_path
             assert resp.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
     finally:
         stop_server(server)
+
+
+def test_sqlite_database_on_a_full_disk_answers_507_and_keeps_serving_reads(
+    tmp_path: Path, unique: str
+) -> None:
+    if BACKEND != "sqlite":
+        pytest.skip("the database file itself on a full disk is SQLite's case")
+    from registry.server import migrate
+
+    mount = tmp_path / "tiny-db"
+    _mount_tiny(mount, "2m")
+    try:
+        url = f"sqlite:///{mount / 'mlgate.db'}"
+        migrate.upgrade(url)
+        server = start_server(url, tmp_path, extra_env={"MLGATE_STAGING_SWEEP_INTERVAL": "0"})
+        try:
+            api = httpx.Client(base_url=f"{server.url}/api/2.0/mlflow", timeout=60)
+            exp = api.post("experiments/create", json={"name": f"full-{unique}"}).json()
+            run = api.post(
+                "runs/create", json={"experiment_id": exp["experiment_id"], "start_time": 1}
+            ).json()["run"]["info"]["run_id"]
+            statuses = []
+            for batch in range(12):
+                params = [{"key": f"p{batch}-{i}", "value": "v" * 2000} for i in range(100)]
+                resp = api.post("runs/log-batch", json={"run_id": run, "params": params})
+                statuses.append(resp.status_code)
+                if resp.status_code == 507:
+                    assert resp.json()["error_code"] == "INSUFFICIENT_STORAGE"
+                    break
+            assert statuses[-1] == 507, statuses
+            assert set(statuses) <= {200, 507}, statuses
+            # The refused batch wrote nothing; what was stored before is still served.
+            got = api.get("runs/get", params={"run_id": run})
+            assert got.status_code == 200
+            keys = {p["key"] for p in got.json()["run"]["data"].get("params", [])}
+            assert not any(k.startswith(f"p{len(statuses) - 1}-") for k in keys)
+            assert len(keys) == 100 * (len(statuses) - 1)
+            api.close()
+        finally:
+            stop_server(server)
+        log = server.log.read_text(errors="replace")
+        assert "Traceback" not in log, log[-3000:]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
