@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import sqlite3
 from typing import Any
 
 import msgspec
@@ -233,8 +234,9 @@ def fault_error(exc: BaseException) -> MlflowError | None:
             return InvalidParameter(OUT_OF_RANGE_MESSAGE)
         if isinstance(item, OSError) and item.errno in _DISK_FULL_ERRNOS:
             return InsufficientStorage(DISK_FULL_MESSAGE)
-        text = str(item).lower()
-        if _SQLITE_FULL in text:
+        # SQLite's messages are only believed from SQLite itself, never from other text.
+        sqlite_text = str(item).lower() if isinstance(item, sqlite3.Error) else ""
+        if _SQLITE_FULL in sqlite_text:
             return InsufficientStorage(DISK_FULL_MESSAGE)
         if (
             (isinstance(item, sqlalchemy.exc.DBAPIError) and item.connection_invalidated)
@@ -246,7 +248,7 @@ def fault_error(exc: BaseException) -> MlflowError | None:
             )
             or str(getattr(item, "sqlstate", "") or "").startswith("08")
             or getattr(item, "sqlstate", None) in _UNAVAILABLE_SQLSTATES
-            or any(marker in text for marker in _SQLITE_UNAVAILABLE)
+            or any(marker in sqlite_text for marker in _SQLITE_UNAVAILABLE)
             # asyncpg's "connection is closed" / "connection was closed in the middle of
             # operation" carry no SQLSTATE.
             or (
@@ -262,8 +264,11 @@ def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respo
     known = fault_error(exc)
     if known is not None:
         if known.status_code >= 500:
+            # An outage, not a bug: one line naming the cause, no traceback.
             log.warning("%s on %s %s: %s", known.error_code, request.method, request.url.path, exc)
-        return _handle_mlflow_error(request, known)
+        return error_response(
+            known.error_code, known.message, known.status_code, headers=known.headers
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response("INTERNAL_ERROR", "Internal server error", 500)
 
