@@ -41,7 +41,7 @@ from tracking.core.auth import (
 )
 from tracking.core.errors import InvalidParameter
 from tracking.core.http import database
-from tracking.core.wire import refuse_nul
+from tracking.core.wire import refuse_beyond_int64, refuse_nul
 
 Req = Request[Any, Any, Any]
 T = TypeVar("T")
@@ -86,9 +86,11 @@ async def _strict(request: Req, type_: type[T]) -> T:
     body = await request.body()
     refuse_nul(body)
     try:
-        return msgspec.json.decode(body, type=type_)
+        decoded = msgspec.json.decode(body, type=type_)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidParameter(f"Invalid request: {exc}") from None
+    refuse_beyond_int64(decoded)
+    return decoded
 
 
 def _is_admin(principal: Principal | None) -> bool:

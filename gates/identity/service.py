@@ -252,12 +252,19 @@ async def update_user(
     if values:
         values["updated_at"] = now_ms()
         await store.update_user(s, row.id, **values)
-    if password is not None:
+    revoked_tokens = 0
+    if password is not None or "disabled" in values:
         # A new password signs every browser out: a session opened with the old one (perhaps
-        # by whoever learnt it) must not outlive it.
+        # by whoever learnt it) must not outlive it. Disabling ends sessions and revokes tokens
+        # for good; re-enabling ends them again (a login that raced the disable may have left
+        # one), so nothing issued before the re-enable ever works again (issue 12, case 8).
         await store.delete_web_sessions_of_user(s, row.id)
+    if "disabled" in values:
+        revoked_tokens = await store.revoke_tokens_of_user(s, row.id, now_ms())
     if values:
         changed: dict[str, Any] = {k: v for k, v in values.items() if k in ("is_admin", "disabled")}
+        if revoked_tokens:
+            changed["tokens_revoked"] = revoked_tokens
         if "password_hash" in values:
             changed["password_changed"] = True
         await _audit(s, "user.updated", row.username, {"username": row.username, **changed}, actor)

@@ -148,6 +148,15 @@ async def revoke_token(s: AsyncSession, token_id: int, now: int) -> int:
     return _rowcount(result)
 
 
+async def revoke_tokens_of_user(s: AsyncSession, user_id: int, now: int) -> int:
+    result = await s.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return _rowcount(result)
+
+
 # --- grants --------------------------------------------------------------------------------------
 
 

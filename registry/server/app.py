@@ -37,6 +37,7 @@ from registry.artifacts.api import (
 )
 from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
+from registry.artifacts.sweep import StaleUploadSweep
 from registry.server import hardening, openapi, security
 from registry.server.web.routes import (
     UI_EXCEPTION_HANDLERS,
@@ -103,7 +104,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = Database(settings.database_url, pool_size=settings.db_pool_size)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            lock_timeout_ms=int(settings.db_lock_timeout * 1000),
+        )
         app.state["db"] = db
         app.state["settings"] = settings
         artifacts = build_storage(settings)
@@ -156,11 +161,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if settings.approval_sweep_interval > 0
             else None
         )
+        uploads_sweep = (
+            StaleUploadSweep(
+                artifacts,
+                max_age_seconds=settings.staging_max_age,
+                interval_seconds=settings.staging_sweep_interval,
+            ).start()
+            if settings.staging_sweep_interval > 0
+            else None
+        )
         try:
             yield
         finally:
             if checkpointer is not None:
                 await checkpointer.stop()
+            if uploads_sweep is not None:
+                await uploads_sweep.stop()
             if sweep is not None:
                 await sweep.stop()
             if worker is not None:

@@ -265,6 +265,25 @@ def test_disabling_a_user_stops_its_password_and_tokens(world: World) -> None:
     client.close()
 
 
+def test_re_enabling_a_user_does_not_revive_its_tokens(world: World) -> None:
+    name = world.fresh("returner")
+    world.create_user(name)
+    client = world.client_for(name, PASSWORD)
+    secret = client.post(f"{MLGATE}/tokens/create", json={"name": "t"}).json()["secret"]
+    with _bearer(world, secret) as bearer:
+        assert bearer.get(f"{MLGATE}/whoami").status_code == 200
+    for disabled in (True, False):
+        body = {"username": name, "disabled": disabled}
+        world.admin_json("PATCH", f"{MLGATE}/users/update", json=body)
+    # The password works again; the token issued before the disable stays revoked.
+    assert client.get(f"{MLGATE}/whoami").status_code == 200
+    with _bearer(world, secret) as bearer:
+        assert bearer.get(f"{MLGATE}/whoami").status_code == 401
+    listed = client.get(f"{MLGATE}/tokens/list", params={"username": name}).json()["tokens"]
+    assert [t["revoked_at"] is not None for t in listed] == [True]
+    client.close()
+
+
 def test_users_change_their_own_password_only(world: World) -> None:
     name = world.fresh("changer")
     world.create_user(name)

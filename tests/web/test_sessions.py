@@ -128,6 +128,34 @@ def test_a_disabled_users_session_stops_working(web_world: World) -> None:
     browser.close()
 
 
+def test_re_enabling_a_user_does_not_revive_sessions_from_before_the_disable(
+    web_world: World,
+) -> None:
+    name = web_world.fresh("returner")
+    web_world.create_user(name)
+    browser = Browser(web_world.server.url)
+    assert browser.login(name, PASSWORD).status_code == 303
+    old_cookie = browser.cookies["mlgate_session"]
+    for disabled in (True, False):
+        web_world.admin_json(
+            "PATCH", "/api/2.0/mlgate/users/update", json={"username": name, "disabled": disabled}
+        )
+    # The cookie from before the disable signs nobody in, even though the user is back.
+    replay = httpx.get(
+        f"{web_world.server.url}/login?next=/x",
+        headers={"Cookie": f"mlgate_session={old_cookie}"},
+        follow_redirects=False,
+    )
+    assert replay.status_code == 200
+    assert browser.get("/login?next=/x", follow=False).status_code == 200
+    # Signing in again after the re-enable works.
+    fresh = Browser(web_world.server.url)
+    assert fresh.login(name, PASSWORD).status_code == 303
+    assert fresh.get("/login?next=/x", follow=False).status_code == 303
+    fresh.close()
+    browser.close()
+
+
 def test_pages_carry_a_strict_content_security_policy(web_world: World) -> None:
     response = httpx.get(f"{web_world.server.url}/login")
     policy = response.headers["content-security-policy"]

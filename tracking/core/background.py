@@ -12,6 +12,8 @@ import logging
 from abc import ABC, abstractmethod
 from typing import Self
 
+from tracking.core.errors import fault_error
+
 
 class PollingLoop(ABC):
     """Calls :meth:`run_once` again and again in the background of the app's event loop.
@@ -59,8 +61,13 @@ class PollingLoop(ABC):
                 handled = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self.log.exception("%s: a round failed", self.task_name)
+            except Exception as exc:
+                fault = fault_error(exc)
+                if fault is not None and fault.status_code >= 500:
+                    # An outage, not a bug: one line per round, no traceback flood.
+                    self.log.warning("%s: a round failed: %s", self.task_name, fault.message)
+                else:
+                    self.log.exception("%s: a round failed", self.task_name)
                 handled = 0
             if not self.more_waiting(handled):
                 with contextlib.suppress(TimeoutError):

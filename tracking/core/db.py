@@ -57,24 +57,28 @@ def ensure_sqlite_directory(url: str) -> None:
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    # Another process holding the write lock is waited for, never "database is locked".
-    "PRAGMA busy_timeout=30000",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
 
+# How long a statement waits for another process's lock before SQLite says "database is
+# locked" (answered 503 with Retry-After): MLGATE_DB_LOCK_TIMEOUT.
+DEFAULT_LOCK_TIMEOUT_MS = 30000
 
-def _sqlite_engine(url: str, *, immediate: bool, pool_size: int, echo: bool) -> AsyncEngine:
+
+def _sqlite_engine(
+    url: str, *, immediate: bool, pool_size: int, echo: bool, lock_timeout_ms: int
+) -> AsyncEngine:
     from tracking.core.sqlite_driver import in_loop_creator
 
     path = make_url(url).database or ":memory:"
+    # Another process holding the lock is waited for up to the timeout. Writers wait in
+    # LockAcquiringCursor (off the loop), never in a statement: their busy_timeout is 0.
+    busy = f"PRAGMA busy_timeout={0 if immediate else lock_timeout_ms}"
     engine = create_async_engine(
         url,
         echo=echo,
-        # Writers wait for the lock in LockAcquiringCursor (off the loop), never in a statement.
-        async_creator=in_loop_creator(
-            path, (*SQLITE_PRAGMAS, "PRAGMA busy_timeout=0") if immediate else SQLITE_PRAGMAS
-        ),
+        async_creator=in_loop_creator(path, (*SQLITE_PRAGMAS, busy), lock_timeout_ms),
         pool_size=pool_size,
         max_overflow=0 if immediate else pool_size,
         pool_timeout=60,
@@ -92,16 +96,29 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int, echo: bool) -> 
 class Database:
     """Owns the engines; writes and reads use separate engines only on SQLite."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+    ) -> None:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             self._prepare_sqlite_path()
             # One writer connection per process: writes queue in asyncio rather than spinning in
             # SQLite's busy handler; other processes are covered by busy_timeout.
-            self.write_engine = _sqlite_engine(self.url, immediate=True, pool_size=1, echo=echo)
+            self.write_engine = _sqlite_engine(
+                self.url, immediate=True, pool_size=1, echo=echo, lock_timeout_ms=lock_timeout_ms
+            )
             self.read_engine = _sqlite_engine(
-                self.url, immediate=False, pool_size=pool_size, echo=echo
+                self.url,
+                immediate=False,
+                pool_size=pool_size,
+                echo=echo,
+                lock_timeout_ms=lock_timeout_ms,
             )
         else:
             self.write_engine = create_async_engine(
@@ -109,7 +126,10 @@ class Database:
                 echo=echo,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                # No pre-ping round trip per checkout; stale connections are recycled instead.
+                # A connection the server dropped (restart, failover, a cut network) is found at
+                # checkout and replaced, so requests after an outage succeed without a restart;
+                # the ping is one local round trip. Requests caught mid-outage answer 503.
+                pool_pre_ping=True,
                 pool_recycle=1800,
             )
             self.read_engine = self.write_engine

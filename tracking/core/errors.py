@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
+import sqlite3
 from typing import Any
 
 import msgspec
+import sqlalchemy.exc
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -91,6 +95,23 @@ class UnsupportedMediaType(MlflowError):
     status_code = 415
 
 
+class TemporarilyUnavailable(MlflowError):
+    # MLflow's client retries 503 with backoff (it is in its retry codes) and honours
+    # Retry-After; a 500 would be retried too but tells the operator nothing.
+    error_code = "TEMPORARILY_UNAVAILABLE"
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class InsufficientStorage(MlflowError):
+    # WebDAV's 507: the request was fine, the server has no room to store it. Not retried
+    # blindly by the MLflow client (it is not in its retry codes), which is what we want.
+    error_code = "INSUFFICIENT_STORAGE"
+    status_code = 507
+
+
 class NotImplementedFeature(MlflowError):
     error_code = "NOT_IMPLEMENTED"
     status_code = 501
@@ -153,10 +174,101 @@ def client_text_error(exc: BaseException) -> MlflowError | None:
     return None
 
 
-def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+# SQLSTATE classes and codes meaning "the database cannot serve now": connection exceptions
+# (08xxx), admin/crash shutdown and "starting up" (57P01-57P03), too many connections (53300).
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# SQLite's ways of saying the same: another process holds the lock beyond the busy timeout, the
+# file cannot be opened (removed, unmounted, permissions) or read.
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error")
+_SQLITE_FULL = "database or disk is full"
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+UNAVAILABLE_MESSAGE = "The database is temporarily unavailable; retry shortly."
+DISK_FULL_MESSAGE = "The server has no space left to store this request."
+
+
+OUT_OF_RANGE_MESSAGE = "A number in the request is outside the range the database can store."
+
+
+def _number_out_of_range(item: BaseException) -> bool:
+    """A bound integer too wide for the column: the backstop behind the wire's int64 check
+    (``tracking.core.wire.refuse_beyond_int64``) for any value that reached SQL another way."""
+    text = str(item)
+    return (
+        (isinstance(item, OverflowError) and "SQLite INTEGER" in text)
+        or "out of int64 range" in text
+        or getattr(item, "sqlstate", None) == "22003"  # numeric_value_out_of_range
+    )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, what it wraps (``orig``) and its causes, a bounded walk."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 12:
+        item = todo.pop(0)
+        if item is None or any(item is x for x in seen):
+            continue
+        seen.append(item)
+        orig = getattr(item, "orig", None)
+        todo.extend(
+            [orig if isinstance(orig, BaseException) else None, item.__cause__, item.__context__]
+        )
+    return seen
+
+
+def fault_error(exc: BaseException) -> MlflowError | None:
+    """The service answer a fault stands for, or None for a genuine bug (a 500).
+
+    A database that cannot be reached (restart, network cut, pool exhausted, SQLite file locked
+    or gone) is a 503 with Retry-After; a full disk is a 507; text the database cannot hold is
+    the client's 400.
+    """
     bad_text = client_text_error(exc)
     if bad_text is not None:
-        return _handle_mlflow_error(request, bad_text)
+        return bad_text
+    for item in _causes(exc):
+        if isinstance(item, MlflowError):
+            return item
+        if _number_out_of_range(item):
+            return InvalidParameter(OUT_OF_RANGE_MESSAGE)
+        if isinstance(item, OSError) and item.errno in _DISK_FULL_ERRNOS:
+            return InsufficientStorage(DISK_FULL_MESSAGE)
+        # SQLite's messages are only believed from SQLite itself, never from other text.
+        sqlite_text = str(item).lower() if isinstance(item, sqlite3.Error) else ""
+        if _SQLITE_FULL in sqlite_text:
+            return InsufficientStorage(DISK_FULL_MESSAGE)
+        if (
+            (isinstance(item, sqlalchemy.exc.DBAPIError) and item.connection_invalidated)
+            # The pool's own timeout (every connection busy or none can be made), a refused,
+            # reset or timed-out socket, an unresolvable host.
+            or isinstance(
+                item,
+                sqlalchemy.exc.TimeoutError | ConnectionError | TimeoutError | socket.gaierror,
+            )
+            or str(getattr(item, "sqlstate", "") or "").startswith("08")
+            or getattr(item, "sqlstate", None) in _UNAVAILABLE_SQLSTATES
+            or any(marker in sqlite_text for marker in _SQLITE_UNAVAILABLE)
+            # asyncpg's "connection is closed" / "connection was closed in the middle of
+            # operation" carry no SQLSTATE.
+            or (
+                type(item).__module__.startswith("asyncpg")
+                and type(item).__name__ in {"InterfaceError", "ConnectionDoesNotExistError"}
+            )
+        ):
+            return TemporarilyUnavailable(UNAVAILABLE_MESSAGE)
+    return None
+
+
+def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    known = fault_error(exc)
+    if known is not None:
+        if known.status_code >= 500:
+            # An outage, not a bug: one line naming the cause, no traceback.
+            log.warning("%s on %s %s: %s", known.error_code, request.method, request.url.path, exc)
+        return error_response(
+            known.error_code, known.message, known.status_code, headers=known.headers
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response("INTERNAL_ERROR", "Internal server error", 500)
 

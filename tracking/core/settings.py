@@ -36,6 +36,8 @@ class Settings:
     s3_endpoint_url: str = ""
     db_auto_upgrade: bool = True
     db_pool_size: int = 10
+    # SQLite: seconds a request waits for another process's lock before answering 503.
+    db_lock_timeout: float = 30.0
     log_level: str = "info"
     # Gates: how long a release approval request stays open.
     approval_ttl_hours: int = 72
@@ -51,6 +53,11 @@ class Settings:
     tracking_token: str = field(default="", repr=False)
     tracking_username: str = ""
     tracking_password: str = field(default="", repr=False)
+    # Abandoned uploads (temp files of a killed server, incomplete multipart uploads, local or
+    # S3) untouched for this many seconds are removed by a sweep every interval; 0 turns the
+    # sweep off in this process.
+    staging_max_age: float = 86400.0
+    staging_sweep_interval: float = 3600.0
     # --- identity and hardening ---
     auth: bool = False
     # The first administrator, created at start-up when no administrator exists. There is no

@@ -93,6 +93,10 @@ class LockAcquiringCursor(InLoopCursor):
     SQLite's busy handler, while the loop serves other requests.
     """
 
+    def __init__(self, cursor: sqlite3.Cursor, lock_wait_ms: int = WRITE_LOCK_WAIT_MS) -> None:
+        super().__init__(cursor)
+        self._lock_wait_ms = lock_wait_ms
+
     async def execute(self, operation: str, parameters: Any = None) -> InLoopCursor:
         if operation.lstrip().upper().startswith("BEGIN IMMEDIATE"):
             try:
@@ -105,7 +109,7 @@ class LockAcquiringCursor(InLoopCursor):
         return await super().execute(operation, parameters)
 
     def _wait_and_begin(self, operation: str) -> None:
-        self._cursor.execute(f"PRAGMA busy_timeout={WRITE_LOCK_WAIT_MS}")
+        self._cursor.execute(f"PRAGMA busy_timeout={int(self._lock_wait_ms)}")
         try:
             self._cursor.execute(operation)
         finally:
@@ -115,16 +119,17 @@ class LockAcquiringCursor(InLoopCursor):
 class InLoopConnection:
     """The subset of aiosqlite's Connection API that SQLAlchemy's adapter calls."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, lock_wait_ms: int = WRITE_LOCK_WAIT_MS) -> None:
         self._conn = conn
         self._connection: sqlite3.Connection | None = conn
+        self._lock_wait_ms = lock_wait_ms
 
     @property
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
     def cursor(self) -> LockAcquiringCursor:
-        return LockAcquiringCursor(self._conn.cursor())
+        return LockAcquiringCursor(self._conn.cursor(), self._lock_wait_ms)
 
     async def commit(self) -> None:
         self._conn.commit()
@@ -146,7 +151,9 @@ class InLoopConnection:
         self._conn.create_function(*args, **kwargs)
 
 
-def in_loop_creator(path: str, pragmas: Sequence[str]) -> Any:
+def in_loop_creator(
+    path: str, pragmas: Sequence[str], lock_wait_ms: int = WRITE_LOCK_WAIT_MS
+) -> Any:
     """An ``async_creator`` for ``create_async_engine`` opening ``path`` in autocommit mode.
 
     Transactions are begun explicitly by the engine's ``begin`` event, never by the driver.
@@ -156,6 +163,6 @@ def in_loop_creator(path: str, pragmas: Sequence[str]) -> Any:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for pragma in pragmas:
             conn.execute(pragma)
-        return InLoopConnection(conn)
+        return InLoopConnection(conn, lock_wait_ms)
 
     return create

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from functools import cache
 from typing import Any, TypeVar
 
@@ -46,17 +47,67 @@ def refuse_nul(body: bytes) -> None:
         raise InvalidParameter(NUL_MESSAGE)
 
 
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# Any integer of 19+ digits may be out of int64 range; shorter ones never are. The regex runs in
+# C over the raw body, so only the rare request holding such a digit run pays for the walk.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
+
+
+def _out_of_int64(value: Any, where: str) -> str | None:
+    """The path of the first integer outside int64 in a decoded value, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return where if not INT64_MIN <= value <= INT64_MAX else None
+    if isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            found = _out_of_int64(getattr(value, name), f"{where}.{name}")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _out_of_int64(item, f"{where}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = _out_of_int64(item, f"{where}.{key}")
+            if found:
+                return found
+    return None
+
+
+def refuse_beyond_int64(value: Any) -> None:
+    """Refuse a decoded request holding an integer no database column can store.
+
+    Every integer on the wire (steps, timestamps, ids, sizes) lands in a BIGINT or is compared
+    with one; PostgreSQL and SQLite both raise on a wider value, which must be the client's 400,
+    never a 500 the MLflow client would retry.
+    """
+    found = _out_of_int64(value, "$")
+    if found:
+        raise InvalidParameter(
+            f"Invalid request: the integer at `{found}` is outside the 64-bit signed range "
+            f"[{INT64_MIN}, {INT64_MAX}]."
+        )
+
+
 def decode_json(body: bytes, type_: type[T]) -> T:
     """Decode a JSON body leniently (numeric strings become numbers); bad input is a 400."""
     if not body.strip():
         body = b"{}"
     refuse_nul(body)
     try:
-        return msgspec.json.decode(body, type=type_, strict=False)
+        decoded = msgspec.json.decode(body, type=type_, strict=False)
     except msgspec.ValidationError as exc:
         raise InvalidParameter(f"Invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidParameter(f"Malformed JSON in request body: {exc}") from None
+    if _LONG_DIGITS.search(body):
+        refuse_beyond_int64(decoded)
+    return decoded
 
 
 async def read_json(request: Request[Any, Any, Any], type_: type[T]) -> T:
@@ -87,9 +138,11 @@ def read_query(request: Request[Any, Any, Any], type_: type[T]) -> T:
         if any("\x00" in value for value in params.getall(key)):
             raise InvalidParameter(NUL_MESSAGE)
     try:
-        return msgspec.convert(data, type_, strict=False)
+        decoded = msgspec.convert(data, type_, strict=False)
     except msgspec.ValidationError as exc:
         raise InvalidParameter(f"Invalid request: {exc}") from None
+    refuse_beyond_int64(decoded)
+    return decoded
 
 
 class PageToken(msgspec.Struct, frozen=True):
@@ -113,7 +166,7 @@ def decode_page_token(token: str | None, query_fingerprint: str = "") -> int:
         parsed = msgspec.json.decode(base64.urlsafe_b64decode(padded.encode()), type=PageToken)
     except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise InvalidParameter(f"Invalid page token {token!r}") from None
-    if parsed.offset < 0 or (
+    if not 0 <= parsed.offset <= INT64_MAX or (
         query_fingerprint and parsed.query and parsed.query != query_fingerprint
     ):
         raise InvalidParameter("Invalid page token: it belongs to a different query")

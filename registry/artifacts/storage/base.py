@@ -39,6 +39,7 @@ class StorageUnavailable(MlflowError):
 
     error_code = "TEMPORARILY_UNAVAILABLE"
     status_code = 503
+    headers = {"Retry-After": "5"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,12 @@ class ArtifactStorage(Protocol):
         ``expected`` maps each staged file (relative path) to its (size, sha256), for backends
         that must copy rather than rename to check the result.
         """
+        ...
+
+    async def sweep_stale_uploads(self, max_age_seconds: float) -> int:
+        """Remove what abandoned uploads left behind (temp files, multipart uploads) untouched
+        for longer than ``max_age_seconds``; return how many were removed. Safe to run in
+        every replica at once: something already gone is skipped."""
         ...
 
     async def aclose(self) -> None: ...

@@ -10,6 +10,7 @@ import re
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -110,7 +111,9 @@ class LocalStorage:
                 await _run(_write, handle, buffer, digest)
             await _run(_flush_and_sync, handle)
         except BaseException:
-            await _run(handle.close)
+            # Closing flushes what the buffer still holds, which fails again on a full disk:
+            # the temp file must go whatever close says (nothing half-written stays behind).
+            await _run(_close_quietly, handle)
             await _run(_unlink_quietly, temp)
             raise
         await _run(handle.close)
@@ -327,6 +330,9 @@ class LocalStorage:
 
         await _run(move)
 
+    async def sweep_stale_uploads(self, max_age_seconds: float) -> int:
+        return await _run(_sweep_staging, self._staging, time.time() - max_age_seconds)
+
     async def aclose(self) -> None:
         return None
 
@@ -396,6 +402,52 @@ def _write(handle: BinaryIO, data: bytearray, digest: Any) -> None:
 def _flush_and_sync(handle: BinaryIO) -> None:
     handle.flush()
     os.fsync(handle.fileno())
+
+
+def _close_quietly(handle: BinaryIO) -> None:
+    with contextlib.suppress(OSError):
+        handle.close()
+
+
+def _newest_mtime(entry: os.DirEntry[str]) -> float | None:
+    """When ``entry`` (a temp file, or a multipart folder and its parts) last changed."""
+    try:
+        newest = entry.stat(follow_symlinks=False).st_mtime
+        if entry.is_dir(follow_symlinks=False):
+            with os.scandir(entry.path) as inner:
+                for item in inner:
+                    with contextlib.suppress(FileNotFoundError):
+                        newest = max(newest, item.stat(follow_symlinks=False).st_mtime)
+    except FileNotFoundError:
+        return None  # another replica's sweep (or the upload itself) just removed it
+    return newest
+
+
+def _sweep_staging(staging: str, cutoff: float) -> int:
+    """Remove temp files and multipart folders in ``staging`` unchanged since ``cutoff``.
+
+    A live upload writes its temp file (or adds parts to its folder) as its body arrives, so
+    its modification time is never older than its last chunk: only files nobody has written
+    for the whole age go, e.g. those of a server killed mid-upload. Every replica may run this
+    at once: each removal tolerates the file being gone already.
+    """
+    removed = 0
+    try:
+        iterator = os.scandir(staging)
+    except FileNotFoundError:
+        return 0
+    with iterator:
+        entries = [e for e in iterator if e.name.startswith(("tmp-", "mpu-"))]
+    for entry in entries:
+        newest = _newest_mtime(entry)
+        if newest is None or newest >= cutoff:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            _unlink_quietly(entry.path)
+        removed += 1
+    return removed
 
 
 def _unlink_quietly(name: str) -> None:

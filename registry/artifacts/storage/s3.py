@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import boto3
@@ -468,6 +469,51 @@ class S3Storage:
                 # ETags of copies differ on some stores (SSE-KMS): then re-hash the copy.
                 raise StorageUnavailable(f"The copy of '{target}' does not match its digest.")
         await self.delete(staged)
+
+    async def sweep_stale_uploads(self, max_age_seconds: float) -> int:
+        """Abort this store's multipart uploads untouched for more than ``max_age_seconds``.
+
+        Incomplete uploads are invisible in listings yet billed for their parts. An upload is
+        untouched when it was initiated before the cutoff (S3's own clock, the one its
+        AbortIncompleteMultipartUpload lifecycle rule uses) and none of its parts arrived
+        after it, so an upload still receiving parts is spared. Only keys under this store's
+        prefix are touched; an upload another replica aborted first is skipped.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=max_age_seconds)
+        c = self._client
+
+        def last_part_at(key: str, upload_id: str) -> datetime | None:
+            newest: datetime | None = None
+            for page in c.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            ):
+                for part in page.get("Parts", ()):
+                    at = part.get("LastModified")
+                    if isinstance(at, datetime) and (newest is None or at > newest):
+                        newest = at
+            return newest
+
+        def sweep() -> int:
+            aborted = 0
+            paginator = c.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for upload in page.get("Uploads", ()):
+                    key, upload_id = upload["Key"], upload["UploadId"]
+                    initiated = upload.get("Initiated")
+                    if not isinstance(initiated, datetime) or initiated >= cutoff:
+                        continue
+                    try:
+                        newest = last_part_at(key, upload_id)
+                        if newest is not None and newest >= cutoff:
+                            continue
+                        c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                        aborted += 1
+                    except ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") not in _NOT_FOUND:
+                            raise
+            return aborted
+
+        return await self._call(ArtifactPath(()), sweep)
 
     async def aclose(self) -> None:
         await to_thread.run_sync(self._client.close)

@@ -24,7 +24,7 @@ from registry.server.web.pages import (
 )
 from registry.server.web.render import STATIC_DIR, page
 from tracking.core.auth import PUBLIC, permission_opt
-from tracking.core.errors import MlflowError, Unauthenticated, client_text_error
+from tracking.core.errors import MlflowError, Unauthenticated, fault_error
 
 Req = Request[Any, Any, Any]
 log = logging.getLogger("mlgate.web")
@@ -51,7 +51,8 @@ def ui_error(request: Req, exc: Exception) -> Response[Any]:
     """UI routes answer errors with a page, not JSON; signed-out visitors go to the login."""
     if isinstance(exc, Unauthenticated) and request.method == "GET":
         return _wants_login(request)
-    exc = client_text_error(exc) or exc
+    if not isinstance(exc, MlflowError | HTTPException):
+        exc = fault_error(exc) or exc
     if isinstance(exc, MlflowError):
         status, code, message = exc.status_code, exc.error_code, exc.message
     elif isinstance(exc, HTTPException):
@@ -59,9 +60,17 @@ def ui_error(request: Req, exc: Exception) -> Response[Any]:
     else:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         status, code, message = 500, "INTERNAL_ERROR", ""
-    if status >= 500:
+    headers = exc.headers if isinstance(exc, MlflowError) else None
+    if status == 503:
+        message = "The server cannot reach its database right now. Try again in a moment."
+    elif status == 507:
+        message = "The server has run out of storage space."
+    elif status >= 500:
         code, message = "INTERNAL_ERROR", "Something went wrong on the server."
-    return page(request, "error.html", status_code=status, code=code, message=message)
+    response = page(request, "error.html", status_code=status, code=code, message=message)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def web_route_handlers() -> list[ControllerRouterHandler]:
