@@ -376,6 +376,28 @@ async def test_snapshot_hashes_the_copy_and_later_writes_to_the_source_do_not_re
     assert again.root == tree.root and again.files == tree.files
 
 
+async def test_the_upload_sweep_removes_a_killed_freeze_and_never_a_published_tree(
+    storage: ArtifactStorage,
+) -> None:
+    """A server killed mid-freeze leaves ``mlgate-frozen/staging/<id>``; the stale-upload
+    sweep removes it once it is older than the age, and never touches a published tree."""
+    from registry.artifacts.freeze import freeze_tree
+
+    await _put(storage, "0/run/model/MLmodel", b"kept")
+    tree = await freeze_tree(storage, parse_artifact_path("0/run/model"))
+    # What a freeze killed after its first snapshot leaves behind.
+    half = parse_artifact_path(f"{FROZEN_AREA}/staging/{uuid.uuid4().hex}/sub/MLmodel")
+    await storage.snapshot(parse_artifact_path("0/run/model/MLmodel"), half)
+    staging = parse_artifact_path(f"{FROZEN_AREA}/staging")
+    assert len(await storage.list(staging)) == 1
+
+    await storage.sweep_stale_uploads(3600)  # younger than the age: spared
+    assert len(await storage.list(staging)) == 1
+    await storage.sweep_stale_uploads(-5)  # every entry now counts as older than the age
+    assert await storage.list(staging) == []
+    assert await _read(storage, f"{tree.root}/MLmodel") == b"kept"
+
+
 async def test_local_snapshot_copies_and_hashes_when_hard_links_are_impossible(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from anyio import to_thread
 
-from registry.artifacts.paths import ArtifactPath
+from registry.artifacts.paths import FROZEN_AREA, ArtifactPath
 from registry.artifacts.storage.base import (
     IO_CHUNK_BYTES,
     MAX_LIST_ENTRIES,
@@ -331,7 +331,10 @@ class LocalStorage:
         await _run(move)
 
     async def sweep_stale_uploads(self, max_age_seconds: float) -> int:
-        return await _run(_sweep_staging, self._staging, time.time() - max_age_seconds)
+        cutoff = time.time() - max_age_seconds
+        removed = await _run(_sweep_staging, self._staging, cutoff)
+        frozen_staging = os.path.join(self.root, FROZEN_AREA, "staging")
+        return removed + await _run(_sweep_frozen_staging, frozen_staging, cutoff)
 
     async def aclose(self) -> None:
         return None
@@ -447,6 +450,35 @@ def _sweep_staging(staging: str, cutoff: float) -> int:
         else:
             _unlink_quietly(entry.path)
         removed += 1
+    return removed
+
+
+def _sweep_frozen_staging(staging: str, cutoff: float) -> int:
+    """Remove freezes a killed server left half-made (``mlgate-frozen/staging/<id>``).
+
+    Hard-linked files keep their source's old mtime, so age is read from the change time of
+    every entry (linking a file, or adding one to a folder, updates it): a freeze in progress
+    always has an entry changed after it began.
+    """
+    removed = 0
+    try:
+        with os.scandir(staging) as iterator:
+            entries = [e for e in iterator if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        newest = 0.0
+        try:
+            for folder, dirs, files in os.walk(entry.path):
+                for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+                    with contextlib.suppress(FileNotFoundError):
+                        info = os.lstat(name)
+                        newest = max(newest, info.st_ctime, info.st_mtime)
+        except FileNotFoundError:
+            continue
+        if newest and newest < cutoff:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
     return removed
 
 

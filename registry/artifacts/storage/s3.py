@@ -14,7 +14,7 @@ from anyio import to_thread
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from registry.artifacts.paths import ArtifactPath
+from registry.artifacts.paths import FROZEN_AREA, ArtifactPath
 from registry.artifacts.storage.base import (
     IO_CHUNK_BYTES,
     MAX_LIST_ENTRIES,
@@ -513,7 +513,31 @@ class S3Storage:
                             raise
             return aborted
 
-        return await self._call(ArtifactPath(()), sweep)
+        def sweep_frozen_staging() -> int:
+            # Freezes a killed server left half-made: ``mlgate-frozen/staging/<id>/...``, each
+            # removed once nothing in it was written within the age.
+            root = f"{self.prefix}{FROZEN_AREA}/staging/"
+            groups: dict[str, tuple[datetime, list[str]]] = {}
+            for page in c.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=root
+            ):
+                for obj in page.get("Contents", ()):
+                    group = obj["Key"][len(root) :].split("/", 1)[0]
+                    newest, keys = groups.get(group, (obj["LastModified"], []))
+                    keys.append(obj["Key"])
+                    groups[group] = (max(newest, obj["LastModified"]), keys)
+            removed = 0
+            for newest, keys in groups.values():
+                if newest >= cutoff:
+                    continue
+                for start in range(0, len(keys), 1000):
+                    batch = [{"Key": k} for k in keys[start : start + 1000]]
+                    c.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+                removed += 1
+            return removed
+
+        aborted = await self._call(ArtifactPath(()), sweep)
+        return aborted + await self._call(ArtifactPath(()), sweep_frozen_staging)
 
     async def aclose(self) -> None:
         await to_thread.run_sync(self._client.close)
