@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,10 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# Server-made files (the signing key) of every server and app the tests start go to a temp
+# folder, never to ./mlgate-data, which is a developer's own `make serve` data.
+_TEST_DATA_DIR = tempfile.mkdtemp(prefix="mlgate-test-data-")
+os.environ.setdefault("MLGATE_DATA_DIR", _TEST_DATA_DIR)
 
 BACKEND = os.environ.get("MLGATE_TEST_BACKEND", "sqlite").lower()
 PG_ADMIN_URL = os.environ.get("MLGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -33,6 +38,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 if BACKEND not in {"sqlite", "postgres"}:
     raise RuntimeError(f"MLGATE_TEST_BACKEND must be sqlite or postgres, not {BACKEND!r}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _server_files_in_a_temp_folder() -> Iterator[None]:
+    """Apps built in-process from ``Settings(...)`` fall back to the default data folder."""
+    from tracking.core import settings
+
+    saved = settings.DEFAULT_DATA_DIR
+    settings.DEFAULT_DATA_DIR = Path(_TEST_DATA_DIR)
+    yield
+    settings.DEFAULT_DATA_DIR = saved
 
 
 def pytest_report_header(config: pytest.Config) -> str:
