@@ -116,6 +116,14 @@ def _validate(req: PromoteRequest) -> tuple[str, str]:
     return model, target
 
 
+def _unverified(model: str, target: str) -> str:
+    # Names no gate: the caller has not proved it holds any gate's secret yet.
+    return (
+        f"The signature does not match an active secret of a gate guarding "
+        f"model '{model}' -> {target}."
+    )
+
+
 async def _authenticate(
     s: AsyncSession,
     gate: service.ResolvedGate,
@@ -134,9 +142,7 @@ async def _authenticate(
         secrets = await service.active_secret_values(s, gate.policy.id, secret_box)
         index = matching_secret(signed, [value for _, value in secrets], raw_body)
         if index is None:
-            raise BadSignature(
-                f"The signature does not match an active secret of gate '{gate.policy.name}'."
-            )
+            raise BadSignature(_unverified(model, target))
         # Receipts older than twice the window can never be replayed (the timestamp check
         # refuses them first), so they are dropped as new ones arrive.
         await store.forget_receipts(s, now - 2 * TOLERANCE_SECONDS * 1000)
@@ -203,6 +209,10 @@ async def promote(
         raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
     gate = await service.gate_for(s, model, target)
     if gate is None:
+        if signed is not None:
+            # Until a signature verifies, the caller is nobody: answer exactly as for a wrong
+            # secret, so an unauthenticated prober cannot map which targets are gated.
+            raise BadSignature(_unverified(model, target))
         raise NoGateForTarget(model, target)
     caller = await _authenticate(
         s,

@@ -268,3 +268,24 @@ def test_final_approval_refuses_after_the_stored_bytes_change(
     ).json()["approval_request"]
     assert got["status"] == "failed"
     assert MlflowClient().get_model_version(name, "1").current_stage == "None"
+
+
+def test_an_unverified_signature_cannot_tell_gated_targets_from_ungated_ones(
+    mlflow_tracking: str, live_server: LiveServer, unique: str
+) -> None:
+    """Before a signature verifies the caller is nobody: a wrong secret against a gated target
+    and any secret against an ungated one get the same 401, naming no gate."""
+    name = f"probe-{unique}"
+    gate, _ = _gate(live_server, name, "Staging")
+    run_id = _logged_run(unique, {"val_auc": 0.95})
+    wrong = "whsec_" + "B" * 43 + "="
+
+    def answer(target: str) -> tuple[int, str, str]:
+        body = {"model": name, "run_id": run_id, "target": target, "dry_run": True}
+        resp = _promote(live_server, wrong, body)
+        message = resp.json()["message"].replace(target, "<target>")
+        return resp.status_code, resp.json()["error_code"], message
+
+    gated, ungated = answer("Staging"), answer("Production")
+    assert gated == ungated and gated[:2] == (401, "UNAUTHENTICATED")
+    assert gate not in gated[2]
