@@ -136,6 +136,9 @@ def test_a_gate_registered_version_shows_the_run_author_and_the_claim_as_such(
     assert "registered through" in registered
     assert f'data-field="run-author">{author}<' in page
     assert 'data-field="requested-by-claim">octocat<' in page
+    # The model page's version list says a gate registered it, not that a person did.
+    listing = httpx.get(f"{live_server.url}/models/{model}").text
+    assert f"through gate {model}-stg</span>" in listing
 
 
 def test_gates_apply_refuses_overlapping_gates_naming_the_one_that_governs(
