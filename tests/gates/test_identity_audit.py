@@ -32,9 +32,11 @@ async def test_user_token_and_grant_changes_are_audited_with_their_actor(
         session, name, "registered_model", "fraud-*", "approver", ["Staging"], actor="bob"
     )
     await service.update_user(session, name, password="another-long-password", actor="alice")
-    await service.update_user(session, name, disabled=True, actor="bob")
     await service.revoke_token(session, token.token.token_id, actor="carol")
     await service.revoke_token(session, token.token.token_id, actor="carol")  # no-op: no entry
+    second = await service.create_token(session, name, "ci-2", actor="alice")
+    # Disabling revokes the user's live tokens too, and says so in the same entry.
+    await service.update_user(session, name, disabled=True, actor="bob")
     await service.delete_grant(session, grant.grant_id, actor="bob")
 
     entries = await _kinds(session, name)
@@ -43,8 +45,9 @@ async def test_user_token_and_grant_changes_are_audited_with_their_actor(
         ("token.created", "alice"),
         ("grant.created", "bob"),
         ("user.updated", "alice"),
-        ("user.updated", "bob"),
         ("token.revoked", "carol"),
+        ("token.created", "alice"),
+        ("user.updated", "bob"),
         ("grant.deleted", "bob"),
     ]
     payloads = {kind: payload for kind, _, payload in entries}
@@ -53,10 +56,10 @@ async def test_user_token_and_grant_changes_are_audited_with_their_actor(
     assert payloads["grant.created"]["targets"] == ["Staging"]
     assert payloads["grant.deleted"]["grant_id"] == grant.grant_id
     assert entries[3][2] == {"username": name, "password_changed": True}
-    assert entries[4][2] == {"username": name, "disabled": True}
+    assert entries[6][2] == {"username": name, "disabled": True, "tokens_revoked": 1}
     # No password, hash or token secret ever reaches the trail.
     text = json.dumps([payload for _, _, payload in entries])
-    for secret in (PASSWORD, "another-long-password", token.secret, "argon2"):
+    for secret in (PASSWORD, "another-long-password", token.secret, second.secret, "argon2"):
         assert secret not in text
 
 
