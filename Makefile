@@ -51,6 +51,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Side-by-side benchmark against the reference `mlflow server` (installs the bench extra).
 bench: $(BENCH_STAMP)
