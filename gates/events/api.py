@@ -128,7 +128,7 @@ async def get_delivery(request: Req, delivery_id: str) -> R:
 @post("/deliveries/{delivery_id:str}/redeliver", status_code=200, opt=ADMIN_ONLY)
 async def redeliver(request: Req, delivery_id: str) -> R:
     async with database(request).write() as s:
-        delivery = await service.redeliver(s, delivery_id)
+        delivery = await service.redeliver(s, delivery_id, actor=actor_name(request))
     return ok({"delivery": delivery})
 
 

@@ -206,6 +206,10 @@ def test_dead_delivery_blocks_nothing_after_it_dies_and_redeliver_resends_same_i
         # A succeeded delivery can be sent again too, still under the same id.
         mlgate(server, "POST", f"deliveries/{first}/redeliver")
         assert receiver.wait_for(8)[7].headers["webhook-id"] == first
+        # Every redelivery is in the audit trail, with who asked for it.
+        trail = mlgate(server, "GET", "audit", params={"subject": f"subscription:{sub_id}"})
+        redone = [e for e in trail["entries"] if e["kind"] == "delivery.redelivered"]
+        assert len(redone) == 2 and {e["payload"]["delivery_id"] for e in redone} == {first}
 
 
 def test_unknown_delivery_and_bad_filters_are_mlflow_errors(server: LiveServer) -> None:

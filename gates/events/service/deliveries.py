@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gates.audit import service as audit
 from gates.events import store
 from gates.events.config import EventsConfig
 from gates.events.envelope import mlflow_request
@@ -93,8 +94,8 @@ async def get_delivery(s: AsyncSession, delivery_id: str) -> tuple[Delivery, lis
     return delivery_out(row), [attempt_out(a) for a in attempts]
 
 
-async def redeliver(s: AsyncSession, delivery_id: str) -> Delivery:
-    """Send a delivery again, with the same delivery id and a fresh attempt budget.
+async def redeliver(s: AsyncSession, delivery_id: str, *, actor: str) -> Delivery:
+    """Send a delivery again, with the same delivery id and a fresh attempt budget; audited.
 
     Works on any delivery (dead, failed or even succeeded); it goes out in its place in the
     subscription's order, i.e. before newer deliveries that are still open.
@@ -108,6 +109,13 @@ async def redeliver(s: AsyncSession, delivery_id: str) -> Delivery:
         )
     if not await store.requeue(s, row.id, now_ms()):
         raise DeliveryInFlight(delivery_id)
+    await audit.append(
+        s,
+        "delivery.redelivered",
+        f"subscription:{row.subscription_id}",
+        {"delivery_id": row.delivery_id},
+        actor,
+    )
     found = await store.get_delivery(s, delivery_id)
     return delivery_out(found)
 

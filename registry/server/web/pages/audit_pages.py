@@ -334,7 +334,7 @@ async def redeliver(request: Req, subscription_id: str, delivery_id: str) -> Res
             found, _ = await events_service.get_delivery(s, delivery_id)
             if found.subscription_id != subscription_id:
                 raise DeliveryNotFound(delivery_id)
-            await events_service.redeliver(s, delivery_id)
+            await events_service.redeliver(s, delivery_id, actor=actor_name(request))
     except DeliveryNotFound:
         raise
     except MlflowError as exc:
