@@ -674,11 +674,41 @@ CASES = [
     Case("mlgate", "subscriptions/list", "admin", lambda w, who: _get(f"{MLGATE}/subscriptions")),
     Case("mlgate", "deliveries/list", "admin", lambda w, who: _get(f"{MLGATE}/deliveries")),
     Case("mlgate", "webhooks/list", "admin", lambda w, who: _get(f"{API}/webhooks")),
+    Case(
+        "mlgate",
+        "subscriptions/redeliver-dead",
+        "admin",
+        lambda w, who: _json(
+            "POST", f"{MLGATE}/subscriptions/{_subscription(w)}/redeliver-dead", {}
+        ),
+    ),
+    # Signing a checkpoint of the audit chain is an administrator's act; the keys that verify
+    # checkpoints are public, so outside monitors can check them.
+    Case(
+        "mlgate",
+        "audit/checkpoint (sign)",
+        "admin",
+        lambda w, who: _json("POST", f"{MLGATE}/audit/checkpoint", {}),
+    ),
+    Case("server", "keys", "public", lambda w, who: _get(f"{MLGATE}/keys")),
     # --- public ------------------------------------------------------------------------------
     Case("server", "health", "public", lambda w, who: _get("/health")),
     Case("server", "server-info", "public", lambda w, who: _get("/api/3.0/mlflow/server-info")),
     Case("server", "openapi", "public", lambda w, who: _get(f"{MLGATE}/openapi.json")),
 ]
+
+
+def _subscription(w: World) -> str:
+    if not hasattr(w, "_matrix_subscription"):
+        # An event mlgate never emits: the worker never tries to reach this address.
+        body = {
+            "name": w.fresh("sub"),
+            "url": "https://93.184.216.34/in",
+            "events": ["prompt.created"],
+        }
+        answer = w.admin_json("POST", f"{MLGATE}/subscriptions", json=body)
+        w._matrix_subscription = answer["subscription"]["id"]  # type: ignore[attr-defined]
+    return str(w._matrix_subscription)  # type: ignore[attr-defined]
 
 
 def _artifact_to_delete(w: World) -> str:
