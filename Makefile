@@ -52,6 +52,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 ## Side-by-side benchmark against the reference `mlflow server` (installs the bench extra).
 bench: $(BENCH_STAMP)
