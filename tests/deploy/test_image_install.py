@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import time
@@ -18,54 +17,13 @@ import httpx
 import pytest
 
 from tests.conftest import BACKEND, REPO_ROOT, free_port
+from tests.deploy.dockerfile import env as _env
+from tests.deploy.dockerfile import one as _one
+from tests.deploy.dockerfile import stages as _stages
 
 pytestmark = pytest.mark.slow
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-
-
-def _instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line = pending + line
-        pending = ""
-        keyword, _, args = line.partition(" ")
-        out.append((keyword.upper(), args.strip()))
-    return out
-
-
-def _stages(text: str) -> dict[str, list[tuple[str, str]]]:
-    stages: dict[str, list[tuple[str, str]]] = {}
-    current: list[tuple[str, str]] = []
-    for keyword, args in _instructions(text):
-        if keyword == "FROM":
-            current = []
-            stages[args.split()[-1]] = current
-        else:
-            current.append((keyword, args))
-    return stages
-
-
-def _one(stage: list[tuple[str, str]], keyword: str) -> str:
-    found = [args for k, args in stage if k == keyword]
-    assert len(found) == 1, f"{keyword}: {found}"
-    return found[0]
-
-
-def _env(stage: list[tuple[str, str]]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for keyword, args in stage:
-        if keyword == "ENV":
-            env.update(dict(item.split("=", 1) for item in shlex.split(args)))
-    return env
 
 
 def _run(command: str, cwd: Path, env: dict[str, str]) -> None:
