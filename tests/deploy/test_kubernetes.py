@@ -6,6 +6,8 @@ hand against the Service it scrapes."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,20 @@ def test_migration_job_runs_db_upgrade_with_the_database_secret() -> None:
     assert job["restartPolicy"] == "Never"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {e["name"] for e in container["env"]} == {"MLGATE_DATABASE_URL"}
+
+
+def test_kustomize_renders_valid_objects_in_the_mlgate_namespace() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; the manifests are validated one by one above")
+    done = subprocess.run(
+        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    rendered = list(yaml.safe_load_all(done.stdout))
+    assert len(rendered) == len(MANIFESTS)
+    for doc in rendered:
+        assert doc["metadata"]["namespace"] == "mlgate"
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mlgate"
+        if not doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
