@@ -31,6 +31,10 @@ CLOSED_EXIT_CODES = {
     "cancelled": EXIT_CANCELLED,
     "failed": EXIT_APPROVAL_FAILED,
 }
+# `mlgate promote` when the server said no to the caller (401/403: a wrong, revoked or missing
+# gate secret), and when the answer is worth retrying later: no connection, a timeout, 429 or
+# any 5xx (503 database unavailable, 507 store full). CI retries 9 and stops on 8.
+EXIT_AUTH_FAILED, EXIT_RETRY = 8, 9
 
 
 def add_commands(sub: Any, add_db_flag: Any) -> None:
@@ -308,19 +312,33 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
             timeout=args.timeout,
         )
     except httpx.HTTPError as exc:
-        print(f"mlgate: cannot reach {url}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        print(f"mlgate: cannot reach {url} (retry later): {exc}", file=sys.stderr)
+        return EXIT_RETRY
     try:
         answer = response.json()
     except ValueError:
         answer = {"message": response.text}
-    if not isinstance(answer, dict) or "decision_id" not in answer:
+    if not isinstance(answer, dict):
+        answer = {"message": str(answer)}
+    if "decision_id" not in answer:
+        code = response.status_code
         print(
-            f"mlgate: {response.status_code} {answer.get('error_code', '')}: "
-            f"{answer.get('message', '')}",
+            f"mlgate: {code} {answer.get('error_code', '')}: {answer.get('message', '')}",
             file=sys.stderr,
         )
+        if code in (401, 403):
+            return EXIT_AUTH_FAILED
+        if code == 429 or code >= 500:
+            print("mlgate: the server could not answer now; retry later", file=sys.stderr)
+            return EXIT_RETRY
         return EXIT_REFUSED
+    if response.headers.get("idempotent-replayed", "").lower() == "true":
+        # Said on stderr so --json output stays one JSON document.
+        print(
+            "mlgate: note: this is the stored decision of an earlier request with the same "
+            f"idempotency key ({body['idempotency_key']}), not a new evaluation",
+            file=sys.stderr,
+        )
     print(msgspec.json.encode(answer).decode() if args.json else format_decision(answer))
     outcome = answer.get("outcome")
     if outcome == "passed":

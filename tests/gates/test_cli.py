@@ -199,3 +199,67 @@ def test_reject_from_the_cli(
     )
     assert rejected.returncode == 0, rejected.stderr
     assert "rejected" in rejected.stdout
+
+
+def _answering(status: int) -> tuple[str, object]:
+    """A stand-in upstream (not mlgate) that answers every POST with ``status``: what a proxy
+    in front of a down server sends."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "down"}'
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def test_promote_exit_codes_tell_auth_failure_and_retryable_outage_from_refusal(
+    mlflow_tracking: str, live_server: LiveServer, database_url: str, tmp_path: Path, unique: str
+) -> None:
+    from tests.conftest import free_port
+
+    model = f"cli-{unique}"
+    path = _gates_file(tmp_path / "gates.yaml", model, 0.9, 1)
+    assert _mlgate("gates", "apply", str(path), "--database-url", database_url).returncode == 0
+    secret = httpx.post(
+        f"{live_server.url}{MLGATE}/gates/secrets/add", json={"gate": f"{model}-staging"}
+    ).json()["secret"]["secret"]
+    run_id = _run(unique, 0.95)
+
+    def promote(url: str, key: str) -> subprocess.CompletedProcess[str]:
+        return _mlgate(
+            "promote",
+            *("--model", model, "--run", run_id, "--to", "Staging", "--url", url),
+            *("--timeout", "10"),
+            env={"MLGATE_GATE_SECRET": key},
+        )
+
+    wrong = promote(live_server.url, "whsec_" + "A" * 43)
+    assert wrong.returncode == 8, (wrong.returncode, wrong.stderr)
+    assert "401" in wrong.stderr or "403" in wrong.stderr
+    closed = promote(f"http://127.0.0.1:{free_port()}", secret)
+    assert closed.returncode == 9 and "retry" in closed.stderr, closed.stderr
+    down_url, down = _answering(503)
+    try:
+        unavailable = promote(down_url, secret)
+    finally:
+        down.shutdown()  # type: ignore[attr-defined]
+    assert unavailable.returncode == 9 and "retry later" in unavailable.stderr
+    first = promote(live_server.url, secret)
+    assert first.returncode == 0, first.stderr
+    assert "stored decision" not in first.stderr
+    replay = promote(live_server.url, secret)
+    assert replay.returncode == 0 and replay.stdout == first.stdout
+    assert "note: this is the stored decision" in replay.stderr, replay.stderr
