@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", help="bind address (env MLGATE_HOST, default 127.0.0.1)")
     server.add_argument("--port", type=int, help="port (env MLGATE_PORT, default 5000)")
     server.add_argument(
-        "--workers", type=int, help="worker processes (env MLGATE_WORKERS, default 1)"
+        "--workers",
+        type=int,
+        help="worker processes (env MLGATE_WORKERS, default: usable cores, at most 4)",
     )
     _add_db_flag(server)
     server.add_argument(
