@@ -105,3 +105,14 @@ def test_default_workers_follow_usable_cores_capped_at_four() -> None:
     assert [default_workers(c) for c in (1, 2, 3, 4, 8, 64)] == [1, 2, 3, 4, 4, 4]
     assert Settings.from_env({}).workers == default_workers()
     assert Settings.from_env({"MLGATE_WORKERS": "7"}).workers == 7
+
+
+def test_webhook_secret_key_must_be_long_keys_and_is_never_echoed() -> None:
+    for bad in ("short", f"{'k' * 32},short", f"{'k' * 32},"[:-1] + ",tiny"):
+        with pytest.raises(ValueError) as refused:
+            Settings.from_env({"MLGATE_WEBHOOK_SECRET_KEY": bad})
+        assert "(hidden)" in str(refused.value) and "short" not in str(refused.value)
+        assert "at least 32 characters" in str(refused.value)
+    keys = f"{'n' * 32}, {'o' * 40}"
+    assert Settings.from_env({"MLGATE_WEBHOOK_SECRET_KEY": keys}).webhook_secret_key == keys
+    assert Settings.from_env({"MLGATE_WEBHOOK_SECRET_KEY": ""}).webhook_secret_key == ""

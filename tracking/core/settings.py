@@ -112,8 +112,9 @@ class Settings:
     # Comma-separated CIDRs and host names a subscriber URL may reach although they are
     # loopback, private or link-local (e.g. "10.0.0.0/8,hooks.internal").
     webhook_allowlist: str = ""
-    # Key that seals subscription secrets at rest (AES-GCM); empty stores them unsealed.
-    webhook_secret_key: str = ""
+    # Keys that seal subscription and gate secrets at rest (AES-GCM), comma-separated: the
+    # first seals, all open (rotation). Each at least 32 characters; empty stores them unsealed.
+    webhook_secret_key: str = field(default="", repr=False)
     # --- web UI ---
     # How long a browser stays signed in, and whether its cookies are HTTPS-only. Browsers
     # accept Secure cookies from http://localhost and 127.0.0.1; turn this off only for plain
@@ -160,8 +161,10 @@ class Settings:
         for name, rule in _RULES.items():
             value = getattr(self, name)
             if not rule.holds(value):
+                # A secret's value never reaches a message (logs, CI output).
+                shown = "(hidden)" if name in _SECRET_SETTINGS else repr(value)
                 raise ValueError(
-                    f"MLGATE_{name.upper()}={value!r} is not valid: expected {rule.expected}"
+                    f"MLGATE_{name.upper()}={shown} is not valid: expected {rule.expected}"
                 )
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -297,6 +300,13 @@ def _url(*schemes: str, optional: bool = False) -> _Rule:
     )
 
 
+_SECRET_SETTINGS = {
+    "webhook_secret_key",
+    "gate_secret",
+    "tracking_token",
+    "tracking_password",
+    "admin_password",
+}
 # Per-setting ranges and forms, checked once at start: a zero approval TTL would expire every
 # request at once, a zero pool or concurrency would hang, and a mistyped URL would fail only at
 # first use.
@@ -322,6 +332,11 @@ _RULES: dict[str, _Rule] = {
     "webhook_disable_after_hours": _at_least(0, " hours (0: never)"),
     "ui_session_hours": _between(1, 24 * 366, " hours"),
     "audit_checkpoint_interval": _at_least(0, " seconds (0 turns the loop off)"),
+    "webhook_secret_key": _Rule(
+        "empty, or comma-separated keys of at least 32 characters each, the sealing key first "
+        "(e.g. the output of `openssl rand -base64 32`)",
+        lambda v: all(len(k.strip()) >= 32 for k in v.split(",")) if v.strip() else True,
+    ),
 }
 
 
