@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -263,3 +264,63 @@ def test_promote_exit_codes_tell_auth_failure_and_retryable_outage_from_refusal(
     replay = promote(live_server.url, secret)
     assert replay.returncode == 0 and replay.stdout == first.stdout
     assert "note: this is the stored decision" in replay.stderr, replay.stderr
+
+
+def test_gate_secrets_cli_acts_through_the_server_as_the_authenticated_admin(
+    make_database: object, tmp_path: Path, unique: str
+) -> None:
+    from tests.conftest import start_server, stop_server
+
+    url = make_database(f"secrets_cli_{unique}")  # type: ignore[operator]
+    admin, password = f"root-{unique}", "a-long-admin-password-1"
+    server = start_server(
+        url,
+        tmp_path,
+        extra_env={
+            "MLGATE_AUTH": "true",
+            "MLGATE_ADMIN_USERNAME": admin,
+            "MLGATE_ADMIN_PASSWORD": password,
+            "MLGATE_WEBHOOK_WORKER": "false",
+            "MLGATE_AUDIT_CHECKPOINT_INTERVAL": "0",
+        },
+    )
+    try:
+        model = f"cli-{unique}"
+        path = _gates_file(tmp_path / "gates.yaml", model, 0.9, 1)
+        assert _mlgate("gates", "apply", str(path), "--database-url", url).returncode == 0
+        gate = f"{model}-staging"
+        me = {
+            "MLFLOW_TRACKING_USERNAME": admin,
+            "MLFLOW_TRACKING_PASSWORD": password,
+            "MLGATE_URL": server.url,
+        }
+
+        def secrets(*args: str, env: dict[str, str] = me) -> subprocess.CompletedProcess[str]:
+            return _mlgate("gates", "secrets", *args, "--gate", gate, env=env)
+
+        added = secrets("add")
+        assert added.returncode == 0, added.stderr
+        secret_id = added.stdout.split()[0]
+        shown = [x for x in added.stdout.splitlines() if x.startswith("secret whsec_")]
+        assert len(shown) == 1 and f"created by {admin}" in added.stdout
+        rotated = secrets("rotate", "--grace-seconds", "0")
+        assert rotated.returncode == 0, rotated.stderr
+        new_id = rotated.stdout.split()[0]
+        listed = secrets("list")
+        assert listed.returncode == 0 and "whsec_" not in listed.stdout  # values never listed
+        assert {line.split()[0] for line in listed.stdout.splitlines()} >= {secret_id, new_id}
+        revoked = secrets("revoke", "--secret-id", new_id)
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stdout
+        as_json = secrets("list", "--json")
+        states = {
+            s["secret_id"]: s.get("revoked_at") for s in json.loads(as_json.stdout)["secrets"]
+        }
+        assert states[new_id] is not None
+        wrong = secrets("add", env={**me, "MLFLOW_TRACKING_PASSWORD": "not-the-password"})
+        assert wrong.returncode == 8 and "401" in wrong.stderr
+        anonymous = secrets("list", env={"MLGATE_URL": server.url})
+        assert anonymous.returncode == 8
+        unknown = _mlgate("gates", "secrets", "add", "--gate", f"nope-{unique}", env=me)
+        assert unknown.returncode == 1 and "nope" in unknown.stderr
+    finally:
+        stop_server(server)
