@@ -31,6 +31,10 @@ CLOSED_EXIT_CODES = {
     "cancelled": EXIT_CANCELLED,
     "failed": EXIT_APPROVAL_FAILED,
 }
+# `mlgate promote` when the server said no to the caller (401/403: a wrong, revoked or missing
+# gate secret), and when the answer is worth retrying later: no connection, a timeout, 429 or
+# any 5xx (503 database unavailable, 507 store full). CI retries 9 and stops on 8.
+EXIT_AUTH_FAILED, EXIT_RETRY = 8, 9
 
 
 def add_commands(sub: Any, add_db_flag: Any) -> None:
@@ -45,6 +49,31 @@ def add_commands(sub: Any, add_db_flag: Any) -> None:
     listing.add_argument("--all", action="store_true", help="include disabled gates")
     listing.add_argument("--json", action="store_true", help="print JSON lines")
     add_db_flag(listing)
+
+    secrets = gates_sub.add_parser(
+        "secrets",
+        help="a gate's CI signing secrets, through the server as the caller (admin)",
+        description="Through the HTTP API with the caller's own credentials "
+        "(MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), "
+        "like `approvals approve`: the server seals new secrets under its "
+        "MLGATE_WEBHOOK_SECRET_KEY, which the CLI need not hold, and records who authenticated.",
+    )
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
+    for verb, text in (
+        ("add", "add a secret (at most two are active); printed once"),
+        ("rotate", "a new secret; the previous ones stay valid for --grace-seconds"),
+        ("revoke", "revoke a secret by id"),
+        ("list", "list the gate's secrets (never their values)"),
+    ):
+        p = secrets_sub.add_parser(verb, help=text)
+        p.add_argument("--gate", required=True, help="the gate's name")
+        if verb == "rotate":
+            p.add_argument("--grace-seconds", type=int, help="default: the server's (a day)")
+        if verb == "revoke":
+            p.add_argument("--secret-id", required=True)
+        p.add_argument("--json", action="store_true", help="print the answer as JSON")
+        p.add_argument("--url", help="mlgate server (env MLGATE_URL)")
+        p.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout in seconds")
 
     approvals = sub.add_parser("approvals", help="release approval requests")
     ap_sub = approvals.add_subparsers(dest="approvals_command", required=True)
@@ -111,6 +140,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "promote":
         return promote(args, settings)
+    if args.command == "gates" and args.gates_command == "secrets":
+        return secrets_over_http(args, settings)
     if args.command == "approvals" and args.approvals_command in ("approve", "reject"):
         if not args.break_glass:
             if args.as_user:
@@ -221,12 +252,7 @@ def act_over_http(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
     url = (args.url or settings.url).rstrip("/")
-    headers: dict[str, str] = {}
-    auth: tuple[str, str] | None = None
-    if settings.tracking_token:
-        headers["Authorization"] = f"Bearer {settings.tracking_token}"
-    elif settings.tracking_username:
-        auth = (settings.tracking_username, settings.tracking_password)
+    headers, auth = _caller_credentials(settings)
     body: dict[str, Any] = {"request_id": args.request_id}
     if args.comment:
         body["comment"] = args.comment
@@ -260,6 +286,80 @@ def act_over_http(args: argparse.Namespace, settings: Settings) -> int:
     if isinstance(decision, dict):
         print(format_decision(decision))
         return EXIT_OK if decision.get("outcome") == "passed" else EXIT_REFUSED
+    return EXIT_OK
+
+
+# --- gate secrets (HTTP) ------------------------------------------------------------------------
+
+
+def _caller_credentials(settings: Settings) -> tuple[dict[str, str], tuple[str, str] | None]:
+    if settings.tracking_token:
+        return {"Authorization": f"Bearer {settings.tracking_token}"}, None
+    if settings.tracking_username:
+        return {}, (settings.tracking_username, settings.tracking_password)
+    return {}, None
+
+
+def _secret_line(item: dict[str, Any]) -> str:
+    state = "active" if item.get("active") else "inactive"
+    if item.get("revoked_at"):
+        state = "revoked"
+    expires = f"  expires {item['expires_at']}" if item.get("expires_at") else ""
+    return f"{item.get('secret_id')}  {state:<8} created by {item.get('created_by')}{expires}"
+
+
+def secrets_over_http(args: argparse.Namespace, settings: Settings) -> int:
+    """``mlgate gates secrets add|rotate|revoke|list`` as the caller, through the server."""
+    import httpx
+
+    url = (args.url or settings.url).rstrip("/")
+    headers, auth = _caller_credentials(settings)
+    base = f"{url}/api/2.0/mlgate/gates/secrets"
+    verb = args.secrets_command
+    try:
+        if verb == "list":
+            response = httpx.get(
+                f"{base}/list",
+                params={"gate": args.gate},
+                headers=headers,
+                auth=auth,
+                timeout=args.timeout,
+            )
+        else:
+            body: dict[str, Any] = {"gate": args.gate}
+            if verb == "rotate" and args.grace_seconds is not None:
+                body["grace_seconds"] = args.grace_seconds
+            if verb == "revoke":
+                body["secret_id"] = args.secret_id
+            response = httpx.post(
+                f"{base}/{verb}", json=body, headers=headers, auth=auth, timeout=args.timeout
+            )
+    except httpx.HTTPError as exc:
+        print(f"mlgate: cannot reach {url} (retry later): {exc}", file=sys.stderr)
+        return EXIT_RETRY
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"message": response.text}
+    if response.status_code != 200 or not isinstance(answer, dict):
+        detail = answer if isinstance(answer, dict) else {}
+        print(
+            f"mlgate: {response.status_code} {detail.get('error_code', '')}: "
+            f"{detail.get('message', '')}",
+            file=sys.stderr,
+        )
+        if response.status_code in (401, 403):
+            return EXIT_AUTH_FAILED
+        return EXIT_RETRY if response.status_code >= 500 else EXIT_REFUSED
+    if args.json:
+        print(msgspec.json.encode(answer).decode())
+        return EXIT_OK
+    items = answer.get("secrets") if verb == "list" else [answer.get("secret") or {}]
+    for item in items or []:
+        print(_secret_line(item))
+        if item.get("secret"):
+            # Shown once: the server keeps it sealed and never answers it again.
+            print(f"secret {item['secret']}")
     return EXIT_OK
 
 
@@ -308,19 +408,33 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
             timeout=args.timeout,
         )
     except httpx.HTTPError as exc:
-        print(f"mlgate: cannot reach {url}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        print(f"mlgate: cannot reach {url} (retry later): {exc}", file=sys.stderr)
+        return EXIT_RETRY
     try:
         answer = response.json()
     except ValueError:
         answer = {"message": response.text}
-    if not isinstance(answer, dict) or "decision_id" not in answer:
+    if not isinstance(answer, dict):
+        answer = {"message": str(answer)}
+    if "decision_id" not in answer:
+        code = response.status_code
         print(
-            f"mlgate: {response.status_code} {answer.get('error_code', '')}: "
-            f"{answer.get('message', '')}",
+            f"mlgate: {code} {answer.get('error_code', '')}: {answer.get('message', '')}",
             file=sys.stderr,
         )
+        if code in (401, 403):
+            return EXIT_AUTH_FAILED
+        if code == 429 or code >= 500:
+            print("mlgate: the server could not answer now; retry later", file=sys.stderr)
+            return EXIT_RETRY
         return EXIT_REFUSED
+    if response.headers.get("idempotent-replayed", "").lower() == "true":
+        # Said on stderr so --json output stays one JSON document.
+        print(
+            "mlgate: note: this is the stored decision of an earlier request with the same "
+            f"idempotency key ({body['idempotency_key']}), not a new evaluation",
+            file=sys.stderr,
+        )
     print(msgspec.json.encode(answer).decode() if args.json else format_decision(answer))
     outcome = answer.get("outcome")
     if outcome == "passed":

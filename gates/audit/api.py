@@ -8,10 +8,10 @@ from typing import Any
 from litestar import Request, Response, get, post
 
 from gates.audit import checkpoints, service
-from gates.audit.schemas import AuditQuery
+from gates.audit.schemas import AuditQuery, AuditVerifyQuery
 from registry.artifacts.api import artifact_storage
 from tracking.core.auth import ADMIN, PUBLIC, permission_opt
-from tracking.core.errors import ResourceNotFound
+from tracking.core.errors import InvalidParameter, ResourceNotFound
 from tracking.core.http import database
 from tracking.core.signing import SIGNING_KEY_STATE_KEY, SigningKey
 from tracking.core.wire import ok, read_query
@@ -36,6 +36,33 @@ async def search_audit(request: Req) -> Response[bytes]:
     out: dict[str, Any] = {"entries": entries}
     if token:
         out["next_page_token"] = token
+    return ok(out)
+
+
+@get("/audit/verify", opt=ADMIN_ONLY)
+async def verify_audit(request: Req) -> Response[bytes]:
+    """Walk the hash chain (a bounded window per call) and name the first entry that fails."""
+    q = read_query(request, AuditVerifyQuery)
+    limit = service.MAX_VERIFY_WINDOW if q.max_entries is None else q.max_entries
+    if not 1 <= limit <= service.MAX_VERIFY_WINDOW:
+        raise InvalidParameter(
+            f"max_entries must be between 1 and {service.MAX_VERIFY_WINDOW}, got {limit}."
+        )
+    if q.after_seq < 0:
+        raise InvalidParameter(f"after_seq must be 0 or more, got {q.after_seq}.")
+    result = await service.verify_window(database(request), q.after_seq, limit)
+    out: dict[str, Any] = {
+        "ok": result.ok,
+        "after_seq": result.after_seq,
+        "checked": result.checked,
+        "last_seq": result.last_seq,
+        "last_hash": result.last_hash,
+    }
+    if result.bad_seq is not None:
+        out["first_bad_seq"] = result.bad_seq
+        out["reason"] = result.reason
+    if result.next_after_seq is not None:
+        out["next_after_seq"] = result.next_after_seq
     return ok(out)
 
 
@@ -90,4 +117,4 @@ async def list_keys(request: Req) -> Response[bytes]:
 
 
 # Mounted under /api/2.0/mlgate.
-MLGATE_ROUTE_HANDLERS = [search_audit, get_checkpoint, write_checkpoint, list_keys]
+MLGATE_ROUTE_HANDLERS = [search_audit, verify_audit, get_checkpoint, write_checkpoint, list_keys]

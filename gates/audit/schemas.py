@@ -23,3 +23,9 @@ class AuditEntryOut(msgspec.Struct):
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+
+
+class AuditVerifyQuery(msgspec.Struct):
+    # Start after this entry (0: the genesis); a window checks at most max_entries.
+    after_seq: int = 0
+    max_entries: int | None = None

@@ -76,19 +76,27 @@ _PLAIN = "plain:"
 _SEALED = "aesgcm:"
 
 
+def split_keys(key_material: str) -> list[str]:
+    """The keys of ``MLGATE_WEBHOOK_SECRET_KEY``, sealing key first."""
+    return [k.strip() for k in key_material.split(",") if k.strip()]
+
+
 class SecretUnavailable(Exception):
     """A stored secret cannot be opened (sealed with a key this server does not have)."""
 
 
 class SecretBox:
-    """Seals subscription secrets with AES-256-GCM under ``MLGATE_WEBHOOK_SECRET_KEY``.
+    """Seals subscription and gate secrets with AES-256-GCM under ``MLGATE_WEBHOOK_SECRET_KEY``.
 
-    Without a key, secrets are stored marked as unsealed, so setting a key later still opens
-    them (new ones are then sealed).
+    The setting is a comma-separated list of keys: the first seals, every one opens, so a key is
+    rotated by putting the new one first and keeping the old one after it until every secret
+    sealed under it has been rotated. Without a key, secrets are stored marked as unsealed, so
+    setting a key later still opens them (new ones are then sealed).
     """
 
     def __init__(self, key_material: str) -> None:
-        self._key = hashlib.sha256(key_material.encode()).digest() if key_material else None
+        self._keys = [hashlib.sha256(k.encode()).digest() for k in split_keys(key_material)]
+        self._key = self._keys[0] if self._keys else None
 
     def seal(self, secret: str) -> str:
         if self._key is None:
@@ -110,10 +118,12 @@ class SecretBox:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         raw = base64.b64decode(stored[len(_SEALED) :])
-        try:
-            plain = AESGCM(self._key).decrypt(raw[:12], raw[12:], b"mlgate-webhook-secret")
-        except InvalidTag:
-            raise SecretUnavailable(
-                "the subscription secret was sealed with another MLGATE_WEBHOOK_SECRET_KEY"
-            ) from None
-        return plain.decode()
+        for key in self._keys:
+            try:
+                plain = AESGCM(key).decrypt(raw[:12], raw[12:], b"mlgate-webhook-secret")
+            except InvalidTag:
+                continue
+            return plain.decode()
+        raise SecretUnavailable(
+            "the subscription secret was sealed with a key not in MLGATE_WEBHOOK_SECRET_KEY"
+        )

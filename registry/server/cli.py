@@ -1,4 +1,5 @@
-"""The ``mlgate`` command line: ``server``, ``db``, ``history``, ``pointer-at`` and ``verify``."""
+"""The ``mlgate`` command line: ``server``, ``db``, ``history``, ``pointer-at``, ``verify``,
+``backup`` and ``restore`` (plus the gates' commands)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from gates.audit import cli as audit_cli
 from gates.events import cli as events_cli
 from gates.events.config import EventsConfig
 from gates.identity import cli as identity_cli
+from registry.server import backup
 from tracking.core.settings import Settings, export_to_environment
 
 
@@ -32,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", help="bind address (env MLGATE_HOST, default 127.0.0.1)")
     server.add_argument("--port", type=int, help="port (env MLGATE_PORT, default 5000)")
     server.add_argument(
-        "--workers", type=int, help="worker processes (env MLGATE_WORKERS, default 1)"
+        "--workers",
+        type=int,
+        help="worker processes (env MLGATE_WORKERS, default: usable cores, at most 4)",
     )
     _add_db_flag(server)
     server.add_argument(
@@ -80,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cli.add_commands(sub, _add_db_flag)
     events_cli.add_commands(sub, _add_db_flag)
     _add_verify_command(sub)
+    backup.add_commands(sub, _add_db_flag)
     return parser
 
 
@@ -421,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+    if args.command in backup.COMMANDS:
+        return backup.run(args, settings)
     if args.command in audit_cli.COMMANDS:
         return audit_cli.run(args, settings)
     if args.command in identity_cli.COMMANDS:

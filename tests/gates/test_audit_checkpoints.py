@@ -555,3 +555,40 @@ def test_processes_starting_together_end_up_with_one_key(tmp_path: Path) -> None
     assert sum(created for _, created in results) == 1
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["signing-key.pem"]  # no temp files left
+
+
+def test_audit_verify_api_walks_the_chain_in_bounded_windows_and_names_the_first_bad_entry(
+    make_database: Any, tmp_path: Path, servers: list[LiveServer]
+) -> None:
+    url = migrated_database(make_database, "verify_api")
+    _seed(url, 7)
+    server = _server(url, tmp_path / "s", tmp_path / "key.pem")
+    servers.append(server)
+    whole = httpx.get(f"{server.url}{API}/audit/verify", timeout=30).json()
+    assert whole["ok"] is True and whole["checked"] == 7 and whole["last_seq"] == 7
+    assert "next_after_seq" not in whole
+    # Windows of 3: 1-3, 4-6, 7; each names where the next starts.
+    seen, after = [], 0
+    while True:
+        page = httpx.get(
+            f"{server.url}{API}/audit/verify",
+            params={"after_seq": after, "max_entries": 3},
+            timeout=30,
+        ).json()
+        assert page["ok"] is True, page
+        seen.append(page["checked"])
+        if "next_after_seq" not in page:
+            break
+        after = page["next_after_seq"]
+    assert seen == [3, 3, 1]
+    for bad in ({"max_entries": 0}, {"max_entries": 50_001}, {"after_seq": -1}):
+        refused = httpx.get(f"{server.url}{API}/audit/verify", params=bad, timeout=30)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    _sql(url, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 5")
+    broken = httpx.get(f"{server.url}{API}/audit/verify", timeout=30).json()
+    assert broken["ok"] is False and broken["first_bad_seq"] == 5 and broken["checked"] == 4
+    assert "hash" in broken["reason"]
+    # The CLI, database-direct, agrees with the API.
+    cli = _verify(url, server, tmp_path / "key.pem")
+    assert cli.returncode == 1 and "BROKEN at seq 5" in cli.stdout

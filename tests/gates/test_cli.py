@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -199,3 +200,127 @@ def test_reject_from_the_cli(
     )
     assert rejected.returncode == 0, rejected.stderr
     assert "rejected" in rejected.stdout
+
+
+def _answering(status: int) -> tuple[str, object]:
+    """A stand-in upstream (not mlgate) that answers every POST with ``status``: what a proxy
+    in front of a down server sends."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "down"}'
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def test_promote_exit_codes_tell_auth_failure_and_retryable_outage_from_refusal(
+    mlflow_tracking: str, live_server: LiveServer, database_url: str, tmp_path: Path, unique: str
+) -> None:
+    from tests.conftest import free_port
+
+    model = f"cli-{unique}"
+    path = _gates_file(tmp_path / "gates.yaml", model, 0.9, 1)
+    assert _mlgate("gates", "apply", str(path), "--database-url", database_url).returncode == 0
+    secret = httpx.post(
+        f"{live_server.url}{MLGATE}/gates/secrets/add", json={"gate": f"{model}-staging"}
+    ).json()["secret"]["secret"]
+    run_id = _run(unique, 0.95)
+
+    def promote(url: str, key: str) -> subprocess.CompletedProcess[str]:
+        return _mlgate(
+            "promote",
+            *("--model", model, "--run", run_id, "--to", "Staging", "--url", url),
+            *("--timeout", "10"),
+            env={"MLGATE_GATE_SECRET": key},
+        )
+
+    wrong = promote(live_server.url, "whsec_" + "A" * 43)
+    assert wrong.returncode == 8, (wrong.returncode, wrong.stderr)
+    assert "401" in wrong.stderr or "403" in wrong.stderr
+    closed = promote(f"http://127.0.0.1:{free_port()}", secret)
+    assert closed.returncode == 9 and "retry" in closed.stderr, closed.stderr
+    down_url, down = _answering(503)
+    try:
+        unavailable = promote(down_url, secret)
+    finally:
+        down.shutdown()  # type: ignore[attr-defined]
+    assert unavailable.returncode == 9 and "retry later" in unavailable.stderr
+    first = promote(live_server.url, secret)
+    assert first.returncode == 0, first.stderr
+    assert "stored decision" not in first.stderr
+    replay = promote(live_server.url, secret)
+    assert replay.returncode == 0 and replay.stdout == first.stdout
+    assert "note: this is the stored decision" in replay.stderr, replay.stderr
+
+
+def test_gate_secrets_cli_acts_through_the_server_as_the_authenticated_admin(
+    make_database: object, tmp_path: Path, unique: str
+) -> None:
+    from tests.conftest import start_server, stop_server
+
+    url = make_database(f"secrets_cli_{unique}")  # type: ignore[operator]
+    admin, password = f"root-{unique}", "a-long-admin-password-1"
+    server = start_server(
+        url,
+        tmp_path,
+        extra_env={
+            "MLGATE_AUTH": "true",
+            "MLGATE_ADMIN_USERNAME": admin,
+            "MLGATE_ADMIN_PASSWORD": password,
+            "MLGATE_WEBHOOK_WORKER": "false",
+            "MLGATE_AUDIT_CHECKPOINT_INTERVAL": "0",
+        },
+    )
+    try:
+        model = f"cli-{unique}"
+        path = _gates_file(tmp_path / "gates.yaml", model, 0.9, 1)
+        assert _mlgate("gates", "apply", str(path), "--database-url", url).returncode == 0
+        gate = f"{model}-staging"
+        me = {
+            "MLFLOW_TRACKING_USERNAME": admin,
+            "MLFLOW_TRACKING_PASSWORD": password,
+            "MLGATE_URL": server.url,
+        }
+
+        def secrets(*args: str, env: dict[str, str] = me) -> subprocess.CompletedProcess[str]:
+            return _mlgate("gates", "secrets", *args, "--gate", gate, env=env)
+
+        added = secrets("add")
+        assert added.returncode == 0, added.stderr
+        secret_id = added.stdout.split()[0]
+        shown = [x for x in added.stdout.splitlines() if x.startswith("secret whsec_")]
+        assert len(shown) == 1 and f"created by {admin}" in added.stdout
+        rotated = secrets("rotate", "--grace-seconds", "0")
+        assert rotated.returncode == 0, rotated.stderr
+        new_id = rotated.stdout.split()[0]
+        listed = secrets("list")
+        assert listed.returncode == 0 and "whsec_" not in listed.stdout  # values never listed
+        assert {line.split()[0] for line in listed.stdout.splitlines()} >= {secret_id, new_id}
+        revoked = secrets("revoke", "--secret-id", new_id)
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stdout
+        as_json = secrets("list", "--json")
+        states = {
+            s["secret_id"]: s.get("revoked_at") for s in json.loads(as_json.stdout)["secrets"]
+        }
+        assert states[new_id] is not None
+        wrong = secrets("add", env={**me, "MLFLOW_TRACKING_PASSWORD": "not-the-password"})
+        assert wrong.returncode == 8 and "401" in wrong.stderr
+        anonymous = secrets("list", env={"MLGATE_URL": server.url})
+        assert anonymous.returncode == 8
+        unknown = _mlgate("gates", "secrets", "add", "--gate", f"nope-{unique}", env=me)
+        assert unknown.returncode == 1 and "nope" in unknown.stderr
+    finally:
+        stop_server(server)

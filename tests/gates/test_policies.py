@@ -163,3 +163,28 @@ async def test_gate_secrets_are_sealed_at_rest_when_a_key_is_set(session: AsyncS
     assert (legacy.secret_id, legacy.secret) in await service.active_secret_values(
         session, policy.id, box
     )
+
+
+async def test_secret_key_rotation_new_key_first_keeps_old_secrets_open(
+    session: AsyncSession,
+) -> None:
+    from gates.events.signing import SecretBox
+
+    old_key, new_key = "o" * 32, "n" * 32
+    name = f"rotated-{uuid.uuid4().hex[:8]}"
+    await service.create_policy(session, _spec(name, model=f"m-{name}"), actor=ADMIN)
+    policy = await service.find_policy(session, name)
+    before = await service.add_secret(session, name, actor=ADMIN, box=SecretBox(old_key))
+    rotated = SecretBox(f"{new_key},{old_key}")  # MLGATE_WEBHOOK_SECRET_KEY=new,old
+    after = await service.add_secret(session, name, actor=ADMIN, box=rotated)
+    assert set(await service.active_secret_values(session, policy.id, rotated)) == {
+        (before.secret_id, before.secret),
+        (after.secret_id, after.secret),
+    }
+    # The first key sealed the new secret: the new key alone opens it, the old key alone not.
+    assert await service.active_secret_values(session, policy.id, SecretBox(new_key)) == [
+        (after.secret_id, after.secret)
+    ]
+    assert await service.active_secret_values(session, policy.id, SecretBox(old_key)) == [
+        (before.secret_id, before.secret)
+    ]

@@ -671,6 +671,7 @@ CASES = [
     # Audit entries, webhook subscriptions and deliveries carry every model's events and every
     # actor: administrators only, on the API as in the UI (tests/web/test_audit_pages.py).
     Case("mlgate", "audit", "admin", lambda w, who: _get(f"{MLGATE}/audit")),
+    Case("mlgate", "audit/verify", "admin", lambda w, who: _get(f"{MLGATE}/audit/verify")),
     Case("mlgate", "subscriptions/list", "admin", lambda w, who: _get(f"{MLGATE}/subscriptions")),
     Case("mlgate", "deliveries/list", "admin", lambda w, who: _get(f"{MLGATE}/deliveries")),
     Case("mlgate", "webhooks/list", "admin", lambda w, who: _get(f"{API}/webhooks")),

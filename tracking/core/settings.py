@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -20,13 +22,29 @@ def _bool(value: str) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+def default_workers(cores: int | None = None) -> int:
+    """Worker processes when none are configured: one per usable core, at most 4.
+
+    Requests mostly wait on the database, so one worker per core keeps every core busy; past 4
+    each worker's own pool (MLGATE_DB_POOL_SIZE connections) costs PostgreSQL more than it
+    gains, and SQLite has one writer however many workers wait for it.
+    """
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting mlgate reads. Each field maps to ``MLGATE_<FIELD NAME>``."""
 
     host: str = "127.0.0.1"
     port: int = 5000
-    workers: int = 1
+    # Default: the cores this process may use, at most 4 (see default_workers).
+    workers: int = field(default_factory=lambda: default_workers())
     database_url: str = field(
         default_factory=lambda: f"sqlite:///{(DEFAULT_DATA_DIR / 'mlgate.db').as_posix()}"
     )
@@ -94,8 +112,9 @@ class Settings:
     # Comma-separated CIDRs and host names a subscriber URL may reach although they are
     # loopback, private or link-local (e.g. "10.0.0.0/8,hooks.internal").
     webhook_allowlist: str = ""
-    # Key that seals subscription secrets at rest (AES-GCM); empty stores them unsealed.
-    webhook_secret_key: str = ""
+    # Keys that seal subscription and gate secrets at rest (AES-GCM), comma-separated: the
+    # first seals, all open (rotation). Each at least 32 characters; empty stores them unsealed.
+    webhook_secret_key: str = field(default="", repr=False)
     # --- web UI ---
     # How long a browser stays signed in, and whether its cookies are HTTPS-only. Browsers
     # accept Secure cookies from http://localhost and 127.0.0.1; turn this off only for plain
@@ -132,7 +151,21 @@ class Settings:
                 continue
             values[f.name] = _coerce(f.type, raw, f.name)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse a value outside its setting's range or form, naming the setting and what it
+        expects (raised as ValueError; the CLI prints it and exits 2)."""
+        for name, rule in _RULES.items():
+            value = getattr(self, name)
+            if not rule.holds(value):
+                # A secret's value never reaches a message (logs, CI output).
+                shown = "(hidden)" if name in _SECRET_SETTINGS else repr(value)
+                raise ValueError(
+                    f"MLGATE_{name.upper()}={shown} is not valid: expected {rule.expected}"
+                )
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -210,17 +243,101 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+_KIND = {
+    "bool": "a boolean (true/false, 1/0, yes/no, on/off)",
+    "int": "a whole number",
+    "float": "a number",
+}
+
+
 def _coerce(type_name: Any, raw: str, name: str) -> Any:
+    kind = getattr(type_name, "__name__", type_name)
     try:
-        if type_name in (bool, "bool"):
+        if kind == "bool":
             return _bool(raw)
-        if type_name in (int, "int"):
-            return int(raw)
-        if type_name in (float, "float"):
-            return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"MLGATE_{name.upper()}: {exc}") from exc
+        if kind == "int":
+            return int(raw.strip())
+        if kind == "float":
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError(raw)
+            return number
+    except ValueError:
+        expected = _RULES[name].expected if name in _RULES else _KIND[kind]
+        raise ValueError(
+            f"MLGATE_{name.upper()}={raw!r} is not valid: expected {expected}"
+        ) from None
     return raw
+
+
+@dataclass(frozen=True)
+class _Rule:
+    expected: str
+    holds: Callable[[Any], bool]
+
+
+def _at_least(low: float, unit: str) -> _Rule:
+    return _Rule(f"a number >= {low:g}{unit}", lambda v: v >= low)
+
+
+def _above(low: float, unit: str) -> _Rule:
+    return _Rule(f"a number > {low:g}{unit}", lambda v: v > low)
+
+
+def _between(low: int, high: int, unit: str = "") -> _Rule:
+    return _Rule(f"a whole number from {low} to {high}{unit}", lambda v: low <= v <= high)
+
+
+def _one_of(*choices: str) -> _Rule:
+    return _Rule("one of " + ", ".join(choices), lambda v: v in choices)
+
+
+def _url(*schemes: str, optional: bool = False) -> _Rule:
+    forms = " or ".join(f"{s}..." for s in schemes)
+    return _Rule(
+        f"a URL starting {forms}" + (", or empty" if optional else ""),
+        lambda v: (optional and not v) or (v.startswith(schemes) and v not in schemes),
+    )
+
+
+_SECRET_SETTINGS = {
+    "webhook_secret_key",
+    "gate_secret",
+    "tracking_token",
+    "tracking_password",
+    "admin_password",
+}
+# Per-setting ranges and forms, checked once at start: a zero approval TTL would expire every
+# request at once, a zero pool or concurrency would hang, and a mistyped URL would fail only at
+# first use.
+_RULES: dict[str, _Rule] = {
+    "port": _between(1, 65535),
+    "workers": _between(1, 64),
+    "database_url": _url("sqlite:///", "sqlite+aiosqlite:///", "postgresql://", "postgresql+"),
+    "s3_endpoint_url": _url("http://", "https://", optional=True),
+    "url": _url("http://", "https://"),
+    "db_pool_size": _between(1, 1000),
+    "db_lock_timeout": _above(0, " seconds"),
+    "log_level": _one_of("critical", "error", "warning", "info", "debug", "trace"),
+    "approval_ttl_hours": _between(1, 24 * 365, " hours"),
+    "approval_sweep_interval": _at_least(0, " seconds (0 turns the sweep off)"),
+    "staging_max_age": _above(0, " seconds"),
+    "staging_sweep_interval": _at_least(0, " seconds (0 turns the sweep off)"),
+    "max_json_body": _between(1024, 1024**3, " bytes"),
+    "login_max_failures": _between(1, 1_000_000),
+    "login_failure_window": _between(1, 30 * 86400, " seconds"),
+    "webhook_poll_interval": _above(0, " seconds"),
+    "webhook_timeout": _above(0, " seconds"),
+    "webhook_concurrency": _between(1, 1024),
+    "webhook_disable_after_hours": _at_least(0, " hours (0: never)"),
+    "ui_session_hours": _between(1, 24 * 366, " hours"),
+    "audit_checkpoint_interval": _at_least(0, " seconds (0 turns the loop off)"),
+    "webhook_secret_key": _Rule(
+        "empty, or comma-separated keys of at least 32 characters each, the sealing key first "
+        "(e.g. the output of `openssl rand -base64 32`)",
+        lambda v: all(len(k.strip()) >= 32 for k in v.split(",")) if v.strip() else True,
+    ),
+}
 
 
 def export_to_environment(settings: Settings) -> None:
