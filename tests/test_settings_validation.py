@@ -107,12 +107,15 @@ def test_default_workers_follow_usable_cores_capped_at_four() -> None:
     assert Settings.from_env({"MLGATE_WORKERS": "7"}).workers == 7
 
 
-def test_webhook_secret_key_must_be_long_keys_and_is_never_echoed() -> None:
-    for bad in ("short", f"{'k' * 32},short", f"{'k' * 32},"[:-1] + ",tiny"):
+def test_webhook_secret_key_must_seal_with_a_long_key_and_is_never_echoed() -> None:
+    for bad in ("short", f"short,{'k' * 32}", f"{'k' * 32},,{'o' * 32}"):
         with pytest.raises(ValueError) as refused:
             Settings.from_env({"MLGATE_WEBHOOK_SECRET_KEY": bad})
         assert "(hidden)" in str(refused.value) and "short" not in str(refused.value)
         assert "at least 32 characters" in str(refused.value)
     keys = f"{'n' * 32}, {'o' * 40}"
     assert Settings.from_env({"MLGATE_WEBHOOK_SECRET_KEY": keys}).webhook_secret_key == keys
+    # An older, shorter key after the sealing one still opens what it sealed before rotation.
+    rotated = f"{'n' * 32},old-short-key"
+    assert Settings.from_env({"MLGATE_WEBHOOK_SECRET_KEY": rotated}).webhook_secret_key == rotated
     assert Settings.from_env({"MLGATE_WEBHOOK_SECRET_KEY": ""}).webhook_secret_key == ""

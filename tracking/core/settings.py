@@ -332,10 +332,16 @@ _RULES: dict[str, _Rule] = {
     "webhook_disable_after_hours": _at_least(0, " hours (0: never)"),
     "ui_session_hours": _between(1, 24 * 366, " hours"),
     "audit_checkpoint_interval": _at_least(0, " seconds (0 turns the loop off)"),
+    # Only the sealing (first) key must be strong: older keys after it only open secrets sealed
+    # before a rotation, and refusing a short one there would lose those secrets.
     "webhook_secret_key": _Rule(
-        "empty, or comma-separated keys of at least 32 characters each, the sealing key first "
-        "(e.g. the output of `openssl rand -base64 32`)",
-        lambda v: all(len(k.strip()) >= 32 for k in v.split(",")) if v.strip() else True,
+        "empty, or comma-separated keys with the sealing key first, at least 32 characters "
+        "(e.g. the output of `openssl rand -base64 32`); older keys after it only open",
+        lambda v: (
+            len(v.split(",")[0].strip()) >= 32 and all(k.strip() for k in v.split(","))
+            if v.strip()
+            else True
+        ),
     ),
 }
 
