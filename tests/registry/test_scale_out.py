@@ -481,8 +481,24 @@ def _check_events(
         for r in got
         if r.json["type"] == "model_version.created"
     }
+    moved = {
+        (r.json["data"]["name"], r.json["data"]["version"])
+        for r in got
+        if r.json["type"] == "stage.transitioned" and r.json["data"]["to_stage"] == "Production"
+    }
+    aliased = {
+        (r.json["data"]["name"], r.json["data"]["to_version"])
+        for r in got
+        if r.json["type"] == "alias.moved"
+    }
     for writer in writers:
         assert set(writer.acked.versions) <= created
+        assert {(model, version) for model, version, _ in writer.acked.stages} <= moved
+        assert {
+            (writer.model, version)
+            for version, ok in writer.acked.aliases.get(writer.model, [])
+            if ok
+        } <= aliased
     repeats = len(got) - len(by_delivery)
     return {
         "events": len(deliveries),
