@@ -281,7 +281,7 @@ PROMOTE_CLIENT = Path(__file__).with_name("promote_client.py").read_bytes()
 async def promote_client() -> R:
     return Response(
         PROMOTE_CLIENT,
-        media_type="text/x-python; charset=utf-8",
+        media_type="text/x-python",  # Litestar adds "; charset=utf-8" to text types
         headers={"content-disposition": 'inline; filename="promote.py"'},
     )
 

@@ -205,7 +205,7 @@ def test_served_client_is_the_packaged_file_and_agrees_with_the_cli(
 ) -> None:
     served = httpx.get(f"{ci_server.url}{MLGATE}/clients/promote.py")
     assert served.status_code == 200
-    assert served.headers["content-type"].startswith("text/x-python")
+    assert served.headers["content-type"] == "text/x-python; charset=utf-8"
     assert served.content == Path(promote_client.__file__).read_bytes()
     assert promote_client.CLOSED_EXIT_CODES == cli.CLOSED_EXIT_CODES
     codes = ("EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_PENDING")
