@@ -11,7 +11,7 @@ ASSETS := registry/server/web/static/vendor/.built
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test test-sqlite test-postgres lint bench clean assets browser
+.PHONY: serve test test-sqlite test-postgres lint bench clean assets browser haproxy
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ assets: $(ASSETS)
 browser:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
 
+## Install Debian's haproxy: the load balancer in front of three replicas in the scale-out test.
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { $(SUDO) apt-get install -y haproxy || { $(SUDO) apt-get update && $(SUDO) apt-get install -y haproxy; }; }
+
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
@@ -39,12 +43,12 @@ serve: $(STAMP) $(ASSETS)
 	$(BIN)/mlgate server
 
 ## The whole test suite, on SQLite and then on PostgreSQL (127.0.0.1:5432, user postgres).
-test: $(STAMP) $(ASSETS) browser lint test-sqlite test-postgres
+test: $(STAMP) $(ASSETS) browser haproxy lint test-sqlite test-postgres
 
-test-sqlite: $(STAMP) $(ASSETS) browser
+test-sqlite: $(STAMP) $(ASSETS) browser haproxy
 	MLGATE_TEST_BACKEND=sqlite $(BIN)/python -m pytest
 
-test-postgres: $(STAMP) $(ASSETS) browser
+test-postgres: $(STAMP) $(ASSETS) browser haproxy
 	MLGATE_TEST_BACKEND=postgres $(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -270,6 +271,21 @@ async def promote(request: Req) -> R:
     return decision_response(result.decision, replayed=result.replayed)
 
 
+# --- the dependency-free promote client --------------------------------------------------------
+
+# Served as-is so a stock CI runner needs only curl and python3 (deploy/github-actions-promote.yml).
+PROMOTE_CLIENT = Path(__file__).with_name("promote_client.py").read_bytes()
+
+
+@get("/clients/promote.py", opt=permission_opt(PUBLIC))
+async def promote_client() -> R:
+    return Response(
+        PROMOTE_CLIENT,
+        media_type="text/x-python",  # Litestar adds "; charset=utf-8" to text types
+        headers={"content-disposition": 'inline; filename="promote.py"'},
+    )
+
+
 # --- the override header -------------------------------------------------------------------------
 
 
@@ -309,4 +325,5 @@ ROUTE_HANDLERS = [
     get_decision,
     list_decisions,
     promote,
+    promote_client,
 ]

@@ -17,6 +17,7 @@ class Received:
     path: str
     headers: dict[str, str]  # lower-case names
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the sender's address and source port
 
     @property
     def json(self) -> Any:
@@ -45,6 +46,7 @@ class Receiver:
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     self.rfile.read(length),
+                    (str(self.client_address[0]), int(self.client_address[1])),
                 )
                 with receiver._lock:
                     index = len(receiver._requests)

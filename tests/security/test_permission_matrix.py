@@ -696,6 +696,8 @@ CASES = [
     Case("server", "health", "public", lambda w, who: _get("/health")),
     Case("server", "server-info", "public", lambda w, who: _get("/api/3.0/mlflow/server-info")),
     Case("server", "openapi", "public", lambda w, who: _get(f"{MLGATE}/openapi.json")),
+    # The stdlib-only CI client holds no secret: a runner fetches it before it signs anything.
+    Case("mlgate", "promote-client", "public", lambda w, who: _get(f"{MLGATE}/clients/promote.py")),
 ]
 
 

@@ -1,0 +1,177 @@
+"""Dependency-free promote client that the server serves to CI runners (stdlib only).
+
+Served at ``GET /api/2.0/mlgate/clients/promote.py`` so a stock runner can run
+``curl -fsS "$MLGATE_URL/api/2.0/mlgate/clients/promote.py" | python3 - --model M --run R --to T``
+without mlgate installed. It speaks to the same endpoint as ``mlgate promote``, signs the same
+way (Standard Webhooks HMAC-SHA256 with ``MLGATE_GATE_SECRET``), derives the same default
+idempotency key and exits with the same codes: 0 passed or approved, 1 refused, 2 usage,
+3 pending, 4 expired, 5 rejected, 6 cancelled, 7 failed. It must never import anything outside
+the standard library: it runs where mlgate is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_PENDING = 0, 1, 2, 3
+EXIT_EXPIRED, EXIT_REJECTED, EXIT_CANCELLED, EXIT_APPROVAL_FAILED = 4, 5, 6, 7
+CLOSED_EXIT_CODES = {
+    "expired": EXIT_EXPIRED,
+    "rejected": EXIT_REJECTED,
+    "cancelled": EXIT_CANCELLED,
+    "failed": EXIT_APPROVAL_FAILED,
+}
+PROMOTE_PATH = "/api/2.0/mlgate/gates/promote"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the public marker of a Standard Webhooks secret
+
+
+def secret_key(secret: str) -> bytes:
+    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        return raw.encode()
+
+
+def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    signed = webhook_id.encode() + b"." + str(timestamp).encode() + b"." + body
+    mac = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
+
+
+def default_idempotency_key(model: str, subject: str, target: str) -> str:
+    digest = hashlib.sha256(f"{model}\0{subject}\0{target}".encode()).hexdigest()[:32]
+    return f"promote-{digest}"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="promote.py", description="ask an mlgate gate to promote")
+    p.add_argument("--model", required=True, help="registered model name")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="run id whose model to register and promote")
+    which.add_argument("--version", help="an existing model version to promote")
+    p.add_argument("--to", dest="target", required=True, help="stage or @alias")
+    p.add_argument("--dry-run", action="store_true", help="evaluate only")
+    p.add_argument("--url", help="mlgate server (env MLGATE_URL)")
+    p.add_argument("--artifact-path", default="model", help="model path inside the run")
+    p.add_argument("--idempotency-key", help="default: derived from model, run/version, target")
+    p.add_argument("--requested-by", help="who asked; recorded as an unverified claim")
+    p.add_argument("--reopen", action="store_true", help="ask again when the request is closed")
+    p.add_argument("--allow-pending", action="store_true", help="exit 0 when approvals pend")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
+    p.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout in seconds")
+    return p.parse_args(argv)
+
+
+def summary(d: dict[str, Any]) -> str:
+    lines = [
+        f"decision {d.get('decision_id')}  outcome: {str(d.get('outcome', '')).upper()}"
+        + ("  (dry run)" if d.get("dry_run") else ""),
+        f"gate     {d.get('policy_name')} v{d.get('policy_version')}  model {d.get('model')} "
+        f"-> {d.get('target')}",
+        f"run      {d.get('run_id') or '-'}  version {d.get('version') or '-'}  "
+        f"digest {d.get('digest') or '-'}",
+    ]
+    if d.get("approval_request_id"):
+        lines.append(
+            f"approval request {d['approval_request_id']}  status: {d.get('approval_status')}"
+        )
+    for c in d.get("checks", []):
+        lines.append(
+            f"  {c.get('verdict', ''):5}  {c.get('name', '')}  observed {c.get('observed')}  "
+            f"expected {c.get('expected')}  {c.get('detail') or ''}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def exit_code(answer: dict[str, Any], allow_pending: bool) -> int:
+    outcome = answer.get("outcome")
+    if outcome == "passed":
+        return EXIT_OK
+    if outcome == "pending_approval":
+        status = answer.get("approval_status") or "pending"
+        if status == "approved":
+            return EXIT_OK
+        if status in CLOSED_EXIT_CODES:
+            return CLOSED_EXIT_CODES[status]
+        return EXIT_OK if allow_pending else EXIT_PENDING
+    return EXIT_REFUSED
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    secret = os.environ.get("MLGATE_GATE_SECRET", "")
+    if not secret:
+        print("promote.py: set MLGATE_GATE_SECRET to the gate's signing secret", file=sys.stderr)
+        return EXIT_USAGE
+    url = (args.url or os.environ.get("MLGATE_URL") or "").rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        print("promote.py: set MLGATE_URL (or --url) to the server's http(s) URL", file=sys.stderr)
+        return EXIT_USAGE
+    subject = f"run:{args.run}" if args.run else f"version:{args.version}"
+    body: dict[str, Any] = {
+        "model": args.model,
+        "target": args.target,
+        "dry_run": bool(args.dry_run),
+        "artifact_path": args.artifact_path,
+        "idempotency_key": args.idempotency_key
+        or default_idempotency_key(args.model, subject, args.target),
+    }
+    if args.run:
+        body["run_id"] = args.run
+    else:
+        body["version"] = args.version
+    if args.requested_by:
+        body["requested_by"] = args.requested_by
+    if args.reopen:
+        body["reopen"] = True
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    # A fresh webhook-id per attempt (the server refuses a replayed id); the idempotency key
+    # makes a retried promotion return the first decision.
+    headers = signed_headers(secret, f"msg_{uuid.uuid4().hex}", int(time.time()), raw)
+    headers["content-type"] = "application/json"
+    # The scheme was checked above (http or https only).
+    request = urllib.request.Request(  # noqa: S310
+        url + PROMOTE_PATH, data=raw, headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310
+            status, text = response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"promote.py: cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = {"message": text}
+    if not isinstance(answer, dict) or "decision_id" not in answer:
+        answer = answer if isinstance(answer, dict) else {}
+        print(
+            f"promote.py: {status} {answer.get('error_code', '')}: {answer.get('message', '')}",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    print(json.dumps(answer) if args.json else summary(answer))
+    return exit_code(answer, args.allow_pending)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
