@@ -27,6 +27,8 @@ from typing import Any
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_PENDING = 0, 1, 2, 3
 EXIT_EXPIRED, EXIT_REJECTED, EXIT_CANCELLED, EXIT_APPROVAL_FAILED = 4, 5, 6, 7
+# Authentication failed (401/403); the server could not answer now (unreachable, 429, 5xx).
+EXIT_AUTH_FAILED, EXIT_RETRY = 8, 9
 CLOSED_EXIT_CODES = {
     "expired": EXIT_EXPIRED,
     "rejected": EXIT_REJECTED,
@@ -150,14 +152,17 @@ def main(argv: list[str]) -> int:
     request = urllib.request.Request(  # noqa: S310
         url + PROMOTE_PATH, data=raw, headers=headers, method="POST"
     )
+    replayed = False
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310
             status, text = response.status, response.read().decode("utf-8", "replace")
+            replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
     except urllib.error.HTTPError as exc:
         status, text = exc.code, exc.read().decode("utf-8", "replace")
+        replayed = (exc.headers.get("idempotent-replayed") or "").lower() == "true"
     except (urllib.error.URLError, OSError) as exc:
-        print(f"promote.py: cannot reach {url}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        print(f"promote.py: cannot reach {url} (retry later): {exc}", file=sys.stderr)
+        return EXIT_RETRY
     try:
         answer = json.loads(text)
     except ValueError:
@@ -168,7 +173,19 @@ def main(argv: list[str]) -> int:
             f"promote.py: {status} {answer.get('error_code', '')}: {answer.get('message', '')}",
             file=sys.stderr,
         )
+        if status in (401, 403):
+            return EXIT_AUTH_FAILED
+        if status == 429 or status >= 500:
+            print("promote.py: the server could not answer now; retry later", file=sys.stderr)
+            return EXIT_RETRY
         return EXIT_REFUSED
+    if replayed:
+        # On stderr, so --json output stays one JSON document.
+        print(
+            "promote.py: note: this is the stored decision of an earlier request with the same "
+            f"idempotency key ({body['idempotency_key']}), not a new evaluation",
+            file=sys.stderr,
+        )
     print(json.dumps(answer) if args.json else summary(answer))
     return exit_code(answer, args.allow_pending)
 
