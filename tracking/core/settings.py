@@ -39,6 +39,16 @@ class Settings:
     # SQLite: seconds a request waits for another process's lock before answering 503.
     db_lock_timeout: float = 30.0
     log_level: str = "info"
+    # --- observability ---
+    # Log lines as JSON objects ("json") or plain text ("text").
+    log_format: str = "json"
+    # One line per request (method, route template, status, duration, principal, request id).
+    access_log: bool = True
+    # Serve Prometheus metrics at /metrics. With auth off anyone who reaches the server may
+    # scrape; with auth on a scraper sends "Authorization: Bearer <metrics_token>" (and with no
+    # token set /metrics answers 403).
+    metrics: bool = True
+    metrics_token: str = field(default="", repr=False)
     # Gates: how long a release approval request stays open.
     approval_ttl_hours: int = 72
     # Seconds between sweeps that close expired approval requests (approval.expired events);
