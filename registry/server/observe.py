@@ -105,8 +105,8 @@ def configure_logging(settings: Settings) -> None:
     else:
         handler.setFormatter(
             JsonFormatter(
-                "%(levelname)s %(name)s %(message)s",
-                rename_fields={"levelname": "level", "name": "logger"},
+                "%(levelname)s %(name)s %(process)d %(message)s",
+                rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
                 timestamp="time",
             )
         )
@@ -185,12 +185,13 @@ class RequestObserver:
         duration_ms = round(seconds * 1000, 1)
         # Route template only: a raw path or query string may carry names a caller chose.
         access_log.info(
-            "%s %s %s %.1fms principal=%s",
+            "%s %s %s %.1fms principal=%s request_id=%s",
             method,
             route,
             status,
             duration_ms,
             name,
+            rid,
             extra={
                 "method": method,
                 "route": route,
