@@ -3,6 +3,7 @@ with request ids, and no secret in any log line."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -110,6 +111,10 @@ def observed(make_database: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     obs = Observed(server, world, gates)
     obs.secrets["admin password"] = ADMIN_PASSWORD
     obs.secrets["user password"] = PASSWORD
+    # Basic credentials travel base64-encoded: a logged header would show them in this form.
+    obs.secrets["admin basic credentials"] = base64.b64encode(
+        f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()
+    ).decode()
     # A failed Basic login (a wrong password is a secret too).
     wrong = f"wrong-{uuid.uuid4().hex}"
     obs.secrets["wrong password"] = wrong
@@ -403,6 +408,10 @@ class TcpProxy:
 
     def close(self) -> None:
         self.closed = True
+        # A close alone leaves a thread blocked in accept() holding the socket open (still
+        # listening); shutdown wakes it and stops the listening for good.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for s in self.sockets:
             try:
@@ -432,6 +441,8 @@ def test_ready_answers_503_naming_the_database_when_it_goes_away(
     try:
         assert httpx.get(f"{server.url}/ready").status_code == 200
         proxy.close()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
         body = _ready_failure(server)
         assert body["checks"]["database"] != "ok" and "database" in body["message"]
         assert body["checks"]["artifacts"] == "ok"

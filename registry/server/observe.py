@@ -94,6 +94,8 @@ class _RequestIdFilter(logging.Filter):
         rid = request_id_var.get()
         if rid is not None and not hasattr(record, "request_id"):
             record.request_id = rid
+        # uvicorn's terminal-coloured copy of its message: noise in a JSON line.
+        record.__dict__.pop("color_message", None)
         return True
 
 
