@@ -482,3 +482,44 @@ def test_access_log_can_be_turned_off_and_logs_can_be_text(
         stop_server(text_server)
     line = next(x for x in text_server.log.read_text().splitlines() if rid in x)
     assert not line.startswith("{") and "mlgate.access" in line and "GET /ready 200" in line
+
+
+def test_a_subscriber_urls_path_and_query_never_reach_the_log(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Chat and incident webhooks carry their credential in the URL itself.
+    path_secret = f"T0{uuid.uuid4().hex}"
+    query_secret = f"q{uuid.uuid4().hex}"
+    server = start_server(
+        database_url,
+        tmp_path,
+        extra_env={
+            "MLGATE_WEBHOOK_ALLOWLIST": "127.0.0.1/32",
+            "MLGATE_WEBHOOK_POLL_INTERVAL": "0.05",
+            "MLGATE_WEBHOOK_RETRY_SCHEDULE": "50ms",
+        },
+    )
+    try:
+        dead = f"http://127.0.0.1:{free_port()}/services/{path_secret}?token={query_secret}"
+        answer = httpx.post(
+            f"{server.url}{MLGATE}/subscriptions",
+            json={"name": "leaky", "url": dead, "events": ["registered_model.created"]},
+        )
+        assert answer.status_code == 200, answer.text
+        subscription = answer.json()["subscription"]["id"]
+        model = f"obs-url-{uuid.uuid4().hex[:8]}"
+        r = httpx.post(f"{server.url}{API}/registered-models/create", json={"name": model})
+        assert r.status_code == 200, r.text
+
+        def dead_delivery() -> bool:
+            found = httpx.get(
+                f"{server.url}{MLGATE}/deliveries", params={"subscription_id": subscription}
+            ).json()["deliveries"]
+            return bool(found) and found[0]["status"] == "dead"
+
+        wait_until(dead_delivery, what="a dead delivery")
+    finally:
+        stop_server(server)
+    text = server.log.read_text()
+    assert "webhook delivery" in text  # the failures were logged ...
+    assert path_secret not in text and query_secret not in text  # ... without the URL's secrets
