@@ -523,3 +523,21 @@ def test_a_subscriber_urls_path_and_query_never_reach_the_log(
     text = server.log.read_text()
     assert "webhook delivery" in text  # the failures were logged ...
     assert path_secret not in text and query_secret not in text  # ... without the URL's secrets
+
+
+def test_probes_and_the_token_protected_metrics_answer_whatever_the_host(
+    observed: Observed,
+) -> None:
+    # A kubelet probe or a Prometheus scrape addresses the pod by its IP.
+    pod = {"Host": "10.1.2.3:5000"}
+    assert httpx.get(f"{observed.server.url}/health", headers=pod).status_code == 200
+    assert httpx.get(f"{observed.server.url}/ready", headers=pod).status_code == 200
+    scrape = httpx.get(
+        f"{observed.server.url}/metrics",
+        headers={**pod, "Authorization": f"Bearer {METRICS_TOKEN}"},
+    )
+    assert scrape.status_code == 200
+    # Everything else still refuses a Host that is not this server.
+    refused = observed.world.admin.get(f"{API}/experiments/search", headers=pod)
+    assert refused.status_code == 400
+    assert httpx.get(f"{observed.server.url}/version", headers=pod).status_code == 400

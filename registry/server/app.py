@@ -256,6 +256,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # /metrics answers ahead of authentication (scrapers hold no user credentials) but behind
     # the Host check; the observer, outermost, sees and logs every request, refused ones too.
     handler: Any = observe.MetricsEndpoint(app.asgi_handler, app, settings)
-    handler = hardening.HostAllowlist(handler, settings.allowed_host_names)
+    handler = hardening.HostAllowlist(
+        handler, settings.allowed_host_names, observe.host_exempt_paths(settings)
+    )
     app.asgi_handler = observe.RequestObserver(handler, app, settings)
     return app

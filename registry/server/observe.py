@@ -375,6 +375,16 @@ async def _error(send: Send, status: int, code: str, message: str) -> None:
     await _answer(send, status, body, b"application/json")
 
 
+def host_exempt_paths(settings: Settings) -> frozenset[str]:
+    """Paths the Host check lets through: kubelet probes and Prometheus address a pod by its
+    IP, not by an allowed host name. The probes hold nothing a rebinding page could use;
+    /metrics only when auth is on (then it needs the metrics token anyway)."""
+    paths = {"/health", "/ready"}
+    if settings.metrics and settings.auth:
+        paths.add("/metrics")
+    return frozenset(paths)
+
+
 # --- /ready -----------------------------------------------------------------------------
 
 READY_CHECK_TIMEOUT = 3.0
