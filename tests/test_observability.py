@@ -280,6 +280,13 @@ def test_access_lines_are_json_with_route_template_principal_status_and_request_
     assert line["principal"] == ADMIN_USER
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
     assert f"missing-{rid}" not in json.dumps(line)
+    # A promotion signed with a gate secret names that gate secret (verified, not claimed).
+    promotions = [
+        x
+        for x in log_lines(observed.server)
+        if x.get("route") == f"{MLGATE}/gates/promote" and x.get("status") in (200, 202)
+    ]
+    assert promotions and all(x["principal"].startswith("gate:") for x in promotions), promotions
     # A malformed or oversized id is replaced by a fresh one, never echoed.
     for bad in ("has space", "x" * 200, "semi;colon"):
         r = httpx.get(f"{observed.server.url}/health", headers={"X-Request-Id": bad})

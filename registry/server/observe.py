@@ -37,7 +37,7 @@ import gates.policies.store
 from registry.artifacts.api import STORAGE_STATE_KEY
 from registry.artifacts.paths import ArtifactPath
 from registry.server.observe_setup import MULTIPROC_ENV
-from tracking.core.auth import PRINCIPAL_SCOPE_KEY, PUBLIC, permission_opt
+from tracking.core.auth import ACCESS_ACTOR_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, PUBLIC, permission_opt
 from tracking.core.clock import now_ms
 from tracking.core.db import Database
 from tracking.core.settings import Settings
@@ -183,7 +183,7 @@ class RequestObserver:
         if db is not None:
             POOL_IN_USE.set(pool_in_use(db))
         principal = scope.get(PRINCIPAL_SCOPE_KEY)
-        name = getattr(principal, "name", None) or "-"
+        name = getattr(principal, "name", None) or scope.get(ACCESS_ACTOR_SCOPE_KEY) or "-"
         duration_ms = round(seconds * 1000, 1)
         # Route template only: a raw path or query string may carry names a caller chose.
         access_log.info(
