@@ -377,6 +377,7 @@ def test_ready_answers_503_naming_the_artifact_store_when_it_is_unreachable(
         assert "secret-key-that-must-not-leak" not in json.dumps(body)
     finally:
         stop_server(server)
+    assert "secret-key-that-must-not-leak" not in server.log.read_text()
 
 
 class TcpProxy:
