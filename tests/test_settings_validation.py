@@ -25,6 +25,9 @@ BAD_VALUES: dict[str, list[str]] = {
     "db_pool_size": ["0", "-3", "lots"],
     "db_lock_timeout": ["0", "-1", "nan", "inf", "soon"],
     "log_level": ["loud", "INFO", ""],
+    "log_format": ["xml", "JSON"],
+    "access_log": ["loud"],
+    "metrics": ["maybe"],
     "approval_ttl_hours": ["0.01", "0", "-1", "8761", "forever"],
     "approval_sweep_interval": ["-1", "nan"],
     "staging_max_age": ["0", "-5", "inf"],
@@ -54,6 +57,7 @@ GOOD_EDGES: dict[str, str] = {
     "s3_endpoint_url": "",
     "database_url": "postgresql+asyncpg://u@h/db",
     "log_level": "warning",
+    "log_format": "text",
 }
 
 

@@ -151,3 +151,11 @@ async def mark_expired(s: AsyncSession, request_id: str, now: int, actor: str) -
         .values(status="expired", resolved_at=now, resolved_by=actor, resolution="expired")
     )
     return int(getattr(result, "rowcount", 0) or 0) == 1
+
+
+async def count_open(s: AsyncSession, now: int) -> int:
+    """Approval requests still waiting for a decision (pending and not expired), for /metrics."""
+    stmt = select(func.count()).where(
+        ApprovalRequest.status == "pending", ApprovalRequest.expires_at > now
+    )
+    return int(await s.scalar(stmt) or 0)

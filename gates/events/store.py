@@ -418,3 +418,17 @@ async def latest_deliveries(s: AsyncSession, subscription_ids: Sequence[str]) ->
         .where(_D.c.id.in_(select(newest.c.id)))
     )
     return list((await s.execute(stmt)).all())
+
+
+async def delivery_counts(s: AsyncSession) -> dict[str, int]:
+    """Deliveries per status, for /metrics (grouped on the indexed status column)."""
+    rows = await s.execute(select(_D.c.status, func.count()).group_by(_D.c.status))
+    return {status: int(count) for status, count in rows}
+
+
+async def oldest_open_delivery(s: AsyncSession) -> int | None:
+    """Creation time (epoch ms) of the oldest delivery still to be made, for /metrics."""
+    return cast(
+        int | None,
+        await s.scalar(select(func.min(_D.c.created_at)).where(_D.c.status.in_(OPEN_STATUSES))),
+    )

@@ -23,6 +23,7 @@ import socket
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from gates.events import store
 from gates.events.config import EventsConfig
@@ -155,9 +156,9 @@ class DeliveryWorker(PollingLoop):
                 log.warning(
                     "webhook delivery %s to %s is dead after %d attempts: %s",
                     row.delivery_id,
-                    row.url,
+                    url_origin(row.url),
                     failed,
-                    error,
+                    error.replace(row.url, url_origin(row.url)),
                 )
             else:
                 values.update(status="failed", next_attempt_at=now + delay)
@@ -182,3 +183,10 @@ class DeliveryWorker(PollingLoop):
                 await record_subscription_health(
                     s, row.subscription_id, ok=outcome.ok, now=now, config=self.config
                 )
+
+
+def url_origin(url: str) -> str:
+    """``scheme://host:port/…`` of a subscriber URL, for logs: chat and incident webhooks
+    carry their credential in the path or query, which must never reach a log line."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"

@@ -27,6 +27,7 @@ from gates.policies.schemas import (
 from gates.policies.signatures import parse_headers
 from registry.artifacts.api import STORAGE_STATE_KEY
 from tracking.core.auth import (
+    ACCESS_ACTOR_SCOPE_KEY,
     ADMIN,
     PUBLIC,
     Permission,
@@ -268,6 +269,9 @@ async def promote(request: Req) -> R:
             fingerprint=fingerprint,
             secret_box=_secret_box(request),
         )
+    if not result.replayed:
+        # The signature was verified in the service: name its gate secret in the access line.
+        request.scope[ACCESS_ACTOR_SCOPE_KEY] = result.decision.actor  # type: ignore[literal-required]
     return decision_response(result.decision, replayed=result.replayed)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, not_, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.policies.models import (
@@ -345,3 +345,11 @@ async def decisions_by_ids(s: AsyncSession, ids: list[str]) -> list[GateDecision
         return []
     stmt = select(GateDecision).where(GateDecision.id.in_(sorted(set(ids))))
     return list((await s.execute(stmt)).scalars())
+
+
+async def decision_counts(s: AsyncSession) -> dict[str, int]:
+    """Gate decisions per outcome, for /metrics."""
+    rows = await s.execute(
+        select(GateDecision.outcome, func.count()).group_by(GateDecision.outcome)
+    )
+    return {outcome: int(count) for outcome, count in rows}

@@ -38,7 +38,7 @@ from registry.artifacts.api import (
 from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
 from registry.artifacts.sweep import StaleUploadSweep
-from registry.server import hardening, openapi, security
+from registry.server import hardening, observe, openapi, security
 from registry.server.web.routes import (
     UI_EXCEPTION_HANDLERS,
     UI_GUARDS,
@@ -100,7 +100,7 @@ def registry_write_guard(db: Database) -> WriteGuard:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    observe.configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -231,6 +231,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             health,
+            observe.ready,
             version,
             server_info,
             openapi.openapi_document,
@@ -246,8 +247,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi.openapi_config(VERSION, registry.api.MLGATE_API_PREFIX),
         debug=False,
+        # Logging is configured by observe.configure_logging; Litestar's default would replace
+        # the root handler with its own plain-text one when the app starts.
+        logging_config=None,
     )
     security.mark_generated_routes_public(app)
     # Outermost: a request for another host is refused before routing, CORS or anything else.
-    app.asgi_handler = hardening.HostAllowlist(app.asgi_handler, settings.allowed_host_names)
+    # /metrics answers ahead of authentication (scrapers hold no user credentials) but behind
+    # the Host check; the observer, outermost, sees and logs every request, refused ones too.
+    handler: Any = observe.MetricsEndpoint(app.asgi_handler, app, settings)
+    handler = hardening.HostAllowlist(
+        handler, settings.allowed_host_names, observe.host_exempt_paths(settings)
+    )
+    app.asgi_handler = observe.RequestObserver(handler, app, settings)
     return app

@@ -302,14 +302,32 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def run_server(settings: Settings) -> int:
+    import os
+    import shutil
+    import tempfile
+
+    from registry.server import observe_setup
+
+    # Before prometheus_client is first imported: every worker then writes its samples to
+    # this process's private directory, and a scrape of any worker reads all of them.
+    metrics_dir = tempfile.mkdtemp(prefix="mlgate-metrics-")
+    os.environ[observe_setup.MULTIPROC_ENV] = metrics_dir
+    try:
+        return _run_server(settings)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_server(settings: Settings) -> int:
     import uvicorn
 
-    from registry.server import migrate, security
+    from registry.server import migrate, observe, security
 
-    refusal = security.bind_refusal(settings)
+    refusal = security.bind_refusal(settings) or observe.check_log_format(settings)
     if refusal is not None:
         print(f"mlgate: {refusal}", file=sys.stderr)
         return 2
+    observe.configure_logging(settings)
     try:
         # Refuse a malformed retry schedule now, not when the worker first needs it.
         EventsConfig.from_settings(settings)
@@ -345,6 +363,9 @@ def run_server(settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers if settings.workers > 1 else None,
         log_level=settings.log_level,
+        # mlgate's own logging (registry/server/observe.py) formats every line, uvicorn's
+        # included; its access line replaces uvicorn's, which stays off (no duplicates).
+        log_config=None,
         access_log=False,
         # Only a configured proxy may say who the client is and whether it spoke HTTPS: the
         # client address keys login throttling, the scheme the UI's same-origin check.

@@ -78,12 +78,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class HostAllowlist:
     """Outermost ASGI wrapper: refuse requests whose Host is not this server, as MLflow JSON."""
 
-    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: ASGIApp, allowed: tuple[str, ...], exempt: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.allowed = allowed
+        # Paths answered whatever the Host (probes and scrapers address a pod by its IP).
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
+        if scope["type"] in ("http", "websocket") and scope["path"] not in self.exempt:
             server = scope.get("server")
             server_host = server[0] if server else None
             if not host_allowed(_header(scope, b"host"), self.allowed, server_host):

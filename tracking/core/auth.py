@@ -35,6 +35,8 @@ PrincipalKind = Literal["user", "token"]
 ANONYMOUS = "anonymous"
 
 PRINCIPAL_SCOPE_KEY = "mlgate.principal"
+# An actor authenticated inside a handler (a gate secret's signature), for the access line.
+ACCESS_ACTOR_SCOPE_KEY = "mlgate.access_actor"
 VISIBILITY_SCOPE_KEY = "mlgate.visibility"
 
 

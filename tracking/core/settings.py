@@ -57,6 +57,16 @@ class Settings:
     # SQLite: seconds a request waits for another process's lock before answering 503.
     db_lock_timeout: float = 30.0
     log_level: str = "info"
+    # --- observability ---
+    # Log lines as JSON objects ("json") or plain text ("text").
+    log_format: str = "json"
+    # One line per request (method, route template, status, duration, principal, request id).
+    access_log: bool = True
+    # Serve Prometheus metrics at /metrics. With auth off anyone who reaches the server may
+    # scrape; with auth on a scraper sends "Authorization: Bearer <metrics_token>" (and with no
+    # token set /metrics answers 403).
+    metrics: bool = True
+    metrics_token: str = field(default="", repr=False)
     # Gates: how long a release approval request stays open.
     approval_ttl_hours: int = 72
     # Seconds between sweeps that close expired approval requests (approval.expired events);
@@ -319,6 +329,7 @@ _RULES: dict[str, _Rule] = {
     "db_pool_size": _between(1, 1000),
     "db_lock_timeout": _above(0, " seconds"),
     "log_level": _one_of("critical", "error", "warning", "info", "debug", "trace"),
+    "log_format": _one_of("json", "text"),
     "approval_ttl_hours": _between(1, 24 * 365, " hours"),
     "approval_sweep_interval": _at_least(0, " seconds (0 turns the sweep off)"),
     "staging_max_age": _above(0, " seconds"),
