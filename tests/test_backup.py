@@ -96,7 +96,9 @@ def test_backup_of_a_live_server_restores_with_audit_chain_and_every_digest_veri
     try:
         applied = _mlgate("gates", "apply", str(gates_file), env={"MLGATE_DATABASE_URL": db_url})
         assert applied.returncode == 0, applied.stderr
-        mlflow.MlflowClient(tracking_uri=server.url).create_registered_model(model)
+        mlflow.MlflowClient(
+            tracking_uri=server.url, registry_uri=server.url
+        ).create_registered_model(model)
         writer = Writer(server.url, model, gate)
         writer.start()
         deadline = time.monotonic() + 60
@@ -161,7 +163,9 @@ def test_backup_of_a_live_server_restores_with_audit_chain_and_every_digest_veri
                 "MLGATE_WEBHOOK_WORKER": "false",
             },
         )
-        client = mlflow.MlflowClient(tracking_uri=restored_server.url)
+        client = mlflow.MlflowClient(
+            tracking_uri=restored_server.url, registry_uri=restored_server.url
+        )
         versions = {mv.version for mv in client.search_model_versions(f"name='{model}'")}
         assert acked_before <= versions, acked_before - versions
         chain = _mlgate("audit", "verify", env=check_env)
