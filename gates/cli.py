@@ -10,7 +10,6 @@ authenticated; their database-direct form is break-glass only (``--break-glass -
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 import uuid
@@ -19,22 +18,30 @@ from typing import Any
 
 import msgspec
 
+# One home for the exit codes, the request body and the outcome mapping: the standalone client
+# the server serves to CI runners (standard library only), so `mlgate promote` and
+# `curl .../promote.py | python3 -` cannot drift apart. 0 passed, 1 refused, 2 usage,
+# 3 pending, 4-7 the approval request expired/rejected/cancelled/failed, 8 authentication
+# failed (401/403), 9 worth retrying (no connection, timeout, 429, any 5xx). Codes this module
+# does not use itself are re-exported here, where callers and tests look for them.
+from gates.policies.promote_client import (  # noqa: F401
+    CLOSED_EXIT_CODES,
+    EXIT_APPROVAL_FAILED,
+    EXIT_AUTH_FAILED,
+    EXIT_CANCELLED,
+    EXIT_EXPIRED,
+    EXIT_OK,
+    EXIT_PENDING,
+    EXIT_REFUSED,
+    EXIT_REJECTED,
+    EXIT_RETRY,
+    EXIT_USAGE,
+    default_idempotency_key,
+    exit_code,
+    request_body,
+)
 from gates.policies.signatures import signed_headers
 from tracking.core.settings import Settings
-
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_PENDING = 0, 1, 2, 3
-# `mlgate promote` when the approval request of the (replayed) decision is closed.
-EXIT_EXPIRED, EXIT_REJECTED, EXIT_CANCELLED, EXIT_APPROVAL_FAILED = 4, 5, 6, 7
-CLOSED_EXIT_CODES = {
-    "expired": EXIT_EXPIRED,
-    "rejected": EXIT_REJECTED,
-    "cancelled": EXIT_CANCELLED,
-    "failed": EXIT_APPROVAL_FAILED,
-}
-# `mlgate promote` when the server said no to the caller (401/403: a wrong, revoked or missing
-# gate secret), and when the answer is worth retrying later: no connection, a timeout, 429 or
-# any 5xx (503 database unavailable, 507 store full). CI retries 9 and stops on 8.
-EXIT_AUTH_FAILED, EXIT_RETRY = 8, 9
 
 
 def add_commands(sub: Any, add_db_flag: Any) -> None:
@@ -244,6 +251,15 @@ async def _run_database_command(args: argparse.Namespace, settings: Settings) ->
         await db.dispose()
 
 
+def _json_answer(response: Any) -> dict[str, Any]:
+    """The server's answer as a dict: its JSON object, else its text as the message."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return {"message": response.text}
+    return answer if isinstance(answer, dict) else {"message": str(answer)}
+
+
 # --- approve and reject (HTTP) -------------------------------------------------------------------
 
 
@@ -267,11 +283,8 @@ def act_over_http(args: argparse.Namespace, settings: Settings) -> int:
     except httpx.HTTPError as exc:
         print(f"mlgate: cannot reach {url}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = {"message": response.text}
-    a = answer.get("approval_request") if isinstance(answer, dict) else None
+    answer = _json_answer(response)
+    a = answer.get("approval_request")
     if not isinstance(a, dict):
         print(
             f"mlgate: {response.status_code} {answer.get('error_code', '')}: "
@@ -337,15 +350,11 @@ def secrets_over_http(args: argparse.Namespace, settings: Settings) -> int:
     except httpx.HTTPError as exc:
         print(f"mlgate: cannot reach {url} (retry later): {exc}", file=sys.stderr)
         return EXIT_RETRY
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = {"message": response.text}
-    if response.status_code != 200 or not isinstance(answer, dict):
-        detail = answer if isinstance(answer, dict) else {}
+    answer = _json_answer(response)
+    if response.status_code != 200:
         print(
-            f"mlgate: {response.status_code} {detail.get('error_code', '')}: "
-            f"{detail.get('message', '')}",
+            f"mlgate: {response.status_code} {answer.get('error_code', '')}: "
+            f"{answer.get('message', '')}",
             file=sys.stderr,
         )
         if response.status_code in (401, 403):
@@ -366,11 +375,6 @@ def secrets_over_http(args: argparse.Namespace, settings: Settings) -> int:
 # --- promote (HTTP) ------------------------------------------------------------------------------
 
 
-def default_idempotency_key(model: str, subject: str, target: str) -> str:
-    digest = hashlib.sha256(f"{model}\0{subject}\0{target}".encode()).hexdigest()[:32]
-    return f"promote-{digest}"
-
-
 def promote(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
@@ -378,23 +382,7 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
         print("mlgate: set MLGATE_GATE_SECRET to the gate's signing secret", file=sys.stderr)
         return 2
     url = (args.url or settings.url).rstrip("/")
-    subject = f"run:{args.run}" if args.run else f"version:{args.version}"
-    body: dict[str, Any] = {
-        "model": args.model,
-        "target": args.target,
-        "dry_run": bool(args.dry_run),
-        "artifact_path": args.artifact_path,
-        "idempotency_key": args.idempotency_key
-        or default_idempotency_key(args.model, subject, args.target),
-    }
-    if args.run:
-        body["run_id"] = args.run
-    else:
-        body["version"] = args.version
-    if args.requested_by:
-        body["requested_by"] = args.requested_by
-    if args.reopen:
-        body["reopen"] = True
+    body = request_body(args)
     raw = msgspec.json.encode(body)
     # A fresh webhook-id per attempt: the server refuses a replayed id, while the idempotency
     # key makes a retried promotion return the first decision.
@@ -410,12 +398,7 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
     except httpx.HTTPError as exc:
         print(f"mlgate: cannot reach {url} (retry later): {exc}", file=sys.stderr)
         return EXIT_RETRY
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = {"message": response.text}
-    if not isinstance(answer, dict):
-        answer = {"message": str(answer)}
+    answer = _json_answer(response)
     if "decision_id" not in answer:
         code = response.status_code
         print(
@@ -436,18 +419,8 @@ def promote(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     print(msgspec.json.encode(answer).decode() if args.json else format_decision(answer))
-    outcome = answer.get("outcome")
-    if outcome == "passed":
-        return EXIT_OK
-    if outcome == "pending_approval":
-        # The request's current state, not the state the decision was made in.
-        status = answer.get("approval_status") or "pending"
-        if status == "approved":
-            return EXIT_OK
-        if status in CLOSED_EXIT_CODES:
-            return CLOSED_EXIT_CODES[status]
-        return EXIT_OK if args.allow_pending else EXIT_PENDING
-    return EXIT_REFUSED
+    # The request's current state decides, not the state the decision was made in.
+    return exit_code(answer, args.allow_pending)
 
 
 def _cell(value: Any) -> str:

@@ -62,6 +62,28 @@ def default_idempotency_key(model: str, subject: str, target: str) -> str:
     return f"promote-{digest}"
 
 
+def request_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The promote request's JSON body from the command's flags (shared with ``mlgate promote``)."""
+    subject = f"run:{args.run}" if args.run else f"version:{args.version}"
+    body: dict[str, Any] = {
+        "model": args.model,
+        "target": args.target,
+        "dry_run": bool(args.dry_run),
+        "artifact_path": args.artifact_path,
+        "idempotency_key": args.idempotency_key
+        or default_idempotency_key(args.model, subject, args.target),
+    }
+    if args.run:
+        body["run_id"] = args.run
+    else:
+        body["version"] = args.version
+    if args.requested_by:
+        body["requested_by"] = args.requested_by
+    if args.reopen:
+        body["reopen"] = True
+    return body
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="promote.py", description="ask an mlgate gate to promote")
     p.add_argument("--model", required=True, help="registered model name")
@@ -126,23 +148,7 @@ def main(argv: list[str]) -> int:
     if not url.startswith(("http://", "https://")):
         print("promote.py: set MLGATE_URL (or --url) to the server's http(s) URL", file=sys.stderr)
         return EXIT_USAGE
-    subject = f"run:{args.run}" if args.run else f"version:{args.version}"
-    body: dict[str, Any] = {
-        "model": args.model,
-        "target": args.target,
-        "dry_run": bool(args.dry_run),
-        "artifact_path": args.artifact_path,
-        "idempotency_key": args.idempotency_key
-        or default_idempotency_key(args.model, subject, args.target),
-    }
-    if args.run:
-        body["run_id"] = args.run
-    else:
-        body["version"] = args.version
-    if args.requested_by:
-        body["requested_by"] = args.requested_by
-    if args.reopen:
-        body["reopen"] = True
+    body = request_body(args)
     raw = json.dumps(body, separators=(",", ":")).encode()
     # A fresh webhook-id per attempt (the server refuses a replayed id); the idempotency key
     # makes a retried promotion return the first decision.
