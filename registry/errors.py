@@ -28,7 +28,7 @@ class ModelVersionNotFound(ResourceNotFound):
 class AliasNotFound(InvalidParameter):
     # MLflow answers an unknown alias with INVALID_PARAMETER_VALUE/400, not a 404.
     def __init__(self, name: str, alias: str) -> None:
-        super().__init__(f"Registered model alias {alias} not found for model {name}.")
+        super().__init__(f"Registered model alias {alias} not found.")
 
 
 class InvalidStage(InvalidParameter):

@@ -126,6 +126,14 @@ async def upsert_model_tags(s: AsyncSession, model_id: int, tags: dict[str, str]
     )
 
 
+async def model_tag(s: AsyncSession, model_id: int, key: str) -> str | None:
+    """The value of one tag of a registered model, or None (one primary-key lookup)."""
+    stmt = select(RegisteredModelTag.value).where(
+        RegisteredModelTag.model_id == model_id, RegisteredModelTag.key == key
+    )
+    return (await s.execute(stmt)).scalar_one_or_none()
+
+
 async def delete_model_tag(s: AsyncSession, model_id: int, key: str) -> int:
     result = await s.execute(
         delete(RegisteredModelTag).where(

@@ -331,8 +331,10 @@ async def _final_evaluation(
             run = await load_run(s, row.run_id)
         except ResourceNotFound:
             run = None
+    version_tags: dict[str, str] = {}
     try:
-        await registry.get_model_version(s, row.model_name, str(row.version))
+        mv = await registry.get_model_version(s, row.model_name, str(row.version))
+        version_tags = {t.key: t.value for t in mv.tags}
         digest, problems = await ports.reverify_version(s, storage, row.model_name, row.version)
         exists = True
     except ResourceNotFound:
@@ -344,6 +346,7 @@ async def _final_evaluation(
         version=row.version,
         digest=digest,
         digest_checked=True,
+        version_tags=version_tags,
     )
     checks = await evaluate(s, rules, candidate, approvals=approvals)
     unchanged = exists and not problems and digest == row.digest

@@ -40,6 +40,8 @@ class Candidate:
     model_exists: bool = True
     # Earlier versions registered from the same run count for "has passed Staging".
     related_versions: list[int] = field(default_factory=list)
+    # The version's own tags (empty until it exists).
+    version_tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,9 @@ async def evaluate(
     checks += [_presence("tag", k, tags, v) for k, v in rules.tags.items()]
     checks += [_presence("param", k, params, None) for k in rules.required_params]
     checks += [_presence("param", k, params, v) for k, v in rules.params.items()]
+    version_tags = candidate.version_tags
+    checks += [_presence("version_tag", k, version_tags, None) for k in rules.required_version_tags]
+    checks += [_presence("version_tag", k, version_tags, v) for k, v in rules.version_tags.items()]
     if rules.require_finished:
         status = run.info.status if run else None
         checks.append(

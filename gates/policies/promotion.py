@@ -366,7 +366,15 @@ async def _candidate(
                 run = None
         number = int(mv.version)
         digest = await ports.version_digest(s, model, number)
-        return Candidate(model, target, run, number, digest, digest_checked=True)
+        return Candidate(
+            model,
+            target,
+            run,
+            number,
+            digest,
+            digest_checked=True,
+            version_tags={t.key: t.value for t in mv.tags},
+        )
     assert req.run_id is not None
     run = await load_run(s, req.run_id)
     candidate = Candidate(model, target, run)
@@ -381,6 +389,7 @@ async def _candidate(
         # Promoting a run again (Staging, then Production) moves the version it already has,
         # so what reaches Production is the version that passed Staging, not a copy of it.
         candidate.version = int(same[0].version)
+        candidate.version_tags = {t.key: t.value for t in same[0].tags}
         candidate.digest = await ports.version_digest(s, model, candidate.version)
         candidate.digest_checked = True
     return candidate

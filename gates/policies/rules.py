@@ -116,10 +116,15 @@ def _keys(items: list[str], what: str) -> list[str]:
 
 
 def rules_from_spec(spec: PolicySpec) -> PolicyRules:
-    lists = (spec.metrics, spec.required_tags, spec.required_params, spec.prior_targets)
-    if any(len(x) > MAX_RULE_ITEMS for x in lists) or max(len(spec.tags), len(spec.params)) > (
-        MAX_RULE_ITEMS
-    ):
+    lists = (
+        spec.metrics,
+        spec.required_tags,
+        spec.required_params,
+        spec.required_version_tags,
+        spec.prior_targets,
+    )
+    maps = (spec.tags, spec.params, spec.version_tags)
+    if any(len(x) > MAX_RULE_ITEMS for x in lists) or max(len(m) for m in maps) > MAX_RULE_ITEMS:
         raise InvalidPolicy(f"A policy may list at most {MAX_RULE_ITEMS} items per check.")
     if not 0 <= spec.required_approvals <= MAX_APPROVALS:
         raise InvalidPolicy(f"required_approvals must be between 0 and {MAX_APPROVALS}.")
@@ -149,6 +154,8 @@ def rules_from_spec(spec: PolicySpec) -> PolicyRules:
         tags=dict(sorted(spec.tags.items())),
         required_params=_keys(spec.required_params, "required_params"),
         params=dict(sorted(spec.params.items())),
+        required_version_tags=_keys(spec.required_version_tags, "required_version_tags"),
+        version_tags=dict(sorted(spec.version_tags.items())),
         require_finished=spec.require_finished,
         require_digest=spec.require_digest,
         required_approvals=spec.required_approvals,

@@ -43,6 +43,9 @@ class PolicyRules(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknow
     tags: dict[str, str] = {}
     required_params: list[str] = []
     params: dict[str, str] = {}
+    # Tags of the version itself (a prompt version has no run: its tags are its provenance).
+    required_version_tags: list[str] = []
+    version_tags: dict[str, str] = {}
     require_finished: bool = True
     require_digest: bool = True
     required_approvals: int = 0
@@ -67,6 +70,9 @@ class PolicySpec(msgspec.Struct, forbid_unknown_fields=True):
     tags: dict[str, str] = {}
     required_params: list[str] = []
     params: dict[str, str] = {}
+    # Tags of the version itself (a prompt version has no run: its tags are its provenance).
+    required_version_tags: list[str] = []
+    version_tags: dict[str, str] = {}
     require_finished: bool = True
     require_digest: bool = True
     required_approvals: int = 0

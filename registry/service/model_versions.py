@@ -8,10 +8,19 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import events, store
+from registry.artifacts.freeze import EMPTY_ROOT
 from registry.artifacts.manifest import manifest_digest
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
 from registry.errors import RegisteredModelNotFound
 from registry.events import PointerMove
+from registry.prompts import (
+    PROMPT_SOURCE_PLACEHOLDERS,
+    PROMPT_TAG,
+    PromptVersionOutsidePrompt,
+    check_prompt_source,
+    is_prompt_request,
+    is_prompt_tags,
+)
 from registry.schemas import CreateModelVersion, ModelVersionOut, SearchModelVersions, Version
 from registry.search import model_version_search_select
 from registry.service.history import history_row, stage_changes
@@ -37,6 +46,7 @@ from registry.validation import (
     validate_model_name,
     validate_tag,
 )
+from tracking import service as tracking
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, InvalidState, ResourceNotFound
@@ -62,17 +72,45 @@ async def _check_create(s: AsyncSession, req: CreateModelVersion) -> _CheckedCre
         )
     description = validate_description(req.description)
     model = await find_model(s, name)
-    resolved = await resolve_version_source(s, req.source, run_id=req.run_id, model_id=req.model_id)
+    if is_prompt_request(req.tags):
+        resolved = await _prompt_source(s, model, req)
+    else:
+        resolved = await resolve_version_source(
+            s, req.source, run_id=req.run_id, model_id=req.model_id
+        )
     return _CheckedCreate(tags, description, model, resolved)
 
 
-async def model_version_location(s: AsyncSession, req: CreateModelVersion) -> str:
-    """Check a create request as :func:`create_model_version` will; return where its files are.
+async def _prompt_source(s: AsyncSession, model: Any, req: CreateModelVersion) -> ResolvedSource:
+    """A prompt version: its placeholder source, no files (see ``registry.prompts``)."""
+    source = check_prompt_source(req.source)
+    if not is_prompt_tags({PROMPT_TAG: await store.model_tag(s, model.id, PROMPT_TAG) or ""}):
+        raise PromptVersionOutsidePrompt(model.name)
+    run_id, model_id = req.run_id or None, req.model_id or None
+    # Lineage the client chose to send must still name something that exists.
+    try:
+        if run_id is not None:
+            await tracking.get_run(s, run_id)
+        if model_id is not None:
+            await tracking.get_logged_model(s, model_id)
+    except ResourceNotFound as exc:
+        raise InvalidParameter(f"Invalid prompt version lineage: {exc.message}") from None
+    return ResolvedSource(source, EMPTY_ROOT.to_uri(), run_id, model_id)
+
+
+def _is_prompt_version(row: Any) -> bool:
+    return row.source in PROMPT_SOURCE_PLACEHOLDERS and row.artifact_root == EMPTY_ROOT.posix
+
+
+async def model_version_location(s: AsyncSession, req: CreateModelVersion) -> str | None:
+    """Check a create request as :func:`create_model_version` will; return where its files are
+    (None for a prompt version, which has none: nothing to freeze).
 
     Read-only: the API calls it first, fingerprints the location outside any transaction, and
     hands the fingerprint to :func:`create_model_version`.
     """
-    return (await _check_create(s, req)).resolved.storage_location
+    resolved = (await _check_create(s, req)).resolved
+    return None if resolved.storage_location == EMPTY_ROOT.to_uri() else resolved.storage_location
 
 
 async def create_model_version(
@@ -333,14 +371,16 @@ async def get_download_uri(s: AsyncSession, name: str | None, version: Version |
     """Where the version's files are: its frozen copy (``mlflow-artifacts:/mlgate-frozen/…``),
     or for a version registered before frozen copies, the location its source resolved to."""
     row = await find_version(s, await find_model(s, name), version)
-    return str(row.storage_location)
+    # A prompt version has no files: like MLflow, answer with its placeholder source.
+    return str(row.source if _is_prompt_version(row) else row.storage_location)
 
 
 async def version_artifact_root(
     s: AsyncSession, name: str | None, version: Version | None
 ) -> ArtifactPath:
     """The store path of a version's files (for the artifact layer's model-version downloads)."""
-    return parse_artifact_uri(await get_download_uri(s, name, version))
+    row = await find_version(s, await find_model(s, name), version)
+    return parse_artifact_uri(row.storage_location)
 
 
 async def versions_of_run(

@@ -103,6 +103,8 @@ def rules_summary(rules: PolicyRules) -> list[str]:
     lines += [f"tag {k} == {v}" for k, v in rules.tags.items()]
     lines += [f"param {k} present" for k in rules.required_params]
     lines += [f"param {k} == {v}" for k, v in rules.params.items()]
+    lines += [f"version tag {k} present" for k in rules.required_version_tags]
+    lines += [f"version tag {k} == {v}" for k, v in rules.version_tags.items()]
     if rules.require_finished:
         lines.append("run FINISHED")
     if rules.require_digest:
