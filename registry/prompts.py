@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tracking.core.errors import InvalidParameter
+from tracking.core.errors import InvalidParameter, ResourceAlreadyExists
 
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 PROMPT_TEXT_TAG = "mlflow.prompt.text"
@@ -58,4 +58,17 @@ class PromptVersionOutsidePrompt(InvalidParameter):
         super().__init__(
             f"Registered model '{name}' is not a prompt: a prompt version (tag "
             f"'{PROMPT_TAG}' = 'true') can only be created under a registered model with that tag."
+        )
+
+
+class NameTakenAcrossKinds(ResourceAlreadyExists):
+    """A prompt created under a model's name, or a model under a prompt's (MLflow's wording)."""
+
+    def __init__(self, name: str, new_is_prompt: bool) -> None:
+        new, old = (
+            ("prompt", "registered model") if new_is_prompt else ("registered model", "prompt")
+        )
+        super().__init__(
+            f"Tried to create a {new} with name {name!r}, but the name is already taken by a "
+            f"{old}. MLflow does not allow creating a model and a prompt with the same name."
         )

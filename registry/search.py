@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import ColumnElement, Select, select
 
 from registry.models import ModelVersion, ModelVersionTag, RegisteredModel, RegisteredModelTag
+from registry.prompts import PROMPT_TAG
 from tracking.core.auth import ResourceScope
 from tracking.core.errors import InvalidParameter
 from tracking.search import (
@@ -31,9 +32,6 @@ from tracking.search import (
     string_predicate,
 )
 from tracking.search.sql import scope_predicate
-
-# Prompts are registered models tagged with this; model searches exclude them by default.
-PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 _PREFIXES = {
     "attribute": "attribute",
@@ -116,13 +114,20 @@ def _model_is_prompt() -> ColumnElement[bool]:
 
 
 def _tag_clause(parent: Any, link: ColumnElement[bool], table: Any, c: Comparison) -> Any:
-    if c.key == PROMPT_TAG and c.op == "=" and c.value == "false":
-        # An ordinary model has no prompt tag at all and must still count as "not a prompt".
-        missing = ~correlated_exists(parent, link, table.key == PROMPT_TAG)
-        return or_(missing, key_value_predicate(parent, link, table.key, table.value, c))
-    return key_value_predicate(
-        parent, link, table.key, table.value, c, missing_matches_not_equal=c.key == PROMPT_TAG
-    )
+    return key_value_predicate(parent, link, table.key, table.value, c)
+
+
+def _search_comparisons(comparisons: list[Comparison]) -> tuple[list[Comparison], bool]:
+    """The comparisons a search applies, and whether it asks for prompts.
+
+    MLflow's rule: a search asks for prompts when its first clause on the prompt tag is
+    ``= 'true'`` or ``!= 'false'``; its prompt-tag clauses then apply as ordinary tag clauses.
+    Any other search leaves prompts out, and its prompt-tag clauses (the client's own
+    ``!= 'true'``, an ``= 'false'``) are dropped: a model without the tag is never a prompt.
+    """
+    if _is_prompt_query(comparisons):
+        return comparisons, True
+    return [c for c in comparisons if not (c.kind == "tag" and c.key == PROMPT_TAG)], False
 
 
 def _attribute_clause(column: Any, c: Comparison) -> ColumnElement[bool]:
@@ -161,12 +166,13 @@ def registered_model_search_select(
     if scope is not None:
         stmt = stmt.where(scope_predicate(scope, RegisteredModel.name))
     link = RegisteredModelTag.model_id == RegisteredModel.id
-    for c in comparisons:
+    applied, prompts = _search_comparisons(comparisons)
+    for c in applied:
         if c.kind == "tag":
             stmt = stmt.where(_tag_clause(RegisteredModel, link, RegisteredModelTag, c))
         else:
             stmt = stmt.where(_attribute_clause(_MODEL_COLUMNS[c.key], c))
-    if not _is_prompt_query(comparisons):
+    if not prompts:
         stmt = stmt.where(~_model_is_prompt())
     ordering = _ordering(keys, _MODEL_COLUMNS)
     if "name" not in {k.key for k in keys}:
@@ -201,12 +207,13 @@ def model_version_search_select(
     if scope is not None:
         stmt = stmt.where(scope_predicate(scope, RegisteredModel.name))
     link = ModelVersionTag.version_id == ModelVersion.id
-    for c in comparisons:
+    applied, prompts = _search_comparisons(comparisons)
+    for c in applied:
         if c.kind == "tag":
             stmt = stmt.where(_tag_clause(ModelVersion, link, ModelVersionTag, c))
         else:
             stmt = stmt.where(_attribute_clause(_VERSION_COLUMNS[c.key], c))
-    if not _is_prompt_query(comparisons):
+    if not prompts:
         stmt = stmt.where(~_model_is_prompt())
     ordering = _ordering(keys, _VERSION_COLUMNS)
     named = {k.key for k in keys}

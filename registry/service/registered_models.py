@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import events, store
 from registry.errors import AliasNotFound, RegisteredModelAlreadyExists
 from registry.events import PointerMove
+from registry.prompts import PROMPT_TAG, NameTakenAcrossKinds
 from registry.schemas import (
     CreateRegisteredModel,
     ModelVersionOut,
@@ -42,7 +44,7 @@ from registry.validation import (
 )
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
-from tracking.core.errors import InvalidParameter, ResourceNotFound
+from tracking.core.errors import InvalidParameter, ResourceAlreadyExists, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_page_token
 
 # --- registered models ---------------------------------------------------------------------------
@@ -58,13 +60,27 @@ async def create_registered_model(
         s, name=name, user_id=actor, description=description, now=now_ms()
     )
     if model_id is None:
-        raise RegisteredModelAlreadyExists(name)
+        await _name_taken(s, name, PROMPT_TAG in tags)
     await store.upsert_model_tags(s, model_id, tags)
     await events.emit(
         s,
         events.RegisteredModelCreated(name, tuple(tags.items()), description, actor, now_ms()),
     )
     return await render_model(s, model_id)
+
+
+async def _name_taken(s: AsyncSession, name: str, new_is_prompt: bool) -> NoReturn:
+    """MLflow's answer to a taken name: a prompt and a model may not share one, and the message
+    says which of the two holds it (the prompt tag's presence decides, as in MLflow)."""
+    existing = await store.get_model_row(s, name)
+    old_is_prompt = (
+        existing is not None and await store.model_tag(s, existing.id, PROMPT_TAG) is not None
+    )
+    if old_is_prompt != new_is_prompt:
+        raise NameTakenAcrossKinds(name, new_is_prompt)
+    if new_is_prompt:
+        raise ResourceAlreadyExists(f"Prompt (name={name}) already exists.")
+    raise RegisteredModelAlreadyExists(name)
 
 
 async def get_registered_model(s: AsyncSession, name: str | None) -> RegisteredModelOut:
