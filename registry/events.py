@@ -34,6 +34,8 @@ class ModelVersionCreated:
     description: str | None = None
     # The manifest digest of the version's files (None: no files at registration).
     manifest_digest: str | None = None
+    # A prompt version (registry.prompts): MLflow announces it as prompt_version.created.
+    is_prompt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class AliasMoved:
     actor: str
     comment: str | None
     timestamp: int
+    is_prompt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class RegisteredModelCreated:
     description: str | None
     actor: str
     timestamp: int
+    is_prompt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ class ModelVersionTagSet:
     key: str
     value: str
     timestamp: int
+    is_prompt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,19 @@ class ModelVersionTagDeleted:
     version: int
     key: str
     timestamp: int
+    is_prompt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredModelTagSet:
+    """A tag of a registered model was set (``value``) or deleted (``value`` is None)."""
+
+    kind: ClassVar[str] = "registered_model_tag.changed"
+    name: str
+    key: str
+    value: str | None
+    timestamp: int
+    is_prompt: bool = False
 
 
 RegistryEvent = (
@@ -123,6 +141,7 @@ RegistryEvent = (
     | RegisteredModelDeleted
     | ModelVersionTagSet
     | ModelVersionTagDeleted
+    | RegisteredModelTagSet
 )
 
 

@@ -27,7 +27,7 @@ MLGATE_EVENT_TYPES = (
 )
 
 # ... and MLflow 3's, as ``entity.action`` (mlflow/entities/webhook.py, VALID_ENTITY_ACTIONS).
-# mlgate emits the registry ones; prompt and budget events are accepted on subscriptions for
+# mlgate emits the registry and prompt ones; budget events are accepted on subscriptions for
 # compatibility but never occur.
 MLFLOW_EVENT_TYPES = (
     "registered_model.created",
@@ -65,6 +65,7 @@ MLFLOW_PAYLOAD_KEYS: dict[str, tuple[str, ...]] = {
     "model_version_tag.deleted": ("name", "version", "key"),
     "model_version_alias.created": ("name", "alias", "version"),
     "model_version_alias.deleted": ("name", "alias"),
+    "prompt_version.created": ("name", "version", "template", "tags", "description"),
 }
 
 

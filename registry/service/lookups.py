@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from registry import store
 from registry.artifacts.paths import ArtifactPath
 from registry.errors import ModelVersionNotFound, RegisteredModelNotFound
+from registry.prompts import PROMPT_TAG, is_prompt_tags
 from registry.schemas import AliasOut, ModelVersionOut, RegisteredModelOut, TagOut, Version
 from registry.sources import LoggedModelSource, RunSource, parse_version_source
 from registry.validation import parse_version, validate_model_name, validate_tag
@@ -91,6 +92,11 @@ async def render_model(s: AsyncSession, model_id: int) -> RegisteredModelOut:
 
 async def render_version(s: AsyncSession, version_pk: int) -> ModelVersionOut:
     return version_out((await store.load_versions(s, [version_pk]))[0])
+
+
+async def model_is_prompt(s: AsyncSession, model_id: int) -> bool:
+    """Whether the registered model is a prompt (its prompt tag is "true"; MLflow's rule)."""
+    return is_prompt_tags({PROMPT_TAG: await store.model_tag(s, model_id, PROMPT_TAG) or ""})
 
 
 def checked_tags(items: Sequence[Any]) -> dict[str, str]:

@@ -15,11 +15,9 @@ from registry.errors import RegisteredModelNotFound
 from registry.events import PointerMove
 from registry.prompts import (
     PROMPT_SOURCE_PLACEHOLDERS,
-    PROMPT_TAG,
     PromptVersionOutsidePrompt,
     check_prompt_source,
     is_prompt_request,
-    is_prompt_tags,
 )
 from registry.schemas import CreateModelVersion, ModelVersionOut, SearchModelVersions, Version
 from registry.search import model_version_search_select
@@ -30,6 +28,7 @@ from registry.service.lookups import (
     checked_tags,
     find_model,
     find_version,
+    model_is_prompt,
     page_fingerprint,
     render_version,
     version_out,
@@ -84,7 +83,7 @@ async def _check_create(s: AsyncSession, req: CreateModelVersion) -> _CheckedCre
 async def _prompt_source(s: AsyncSession, model: Any, req: CreateModelVersion) -> ResolvedSource:
     """A prompt version: its placeholder source, no files (see ``registry.prompts``)."""
     source = check_prompt_source(req.source)
-    if not is_prompt_tags({PROMPT_TAG: await store.model_tag(s, model.id, PROMPT_TAG) or ""}):
+    if not await model_is_prompt(s, model.id):
         raise PromptVersionOutsidePrompt(model.name)
     run_id, model_id = req.run_id or None, req.model_id or None
     # Lineage the client chose to send must still name something that exists.
@@ -184,6 +183,7 @@ async def create_model_version(
             tags=tuple(checked.tags.items()),
             description=checked.description,
             manifest_digest=digest,
+            is_prompt=is_prompt_request(req.tags),
         ),
     )
     return await render_version(s, pk)
@@ -259,9 +259,13 @@ async def delete_model_version(
             model.name, row.version, row.current_stage, tuple(aliases), actor, now
         ),
     )
+    prompt = await model_is_prompt(s, model.id) if aliases else False
     for alias in aliases:
         await events.emit(
-            s, events.AliasMoved(model.name, alias, row.version, None, actor, None, now)
+            s,
+            events.AliasMoved(
+                model.name, alias, row.version, None, actor, None, now, is_prompt=prompt
+            ),
         )
 
 
@@ -287,8 +291,12 @@ async def set_model_version_tag(
     now = now_ms()
     await store.upsert_version_tags(s, row.id, {checked_key: checked_value})
     await store.update_version(s, row.id, last_updated_timestamp=now)
+    prompt = await model_is_prompt(s, model.id)
     await events.emit(
-        s, events.ModelVersionTagSet(model.name, row.version, checked_key, checked_value, now)
+        s,
+        events.ModelVersionTagSet(
+            model.name, row.version, checked_key, checked_value, now, is_prompt=prompt
+        ),
     )
 
 
@@ -305,7 +313,10 @@ async def delete_model_version_tag(
         )
     now = now_ms()
     await store.update_version(s, row.id, last_updated_timestamp=now)
-    await events.emit(s, events.ModelVersionTagDeleted(model.name, row.version, key, now))
+    prompt = await model_is_prompt(s, model.id)
+    await events.emit(
+        s, events.ModelVersionTagDeleted(model.name, row.version, key, now, is_prompt=prompt)
+    )
 
 
 async def transition_stage(

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from registry import events, store
 from registry.errors import AliasNotFound, RegisteredModelAlreadyExists
 from registry.events import PointerMove
-from registry.prompts import PROMPT_TAG, NameTakenAcrossKinds
+from registry.prompts import PROMPT_TAG, NameTakenAcrossKinds, is_prompt_tags
 from registry.schemas import (
     CreateRegisteredModel,
     ModelVersionOut,
@@ -25,6 +25,7 @@ from registry.service.lookups import (
     checked_tags,
     find_model,
     find_version,
+    model_is_prompt,
     model_out,
     page_fingerprint,
     render_model,
@@ -64,7 +65,14 @@ async def create_registered_model(
     await store.upsert_model_tags(s, model_id, tags)
     await events.emit(
         s,
-        events.RegisteredModelCreated(name, tuple(tags.items()), description, actor, now_ms()),
+        events.RegisteredModelCreated(
+            name,
+            tuple(tags.items()),
+            description,
+            actor,
+            now_ms(),
+            is_prompt=is_prompt_tags(tags),
+        ),
     )
     return await render_model(s, model_id)
 
@@ -158,8 +166,14 @@ async def set_registered_model_tag(
     s: AsyncSession, name: str | None, key: str | None, value: str | None
 ) -> None:
     model = await find_model(s, name)
-    await store.upsert_model_tags(s, model.id, dict([validate_tag(key, value)]))
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now_ms())
+    checked_key, checked_value = validate_tag(key, value)
+    await store.upsert_model_tags(s, model.id, {checked_key: checked_value})
+    now = now_ms()
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
+    prompt = await model_is_prompt(s, model.id)
+    await events.emit(
+        s, events.RegisteredModelTagSet(model.name, checked_key, checked_value, now, prompt)
+    )
 
 
 async def delete_registered_model_tag(s: AsyncSession, name: str | None, key: str | None) -> None:
@@ -168,7 +182,14 @@ async def delete_registered_model_tag(s: AsyncSession, name: str | None, key: st
         raise InvalidParameter("Missing value for required parameter 'key'.")
     if not await store.delete_model_tag(s, model.id, key):
         raise ResourceNotFound(f"No tag with key '{key}' on registered model '{model.name}'")
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now_ms())
+    now = now_ms()
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
+    await events.emit(
+        s,
+        events.RegisteredModelTagSet(
+            model.name, key, None, now, is_prompt=await model_is_prompt(s, model.id)
+        ),
+    )
 
 
 async def get_latest_versions(
@@ -225,8 +246,12 @@ async def set_alias(
             )
         ],
     )
+    prompt = await model_is_prompt(s, model.id)
     await events.emit(
-        s, events.AliasMoved(model.name, checked, current, row.version, actor, comment, now)
+        s,
+        events.AliasMoved(
+            model.name, checked, current, row.version, actor, comment, now, is_prompt=prompt
+        ),
     )
 
 
@@ -268,7 +293,11 @@ async def delete_alias(
             )
         ],
     )
-    await events.emit(s, events.AliasMoved(model.name, checked, current, None, actor, comment, now))
+    prompt = await model_is_prompt(s, model.id)
+    await events.emit(
+        s,
+        events.AliasMoved(model.name, checked, current, None, actor, comment, now, prompt),
+    )
 
 
 async def get_version_by_alias(

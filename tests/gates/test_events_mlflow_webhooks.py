@@ -243,3 +243,79 @@ def test_mlgate_subscriptions_do_not_show_up_as_mlflow_webhooks(server: LiveServ
     with pytest.raises(MlflowException):
         client.get_webhook(sub_id)
     httpx.delete(f"{server.url}/api/2.0/mlgate/subscriptions/{sub_id}")
+
+
+def test_prompt_changes_arrive_as_mlflows_prompt_events(server: LiveServer) -> None:
+    """A prompt's changes go out as MLflow's ``prompt*`` events, never as the model ones."""
+    import mlflow
+
+    client = mlflow_client(server)
+    prompt = f"pr-{uuid.uuid4().hex[:8]}"
+    prompt_events = [
+        "prompt.created",
+        "prompt_version.created",
+        "prompt_tag.set",
+        "prompt_tag.deleted",
+        "prompt_version_tag.set",
+        "prompt_version_tag.deleted",
+        "prompt_alias.created",
+        "prompt_alias.deleted",
+    ]
+    model_events = [
+        "registered_model.created",
+        "model_version.created",
+        "model_version_tag.set",
+        "model_version_alias.created",
+    ]
+    mlflow.set_tracking_uri(server.url)
+    mlflow.set_registry_uri(server.url)
+    with receiving() as receiver:
+        hook = client.create_webhook(name="prompts", url=receiver.url, events=prompt_events)
+        models = client.create_webhook(name="models", url=receiver.url, events=model_events)
+        client.create_prompt(prompt, description="d", tags={"team": "nlp"})
+        mlflow.genai.register_prompt(prompt, "Hi {{x}}", commit_message="m", tags={"a": "b"})
+        client.set_prompt_tag(prompt, "k", "v")
+        client.delete_prompt_tag(prompt, "k")
+        mlflow.genai.set_prompt_version_tag(prompt, 1, "vk", "vv")
+        mlflow.genai.delete_prompt_version_tag(prompt, 1, "vk")
+        mlflow.genai.set_prompt_alias(prompt, "prod", 1)
+        mlflow.genai.delete_prompt_alias(prompt, "prod")
+        settled = wait_settled(server, hook.webhook_id, 8)
+        got = receiver.requests
+        seen = [(r.json["entity"], r.json["action"], r.json["data"]) for r in got]
+        assert len(settled) == len(seen)
+        assert deliveries(server, models.webhook_id) == []
+        assert seen[0] == (
+            "prompt",
+            "created",
+            {"name": prompt, "tags": {"team": "nlp"}, "description": "d"},
+        )
+        # The client links the prompt to the active experiment with a tag: left out here.
+        rest = [(e, a, d) for e, a, d in seen[1:] if d.get("key") != "_mlflow_experiment_ids"]
+        assert rest == [
+            # register_prompt puts the version's tags on the prompt too (the client's doing).
+            ("prompt_tag", "set", {"name": prompt, "key": "a", "value": "b"}),
+            (
+                "prompt_version",
+                "created",
+                {
+                    "name": prompt,
+                    "version": "1",
+                    "template": "Hi {{x}}",
+                    "tags": {"a": "b"},
+                    "description": "m",
+                },
+            ),
+            ("prompt_tag", "set", {"name": prompt, "key": "k", "value": "v"}),
+            ("prompt_tag", "deleted", {"name": prompt, "key": "k"}),
+            (
+                "prompt_version_tag",
+                "set",
+                {"name": prompt, "version": "1", "key": "vk", "value": "vv"},
+            ),
+            ("prompt_version_tag", "deleted", {"name": prompt, "version": "1", "key": "vk"}),
+            ("prompt_alias", "created", {"name": prompt, "alias": "prod", "version": "1"}),
+            ("prompt_alias", "deleted", {"name": prompt, "alias": "prod"}),
+        ]
+        client.delete_webhook(hook.webhook_id)
+        client.delete_webhook(models.webhook_id)

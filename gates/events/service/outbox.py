@@ -69,9 +69,54 @@ def _version(v: int | None) -> str | None:
     return None if v is None else str(v)
 
 
+# Tags MLflow keeps out of its prompt webhooks' ``tags`` (they mark the prompt, its type and, for
+# a version, carry the template sent as ``template``).
+_PROMPT_INTERNAL_TAGS = ("mlflow.prompt.is_prompt", "_mlflow_prompt_type")
+_PROMPT_TEXT_TAG = "mlflow.prompt.text"
+
+
+def prompt_event_payloads(event: RegistryEvent) -> list[tuple[str, dict[str, Any]]] | None:
+    """MLflow's prompt webhooks for a change to a prompt, in place of the model ones (MLflow
+    announces a prompt's changes only as ``prompt*`` events); None when it is no prompt's."""
+    e = event
+    if not getattr(e, "is_prompt", False):
+        return None
+    if isinstance(e, registry_events.RegisteredModelCreated):
+        tags = {k: v for k, v in e.tags if k not in _PROMPT_INTERNAL_TAGS}
+        return [("prompt.created", {"name": e.name, "tags": tags, "description": e.description})]
+    if isinstance(e, registry_events.ModelVersionCreated):
+        tags = {k: v for k, v in e.tags if k not in _PROMPT_INTERNAL_TAGS}
+        template = tags.pop(_PROMPT_TEXT_TAG, None)
+        payload = {
+            "name": e.name,
+            "version": str(e.version),
+            "template": template,
+            "tags": tags,
+            "description": e.description or None,
+            "actor": e.actor,
+            "timestamp": e.timestamp,
+        }
+        return [("prompt_version.created", payload)]
+    if isinstance(e, registry_events.RegisteredModelTagSet):
+        if e.value is None:
+            return [("prompt_tag.deleted", {"name": e.name, "key": e.key})]
+        return [("prompt_tag.set", {"name": e.name, "key": e.key, "value": e.value})]
+    if isinstance(e, registry_events.ModelVersionTagSet):
+        version = str(e.version)
+        data = {"name": e.name, "version": version, "key": e.key, "value": e.value}
+        return [("prompt_version_tag.set", data)]
+    if isinstance(e, registry_events.ModelVersionTagDeleted):
+        data = {"name": e.name, "version": str(e.version), "key": e.key}
+        return [("prompt_version_tag.deleted", data)]
+    return None
+
+
 def registry_event_payloads(event: RegistryEvent) -> list[tuple[str, dict[str, Any]]]:
     """The outbox events a registry change produces: mlgate's names and MLflow's."""
     e = event
+    prompt = prompt_event_payloads(e)
+    if prompt is not None:
+        return prompt
     if isinstance(e, registry_events.ModelVersionCreated):
         return [
             (
@@ -117,11 +162,12 @@ def registry_event_payloads(event: RegistryEvent) -> list[tuple[str, dict[str, A
             "comment": e.comment,
             "timestamp": e.timestamp,
         }
+        entity = "prompt_alias" if e.is_prompt else "model_version_alias"
         if e.to_version is None:
-            mlflow = ("model_version_alias.deleted", {"name": e.name, "alias": e.alias})
+            mlflow = (f"{entity}.deleted", {"name": e.name, "alias": e.alias})
         else:
             mlflow = (
-                "model_version_alias.created",
+                f"{entity}.created",
                 {"name": e.name, "alias": e.alias, "version": str(e.to_version)},
             )
         return [("alias.moved", moved), mlflow]
