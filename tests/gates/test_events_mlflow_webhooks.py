@@ -24,7 +24,7 @@ from tests.gates.events_support import (
     mlflow_client,
     wait_settled,
 )
-from tests.gates.webhook_receiver import Received, receiving
+from tests.gates.webhook_receiver import Received, receiving, wait_until
 
 pytestmark = pytest.mark.compat
 
@@ -280,10 +280,16 @@ def test_prompt_changes_arrive_as_mlflows_prompt_events(server: LiveServer) -> N
         mlflow.genai.delete_prompt_version_tag(prompt, 1, "vk")
         mlflow.genai.set_prompt_alias(prompt, "prod", 1)
         mlflow.genai.delete_prompt_alias(prompt, "prod")
-        settled = wait_settled(server, hook.webhook_id, 8)
+        wait_until(
+            lambda: any(
+                (r.json["entity"], r.json["action"]) == ("prompt_alias", "deleted")
+                for r in receiver.requests
+            ),
+            what="the last prompt event",
+        )
         got = receiver.requests
+        assert len(wait_settled(server, hook.webhook_id, len(got))) == len(got)
         seen = [(r.json["entity"], r.json["action"], r.json["data"]) for r in got]
-        assert len(settled) == len(seen)
         assert deliveries(server, models.webhook_id) == []
         assert seen[0] == (
             "prompt",
