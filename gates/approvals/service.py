@@ -250,8 +250,9 @@ async def approve(
             f"'{approver}' requested this promotion and cannot approve it (separation of duties)."
         )
     if row.run_author and approver == row.run_author:
+        made = f"run {row.run_id}" if row.run_id else f"version {row.version}"
         raise SeparationOfDuties(
-            f"'{approver}' authored run {row.run_id} and cannot approve its promotion "
+            f"'{approver}' authored {made} and cannot approve its promotion "
             "(separation of duties)."
         )
     # With authentication off there are no grants: any named user may sign off (separation of

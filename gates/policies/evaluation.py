@@ -42,6 +42,16 @@ class Candidate:
     related_versions: list[int] = field(default_factory=list)
     # The version's own tags (empty until it exists).
     version_tags: dict[str, str] = field(default_factory=dict)
+    # Who registered the version (authenticated; None with auth off or before it exists).
+    version_author: str | None = None
+
+    @property
+    def author(self) -> str | None:
+        """Who made what is promoted, barred from approving it: the run's author, or for a
+        version without a run (a prompt version) the principal that registered it."""
+        if self.run is not None:
+            return self.run.info.user_id or None
+        return self.version_author
 
 
 @dataclass(frozen=True, slots=True)

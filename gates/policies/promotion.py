@@ -58,6 +58,7 @@ from registry.errors import RegisteredModelAlreadyExists
 from registry.schemas import CreateModelVersion, CreateRegisteredModel
 from registry.service import VersionFingerprint
 from registry.validation import parse_version, validate_model_name
+from tracking.core.auth import ANONYMOUS
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, MlflowError, ResourceNotFound
 
@@ -322,7 +323,7 @@ async def promote(
                 digest=candidate.digest,
                 requested_by=caller.requested_by,
                 requester=caller.actor,
-                run_author=candidate.run.info.user_id if candidate.run else None,
+                run_author=candidate.author,
                 ttl_hours=approval_ttl_hours,
             )
     await store.update_decision(
@@ -374,6 +375,8 @@ async def _candidate(
             digest,
             digest_checked=True,
             version_tags={t.key: t.value for t in mv.tags},
+            # With auth off every version is the anonymous actor's: that names nobody.
+            version_author=mv.user_id if mv.user_id and mv.user_id != ANONYMOUS else None,
         )
     assert req.run_id is not None
     run = await load_run(s, req.run_id)

@@ -290,7 +290,8 @@ def test_a_gated_prompt_alias_moves_only_through_the_gate_and_two_approvals(
 ) -> None:
     prompt = f"support-{uuid.uuid4().hex[:8]}"
     team = _Team(auth_server, prompt)
-    # The author may move the prompt's aliases (approver role): only the gate stops them.
+    # The author holds the approver role: only the gate stops them moving the alias, and
+    # separation of duties stops them approving their own prompt.
     author = team.user("author", "approver")
     team.user("editor", "editor")
     team.user("ci", "approver", ["@production"])
@@ -354,6 +355,9 @@ def test_a_gated_prompt_alias_moves_only_through_the_gate_and_two_approvals(
         )
 
     assert approve("ci").status_code == 403  # the requester may not approve
+    # Nor may the prompt's author (a prompt has no run: who registered the version counts).
+    own = approve("author")
+    assert own.status_code == 403 and "authored version 1" in own.json()["message"]
     assert approve("editor").status_code == 403  # an editor is no approver
     assert approve("ap1").status_code == 200
     final = approve("ap2")
