@@ -252,8 +252,7 @@ async def approve(
     if row.run_author and approver == row.run_author:
         made = f"run {row.run_id}" if row.run_id else f"version {row.version}"
         raise SeparationOfDuties(
-            f"'{approver}' authored {made} and cannot approve its promotion "
-            "(separation of duties)."
+            f"'{approver}' authored {made} and cannot approve its promotion (separation of duties)."
         )
     # With authentication off there are no grants: any named user may sign off (separation of
     # duties above still holds).
