@@ -212,7 +212,11 @@ async def create_model_version(request: Req) -> R:
     # a large model must not hold the database's write lock (see registry.service.integrity).
     async with db.read() as s:
         location = await service.model_version_location(s, body)
-    fingerprint = await service.freeze_version_files(artifact_storage(request), location)
+    fingerprint = (
+        None
+        if location is None  # a copy of a registered version: its frozen files are reused
+        else await service.freeze_version_files(artifact_storage(request), location)
+    )
     async with db.write() as s:
         version = await service.create_model_version(
             s, body, actor=_actor(request), fingerprint=fingerprint

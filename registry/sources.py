@@ -3,10 +3,14 @@
 A version's ``source`` decides which bytes ``models:/name/<v>`` loads, so it is an attack
 surface: MLflow shipped path-traversal and local-file-inclusion fixes for it repeatedly
 (CVE-2023-1177, CVE-2023-2780, CVE-2023-6909, CVE-2024-1483, CVE-2024-1560, CVE-2024-1594).
-Instead of blocking bad spellings one by one, only three forms are accepted, each resolved to
+Instead of blocking bad spellings one by one, only these forms are accepted, each resolved to
 the artifact root it must live under:
 
 - ``models:/m-<id>``: a logged model; stored files are the logged model's artifacts;
+- ``models:/<name>/<version>`` (also ``/<stage>``, ``/latest``, ``@<alias>``): a registered
+  version, which ``MlflowClient.copy_model_version`` sends; the new version shares the source
+  version's frozen files and lineage (resolved by the registry service, stored as
+  ``models:/<name>/<version>``);
 - ``runs:/<run_id>[/<relative path>]``: a run's artifacts (or the logged model the run
   produced under that name, where MLflow 3 puts a model logged in a run);
 - ``mlflow-artifacts:/<path>``: a proxied path, only when it sits under the given run's or
@@ -25,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.artifacts.paths import ArtifactPath, parse_artifact_path, parse_artifact_uri
 from registry.errors import InvalidSource
+from registry.uris import ModelVersionUri, parse_model_uri
 from tracking import service as tracking
 from tracking.core.errors import InvalidParameter, ResourceNotFound
 from tracking.schemas import LoggedModelOut, RunOut
@@ -73,7 +78,14 @@ class ArtifactSource:
         return self.path.to_uri()
 
 
-VersionSource = LoggedModelSource | RunSource | ArtifactSource
+@dataclass(frozen=True, slots=True)
+class RegisteredVersionSource:
+    """A registered version (``models:/name/3``, ``/Production``, ``/latest``, ``@champion``)."""
+
+    uri: ModelVersionUri
+
+
+VersionSource = LoggedModelSource | RunSource | ArtifactSource | RegisteredVersionSource
 
 
 def parse_version_source(raw: str | None) -> VersionSource:
@@ -117,14 +129,16 @@ def parse_version_source(raw: str | None) -> VersionSource:
     raise InvalidSource(raw, f"the scheme '{scheme}:' is not allowed")
 
 
-def _parse_models(raw: str, rest: str) -> LoggedModelSource:
+def _parse_models(raw: str, rest: str) -> LoggedModelSource | RegisteredVersionSource:
     if not rest.startswith("/") or rest.startswith("//"):
-        raise InvalidSource(raw, "models:/ sources must be models:/m-<logged model id>")
+        raise InvalidSource(
+            raw, "models:/ sources must be models:/m-<logged model id> or models:/<name>/<version>"
+        )
     model_id = rest[1:].removesuffix("/")
-    if not _LOGGED_MODEL_ID.fullmatch(model_id):
-        # models:/name/3 and models:/name@alias would make one version alias another's files.
-        raise InvalidSource(raw, "models:/ sources must name a logged model (models:/m-<id>)")
-    return LoggedModelSource(model_id)
+    if _LOGGED_MODEL_ID.fullmatch(model_id):
+        return LoggedModelSource(model_id)
+    # A registered version (copy_model_version): the strict models:/ URI parser decides.
+    return RegisteredVersionSource(parse_model_uri(f"models:{rest}"))
 
 
 def _parse_runs(raw: str, rest: str) -> RunSource:
@@ -196,6 +210,9 @@ async def resolve_version_source(
     """Check ``raw`` (and the run_id/model_id sent with it) against tracking; see the module doc."""
     parsed = parse_version_source(raw)
     assert raw is not None
+    if isinstance(parsed, RegisteredVersionSource):
+        # Resolved by the registry service (it needs the registry's tables).
+        raise InvalidSource(raw, "a registered version is not resolved here")
     run_id = run_id or None
     model_id = model_id or None
     if isinstance(parsed, LoggedModelSource):

@@ -160,6 +160,16 @@ async def insert_version(s: AsyncSession, **values: Any) -> int:
     return int(result.scalar_one())
 
 
+async def registered_model_tag(s: AsyncSession, model_id: int, key: str) -> str | None:
+    """One tag's value on a registered model (None when unset)."""
+    value = await s.scalar(
+        select(RegisteredModelTag.value).where(
+            RegisteredModelTag.model_id == model_id, RegisteredModelTag.key == key
+        )
+    )
+    return None if value is None else str(value)
+
+
 async def get_version_row(s: AsyncSession, model_id: int, version: int) -> Any:
     return (
         await s.execute(

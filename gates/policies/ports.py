@@ -106,6 +106,8 @@ async def fingerprint_for(
     if storage is None:
         return None
     location = await registry.model_version_location(s, req)
+    if location is None:  # a registered version's copy shares its frozen files
+        return None
     return await registry.freeze_version_files(storage, location)
 
 

@@ -36,7 +36,7 @@ from registry.artifacts.manifest import (
 )
 from registry.artifacts.paths import ArtifactPath, in_frozen_area, parse_artifact_uri
 from registry.artifacts.storage.base import ArtifactStorage
-from registry.errors import FrozenAreaReadOnly, VersionFilesImmutable
+from registry.errors import AliasNotFound, FrozenAreaReadOnly, VersionFilesImmutable
 from registry.schemas import (
     ManifestFileOut,
     ModelVersionFilesOut,
@@ -101,11 +101,14 @@ async def check_artifact_writable(s: AsyncSession, path: ArtifactPath) -> None:
 # --- resolve -----------------------------------------------------------------------------------
 
 
-async def _find_by_uri(s: AsyncSession, uri: ModelVersionUri) -> store.VersionBundle:
+async def find_by_uri(
+    s: AsyncSession, uri: ModelVersionUri, *, unknown_alias_invalid: bool = False
+) -> store.VersionBundle:
     """The version a parsed URI names. Every miss is RESOURCE_DOES_NOT_EXIST (404).
 
     An unknown alias is a 404 here, unlike MLflow's alias API (400): on mlgate's own API a
-    URI that names nothing is "not found", whichever part of it misses.
+    URI that names nothing is "not found", whichever part of it misses. MLflow's endpoints
+    (a ``models:/name@alias`` version source) pass ``unknown_alias_invalid`` for its 400.
     """
     model = await find_model(s, uri.name)
     if uri.version is not None:
@@ -116,6 +119,8 @@ async def _find_by_uri(s: AsyncSession, uri: ModelVersionUri) -> store.VersionBu
             raise ResourceNotFound(f"Model '{model.name}' has no version in stage '{uri.stage}'.")
     elif uri.alias is not None and uri.alias.lower() != LATEST_ALIAS:
         found = await store.load_versions(s, store.alias_target_select(model.id, uri.alias))
+        if not found and unknown_alias_invalid:
+            raise AliasNotFound(model.name, uri.alias)
         if not found:
             raise ResourceNotFound(
                 f"Registered model alias {uri.alias} not found for model {model.name}."
@@ -138,7 +143,7 @@ async def _entries(s: AsyncSession, version_pk: int, **page: int) -> list[Manife
 
 async def resolve_model_uri(s: AsyncSession, uri: str | None) -> ResolvedModelVersionOut:
     """What a ``models:/`` URI names now: version, locations, digest and every file."""
-    bundle = await _find_by_uri(s, parse_model_uri(uri))
+    bundle = await find_by_uri(s, parse_model_uri(uri))
     r = bundle.row
     return ResolvedModelVersionOut(
         name=r.model_name,
@@ -215,7 +220,7 @@ class VerifyReport:
 
 async def recorded_fingerprint(s: AsyncSession, uri: str | None) -> RecordedFingerprint:
     """The recorded manifest of the version a ``models:/`` URI names (404 when it names none)."""
-    bundle = await _find_by_uri(s, parse_model_uri(uri))
+    bundle = await find_by_uri(s, parse_model_uri(uri))
     r = bundle.row
     files = await _entries(s, r.id)
     return RecordedFingerprint(

@@ -10,12 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from registry import events, store
 from registry.artifacts.manifest import manifest_digest
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
-from registry.errors import RegisteredModelNotFound
+from registry.errors import InvalidSource, RegisteredModelNotFound
 from registry.events import PointerMove
 from registry.schemas import CreateModelVersion, ModelVersionOut, SearchModelVersions, Version
-from registry.search import model_version_search_select
+from registry.search import PROMPT_TAG, model_version_search_select
 from registry.service.history import history_row, stage_changes
-from registry.service.integrity import VersionFingerprint
+from registry.service.integrity import VersionFingerprint, find_by_uri
 from registry.service.lookups import (
     POINTER_STAGES,
     checked_tags,
@@ -25,7 +25,12 @@ from registry.service.lookups import (
     render_version,
     version_out,
 )
-from registry.sources import ResolvedSource, resolve_version_source
+from registry.sources import (
+    RegisteredVersionSource,
+    ResolvedSource,
+    parse_version_source,
+    resolve_version_source,
+)
 from registry.validation import (
     ARCHIVING_STAGES,
     DEFAULT_SEARCH_VERSIONS,
@@ -37,6 +42,7 @@ from registry.validation import (
     validate_model_name,
     validate_tag,
 )
+from tracking import service as tracking
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, InvalidState, ResourceNotFound
@@ -51,6 +57,34 @@ class _CheckedCreate:
     description: str | None
     model: Any
     resolved: ResolvedSource
+    # The row of the registered version a copy's source names (copy_model_version), else None.
+    copy_of: Any = None
+
+
+async def _resolve_copy(
+    s: AsyncSession, parsed: RegisteredVersionSource, req: CreateModelVersion
+) -> tuple[ResolvedSource, Any]:
+    """A ``models:/<name>/<version|stage|latest>`` or ``@alias`` source: the version it names.
+
+    Like MLflow's server, the copy stores the source as ``models:/<name>/<version>`` and
+    inherits the source version's run and logged model; a run_id or model_id sent with it
+    must match them. The copy's files are the source version's frozen copy (shared, never
+    re-read from the run), so nothing is fingerprinted again.
+    """
+    bundle = await find_by_uri(s, parsed.uri, unknown_alias_invalid=True)
+    src = bundle.row
+    canonical = f"models:/{src.model_name}/{src.version}"
+    if (await store.registered_model_tag(s, src.model_id, PROMPT_TAG) or "").lower() == "true":
+        raise InvalidSource(canonical, "prompt versions cannot be used as model version sources")
+    if (req.run_id is not None and req.run_id != (src.run_id or "")) or (
+        req.model_id is not None and req.model_id != (src.logged_model_id or "")
+    ):
+        raise InvalidParameter(
+            f"Invalid model version source: '{req.source}'. The run_id and model_id request "
+            "parameters must match the referenced model version."
+        )
+    resolved = ResolvedSource(canonical, src.storage_location, src.run_id, src.logged_model_id)
+    return resolved, src
 
 
 async def _check_create(s: AsyncSession, req: CreateModelVersion) -> _CheckedCreate:
@@ -62,17 +96,23 @@ async def _check_create(s: AsyncSession, req: CreateModelVersion) -> _CheckedCre
         )
     description = validate_description(req.description)
     model = await find_model(s, name)
+    parsed = parse_version_source(req.source)
+    if isinstance(parsed, RegisteredVersionSource):
+        resolved, src = await _resolve_copy(s, parsed, req)
+        return _CheckedCreate(tags, description, model, resolved, src)
     resolved = await resolve_version_source(s, req.source, run_id=req.run_id, model_id=req.model_id)
     return _CheckedCreate(tags, description, model, resolved)
 
 
-async def model_version_location(s: AsyncSession, req: CreateModelVersion) -> str:
+async def model_version_location(s: AsyncSession, req: CreateModelVersion) -> str | None:
     """Check a create request as :func:`create_model_version` will; return where its files are.
 
     Read-only: the API calls it first, fingerprints the location outside any transaction, and
-    hands the fingerprint to :func:`create_model_version`.
+    hands the fingerprint to :func:`create_model_version`. ``None``: nothing to fingerprint
+    (a copy of a registered version shares that version's frozen files).
     """
-    return (await _check_create(s, req)).resolved.storage_location
+    checked = await _check_create(s, req)
+    return None if checked.copy_of is not None else checked.resolved.storage_location
 
 
 async def create_model_version(
@@ -90,9 +130,20 @@ async def create_model_version(
     embedders) the version points at the source location itself, with a NULL digest, and is
     protected by the write guard as versions registered before frozen copies were. The version
     is READY either way: the client polls for READY and has uploaded its files before.
+    A copy of a registered version (``models:/name/3``) shares that version's files, digest and
+    manifest rows instead.
     """
     checked = await _check_create(s, req)
-    model, resolved = checked.model, checked.resolved
+    model, resolved, src = checked.model, checked.resolved, checked.copy_of
+    if src is not None:
+        files = [(r.path, int(r.size), r.sha256) for r in await store.version_files(s, src.id)]
+        return await _insert_version(
+            s,
+            checked,
+            _Files(str(src.storage_location), src.artifact_root, src.manifest_digest, files),
+            actor=actor,
+            run_link=req.run_link,
+        )
     if fingerprint is not None and fingerprint.location != resolved.storage_location:
         # Sources resolve to immutable run / logged-model roots, so this needs a concurrent
         # change of the tracking data: refuse rather than record another location's files.
@@ -100,13 +151,40 @@ async def create_model_version(
             f"The source of model version '{model.name}' resolved to another location while "
             "its files were fingerprinted; retry the request."
         )
-    files = fingerprint.files if fingerprint is not None else ()
-    digest = manifest_digest(files)
+    entries = fingerprint.files if fingerprint is not None else ()
     root = (
         fingerprint.frozen_root
         if fingerprint is not None
         else parse_artifact_uri(resolved.storage_location)
     )
+    files = [(f.path, f.size, f.sha256) for f in entries]
+    out = await _insert_version(
+        s,
+        checked,
+        _Files(root.to_uri(), root.posix, manifest_digest(entries), files),
+        actor=actor,
+        run_link=req.run_link,
+    )
+    if resolved.model_id is not None:
+        # MLflow's server lists a logged model's registered versions in this tag.
+        await tracking.add_logged_model_version(s, resolved.model_id, model.name, int(out.version))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """Where a new version's files are, their digest and manifest rows (path, size, sha256)."""
+
+    storage_location: str
+    artifact_root: str
+    digest: str | None
+    rows: list[tuple[str, int, str]]
+
+
+async def _insert_version(
+    s: AsyncSession, checked: _CheckedCreate, files: _Files, *, actor: str, run_link: str | None
+) -> ModelVersionOut:
+    model, resolved = checked.model, checked.resolved
     now = now_ms()
     # Resolved before taking the version number, so the model's row lock is held briefly.
     number = await store.next_version(s, model.id, now)
@@ -122,30 +200,30 @@ async def create_model_version(
         current_stage="None",
         description=checked.description,
         source=resolved.source,
-        storage_location=root.to_uri(),
-        artifact_root=root.posix,
-        manifest_digest=digest,
+        storage_location=files.storage_location,
+        artifact_root=files.artifact_root,
+        manifest_digest=files.digest,
         run_id=resolved.run_id,
-        run_link=req.run_link or None,
+        run_link=run_link or None,
         logged_model_id=resolved.model_id,
         status="READY",
     )
     await store.upsert_version_tags(s, pk, checked.tags)
-    await store.insert_version_files(s, pk, [(f.path, f.size, f.sha256) for f in files])
+    await store.insert_version_files(s, pk, files.rows)
     await events.emit(
         s,
         events.ModelVersionCreated(
             model.name,
             number,
             resolved.source,
-            root.to_uri(),
+            files.storage_location,
             resolved.run_id,
             resolved.model_id,
             actor,
             now,
             tags=tuple(checked.tags.items()),
             description=checked.description,
-            manifest_digest=digest,
+            manifest_digest=files.digest,
         ),
     )
     return await render_version(s, pk)
