@@ -103,6 +103,12 @@ async def rename_registered_model(s: AsyncSession, model_id: int, new_name: str,
                 .where(RegisteredModel.id == model_id)
                 .values(name=new_name, last_updated_timestamp=now)
             )
+            # MLflow's rename touches every version of the model too.
+            await s.execute(
+                update(ModelVersion)
+                .where(ModelVersion.model_id == model_id)
+                .values(last_updated_timestamp=now)
+            )
     except IntegrityError:
         return False
     return True

@@ -325,8 +325,8 @@ async def set_model_version_tag(
     row = await find_version(s, model, version)
     checked_key, checked_value = validate_tag(key, value)
     now = now_ms()
+    # Like MLflow's server, tags leave last_updated_timestamp (the default search order) alone.
     await store.upsert_version_tags(s, row.id, {checked_key: checked_value})
-    await store.update_version(s, row.id, last_updated_timestamp=now)
     await events.emit(
         s, events.ModelVersionTagSet(model.name, row.version, checked_key, checked_value, now)
     )
@@ -344,7 +344,6 @@ async def delete_model_version_tag(
             f"No tag with key '{key}' on model version (name={model.name}, version={row.version})"
         )
     now = now_ms()
-    await store.update_version(s, row.id, last_updated_timestamp=now)
     await events.emit(s, events.ModelVersionTagDeleted(model.name, row.version, key, now))
 
 
@@ -393,6 +392,7 @@ async def transition_stage(
     if archive_existing_versions:
         archived = await store.archive_stage(s, model.id, target, keep_version=row.version, now=now)
     await store.update_version(s, row.id, current_stage=target, last_updated_timestamp=now)
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     after = await store.stage_holders(s, model.id)
     history = stage_changes(
         model, before, after, row.version, "transition", actor, comment, now, explicit=target

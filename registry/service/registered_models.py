@@ -142,8 +142,8 @@ async def set_registered_model_tag(
     s: AsyncSession, name: str | None, key: str | None, value: str | None
 ) -> None:
     model = await find_model(s, name)
+    # Like MLflow's server, tags and aliases leave last_updated_timestamp alone.
     await store.upsert_model_tags(s, model.id, dict([validate_tag(key, value)]))
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now_ms())
 
 
 async def delete_registered_model_tag(s: AsyncSession, name: str | None, key: str | None) -> None:
@@ -152,7 +152,6 @@ async def delete_registered_model_tag(s: AsyncSession, name: str | None, key: st
         raise InvalidParameter("Missing value for required parameter 'key'.")
     if not await store.delete_model_tag(s, model.id, key):
         raise ResourceNotFound(f"No tag with key '{key}' on registered model '{model.name}'")
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now_ms())
 
 
 async def get_latest_versions(
@@ -191,7 +190,6 @@ async def set_alias(
     comment = events.with_note(comment, note)
     now = now_ms()
     await store.upsert_alias(s, model.id, checked, row.version)
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     await store.insert_pointer_events(
         s,
         [
@@ -234,7 +232,6 @@ async def delete_alias(
     comment = events.with_note(comment, note)
     now = now_ms()
     await store.delete_alias(s, model.id, checked)
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     await store.insert_pointer_events(
         s,
         [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -171,3 +172,43 @@ def test_registering_a_logged_model_lists_the_version_in_its_model_versions_tag(
     expected = {(n, 1) for n in names} | {(n, 2) for n in names[1:]}
     assert {(e["name"], e["version"]) for e in entries} == expected
     assert len(entries) == len(expected)
+
+
+def test_search_model_versions_default_order_is_last_updated_newest_first(
+    mlflow_tracking: str, live_server: LiveServer, unique: str
+) -> None:
+    client = MlflowClient()
+    run_id = client.create_run("0").info.run_id
+    first, second = f"order-z-{unique}", f"order-a-{unique}"
+    for name in (first, second):
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, f"runs:/{run_id}/m", run_id=run_id)
+            time.sleep(0.005)
+
+    def default_order() -> list[tuple[str, str]]:
+        found = client.search_model_versions(f"name LIKE 'order-%-{unique}'")
+        return [(mv.name, mv.version) for mv in found]
+
+    assert default_order() == [(second, "2"), (second, "1"), (first, "2"), (first, "1")]
+    # As on mlflow server, tags and aliases leave last_updated_timestamp (so the order) alone ...
+    client.set_model_version_tag(first, "1", "k", "v")
+    client.set_registered_model_alias(first, "champion", "1")
+    assert default_order() == [(second, "2"), (second, "1"), (first, "2"), (first, "1")]
+    # ... while a stage move, a description and a rename touch it.
+    client.transition_model_version_stage(first, "1", "Staging")
+    assert default_order()[0] == (first, "1")
+    time.sleep(0.005)
+    client.update_model_version(second, "1", "newer")
+    assert default_order()[0] == (second, "1")
+    # Equal timestamps: name ASC, then version DESC (MLflow's tie-breakers).
+    renamed = f"order-b-{unique}"
+    client.rename_registered_model(first, renamed)
+    assert default_order()[:2] == [(renamed, "2"), (renamed, "1")]
+    # An explicit order keeps the same tie-breakers after it.
+    explicit = client.search_model_versions(
+        f"name LIKE 'order-%-{unique}'", order_by=["creation_timestamp ASC"]
+    )
+    assert [(mv.name, mv.version) for mv in explicit][0] == (renamed, "1")
+    models = client.search_registered_models(f"name LIKE 'order-%-{unique}'")
+    assert [m.name for m in models] == [second, renamed]  # registered models: name ASC
