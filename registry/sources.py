@@ -14,15 +14,19 @@ the artifact root it must live under:
 - ``runs:/<run_id>[/<relative path>]``: a run's artifacts (or the logged model the run
   produced under that name, where MLflow 3 puts a model logged in a run);
 - ``mlflow-artifacts:/<path>``: a proxied path, only when it sits under the given run's or
-  logged model's artifact root.
+  logged model's artifact root;
+- ``s3://<bucket>/<path>``: a model trained elsewhere, only under a prefix the operator listed
+  in ``MLGATE_EXTERNAL_SOURCES`` (on a path-segment boundary); its bytes are copied into the
+  registry's frozen area at registration, so later changes to the bucket reach nothing.
 
-Everything else (``file:``, ``s3:``, ``http:``, absolute or relative local paths, ``..``,
+Everything else (``file:``, unlisted ``s3:``, ``http:``, absolute or relative local paths, ``..``,
 percent-encoding, backslashes, queries and fragments, host-bearing URIs) is refused.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +36,7 @@ from registry.errors import InvalidSource
 from registry.uris import ModelVersionUri, parse_model_uri
 from tracking import service as tracking
 from tracking.core.errors import InvalidParameter, ResourceNotFound
+from tracking.core.object_uris import EXTERNAL_SOURCES_SETTING, S3Location, parse_s3_uri
 from tracking.schemas import LoggedModelOut, RunOut
 
 MAX_SOURCE_LEN = 2000
@@ -85,7 +90,25 @@ class RegisteredVersionSource:
     uri: ModelVersionUri
 
 
-VersionSource = LoggedModelSource | RunSource | ArtifactSource | RegisteredVersionSource
+@dataclass(frozen=True, slots=True)
+class ExternalSource:
+    """An object-store folder outside mlgate (checked against the allow-list on resolve)."""
+
+    location: S3Location
+
+    @property
+    def canonical(self) -> str:
+        return self.location.uri
+
+
+VersionSource = (
+    LoggedModelSource | RunSource | ArtifactSource | RegisteredVersionSource | ExternalSource
+)
+# Appended to every refusal of a scheme or a local path: where external sources are allowed.
+_EXTERNAL_HINT = (
+    f"model files stored elsewhere must be s3:// URIs under a prefix listed in "
+    f"{EXTERNAL_SOURCES_SETTING}"
+)
 
 
 def parse_version_source(raw: str | None) -> VersionSource:
@@ -103,10 +126,11 @@ def parse_version_source(raw: str | None) -> VersionSource:
     if match is None:
         if raw.startswith("/"):
             # CVE-2023-1177 class: a bare local path made the server read arbitrary files.
-            raise InvalidSource(raw, "absolute local paths are not allowed")
+            raise InvalidSource(raw, f"absolute local paths are not allowed; {_EXTERNAL_HINT}")
         raise InvalidSource(
             raw,
-            "a source must be a models:/m-<id>, runs:/<run_id>/<path> or mlflow-artifacts:/ URI",
+            "a source must be a models:/, runs:/<run_id>/<path> or mlflow-artifacts:/ URI; "
+            + _EXTERNAL_HINT,
         )
     scheme = match.group(1).lower()
     rest = raw[match.end() :]
@@ -124,9 +148,14 @@ def parse_version_source(raw: str | None) -> VersionSource:
         raise
     except InvalidParameter as exc:
         raise InvalidSource(raw, exc.message.rstrip(".")) from None
-    # CVE-2023-1177 / CVE-2023-6909: file:// (and any scheme the server would open itself: s3:,
+    if scheme == "s3":
+        try:
+            return ExternalSource(parse_s3_uri(raw))
+        except ValueError as exc:
+            raise InvalidSource(raw, f"{exc}; {_EXTERNAL_HINT}") from None
+    # CVE-2023-1177 / CVE-2023-6909: file:// (and any scheme the server would open itself:
     # http:, hdfs:, a Windows drive letter) points the registry at storage it does not guard.
-    raise InvalidSource(raw, f"the scheme '{scheme}:' is not allowed")
+    raise InvalidSource(raw, f"the scheme '{scheme}:' is not allowed; {_EXTERNAL_HINT}")
 
 
 def _parse_models(raw: str, rest: str) -> LoggedModelSource | RegisteredVersionSource:
@@ -205,9 +234,17 @@ async def _model_logged_by_run(s: AsyncSession, run: RunOut, name: str) -> Logge
 
 
 async def resolve_version_source(
-    s: AsyncSession, raw: str | None, *, run_id: str | None, model_id: str | None
+    s: AsyncSession,
+    raw: str | None,
+    *,
+    run_id: str | None,
+    model_id: str | None,
+    external: Sequence[S3Location] = (),
 ) -> ResolvedSource:
-    """Check ``raw`` (and the run_id/model_id sent with it) against tracking; see the module doc."""
+    """Check ``raw`` (and the run_id/model_id sent with it) against tracking; see the module doc.
+
+    ``external``: the allow-listed object-store prefixes (``MLGATE_EXTERNAL_SOURCES``).
+    """
     parsed = parse_version_source(raw)
     assert raw is not None
     if isinstance(parsed, RegisteredVersionSource):
@@ -215,6 +252,17 @@ async def resolve_version_source(
         raise InvalidSource(raw, "a registered version is not resolved here")
     run_id = run_id or None
     model_id = model_id or None
+    if isinstance(parsed, ExternalSource):
+        if not any(prefix.contains(parsed.location) for prefix in external):
+            raise InvalidSource(
+                raw, f"it is not under a prefix listed in {EXTERNAL_SOURCES_SETTING}"
+            )
+        # Lineage stated with an external source must at least name existing objects.
+        if run_id is not None:
+            await _run(s, run_id, raw)
+        if model_id is not None:
+            await _logged_model(s, model_id, raw)
+        return ResolvedSource(parsed.canonical, parsed.canonical, run_id, model_id)
     if isinstance(parsed, LoggedModelSource):
         if model_id is not None and model_id != parsed.model_id:
             raise InvalidSource(raw, f"model_id '{model_id}' does not match the source")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import store
+from registry.artifacts.external import ExternalSources, freeze_external
 from registry.artifacts.freeze import freeze_tree
 from registry.artifacts.manifest import (
     MAX_MANIFEST_FILES,
@@ -47,6 +48,7 @@ from registry.service.lookups import find_model, find_version, page_fingerprint
 from registry.uris import ModelVersionUri, parse_model_uri
 from registry.validation import LATEST_ALIAS, validate_max_results
 from tracking.core.errors import ResourceNotFound
+from tracking.core.object_uris import is_s3_uri
 from tracking.core.wire import decode_page_token, encode_page_token
 
 DEFAULT_FILES_PAGE = 1000
@@ -69,13 +71,20 @@ class VersionFingerprint:
         return manifest_digest(self.files)
 
 
-async def freeze_version_files(storage: ArtifactStorage, location: str) -> VersionFingerprint:
+async def freeze_version_files(
+    storage: ArtifactStorage, location: str, external: ExternalSources | None = None
+) -> VersionFingerprint:
     """Copy and hash every file under ``location`` into the frozen area.
 
-    No database access: call it outside transactions. A failed or abandoned registration
-    leaves at most a frozen tree that no version references (content-addressed, harmless).
+    ``location`` is an ``mlflow-artifacts:/`` URI, or an allow-listed ``s3://`` folder outside
+    the store (read through ``external``). No database access: call it outside transactions.
+    A failed or abandoned registration leaves at most a frozen tree that no version references
+    (content-addressed, harmless).
     """
-    tree = await freeze_tree(storage, parse_artifact_uri(location))
+    if is_s3_uri(location):
+        tree = await freeze_external(storage, external or ExternalSources(), location)
+    else:
+        tree = await freeze_tree(storage, parse_artifact_uri(location))
     return VersionFingerprint(location, tree.files, tree.root)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ from tracking import service as tracking
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, InvalidState, ResourceNotFound
+from tracking.core.object_uris import S3Location, is_s3_uri
 from tracking.core.wire import decode_page_token, encode_page_token
 
 # --- model versions ------------------------------------------------------------------------------
@@ -87,7 +89,9 @@ async def _resolve_copy(
     return resolved, src
 
 
-async def _check_create(s: AsyncSession, req: CreateModelVersion) -> _CheckedCreate:
+async def _check_create(
+    s: AsyncSession, req: CreateModelVersion, external: Sequence[S3Location] = ()
+) -> _CheckedCreate:
     name = validate_model_name(req.name)
     tags = checked_tags(req.tags)
     if len(tags) > MAX_VERSION_TAGS:
@@ -100,18 +104,22 @@ async def _check_create(s: AsyncSession, req: CreateModelVersion) -> _CheckedCre
     if isinstance(parsed, RegisteredVersionSource):
         resolved, src = await _resolve_copy(s, parsed, req)
         return _CheckedCreate(tags, description, model, resolved, src)
-    resolved = await resolve_version_source(s, req.source, run_id=req.run_id, model_id=req.model_id)
+    resolved = await resolve_version_source(
+        s, req.source, run_id=req.run_id, model_id=req.model_id, external=external
+    )
     return _CheckedCreate(tags, description, model, resolved)
 
 
-async def model_version_location(s: AsyncSession, req: CreateModelVersion) -> str | None:
+async def model_version_location(
+    s: AsyncSession, req: CreateModelVersion, *, external: Sequence[S3Location] = ()
+) -> str | None:
     """Check a create request as :func:`create_model_version` will; return where its files are.
 
     Read-only: the API calls it first, fingerprints the location outside any transaction, and
     hands the fingerprint to :func:`create_model_version`. ``None``: nothing to fingerprint
     (a copy of a registered version shares that version's frozen files).
     """
-    checked = await _check_create(s, req)
+    checked = await _check_create(s, req, external)
     return None if checked.copy_of is not None else checked.resolved.storage_location
 
 
@@ -121,6 +129,7 @@ async def create_model_version(
     *,
     actor: str,
     fingerprint: VersionFingerprint | None = None,
+    external: Sequence[S3Location] = (),
 ) -> ModelVersionOut:
     """Register a new version: the next number, status READY, source checked and resolved.
 
@@ -133,7 +142,7 @@ async def create_model_version(
     A copy of a registered version (``models:/name/3``) shares that version's files, digest and
     manifest rows instead.
     """
-    checked = await _check_create(s, req)
+    checked = await _check_create(s, req, external)
     model, resolved, src = checked.model, checked.resolved, checked.copy_of
     if src is not None:
         files = [(r.path, int(r.size), r.sha256) for r in await store.version_files(s, src.id)]
@@ -151,6 +160,9 @@ async def create_model_version(
             f"The source of model version '{model.name}' resolved to another location while "
             "its files were fingerprinted; retry the request."
         )
+    if fingerprint is None and is_s3_uri(resolved.storage_location):
+        # An external source is only ever registered through its copy.
+        raise InvalidState("External sources can be registered only with an artifact store.")
     entries = fingerprint.files if fingerprint is not None else ()
     root = (
         fingerprint.frozen_root

@@ -209,6 +209,6 @@ def test_search_model_versions_default_order_is_last_updated_newest_first(
     explicit = client.search_model_versions(
         f"name LIKE 'order-%-{unique}'", order_by=["creation_timestamp ASC"]
     )
-    assert [(mv.name, mv.version) for mv in explicit][0] == (renamed, "1")
+    assert (explicit[0].name, explicit[0].version) == (renamed, "1")
     models = client.search_registered_models(f"name LIKE 'order-%-{unique}'")
     assert [m.name for m in models] == [second, renamed]  # registered models: name ASC
