@@ -155,6 +155,10 @@ def test_every_other_source_form_is_refused_naming_the_setting_and_nothing_is_wr
     assert client.search_model_versions(f"name = '{name}'") == []
     # The next registration still gets version 1: no number was consumed.
     assert client.create_model_version(name, f"s3://{bucket}/{prefix}").version == "1"
+    # An object key that is not a plain relative path refuses the whole folder.
+    s3.put_object(Bucket=bucket, Key=f"{prefix}-dots/a/../../escape", Body=b"x")
+    with pytest.raises(MlflowException, match="not a plain relative path"):
+        client.create_model_version(name, f"s3://{bucket}/{prefix}-dots")
     # An allowed folder holding nothing is refused too (a typo, not an empty model).
     with pytest.raises(MlflowException, match="holds no files"):
         client.create_model_version(name, f"s3://{bucket}/models/nothing-here")
