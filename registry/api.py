@@ -8,6 +8,7 @@ from litestar import Request, Response, delete, get, patch, post
 
 from registry import service
 from registry.artifacts.api import artifact_storage
+from registry.artifacts.external import EXTERNAL_STATE_KEY, ExternalSources
 from registry.schemas import (
     CreateModelVersion,
     CreateRegisteredModel,
@@ -210,16 +211,17 @@ async def create_model_version(request: Req) -> R:
     db = database(request)
     # Check the request and freeze the files before the write transaction: copying and hashing
     # a large model must not hold the database's write lock (see registry.service.integrity).
+    external: ExternalSources = request.app.state[EXTERNAL_STATE_KEY]
     async with db.read() as s:
-        location = await service.model_version_location(s, body)
+        location = await service.model_version_location(s, body, external=external.prefixes)
     fingerprint = (
         None
-        if location is None  # a prompt version: no files to freeze
-        else await service.freeze_version_files(artifact_storage(request), location)
+        if location is None  # a prompt version (no files) or a copy (reuses its source's)
+        else await service.freeze_version_files(artifact_storage(request), location, external)
     )
     async with db.write() as s:
         version = await service.create_model_version(
-            s, body, actor=_actor(request), fingerprint=fingerprint
+            s, body, actor=_actor(request), fingerprint=fingerprint, external=external.prefixes
         )
     return ok({"model_version": version})
 

@@ -195,9 +195,11 @@ _VERSION_COLUMNS: dict[str, Any] = {
 def model_version_search_select(
     filter_string: str | None, order_by: list[str] | None, scope: ResourceScope | None = None
 ) -> Select:
-    """Ids of the model versions matching a search (default order: name ASC, version DESC).
+    """Ids of the model versions matching a search, fully ordered.
 
-    ``scope`` (None: no filter) keeps versions of the models the caller may read.
+    Without ``order_by`` the order is MLflow's: ``last_updated_timestamp DESC``, then the
+    tie-breakers every order gets, ``name ASC, version DESC``. ``scope`` (None: no filter)
+    keeps versions of the models the caller may read.
     """
     comparisons = parse_filter(filter_string, MODEL_VERSION_RULES)
     keys = parse_order_by_list(order_by, MODEL_VERSION_RULES, reject_duplicates=True)
@@ -216,6 +218,8 @@ def model_version_search_select(
     if not prompts:
         stmt = stmt.where(~_model_is_prompt())
     ordering = _ordering(keys, _VERSION_COLUMNS)
+    if not order_by:
+        ordering = [ModelVersion.last_updated_timestamp.desc()]
     named = {k.key for k in keys}
     if "name" not in named:
         ordering.append(RegisteredModel.name.asc())

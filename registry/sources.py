@@ -3,30 +3,40 @@
 A version's ``source`` decides which bytes ``models:/name/<v>`` loads, so it is an attack
 surface: MLflow shipped path-traversal and local-file-inclusion fixes for it repeatedly
 (CVE-2023-1177, CVE-2023-2780, CVE-2023-6909, CVE-2024-1483, CVE-2024-1560, CVE-2024-1594).
-Instead of blocking bad spellings one by one, only three forms are accepted, each resolved to
+Instead of blocking bad spellings one by one, only these forms are accepted, each resolved to
 the artifact root it must live under:
 
 - ``models:/m-<id>``: a logged model; stored files are the logged model's artifacts;
+- ``models:/<name>/<version>`` (also ``/<stage>``, ``/latest``, ``@<alias>``): a registered
+  version, which ``MlflowClient.copy_model_version`` sends; the new version shares the source
+  version's frozen files and lineage (resolved by the registry service, stored as
+  ``models:/<name>/<version>``);
 - ``runs:/<run_id>[/<relative path>]``: a run's artifacts (or the logged model the run
   produced under that name, where MLflow 3 puts a model logged in a run);
 - ``mlflow-artifacts:/<path>``: a proxied path, only when it sits under the given run's or
-  logged model's artifact root.
+  logged model's artifact root;
+- ``s3://<bucket>/<path>``: a model trained elsewhere, only under a prefix the operator listed
+  in ``MLGATE_EXTERNAL_SOURCES`` (on a path-segment boundary); its bytes are copied into the
+  registry's frozen area at registration, so later changes to the bucket reach nothing.
 
-Everything else (``file:``, ``s3:``, ``http:``, absolute or relative local paths, ``..``,
+Everything else (``file:``, unlisted ``s3:``, ``http:``, absolute or relative local paths, ``..``,
 percent-encoding, backslashes, queries and fragments, host-bearing URIs) is refused.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.artifacts.paths import ArtifactPath, parse_artifact_path, parse_artifact_uri
 from registry.errors import InvalidSource
+from registry.uris import ModelVersionUri, parse_model_uri
 from tracking import service as tracking
 from tracking.core.errors import InvalidParameter, ResourceNotFound
+from tracking.core.object_uris import EXTERNAL_SOURCES_SETTING, S3Location, parse_s3_uri
 from tracking.schemas import LoggedModelOut, RunOut
 
 MAX_SOURCE_LEN = 2000
@@ -73,7 +83,32 @@ class ArtifactSource:
         return self.path.to_uri()
 
 
-VersionSource = LoggedModelSource | RunSource | ArtifactSource
+@dataclass(frozen=True, slots=True)
+class RegisteredVersionSource:
+    """A registered version (``models:/name/3``, ``/Production``, ``/latest``, ``@champion``)."""
+
+    uri: ModelVersionUri
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalSource:
+    """An object-store folder outside mlgate (checked against the allow-list on resolve)."""
+
+    location: S3Location
+
+    @property
+    def canonical(self) -> str:
+        return self.location.uri
+
+
+VersionSource = (
+    LoggedModelSource | RunSource | ArtifactSource | RegisteredVersionSource | ExternalSource
+)
+# Appended to every refusal of a scheme or a local path: where external sources are allowed.
+_EXTERNAL_HINT = (
+    f"model files stored elsewhere must be s3:// URIs under a prefix listed in "
+    f"{EXTERNAL_SOURCES_SETTING}"
+)
 
 
 def parse_version_source(raw: str | None) -> VersionSource:
@@ -91,10 +126,11 @@ def parse_version_source(raw: str | None) -> VersionSource:
     if match is None:
         if raw.startswith("/"):
             # CVE-2023-1177 class: a bare local path made the server read arbitrary files.
-            raise InvalidSource(raw, "absolute local paths are not allowed")
+            raise InvalidSource(raw, f"absolute local paths are not allowed; {_EXTERNAL_HINT}")
         raise InvalidSource(
             raw,
-            "a source must be a models:/m-<id>, runs:/<run_id>/<path> or mlflow-artifacts:/ URI",
+            "a source must be a models:/, runs:/<run_id>/<path> or mlflow-artifacts:/ URI; "
+            + _EXTERNAL_HINT,
         )
     scheme = match.group(1).lower()
     rest = raw[match.end() :]
@@ -112,19 +148,26 @@ def parse_version_source(raw: str | None) -> VersionSource:
         raise
     except InvalidParameter as exc:
         raise InvalidSource(raw, exc.message.rstrip(".")) from None
-    # CVE-2023-1177 / CVE-2023-6909: file:// (and any scheme the server would open itself: s3:,
+    if scheme == "s3":
+        try:
+            return ExternalSource(parse_s3_uri(raw))
+        except ValueError as exc:
+            raise InvalidSource(raw, f"{exc}; {_EXTERNAL_HINT}") from None
+    # CVE-2023-1177 / CVE-2023-6909: file:// (and any scheme the server would open itself:
     # http:, hdfs:, a Windows drive letter) points the registry at storage it does not guard.
-    raise InvalidSource(raw, f"the scheme '{scheme}:' is not allowed")
+    raise InvalidSource(raw, f"the scheme '{scheme}:' is not allowed; {_EXTERNAL_HINT}")
 
 
-def _parse_models(raw: str, rest: str) -> LoggedModelSource:
+def _parse_models(raw: str, rest: str) -> LoggedModelSource | RegisteredVersionSource:
     if not rest.startswith("/") or rest.startswith("//"):
-        raise InvalidSource(raw, "models:/ sources must be models:/m-<logged model id>")
+        raise InvalidSource(
+            raw, "models:/ sources must be models:/m-<logged model id> or models:/<name>/<version>"
+        )
     model_id = rest[1:].removesuffix("/")
-    if not _LOGGED_MODEL_ID.fullmatch(model_id):
-        # models:/name/3 and models:/name@alias would make one version alias another's files.
-        raise InvalidSource(raw, "models:/ sources must name a logged model (models:/m-<id>)")
-    return LoggedModelSource(model_id)
+    if _LOGGED_MODEL_ID.fullmatch(model_id):
+        return LoggedModelSource(model_id)
+    # A registered version (copy_model_version): the strict models:/ URI parser decides.
+    return RegisteredVersionSource(parse_model_uri(f"models:{rest}"))
 
 
 def _parse_runs(raw: str, rest: str) -> RunSource:
@@ -191,13 +234,35 @@ async def _model_logged_by_run(s: AsyncSession, run: RunOut, name: str) -> Logge
 
 
 async def resolve_version_source(
-    s: AsyncSession, raw: str | None, *, run_id: str | None, model_id: str | None
+    s: AsyncSession,
+    raw: str | None,
+    *,
+    run_id: str | None,
+    model_id: str | None,
+    external: Sequence[S3Location] = (),
 ) -> ResolvedSource:
-    """Check ``raw`` (and the run_id/model_id sent with it) against tracking; see the module doc."""
+    """Check ``raw`` (and the run_id/model_id sent with it) against tracking; see the module doc.
+
+    ``external``: the allow-listed object-store prefixes (``MLGATE_EXTERNAL_SOURCES``).
+    """
     parsed = parse_version_source(raw)
     assert raw is not None
+    if isinstance(parsed, RegisteredVersionSource):
+        # Resolved by the registry service (it needs the registry's tables).
+        raise InvalidSource(raw, "a registered version is not resolved here")
     run_id = run_id or None
     model_id = model_id or None
+    if isinstance(parsed, ExternalSource):
+        if not any(prefix.contains(parsed.location) for prefix in external):
+            raise InvalidSource(
+                raw, f"it is not under a prefix listed in {EXTERNAL_SOURCES_SETTING}"
+            )
+        # Lineage stated with an external source must at least name existing objects.
+        if run_id is not None:
+            await _run(s, run_id, raw)
+        if model_id is not None:
+            await _logged_model(s, model_id, raw)
+        return ResolvedSource(parsed.canonical, parsed.canonical, run_id, model_id)
     if isinstance(parsed, LoggedModelSource):
         if model_id is not None and model_id != parsed.model_id:
             raise InvalidSource(raw, f"model_id '{model_id}' does not match the source")

@@ -103,6 +103,12 @@ async def rename_registered_model(s: AsyncSession, model_id: int, new_name: str,
                 .where(RegisteredModel.id == model_id)
                 .values(name=new_name, last_updated_timestamp=now)
             )
+            # MLflow's rename touches every version of the model too.
+            await s.execute(
+                update(ModelVersion)
+                .where(ModelVersion.model_id == model_id)
+                .values(last_updated_timestamp=now)
+            )
     except IntegrityError:
         return False
     return True
@@ -166,6 +172,16 @@ async def next_version(s: AsyncSession, model_id: int, now: int) -> int | None:
 async def insert_version(s: AsyncSession, **values: Any) -> int:
     result = await s.execute(insert(ModelVersion).values(**values).returning(ModelVersion.id))
     return int(result.scalar_one())
+
+
+async def registered_model_tag(s: AsyncSession, model_id: int, key: str) -> str | None:
+    """One tag's value on a registered model (None when unset)."""
+    value = await s.scalar(
+        select(RegisteredModelTag.value).where(
+            RegisteredModelTag.model_id == model_id, RegisteredModelTag.key == key
+        )
+    )
+    return None if value is None else str(value)
 
 
 async def get_version_row(s: AsyncSession, model_id: int, version: int) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -809,6 +810,30 @@ async def set_logged_model_tags(
     await store.upsert_logged_model_tags(s, model_id, _kv(tags, "tag", MAX_RUN_TAG_VALUE_LEN))
     await store.update_logged_model(s, model_id, last_updated_timestamp_ms=now_ms())
     return await get_logged_model(s, model_id)
+
+
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+
+
+async def add_logged_model_version(s: AsyncSession, model_id: str, name: str, version: int) -> None:
+    """Append ``{"name", "version"}`` to the logged model's ``mlflow.modelVersions`` tag.
+
+    MLflow's server keeps this tag (a JSON list, in registration order, without duplicates) on
+    every logged model a version is registered from. The row lock makes concurrent
+    registrations append rather than overwrite. A tag that is not such a list is replaced.
+    """
+    current = await store.lock_logged_model_tag(s, model_id, MODEL_VERSIONS_TAG)
+    entries: list[Any] = []
+    if current:
+        try:
+            decoded = json.loads(current)
+        except ValueError:
+            decoded = None
+        entries = decoded if isinstance(decoded, list) else []
+    entry = {"name": name, "version": version}
+    if entry not in entries:
+        entries.append(entry)
+    await store.upsert_logged_model_tags(s, model_id, {MODEL_VERSIONS_TAG: json.dumps(entries)})
 
 
 async def delete_logged_model_tag(s: AsyncSession, model_id: str, key: str) -> None:

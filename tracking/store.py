@@ -603,6 +603,25 @@ async def get_logged_model_row(s: AsyncSession, model_id: str) -> Any:
     ).first()
 
 
+async def lock_logged_model_tag(s: AsyncSession, model_id: str, key: str) -> str | None:
+    """Lock a logged model's row (PostgreSQL; SQLite has one writer) and read one tag.
+
+    Read-modify-write of a tag (``mlflow.modelVersions``) is then serialised per model, so
+    concurrent writers cannot lose each other's entries. None: no such model or no such tag.
+    """
+    locked = await s.scalar(
+        select(LoggedModel.model_id).where(LoggedModel.model_id == model_id).with_for_update()
+    )
+    if locked is None:
+        return None
+    value = await s.scalar(
+        select(LoggedModelTag.value).where(
+            LoggedModelTag.model_id == model_id, LoggedModelTag.key == key
+        )
+    )
+    return None if value is None else str(value)
+
+
 async def update_logged_model(s: AsyncSession, model_id: str, **values: Any) -> None:
     await s.execute(update(LoggedModel).where(LoggedModel.model_id == model_id).values(**values))
 

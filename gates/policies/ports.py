@@ -106,7 +106,7 @@ async def fingerprint_for(
     if storage is None:
         return None
     location = await registry.model_version_location(s, req)
-    if location is None:  # a prompt version: no files
+    if location is None:  # a prompt version (no files) or a copy (shares its source's)
         return None
     return await registry.freeze_version_files(storage, location)
 

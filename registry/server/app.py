@@ -35,6 +35,7 @@ from registry.artifacts.api import (
     WriteGuard,
     artifact_routes,
 )
+from registry.artifacts.external import EXTERNAL_STATE_KEY, ExternalSources
 from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
 from registry.artifacts.sweep import StaleUploadSweep
@@ -113,6 +114,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state["settings"] = settings
         artifacts = build_storage(settings)
         app.state[STORAGE_STATE_KEY] = artifacts
+        external = ExternalSources(
+            settings.external_source_prefixes, endpoint_url=settings.s3_endpoint_url or None
+        )
+        app.state[EXTERNAL_STATE_KEY] = external
         # The registry's hooks into the artifact layer, which does not import the registry's
         # service. A guard or resolver installed before start-up (tests, embedders) is kept.
         resolver: ModelVersionRootResolver = registry.service.version_artifact_root
@@ -186,6 +191,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             for key in installed:
                 app.state.pop(key, None)
             await artifacts.aclose()
+            external.close()
             await db.dispose()
 
     domain_handlers = [

@@ -433,11 +433,13 @@ class Authorizer:
 
     async def _check_sources(self, s: Any) -> None:
         body = await self._json_body()
-        runs, models = registry_service.source_references(
+        runs, models, registered = registry_service.source_references(
             _str_or_none(body.get("source")),
             _str_or_none(body.get("run_id")),
             _str_or_none(body.get("model_id")),
         )
+        for name in sorted(registered):  # a copy of a registered version
+            await self._check_one(s, Permission("registered_model", "read"), name)
         for run_id in sorted(runs):
             await self._check_one(s, Permission("run", "read"), run_id)
         for model_id in sorted(models):

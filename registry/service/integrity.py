@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import store
+from registry.artifacts.external import ExternalSources, freeze_external
 from registry.artifacts.freeze import freeze_tree
 from registry.artifacts.manifest import (
     MAX_MANIFEST_FILES,
@@ -36,7 +37,7 @@ from registry.artifacts.manifest import (
 )
 from registry.artifacts.paths import ArtifactPath, in_frozen_area, parse_artifact_uri
 from registry.artifacts.storage.base import ArtifactStorage
-from registry.errors import FrozenAreaReadOnly, VersionFilesImmutable
+from registry.errors import AliasNotFound, FrozenAreaReadOnly, VersionFilesImmutable
 from registry.schemas import (
     ManifestFileOut,
     ModelVersionFilesOut,
@@ -47,6 +48,7 @@ from registry.service.lookups import find_model, find_version, page_fingerprint
 from registry.uris import ModelVersionUri, parse_model_uri
 from registry.validation import LATEST_ALIAS, validate_max_results
 from tracking.core.errors import ResourceNotFound
+from tracking.core.object_uris import is_s3_uri
 from tracking.core.wire import decode_page_token, encode_page_token
 
 DEFAULT_FILES_PAGE = 1000
@@ -69,13 +71,20 @@ class VersionFingerprint:
         return manifest_digest(self.files)
 
 
-async def freeze_version_files(storage: ArtifactStorage, location: str) -> VersionFingerprint:
+async def freeze_version_files(
+    storage: ArtifactStorage, location: str, external: ExternalSources | None = None
+) -> VersionFingerprint:
     """Copy and hash every file under ``location`` into the frozen area.
 
-    No database access: call it outside transactions. A failed or abandoned registration
-    leaves at most a frozen tree that no version references (content-addressed, harmless).
+    ``location`` is an ``mlflow-artifacts:/`` URI, or an allow-listed ``s3://`` folder outside
+    the store (read through ``external``). No database access: call it outside transactions.
+    A failed or abandoned registration leaves at most a frozen tree that no version references
+    (content-addressed, harmless).
     """
-    tree = await freeze_tree(storage, parse_artifact_uri(location))
+    if is_s3_uri(location):
+        tree = await freeze_external(storage, external or ExternalSources(), location)
+    else:
+        tree = await freeze_tree(storage, parse_artifact_uri(location))
     return VersionFingerprint(location, tree.files, tree.root)
 
 
@@ -101,11 +110,14 @@ async def check_artifact_writable(s: AsyncSession, path: ArtifactPath) -> None:
 # --- resolve -----------------------------------------------------------------------------------
 
 
-async def _find_by_uri(s: AsyncSession, uri: ModelVersionUri) -> store.VersionBundle:
+async def find_by_uri(
+    s: AsyncSession, uri: ModelVersionUri, *, unknown_alias_invalid: bool = False
+) -> store.VersionBundle:
     """The version a parsed URI names. Every miss is RESOURCE_DOES_NOT_EXIST (404).
 
     An unknown alias is a 404 here, unlike MLflow's alias API (400): on mlgate's own API a
-    URI that names nothing is "not found", whichever part of it misses.
+    URI that names nothing is "not found", whichever part of it misses. MLflow's endpoints
+    (a ``models:/name@alias`` version source) pass ``unknown_alias_invalid`` for its 400.
     """
     model = await find_model(s, uri.name)
     if uri.version is not None:
@@ -116,6 +128,8 @@ async def _find_by_uri(s: AsyncSession, uri: ModelVersionUri) -> store.VersionBu
             raise ResourceNotFound(f"Model '{model.name}' has no version in stage '{uri.stage}'.")
     elif uri.alias is not None and uri.alias.lower() != LATEST_ALIAS:
         found = await store.load_versions(s, store.alias_target_select(model.id, uri.alias))
+        if not found and unknown_alias_invalid:
+            raise AliasNotFound(model.name, uri.alias)
         if not found:
             raise ResourceNotFound(
                 f"Registered model alias {uri.alias} not found for model {model.name}."
@@ -138,7 +152,7 @@ async def _entries(s: AsyncSession, version_pk: int, **page: int) -> list[Manife
 
 async def resolve_model_uri(s: AsyncSession, uri: str | None) -> ResolvedModelVersionOut:
     """What a ``models:/`` URI names now: version, locations, digest and every file."""
-    bundle = await _find_by_uri(s, parse_model_uri(uri))
+    bundle = await find_by_uri(s, parse_model_uri(uri))
     r = bundle.row
     return ResolvedModelVersionOut(
         name=r.model_name,
@@ -215,7 +229,7 @@ class VerifyReport:
 
 async def recorded_fingerprint(s: AsyncSession, uri: str | None) -> RecordedFingerprint:
     """The recorded manifest of the version a ``models:/`` URI names (404 when it names none)."""
-    bundle = await _find_by_uri(s, parse_model_uri(uri))
+    bundle = await find_by_uri(s, parse_model_uri(uri))
     r = bundle.row
     files = await _entries(s, r.id)
     return RecordedFingerprint(

@@ -13,7 +13,12 @@ from registry.artifacts.paths import ArtifactPath
 from registry.errors import ModelVersionNotFound, RegisteredModelNotFound
 from registry.prompts import PROMPT_TAG, is_prompt_tags
 from registry.schemas import AliasOut, ModelVersionOut, RegisteredModelOut, TagOut, Version
-from registry.sources import LoggedModelSource, RunSource, parse_version_source
+from registry.sources import (
+    LoggedModelSource,
+    RegisteredVersionSource,
+    RunSource,
+    parse_version_source,
+)
 from registry.validation import parse_version, validate_model_name, validate_tag
 from tracking.core.auth import ANONYMOUS as ANONYMOUS_ACTOR
 from tracking.core.errors import MlflowError
@@ -38,10 +43,11 @@ def version_out(b: store.VersionBundle) -> ModelVersionOut:
         source=r.source,
         status=r.status,
         user_id=r.user_id,
-        description=r.description,
-        run_id=r.run_id,
+        # MLflow's server always sends these three, "" when unset (the client reads "").
+        description=r.description or "",
+        run_id=r.run_id or "",
         status_message=r.status_message,
-        run_link=r.run_link,
+        run_link=r.run_link or "",
         model_id=r.logged_model_id,
         tags=[TagOut(k, v) for k, v in b.tags],
         aliases=list(b.aliases),
@@ -108,24 +114,29 @@ def checked_tags(items: Sequence[Any]) -> dict[str, str]:
 
 def source_references(
     source: str | None, run_id: str | None, model_id: str | None
-) -> tuple[set[str], set[str]]:
-    """The run ids and logged model ids a create-version request reads files from.
+) -> tuple[set[str], set[str], set[str]]:
+    """The run ids, logged model ids and registered model names a create-version request
+    reads files from.
 
     Registering a version exposes its source's files to the model's readers, so the caller
-    must be able to read each of them. An unparseable source names nothing here: the service
-    refuses it anyway.
+    must be able to read each of them. A copy (``models:/<name>/<version>``) needs read on the
+    source registered model only: its run_id and model_id must be the source version's own
+    (the service checks), whose files the model's readers may already download. An
+    unparseable source names nothing here: the service refuses it anyway.
     """
     runs = {run_id} if run_id else set()
     models = {model_id} if model_id else set()
     try:
         parsed = parse_version_source(source)
     except MlflowError:
-        return runs, models
+        return runs, models, set()
+    if isinstance(parsed, RegisteredVersionSource):
+        return set(), set(), {parsed.uri.name}
     if isinstance(parsed, RunSource):
         runs.add(parsed.run_id)
     elif isinstance(parsed, LoggedModelSource):
         models.add(parsed.model_id)
-    return runs, models
+    return runs, models, set()
 
 
 async def models_storing(s: AsyncSession, path: ArtifactPath) -> list[str]:

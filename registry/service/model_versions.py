@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from registry import events, store
 from registry.artifacts.freeze import EMPTY_ROOT
 from registry.artifacts.manifest import manifest_digest
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
-from registry.errors import RegisteredModelNotFound
+from registry.errors import InvalidSource, RegisteredModelNotFound
 from registry.events import PointerMove
 from registry.prompts import (
     PROMPT_SOURCE_PLACEHOLDERS,
@@ -20,9 +21,9 @@ from registry.prompts import (
     is_prompt_request,
 )
 from registry.schemas import CreateModelVersion, ModelVersionOut, SearchModelVersions, Version
-from registry.search import model_version_search_select
+from registry.search import PROMPT_TAG, model_version_search_select
 from registry.service.history import history_row, stage_changes
-from registry.service.integrity import VersionFingerprint
+from registry.service.integrity import VersionFingerprint, find_by_uri
 from registry.service.lookups import (
     POINTER_STAGES,
     checked_tags,
@@ -33,7 +34,12 @@ from registry.service.lookups import (
     render_version,
     version_out,
 )
-from registry.sources import ResolvedSource, resolve_version_source
+from registry.sources import (
+    RegisteredVersionSource,
+    ResolvedSource,
+    parse_version_source,
+    resolve_version_source,
+)
 from registry.validation import (
     ARCHIVING_STAGES,
     DEFAULT_SEARCH_VERSIONS,
@@ -49,6 +55,7 @@ from tracking import service as tracking
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, InvalidState, ResourceNotFound
+from tracking.core.object_uris import S3Location, is_s3_uri
 from tracking.core.wire import decode_page_token, encode_page_token
 
 # --- model versions ------------------------------------------------------------------------------
@@ -60,9 +67,39 @@ class _CheckedCreate:
     description: str | None
     model: Any
     resolved: ResolvedSource
+    # The row of the registered version a copy's source names (copy_model_version), else None.
+    copy_of: Any = None
 
 
-async def _check_create(s: AsyncSession, req: CreateModelVersion) -> _CheckedCreate:
+async def _resolve_copy(
+    s: AsyncSession, parsed: RegisteredVersionSource, req: CreateModelVersion
+) -> tuple[ResolvedSource, Any]:
+    """A ``models:/<name>/<version|stage|latest>`` or ``@alias`` source: the version it names.
+
+    Like MLflow's server, the copy stores the source as ``models:/<name>/<version>`` and
+    inherits the source version's run and logged model; a run_id or model_id sent with it
+    must match them. The copy's files are the source version's frozen copy (shared, never
+    re-read from the run), so nothing is fingerprinted again.
+    """
+    bundle = await find_by_uri(s, parsed.uri, unknown_alias_invalid=True)
+    src = bundle.row
+    canonical = f"models:/{src.model_name}/{src.version}"
+    if (await store.registered_model_tag(s, src.model_id, PROMPT_TAG) or "").lower() == "true":
+        raise InvalidSource(canonical, "prompt versions cannot be used as model version sources")
+    if (req.run_id is not None and req.run_id != (src.run_id or "")) or (
+        req.model_id is not None and req.model_id != (src.logged_model_id or "")
+    ):
+        raise InvalidParameter(
+            f"Invalid model version source: '{req.source}'. The run_id and model_id request "
+            "parameters must match the referenced model version."
+        )
+    resolved = ResolvedSource(canonical, src.storage_location, src.run_id, src.logged_model_id)
+    return resolved, src
+
+
+async def _check_create(
+    s: AsyncSession, req: CreateModelVersion, external: Sequence[S3Location] = ()
+) -> _CheckedCreate:
     name = validate_model_name(req.name)
     tags = checked_tags(req.tags)
     if len(tags) > MAX_VERSION_TAGS:
@@ -72,11 +109,14 @@ async def _check_create(s: AsyncSession, req: CreateModelVersion) -> _CheckedCre
     description = validate_description(req.description)
     model = await find_model(s, name)
     if is_prompt_request(req.tags):
-        resolved = await _prompt_source(s, model, req)
-    else:
-        resolved = await resolve_version_source(
-            s, req.source, run_id=req.run_id, model_id=req.model_id
-        )
+        return _CheckedCreate(tags, description, model, await _prompt_source(s, model, req))
+    parsed = parse_version_source(req.source)
+    if isinstance(parsed, RegisteredVersionSource):
+        resolved, src = await _resolve_copy(s, parsed, req)
+        return _CheckedCreate(tags, description, model, resolved, src)
+    resolved = await resolve_version_source(
+        s, req.source, run_id=req.run_id, model_id=req.model_id, external=external
+    )
     return _CheckedCreate(tags, description, model, resolved)
 
 
@@ -101,15 +141,20 @@ def _is_prompt_version(row: Any) -> bool:
     return row.source in PROMPT_SOURCE_PLACEHOLDERS and row.artifact_root == EMPTY_ROOT.posix
 
 
-async def model_version_location(s: AsyncSession, req: CreateModelVersion) -> str | None:
-    """Check a create request as :func:`create_model_version` will; return where its files are
-    (None for a prompt version, which has none: nothing to freeze).
+async def model_version_location(
+    s: AsyncSession, req: CreateModelVersion, *, external: Sequence[S3Location] = ()
+) -> str | None:
+    """Check a create request as :func:`create_model_version` will; return where its files are.
 
     Read-only: the API calls it first, fingerprints the location outside any transaction, and
-    hands the fingerprint to :func:`create_model_version`.
+    hands the fingerprint to :func:`create_model_version`. ``None``: nothing to fingerprint
+    (a prompt version has no files; a copy of a registered version shares that version's frozen
+    files).
     """
-    resolved = (await _check_create(s, req)).resolved
-    return None if resolved.storage_location == EMPTY_ROOT.to_uri() else resolved.storage_location
+    checked = await _check_create(s, req, external)
+    if checked.copy_of is not None or checked.resolved.storage_location == EMPTY_ROOT.to_uri():
+        return None
+    return checked.resolved.storage_location
 
 
 async def create_model_version(
@@ -118,6 +163,7 @@ async def create_model_version(
     *,
     actor: str,
     fingerprint: VersionFingerprint | None = None,
+    external: Sequence[S3Location] = (),
 ) -> ModelVersionOut:
     """Register a new version: the next number, status READY, source checked and resolved.
 
@@ -127,9 +173,20 @@ async def create_model_version(
     embedders) the version points at the source location itself, with a NULL digest, and is
     protected by the write guard as versions registered before frozen copies were. The version
     is READY either way: the client polls for READY and has uploaded its files before.
+    A copy of a registered version (``models:/name/3``) shares that version's files, digest and
+    manifest rows instead.
     """
-    checked = await _check_create(s, req)
-    model, resolved = checked.model, checked.resolved
+    checked = await _check_create(s, req, external)
+    model, resolved, src = checked.model, checked.resolved, checked.copy_of
+    if src is not None:
+        files = [(r.path, int(r.size), r.sha256) for r in await store.version_files(s, src.id)]
+        return await _insert_version(
+            s,
+            checked,
+            _Files(str(src.storage_location), src.artifact_root, src.manifest_digest, files),
+            actor=actor,
+            run_link=req.run_link,
+        )
     if fingerprint is not None and fingerprint.location != resolved.storage_location:
         # Sources resolve to immutable run / logged-model roots, so this needs a concurrent
         # change of the tracking data: refuse rather than record another location's files.
@@ -137,13 +194,43 @@ async def create_model_version(
             f"The source of model version '{model.name}' resolved to another location while "
             "its files were fingerprinted; retry the request."
         )
-    files = fingerprint.files if fingerprint is not None else ()
-    digest = manifest_digest(files)
+    if fingerprint is None and is_s3_uri(resolved.storage_location):
+        # An external source is only ever registered through its copy.
+        raise InvalidState("External sources can be registered only with an artifact store.")
+    entries = fingerprint.files if fingerprint is not None else ()
     root = (
         fingerprint.frozen_root
         if fingerprint is not None
         else parse_artifact_uri(resolved.storage_location)
     )
+    files = [(f.path, f.size, f.sha256) for f in entries]
+    out = await _insert_version(
+        s,
+        checked,
+        _Files(root.to_uri(), root.posix, manifest_digest(entries), files),
+        actor=actor,
+        run_link=req.run_link,
+    )
+    if resolved.model_id is not None:
+        # MLflow's server lists a logged model's registered versions in this tag.
+        await tracking.add_logged_model_version(s, resolved.model_id, model.name, int(out.version))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """Where a new version's files are, their digest and manifest rows (path, size, sha256)."""
+
+    storage_location: str
+    artifact_root: str
+    digest: str | None
+    rows: list[tuple[str, int, str]]
+
+
+async def _insert_version(
+    s: AsyncSession, checked: _CheckedCreate, files: _Files, *, actor: str, run_link: str | None
+) -> ModelVersionOut:
+    model, resolved = checked.model, checked.resolved
     now = now_ms()
     # Resolved before taking the version number, so the model's row lock is held briefly.
     number = await store.next_version(s, model.id, now)
@@ -159,31 +246,31 @@ async def create_model_version(
         current_stage="None",
         description=checked.description,
         source=resolved.source,
-        storage_location=root.to_uri(),
-        artifact_root=root.posix,
-        manifest_digest=digest,
+        storage_location=files.storage_location,
+        artifact_root=files.artifact_root,
+        manifest_digest=files.digest,
         run_id=resolved.run_id,
-        run_link=req.run_link or None,
+        run_link=run_link or None,
         logged_model_id=resolved.model_id,
         status="READY",
     )
     await store.upsert_version_tags(s, pk, checked.tags)
-    await store.insert_version_files(s, pk, [(f.path, f.size, f.sha256) for f in files])
+    await store.insert_version_files(s, pk, files.rows)
     await events.emit(
         s,
         events.ModelVersionCreated(
             model.name,
             number,
             resolved.source,
-            root.to_uri(),
+            files.storage_location,
             resolved.run_id,
             resolved.model_id,
             actor,
             now,
             tags=tuple(checked.tags.items()),
             description=checked.description,
-            manifest_digest=digest,
-            is_prompt=is_prompt_request(req.tags),
+            manifest_digest=files.digest,
+            is_prompt=checked.tags.get(PROMPT_TAG, "").lower() == "true",
         ),
     )
     return await render_version(s, pk)
@@ -289,8 +376,8 @@ async def set_model_version_tag(
     row = await find_version(s, model, version)
     checked_key, checked_value = validate_tag(key, value)
     now = now_ms()
+    # Like MLflow's server, tags leave last_updated_timestamp (the default search order) alone.
     await store.upsert_version_tags(s, row.id, {checked_key: checked_value})
-    await store.update_version(s, row.id, last_updated_timestamp=now)
     prompt = await model_is_prompt(s, model.id)
     await events.emit(
         s,
@@ -312,7 +399,6 @@ async def delete_model_version_tag(
             f"No tag with key '{key}' on model version (name={model.name}, version={row.version})"
         )
     now = now_ms()
-    await store.update_version(s, row.id, last_updated_timestamp=now)
     prompt = await model_is_prompt(s, model.id)
     await events.emit(
         s, events.ModelVersionTagDeleted(model.name, row.version, key, now, is_prompt=prompt)
@@ -364,6 +450,7 @@ async def transition_stage(
     if archive_existing_versions:
         archived = await store.archive_stage(s, model.id, target, keep_version=row.version, now=now)
     await store.update_version(s, row.id, current_stage=target, last_updated_timestamp=now)
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     after = await store.stage_holders(s, model.id)
     history = stage_changes(
         model, before, after, row.version, "transition", actor, comment, now, explicit=target

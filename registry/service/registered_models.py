@@ -167,9 +167,9 @@ async def set_registered_model_tag(
 ) -> None:
     model = await find_model(s, name)
     checked_key, checked_value = validate_tag(key, value)
+    # Like MLflow's server, tags and aliases leave last_updated_timestamp alone.
     await store.upsert_model_tags(s, model.id, {checked_key: checked_value})
     now = now_ms()
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     prompt = await model_is_prompt(s, model.id)
     await events.emit(
         s, events.RegisteredModelTagSet(model.name, checked_key, checked_value, now, prompt)
@@ -183,7 +183,6 @@ async def delete_registered_model_tag(s: AsyncSession, name: str | None, key: st
     if not await store.delete_model_tag(s, model.id, key):
         raise ResourceNotFound(f"No tag with key '{key}' on registered model '{model.name}'")
     now = now_ms()
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     await events.emit(
         s,
         events.RegisteredModelTagSet(
@@ -228,7 +227,6 @@ async def set_alias(
     comment = events.with_note(comment, note)
     now = now_ms()
     await store.upsert_alias(s, model.id, checked, row.version)
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     await store.insert_pointer_events(
         s,
         [
@@ -275,7 +273,6 @@ async def delete_alias(
     comment = events.with_note(comment, note)
     now = now_ms()
     await store.delete_alias(s, model.id, checked)
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     await store.insert_pointer_events(
         s,
         [

@@ -22,6 +22,7 @@ async def _models(session: AsyncSession, filter: str, **kw: object) -> list[str]
 
 
 async def _versions(session: AsyncSession, filter: str, **kw: object) -> list[tuple[str, str]]:
+    kw.setdefault("order_by", ["name ASC"])  # then version DESC, as every order ends
     found, _ = await service.search_model_versions(
         session,
         SearchModelVersions(filter=filter, **kw),  # type: ignore[arg-type]
@@ -136,8 +137,11 @@ async def test_version_filters(session: AsyncSession, unique: str) -> None:
     await make_version(session, a, run_id=run_2)
     await make_version(session, b, run_id=run_1, tags={"env": "dev"})
     like = f"name LIKE 'v-{unique}-%'"
-    # Default order: name ASC, version DESC.
     assert await _versions(session, like) == [(a, "2"), (a, "1"), (b, "1")]
+    # Default order (MLflow's): last_updated_timestamp DESC, then name ASC, version DESC.
+    found, _ = await service.search_model_versions(session, SearchModelVersions(filter=like))
+    keys = [(-v.last_updated_timestamp, v.name, -int(v.version)) for v in found]
+    assert keys == sorted(keys) and len(keys) == 3
     assert await _versions(session, f"run_id = '{run_1}'") == [(a, "1"), (b, "1")]
     assert await _versions(session, f"run_id IN ('{run_1}', '{run_2}') AND name = '{a}'") == [
         (a, "2"),

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import service
 from registry.schemas import CreateModelVersion
-from tests.registry.factories import ACTOR, make_logged_model, make_model, make_run
+from tests.registry.factories import ACTOR, make_logged_model, make_model, make_run, make_version
 from tracking import service as tracking
 from tracking.core.errors import InvalidParameter, MlflowError
 
@@ -199,12 +199,30 @@ async def test_sources_must_agree_with_run_id_and_model_id(session: AsyncSession
     await _refused(session, name, "runs:/not-a-run-id/model")
 
 
-async def test_registered_model_uris_cannot_alias_another_versions_files(
+async def test_registered_version_sources_share_the_source_versions_files_only(
     session: AsyncSession,
 ) -> None:
+    # A models:/<name>/<v> source (copy_model_version) never names a location of its own: the
+    # copy gets exactly the source version's stored files, and its lineage cannot be re-pointed.
     name = await make_model(session)
-    for source in (f"models:/{name}/1", f"models:/{name}@champion", "models:/other/Production"):
-        await _refused(session, name, source)
+    run_id, other = await make_run(session), await make_run(session)
+    await make_version(session, name, run_id=run_id)
+    target = await make_model(session)
+    copy = await _accepted(session, target, f"models:/{name}/1")
+    assert copy.source == f"models:/{name}/1"  # type: ignore[attr-defined]
+    assert copy.run_id == run_id  # type: ignore[attr-defined]
+    assert await service.get_download_uri(session, target, "1") == await service.get_download_uri(
+        session, name, "1"
+    )
+    await _refused(session, target, f"models:/{name}/1", run_id=other)  # lineage must match
+    await _refused(session, target, f"models:/{name}@champion")  # no such alias (400)
+    for source in (f"models:/{name}/1/../2", f"models:/{name}/%31", f"models://host/{name}/1"):
+        await _refused(session, target, source)
+    with pytest.raises(MlflowError) as err:  # no such version / model: 404, as MLflow answers
+        async with session.begin_nested():
+            await _accepted(session, target, f"models:/{name}/7")
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    assert (await service.get_model_version(session, target, "1")).version == "1"
 
 
 async def test_control_characters_and_padding_are_refused(session: AsyncSession) -> None:

@@ -10,6 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tracking.core.object_uris import S3Location, parse_s3_prefixes
+
 DEFAULT_DATA_DIR = Path("mlgate-data")
 
 
@@ -125,6 +127,9 @@ class Settings:
     # Keys that seal subscription and gate secrets at rest (AES-GCM), comma-separated: the
     # first seals, all open (rotation). Each at least 32 characters; empty stores them unsealed.
     webhook_secret_key: str = field(default="", repr=False)
+    # Object-store folders model versions may be registered from (copied in at registration):
+    # comma-separated s3://bucket/prefix/ read with the S3 client settings above. Empty: none.
+    external_sources: str = ""
     # --- web UI ---
     # How long a browser stays signed in, and whether its cookies are HTTPS-only. Browsers
     # accept Secure cookies from http://localhost and 127.0.0.1; turn this off only for plain
@@ -227,6 +232,10 @@ class Settings:
     def cors_origin_list(self) -> tuple[str, ...]:
         return _split(self.cors_origins)
 
+    @property
+    def external_source_prefixes(self) -> tuple[S3Location, ...]:
+        return parse_s3_prefixes(self.external_sources)
+
 
 # Settings that existed once, with what replaces them (named when a deployment still sets one).
 _RETIRED = {
@@ -310,6 +319,14 @@ def _url(*schemes: str, optional: bool = False) -> _Rule:
     )
 
 
+def _parses(parse: Callable[[str], Any], value: str) -> bool:
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
+
+
 _SECRET_SETTINGS = {
     "webhook_secret_key",
     "gate_secret",
@@ -342,6 +359,11 @@ _RULES: dict[str, _Rule] = {
     "webhook_concurrency": _between(1, 1024),
     "webhook_disable_after_hours": _at_least(0, " hours (0: never)"),
     "ui_session_hours": _between(1, 24 * 366, " hours"),
+    "external_sources": _Rule(
+        "empty, or comma-separated s3://bucket/prefix/ URIs (a valid bucket name; no '..', "
+        "'//', '%', '?', '#', ';' or '\\')",
+        lambda v: _parses(parse_s3_prefixes, v),
+    ),
     "audit_checkpoint_interval": _at_least(0, " seconds (0 turns the loop off)"),
     # Only the sealing (first) key must be strong: older keys after it only open secrets sealed
     # before a rotation, and refusing a short one there would lose those secrets.

@@ -77,10 +77,11 @@ def experiment_search_select(
         stmt = stmt.where(Experiment.lifecycle_stage.in_(stages))
     for comparison in comparisons:
         stmt = stmt.where(_experiment_clause(comparison))
+    if not keys:
+        # MLflow's default order: newest first, then the oldest id among equals.
+        return stmt.order_by(Experiment.creation_time.desc(), Experiment.experiment_id.asc())
     ordering = [_direction(_EXPERIMENT_COLUMNS[key.key], key.ascending) for key in keys]
-    named = {key.key for key in keys}
-    if "creation_time" not in named:
-        ordering.append(Experiment.creation_time.desc())
-    if "experiment_id" not in named:
-        ordering.append(Experiment.experiment_id.asc())
+    if "experiment_id" not in {key.key for key in keys}:
+        # MLflow breaks ties of an explicit order by experiment_id descending (not by creation).
+        ordering.append(Experiment.experiment_id.desc())
     return stmt.order_by(*ordering)
