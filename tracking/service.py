@@ -120,6 +120,7 @@ def experiment_out(row: Any, tags: Sequence[tuple[str, str]]) -> ExperimentOut:
         lifecycle_stage=row.lifecycle_stage,
         creation_time=row.creation_time,
         last_update_time=row.last_update_time,
+        workspace="default",
         tags=[ExperimentTagOut(k, v) for k, v in tags],
     )
 
@@ -667,7 +668,6 @@ async def metric_history(
             model_id=r.model_id,
             dataset_name=r.dataset_name,
             dataset_digest=r.dataset_digest,
-            run_id=handle.run_uuid,
         )
         for r in rows[:limit]
     ], token
@@ -709,9 +709,8 @@ def logged_model_out(b: store.LoggedModelBundle) -> LoggedModelOut:
             last_updated_timestamp_ms=r.last_updated_timestamp_ms,
             artifact_uri=r.artifact_location,
             status=r.status,
-            lifecycle_stage=r.lifecycle_stage,
-            model_type=r.model_type,
-            source_run_id=r.source_run_id,
+            model_type=r.model_type or "",
+            source_run_id=r.source_run_id or "",
             status_message=r.status_message,
             tags=[TagOut(k, v) for k, v in b.tags],
         ),
@@ -742,8 +741,8 @@ async def create_logged_model(s: AsyncSession, req: CreateLoggedModel) -> Logged
     eid, stage = await _existing_experiment(s, req.experiment_id)
     if stage != "active":
         raise InactiveExperiment(eid)
-    if req.source_run_id:
-        await _run(s, req.source_run_id)
+    # mlflow server records source_run_id as given, without looking the run up (an unknown id
+    # is metadata, not a reference), so mlgate does the same.
     params = _kv(req.params, "param", MAX_PARAM_VALUE_LEN)
     tags = _kv(req.tags, "tag", MAX_RUN_TAG_VALUE_LEN)
     name = req.name or generate_run_name()

@@ -82,7 +82,7 @@ async def _url(url: str | None, config: EventsConfig) -> str:
     try:
         return await check_subscriber_url(url or "", config.allowlist)
     except UnsafeUrl as exc:
-        raise UnsafeSubscriberUrl(url or "", str(exc)) from None
+        raise UnsafeSubscriberUrl(str(exc)) from None
 
 
 def _status(value: str | int | None, *, default: str = "active") -> str:
@@ -483,6 +483,10 @@ async def delete_subscription(
 async def create_webhook(
     s: AsyncSession, req: CreateWebhook, *, actor: str, config: EventsConfig
 ) -> Webhook:
+    # mlflow server checks the three required fields first, in this order, in its own words.
+    for field in ("name", "url", "events"):
+        if not getattr(req, field):
+            raise InvalidParameter(f"Missing value for required parameter '{field}'.")
     name = _name(req.name)
     url = await _url(req.url, config)
     events = _mlflow_event_types(req.events)
