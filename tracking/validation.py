@@ -116,7 +116,8 @@ def validate_max_results(value: int | None, default: int, limit: int) -> int:
         )
     if value > limit:
         raise InvalidParameter(
-            f"Invalid value {value} for parameter 'max_results' supplied. It must be at most {limit}"
+            f"Invalid value {value} for parameter 'max_results' supplied. "
+            f"It must be at most {limit}"
         )
     return value
 
