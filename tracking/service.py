@@ -742,7 +742,9 @@ async def create_logged_model(s: AsyncSession, req: CreateLoggedModel) -> Logged
     if stage != "active":
         raise InactiveExperiment(eid)
     # mlflow server records source_run_id as given, without looking the run up (an unknown id
-    # is metadata, not a reference), so mlgate does the same.
+    # is metadata, not a reference), so mlgate does the same. The column holds a run id (32
+    # characters, as in MLflow's schema); a longer value is refused rather than truncated.
+    check_length(req.source_run_id, 32, "source_run_id")
     params = _kv(req.params, "param", MAX_PARAM_VALUE_LEN)
     tags = _kv(req.tags, "tag", MAX_RUN_TAG_VALUE_LEN)
     name = req.name or generate_run_name()

@@ -214,4 +214,3 @@ async def check_subscriber_url(url: str, allowlist: Allowlist) -> str:
                     f"{shape.hostname!r} resolves to {ip}."
                 )
     return str(parsed)
-
