@@ -838,10 +838,14 @@ async def search_logged_models(
     s: AsyncSession, req: Any, *, scope: ResourceScope | None = None
 ) -> tuple[list[LoggedModelOut], str | None]:
     from tracking.search import logged_model_search_select
+    from tracking.search.logged_models import OrderSpec
 
     limit = validate_max_results(req.max_results, 100, MAX_SEARCH_RESULTS)
     experiment_ids = [parse_experiment_id(e) for e in req.experiment_ids]
-    order = [(o.field_name or "", o.ascending is not False) for o in req.order_by]
+    order: list[OrderSpec] = [
+        (o.field_name or "", o.ascending is not False, o.dataset_name, o.dataset_digest)
+        for o in req.order_by
+    ]
     datasets = [(d.dataset_name, d.dataset_digest) for d in req.datasets]
     fingerprint = _fingerprint(
         "lm", tuple(experiment_ids), req.filter or "", tuple(order), tuple(datasets)
