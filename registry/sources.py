@@ -180,7 +180,7 @@ async def _model_logged_by_run(s: AsyncSession, run: RunOut, name: str) -> Logge
     ``register_model`` does) or the version would point at an empty folder.
     """
     found: list[tuple[int, LoggedModelOut]] = []
-    for output in run.outputs.model_outputs:
+    for output in run.outputs.model_outputs if run.outputs else []:
         try:
             model = await tracking.get_logged_model(s, output.model_id)
         except ResourceNotFound:

@@ -268,11 +268,12 @@ class RunOutputsOut(msgspec.Struct, omit_defaults=True):
     model_outputs: list[ModelOutputOut] = []
 
 
-class RunOut(msgspec.Struct):
+class RunOut(msgspec.Struct, omit_defaults=True):
     info: RunInfoOut
     data: RunDataOut
     inputs: RunInputsOut
-    outputs: RunOutputsOut
+    # None (left out) only in runs/create's answer, which mlflow server sends without it.
+    outputs: RunOutputsOut | None = None
 
 
 # --- logged models -----------------------------------------------------------------------------

@@ -437,7 +437,6 @@ async def create_run(s: AsyncSession, req: CreateRun, *, user: str | None = None
         ),
         data=RunDataOut(metrics=[], params=[], tags=[TagOut(k, v) for k, v in tags.items()]),
         inputs=RunInputsOut(),
-        outputs=RunOutputsOut(),
     )
 
 

@@ -313,7 +313,10 @@ async def test_experiment_search_selects_expected_experiments(
         ("status != 'LOGGED_MODEL_READY'", [], [], ["m-3"]),
         ("model_type LIKE 'sk%'", [], [], ["m-1"]),
         ("creation_timestamp >= 20", [], [], ["m-3", "m-2"]),
-        ("metrics.acc > 0.3", [], [], ["m-3", "m-1"]),  # latest point only; NaN never matches
+        # Any logged point matches, as in MLflow (m-2: 0.9 before its NaN); NaN never does.
+        ("metrics.acc > 0.3", [], [], ["m-3", "m-2", "m-1"]),
+        ("metrics.acc < 0.2", [], [], ["m-1"]),
+        ("metrics.acc < 0.2", [], [("eval", None)], []),
         ("metrics.acc > 0.3", [], [("eval", None)], ["m-2"]),
         # MLflow: without a metric filter, datasets keep the models with a metric on one.
         (None, [], [("eval", None)], ["m-2"]),

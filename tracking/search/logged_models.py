@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, Select, and_, case, or_, select, true
+from sqlalchemy import ColumnElement, ScalarSelect, Select, and_, case, false, or_, select, true
 from sqlalchemy.orm import aliased
 
 from tracking.core.auth import ResourceScope
@@ -45,22 +45,14 @@ def _latest_model_metric(
     """The model's latest (step, timestamp) value of ``key``; NULL when missing or NaN.
 
     ``datasets`` limits the points considered to those logged against one of the given
-    (name, digest) datasets; a missing digest matches any digest of that name (and a lone
-    digest, which an order_by entry may carry, any name).
+    (name, digest) datasets (:func:`_dataset_scopes`).
     """
     metric = aliased(LoggedModelMetric, name="model_metric")
     criteria: list[ColumnElement[bool]] = [
         metric.model_id == LoggedModel.model_id,
         metric.key == key,
     ]
-    scopes = [
-        and_(
-            *([metric.dataset_name == name] if name else []),
-            *([metric.dataset_digest == digest] if digest else []),
-        )
-        for name, digest in datasets
-        if name or digest
-    ]
+    scopes = _dataset_scopes(metric, datasets)
     if scopes:
         criteria.append(or_(*scopes))
     value = case((metric.is_nan == true(), None), else_=metric.value)
@@ -74,6 +66,40 @@ def _latest_model_metric(
     )
 
 
+def _dataset_scopes(
+    metric: Any, datasets: list[tuple[str | None, str | None]]
+) -> list[ColumnElement[bool]]:
+    """One condition per (name, digest): a missing digest matches any digest of that name (and
+    a lone digest, which an order_by entry may carry, any name)."""
+    return [
+        and_(
+            *([metric.dataset_name == name] if name else []),
+            *([metric.dataset_digest == digest] if digest else []),
+        )
+        for name, digest in datasets
+        if name or digest
+    ]
+
+
+def _any_metric_point(
+    key: str, op: str, value: Any, datasets: list[tuple[str | None, str | None]]
+) -> ColumnElement[bool]:
+    """Some point of the model's metric ``key`` satisfies ``op value``, as MLflow's
+    search_logged_models filters (any logged point, not only the latest; NaN never matches),
+    limited to points logged against ``datasets`` when given."""
+    metric = aliased(LoggedModelMetric, name="filter_metric")
+    criteria = [
+        metric.model_id == LoggedModel.model_id,
+        metric.key == key,
+        metric.is_nan == false(),
+        numeric_predicate(metric.value, op, value),
+    ]
+    scopes = _dataset_scopes(metric, datasets)
+    if scopes:
+        criteria.append(or_(*scopes))
+    return select(metric.model_id).where(*criteria).correlate(LoggedModel).exists()
+
+
 def _logged_model_clause(
     comparison: Comparison, datasets: list[tuple[str | None, str | None]]
 ) -> ColumnElement[bool]:
@@ -84,8 +110,7 @@ def _logged_model_clause(
             return numeric_predicate(column, op, value)
         return string_predicate(column, op, value)
     if kind == "metric":
-        # A scalar subquery per clause: NULL (missing or NaN) satisfies no comparison.
-        return numeric_predicate(_latest_model_metric(key, datasets), op, value)
+        return _any_metric_point(key, op, value, datasets)
     table: Any = LoggedModelParam if kind == "param" else LoggedModelTag
     return key_value_predicate(
         LoggedModel, table.model_id == LoggedModel.model_id, table.key, table.value, comparison
@@ -100,12 +125,7 @@ OrderSpec = tuple[str, bool] | tuple[str, bool, str | None, str | None]
 def _has_metric_on(datasets: list[tuple[str | None, str | None]]) -> ColumnElement[bool]:
     """The model has at least one metric point logged against one of ``datasets``."""
     metric = aliased(LoggedModelMetric, name="dataset_metric")
-    scopes = [
-        and_(metric.dataset_name == name, metric.dataset_digest == digest)
-        if digest
-        else metric.dataset_name == name
-        for name, digest in datasets
-    ]
+    scopes = _dataset_scopes(metric, datasets)
     return (
         select(metric.model_id)
         .where(metric.model_id == LoggedModel.model_id, or_(*scopes))
