@@ -167,12 +167,20 @@ async def resolve_checked(host: str, port: int, allowlist: Allowlist) -> str:
 
 
 async def check_subscriber_url(url: str, allowlist: Allowlist) -> str:
-    """Validate a URL when a subscription is created or changed; returns it normalised.
+    """Validate a URL when a subscription is created or changed; returns it normalised."""
+    parsed = check_url(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    await resolve_checked(parsed.host, port, allowlist)
+    return str(parsed)
 
-    The refusals use mlflow server's wording for the same checks (its webhook URL validation),
-    since scripts match on those messages; mlgate's extra refusals (credentials, length) and its
-    allow-list keep their own. Delivery-time checks (``check_url``/``resolve_checked``) keep
-    mlgate's wording, which names the allow-list setting.
+
+async def check_mlflow_webhook_url(url: str, allowlist: Allowlist) -> str:
+    """:func:`check_subscriber_url` for MLflow's webhooks API, refusing in mlflow server's words.
+
+    The same checks, but the refusals MLflow also makes use its wording (its webhook URL
+    validation), since scripts match on those messages; mlgate's extra refusals (credentials,
+    length) keep their own. The policy stays mlgate's: http is allowed besides https, and
+    ``MLGATE_WEBHOOK_ALLOWLIST`` opens private addresses.
     """
     if not isinstance(url, str) or not url.strip():
         raise UnsafeUrl(f"Webhook URL cannot be empty or just whitespace: {url!r}")
