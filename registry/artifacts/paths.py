@@ -197,6 +197,9 @@ def parse_artifact_path(
         if allow_root:
             return ArtifactPath.root()
         raise _invalid(raw, "the path must not be empty")
+    if _SCHEME_OR_DRIVE.match(parts[0]):
+        # The same check on the canonical path ('./C:/x' is 'C:/x'), so it is a fixed point.
+        raise _invalid(raw, "URI schemes and drive letters are not allowed")
     return ArtifactPath(parts)
 
 
