@@ -7,7 +7,8 @@ Routes (each ``/api/2.0/mlflow-artifacts`` route also answers under ``/ajax-api/
 - ``POST /api/2.0/mlflow-artifacts/mpu/{create,complete,abort}/<dir>``: multipart uploads, whose
   parts the client PUTs to ``/api/2.0/mlflow-artifacts/mpu/upload-part/<path>`` (the URLs this
   server hands out in ``credentials``), so the parts stream through the proxy too;
-- ``GET /api/2.0/mlflow/artifacts/list?run_id=&path=``: MLflow's run listing (ListArtifacts);
+- ``GET /api/2.0/mlflow/artifacts/list?run_id=&path=`` (and ``/ajax-api/…``): MLflow's run
+  listing (ListArtifacts), mounted by the app beside the tracking routes;
 - ``GET /get-artifact?run_uuid=&path=`` and
   ``GET /model-versions/get-artifact?name=&version=&path=`` (MLflow UI downloads).
 
@@ -332,10 +333,7 @@ async def abort_multipart_upload(request: Req, path: str) -> R:
 # --- MLflow's run artifact listing (ListArtifacts) --------------------------------------------
 
 
-@get(
-    "/api/2.0/mlflow/artifacts/list",
-    opt=permission_opt(Permission("run", "read", ("run_id", "run_uuid"))),
-)
+@get("/artifacts/list", opt=permission_opt(Permission("run", "read", ("run_id", "run_uuid"))))
 async def list_run_artifacts(request: Req) -> R:
     """One directory level of a run's artifacts, paths relative to the run's artifact root.
 
@@ -406,9 +404,11 @@ ARTIFACT_ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     complete_multipart_upload,
     abort_multipart_upload,
 ]
+# Relative to each of MLflow's API prefixes (tracking.core.http.API_PREFIXES), beside the
+# tracking routes: MLflow's run listing (ListArtifacts).
+RUN_ARTIFACT_ROUTE_HANDLERS: list[ControllerRouterHandler] = [list_run_artifacts]
 # At the server root, where MLflow's UI asks for them.
 ARTIFACT_UI_ROUTE_HANDLERS: list[ControllerRouterHandler] = [
-    list_run_artifacts,
     get_run_artifact,
     get_model_version_artifact,
 ]
