@@ -223,7 +223,7 @@ async def _model_logged_by_run(s: AsyncSession, run: RunOut, name: str) -> Logge
     ``register_model`` does) or the version would point at an empty folder.
     """
     found: list[tuple[int, LoggedModelOut]] = []
-    for output in run.outputs.model_outputs:
+    for output in run.outputs.model_outputs if run.outputs else []:
         try:
             model = await tracking.get_logged_model(s, output.model_id)
         except ResourceNotFound:
@@ -267,7 +267,7 @@ async def resolve_version_source(
         if model_id is not None and model_id != parsed.model_id:
             raise InvalidSource(raw, f"model_id '{model_id}' does not match the source")
         model = await _logged_model(s, parsed.model_id, raw)
-        source_run = model.info.source_run_id
+        source_run = model.info.source_run_id or None  # "" on the wire when unset
         if run_id is not None and source_run and run_id != source_run:
             raise InvalidSource(raw, f"run_id '{run_id}' is not the run that logged this model")
         if run_id is not None and not source_run:
@@ -306,7 +306,7 @@ async def resolve_version_source(
         roots.append(_root(model.info.artifact_uri, raw, f"logged model {model_id}"))
         if run_id is not None and model.info.source_run_id and run_id != model.info.source_run_id:
             raise InvalidSource(raw, f"run_id '{run_id}' is not the run that logged this model")
-        run_id = run_id or model.info.source_run_id
+        run_id = run_id or model.info.source_run_id or None
     if run_id is not None:
         run = await _run(s, run_id, raw)
         roots.append(_root(run.info.artifact_uri, raw, f"run {run_id}"))

@@ -75,6 +75,15 @@ def _user_tag_value(request: Req, key: str | None, value: str | None) -> str | N
     return value
 
 
+def _page(key: str, items: list[Any], token: str | None) -> dict[str, Any]:
+    """One page of a list answer. An empty list is left out, as mlflow server (protobuf JSON)
+    leaves out empty repeated fields: no results answer ``{}``."""
+    out: dict[str, Any] = {key: items} if items else {}
+    if token:
+        out["next_page_token"] = token
+    return out
+
+
 # --- experiments -------------------------------------------------------------------------------
 
 
@@ -114,10 +123,7 @@ async def _search_experiments(request: Req, body: SearchExperiments) -> R:
         experiments, token = await service.search_experiments(
             s, body, scope=visibility(request, "experiment")
         )
-    out: dict[str, Any] = {"experiments": experiments}
-    if token:
-        out["next_page_token"] = token
-    return ok(out)
+    return ok(_page("experiments", experiments, token))
 
 
 @post("/experiments/search", status_code=200, opt=EXPERIMENT_SEARCH)
@@ -314,10 +320,7 @@ async def log_outputs(request: Req) -> R:
 async def _search_runs(request: Req, body: SearchRuns) -> R:
     async with database(request).read() as s:
         runs, token = await service.search_runs(s, body, scope=visibility(request, "experiment"))
-    out: dict[str, Any] = {"runs": runs}
-    if token:
-        out["next_page_token"] = token
-    return ok(out)
+    return ok(_page("runs", runs, token))
 
 
 @post("/runs/search", status_code=200, opt=EXPERIMENT_SEARCH)
@@ -337,10 +340,7 @@ async def get_metric_history(request: Req) -> R:
         metrics, token = await service.metric_history(
             s, q.run_id or q.run_uuid, q.metric_key, q.max_results, q.page_token
         )
-    out: dict[str, Any] = {"metrics": metrics}
-    if token:
-        out["next_page_token"] = token
-    return ok(out)
+    return ok(_page("metrics", metrics, token))
 
 
 # --- logged models -------------------------------------------------------------------------------
@@ -392,8 +392,8 @@ async def delete_logged_model(request: Req, model_id: str) -> R:
 async def set_logged_model_tags(request: Req, model_id: str) -> R:
     body = await read_json(request, SetLoggedModelTags)
     async with database(request).write() as s:
-        model = await service.set_logged_model_tags(s, model_id, body.tags)
-    return ok({"model": model})
+        await service.set_logged_model_tags(s, model_id, body.tags)
+    return ok()  # mlflow server answers {} here (the client reads nothing back)
 
 
 @delete("/logged-models/{model_id:str}/tags/{key:path}", status_code=200, opt=LOGGED_MODEL_EDIT)
@@ -418,10 +418,7 @@ async def search_logged_models(request: Req) -> R:
         models, token = await service.search_logged_models(
             s, body, scope=visibility(request, "experiment")
         )
-    out: dict[str, Any] = {"models": models}
-    if token:
-        out["next_page_token"] = token
-    return ok(out)
+    return ok(_page("models", models, token))
 
 
 ROUTE_HANDLERS = [

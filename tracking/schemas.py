@@ -70,6 +70,8 @@ class ExperimentOut(msgspec.Struct, omit_defaults=True):
     lifecycle_stage: str
     creation_time: int
     last_update_time: int
+    # mlflow server 3.17 always names the workspace; mlgate has exactly one, MLflow's default.
+    workspace: str
     tags: list[ExperimentTagOut] = []
 
 
@@ -201,7 +203,8 @@ class MetricOut(msgspec.Struct, omit_defaults=True):
     key: str
     value: float | str
     timestamp: int
-    step: int = 0
+    # Required, so it is always sent: mlflow server emits "step": 0 (omit_defaults dropped it).
+    step: int
     model_id: str | None = None
     dataset_name: str | None = None
     dataset_digest: str | None = None
@@ -226,10 +229,11 @@ class RunInfoOut(msgspec.Struct, omit_defaults=True):
     end_time: int | None = None
 
 
-class RunDataOut(msgspec.Struct):
-    metrics: list[MetricOut]
-    params: list[TagOut]
-    tags: list[TagOut]
+# Empty lists are left out, as mlflow server (protobuf JSON) leaves out empty repeated fields.
+class RunDataOut(msgspec.Struct, omit_defaults=True):
+    metrics: list[MetricOut] = []
+    params: list[TagOut] = []
+    tags: list[TagOut] = []
 
 
 class DatasetOut(msgspec.Struct, omit_defaults=True):
@@ -241,8 +245,8 @@ class DatasetOut(msgspec.Struct, omit_defaults=True):
     profile: str | None = None
 
 
-class DatasetInputOut(msgspec.Struct):
-    tags: list[TagOut]
+class DatasetInputOut(msgspec.Struct, omit_defaults=True, kw_only=True):
+    tags: list[TagOut] = []
     dataset: DatasetOut
 
 
@@ -264,11 +268,12 @@ class RunOutputsOut(msgspec.Struct, omit_defaults=True):
     model_outputs: list[ModelOutputOut] = []
 
 
-class RunOut(msgspec.Struct):
+class RunOut(msgspec.Struct, omit_defaults=True):
     info: RunInfoOut
     data: RunDataOut
     inputs: RunInputsOut
-    outputs: RunOutputsOut
+    # None (left out) only in runs/create's answer, which mlflow server sends without it.
+    outputs: RunOutputsOut | None = None
 
 
 # --- logged models -----------------------------------------------------------------------------
@@ -327,16 +332,17 @@ class LoggedModelInfoOut(msgspec.Struct, omit_defaults=True):
     last_updated_timestamp_ms: int
     artifact_uri: str
     status: str
-    lifecycle_stage: str = "active"
-    model_type: str | None = None
-    source_run_id: str | None = None
+    # Always sent, "" when unset, as mlflow server does; MLflow's LoggedModelInfo has no
+    # lifecycle_stage, so none is sent.
+    model_type: str
+    source_run_id: str
     status_message: str | None = None
     tags: list[TagOut] = []
 
 
-class LoggedModelDataOut(msgspec.Struct):
-    params: list[TagOut]
-    metrics: list[MetricOut]
+class LoggedModelDataOut(msgspec.Struct, omit_defaults=True):
+    params: list[TagOut] = []
+    metrics: list[MetricOut] = []
 
 
 class LoggedModelOut(msgspec.Struct):

@@ -121,6 +121,7 @@ def experiment_out(row: Any, tags: Sequence[tuple[str, str]]) -> ExperimentOut:
         lifecycle_stage=row.lifecycle_stage,
         creation_time=row.creation_time,
         last_update_time=row.last_update_time,
+        workspace="default",
         tags=[ExperimentTagOut(k, v) for k, v in tags],
     )
 
@@ -437,7 +438,6 @@ async def create_run(s: AsyncSession, req: CreateRun, *, user: str | None = None
         ),
         data=RunDataOut(metrics=[], params=[], tags=[TagOut(k, v) for k, v in tags.items()]),
         inputs=RunInputsOut(),
-        outputs=RunOutputsOut(),
     )
 
 
@@ -668,7 +668,6 @@ async def metric_history(
             model_id=r.model_id,
             dataset_name=r.dataset_name,
             dataset_digest=r.dataset_digest,
-            run_id=handle.run_uuid,
         )
         for r in rows[:limit]
     ], token
@@ -710,9 +709,8 @@ def logged_model_out(b: store.LoggedModelBundle) -> LoggedModelOut:
             last_updated_timestamp_ms=r.last_updated_timestamp_ms,
             artifact_uri=r.artifact_location,
             status=r.status,
-            lifecycle_stage=r.lifecycle_stage,
-            model_type=r.model_type,
-            source_run_id=r.source_run_id,
+            model_type=r.model_type or "",
+            source_run_id=r.source_run_id or "",
             status_message=r.status_message,
             tags=[TagOut(k, v) for k, v in b.tags],
         ),
@@ -743,8 +741,10 @@ async def create_logged_model(s: AsyncSession, req: CreateLoggedModel) -> Logged
     eid, stage = await _existing_experiment(s, req.experiment_id)
     if stage != "active":
         raise InactiveExperiment(eid)
-    if req.source_run_id:
-        await _run(s, req.source_run_id)
+    # mlflow server records source_run_id as given, without looking the run up (an unknown id
+    # is metadata, not a reference), so mlgate does the same. The column holds a run id (32
+    # characters, as in MLflow's schema); a longer value is refused rather than truncated.
+    check_length(req.source_run_id, 32, "source_run_id")
     params = _kv(req.params, "param", MAX_PARAM_VALUE_LEN)
     tags = _kv(req.tags, "tag", MAX_RUN_TAG_VALUE_LEN)
     name = req.name or generate_run_name()
@@ -862,10 +862,14 @@ async def search_logged_models(
     s: AsyncSession, req: Any, *, scope: ResourceScope | None = None
 ) -> tuple[list[LoggedModelOut], str | None]:
     from tracking.search import logged_model_search_select
+    from tracking.search.logged_models import OrderSpec
 
     limit = validate_max_results(req.max_results, 100, MAX_SEARCH_RESULTS)
     experiment_ids = [parse_experiment_id(e) for e in req.experiment_ids]
-    order = [(o.field_name or "", o.ascending is not False) for o in req.order_by]
+    order: list[OrderSpec] = [
+        (o.field_name or "", o.ascending is not False, o.dataset_name, o.dataset_digest)
+        for o in req.order_by
+    ]
     datasets = [(d.dataset_name, d.dataset_digest) for d in req.datasets]
     fingerprint = _fingerprint(
         "lm", tuple(experiment_ids), req.filter or "", tuple(order), tuple(datasets)

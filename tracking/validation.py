@@ -83,7 +83,9 @@ def validate_timestamp(key: str, timestamp: int | None) -> int:
 
 
 def validate_experiment_name(name: str | None) -> str:
-    if name is None or not name.strip():
+    if not name:  # mlflow server's wording for an absent (or empty) required field
+        raise MissingParameter("name")
+    if not name.strip():
         raise InvalidParameter("Invalid experiment name: ''. Experiment names must be non-empty.")
     if len(name) > MAX_EXPERIMENT_NAME_LEN:
         raise InvalidParameter(
@@ -106,10 +108,16 @@ def validate_experiment_tag(key: str | None, value: str | None) -> tuple[str, st
 def validate_max_results(value: int | None, default: int, limit: int) -> int:
     if value is None:
         return default
-    if value < 1 or value > limit:
+    # mlflow server's two wordings (experiments search); scripts match on them.
+    if value < 1:
         raise InvalidParameter(
-            f"Invalid value {value} for parameter 'max_results' supplied. It must be at most "
-            f"{limit} and at least 1."
+            f"Invalid value {value} for parameter 'max_results' supplied. "
+            "It must be a positive integer"
+        )
+    if value > limit:
+        raise InvalidParameter(
+            f"Invalid value {value} for parameter 'max_results' supplied. "
+            f"It must be at most {limit}"
         )
     return value
 

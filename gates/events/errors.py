@@ -18,9 +18,7 @@ class DeliveryNotFound(ResourceNotFound):
 
 
 class UnsafeSubscriberUrl(InvalidParameter):
-    def __init__(self, url: str, why: str) -> None:
-        shown = url if len(url) <= 200 else f"{url[:200]}..."
-        super().__init__(f"Invalid webhook URL {shown!r}: {why}.")
+    """A refused subscriber URL; the message is already worded as mlflow server words it."""
 
 
 class DeliveryInFlight(InvalidState):

@@ -7,6 +7,8 @@ Routes (each ``/api/2.0/mlflow-artifacts`` route also answers under ``/ajax-api/
 - ``POST /api/2.0/mlflow-artifacts/mpu/{create,complete,abort}/<dir>``: multipart uploads, whose
   parts the client PUTs to ``/api/2.0/mlflow-artifacts/mpu/upload-part/<path>`` (the URLs this
   server hands out in ``credentials``), so the parts stream through the proxy too;
+- ``GET /api/2.0/mlflow/artifacts/list?run_id=&path=`` (and ``/ajax-api/…``): MLflow's run
+  listing (ListArtifacts), mounted by the app beside the tracking routes;
 - ``GET /get-artifact?run_uuid=&path=`` and
   ``GET /model-versions/get-artifact?name=&version=&path=`` (MLflow UI downloads).
 
@@ -17,7 +19,6 @@ second interpretation of the same string is what path-traversal bypasses feed on
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -35,6 +36,7 @@ from registry.artifacts.paths import (
     in_frozen_area,
     parse_artifact_path,
     parse_artifact_uri,
+    run_artifact_root,
 )
 from registry.artifacts.schemas import (
     AbortMultipartUpload,
@@ -46,6 +48,8 @@ from registry.artifacts.schemas import (
     GetRunArtifactQuery,
     ListArtifactsOut,
     ListArtifactsQuery,
+    ListRunArtifactsOut,
+    ListRunArtifactsQuery,
     MultipartUploadCredential,
     UploadPartQuery,
 )
@@ -116,7 +120,7 @@ def _path_after(request: Req, marker: bytes) -> ArtifactPath:
         # The fixed part of the URL was spelled unusually (percent-encoded, doubled slashes):
         # refuse rather than guess where the artifact path starts.
         raise InvalidParameter("Malformed artifact URL: the route prefix must be sent verbatim.")
-    return parse_artifact_path(decode_request_path(raw[at + len(marker) :]))
+    return parse_artifact_path(decode_request_path(raw[at + len(marker) :]), dot_segments=True)
 
 
 # Route opt keys: where a route's artifact path starts in the raw URL, and "the body is raw
@@ -137,19 +141,40 @@ def requested_artifact_path(request: Req) -> ArtifactPath:
     """
     marker = request.route_handler.opt.get(ARTIFACT_MARKER_OPT)
     if marker is None:  # the directory listing: ?path=<dir>
-        q = read_query(request, ListArtifactsQuery)
-        return parse_artifact_path(q.path, allow_root=True) if q.path else ArtifactPath.root()
+        return _listed_path(read_query(request, ListArtifactsQuery).path)
     return _path_after(request, marker)
 
 
+def _listed_path(raw: str | None) -> ArtifactPath:
+    """The directory a ``?path=`` listing names; absent or empty is the store's root."""
+    return (
+        parse_artifact_path(raw, allow_root=True, dot_segments=True) if raw else ArtifactPath.root()
+    )
+
+
+# RFC 7230 token characters: a file name made only of these goes out unquoted, as MLflow's.
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz|~"
+)
+
+
+def _header_word(value: str) -> str:
+    if value and _TOKEN_CHARS.issuperset(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _content_disposition(name: str) -> str:
-    """``attachment`` with an ASCII fallback and an RFC 5987 UTF-8 name (as MLflow sends)."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    ascii_name = re.sub(r'["\\]', "_", ascii_name) or "download"
-    value = f'attachment; filename="{ascii_name}"'
-    if ascii_name != name:
-        value += f"; filename*=UTF-8''{quote(name, safe='')}"
-    return value
+    """``attachment; filename=…`` as mlflow server words it: the name as a token or quoted
+    string, plus an RFC 5987 UTF-8 ``filename*`` (and an ASCII fallback) for non-ASCII names.
+    Names never hold control characters (the path parser refuses them)."""
+    if name.isascii():
+        return f"attachment; filename={_header_word(name)}"
+    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    encoded = quote(name, safe="!#$&+-.^_`|~")
+    return (
+        f"attachment; filename={_header_word(fallback or 'download')}; filename*=UTF-8''{encoded}"
+    )
 
 
 async def _stream_file(request: Req, path: ArtifactPath) -> Stream:
@@ -162,11 +187,14 @@ async def _stream_file(request: Req, path: ArtifactPath) -> Stream:
         finally:
             await reader.aclose()
 
+    media_type = guess_media_type(path.name)
     return Stream(
         body(),
         status_code=200,
-        media_type=guess_media_type(path.name),
+        media_type=media_type,
         headers={
+            # Set here so no charset is appended: mlflow server sends the bare type.
+            "Content-Type": media_type,
             "Content-Length": str(reader.size),
             # Downloads are attachments with no sniffing: an uploaded .html or .svg must not
             # run as a page on the server's origin (stored XSS through artifacts).
@@ -187,8 +215,7 @@ _MPU_ABORT = b"/mlflow-artifacts/mpu/abort/"
 
 @get("/artifacts", opt=_artifact_opt("read", None))
 async def list_artifacts(request: Req) -> R:
-    q = read_query(request, ListArtifactsQuery)
-    path = parse_artifact_path(q.path, allow_root=True) if q.path else ArtifactPath.root()
+    path = _listed_path(read_query(request, ListArtifactsQuery).path)
     entries = await artifact_storage(request).list(path)
     files = [FileInfoOut(e.name, e.is_dir, None if e.is_dir else e.file_size) for e in entries]
     return ok(ListArtifactsOut(files=files))
@@ -303,6 +330,35 @@ async def abort_multipart_upload(request: Req, path: str) -> R:
     return ok()
 
 
+# --- MLflow's run artifact listing (ListArtifacts) --------------------------------------------
+
+
+@get("/artifacts/list", opt=permission_opt(Permission("run", "read", ("run_id", "run_uuid"))))
+async def list_run_artifacts(request: Req) -> R:
+    """One directory level of a run's artifacts, paths relative to the run's artifact root.
+
+    Like mlflow server: a missing directory (or a file) lists as nothing, ``page_token`` is
+    ignored, and ``root_uri`` is the run's artifact URI. The path is canonicalised once ('.'
+    dropped, '..' refused); the listing names the canonical path (mlflow server echoes the
+    path as sent, ``sub/./b.json``).
+    """
+    q = read_query(request, ListRunArtifactsQuery)
+    run_id = _require(q.run_id or q.run_uuid, "run_id")
+    relative = _listed_path(q.path)
+    async with database(request).read() as session:
+        run = await tracking_service.get_run(session, run_id)
+    # Only a location inside mlgate's store below the run's own experiment is ever opened.
+    root = run_artifact_root(run.info.experiment_id, run.info.artifact_uri)
+    entries = await artifact_storage(request).list(root.joinpath(relative)) if root else []
+    files = [
+        FileInfoOut(
+            "/".join((*relative.parts, e.name)), e.is_dir, None if e.is_dir else e.file_size
+        )
+        for e in entries
+    ]
+    return ok(ListRunArtifactsOut(root_uri=run.info.artifact_uri, files=files))
+
+
 # --- UI downloads ----------------------------------------------------------------------------
 
 
@@ -313,7 +369,7 @@ async def abort_multipart_upload(request: Req, path: str) -> R:
 async def get_run_artifact(request: Req) -> Stream:
     q = read_query(request, GetRunArtifactQuery)
     run_id = _require(q.run_id or q.run_uuid, "run_id")
-    relative = parse_artifact_path(_require(q.path, "path"))
+    relative = parse_artifact_path(_require(q.path, "path"), dot_segments=True)
     async with database(request).read() as session:
         run = await tracking_service.get_run(session, run_id)
     root = parse_artifact_uri(run.info.artifact_uri)
@@ -328,7 +384,7 @@ async def get_model_version_artifact(request: Req) -> Stream:
     q = read_query(request, GetModelVersionArtifactQuery)
     name = _require(q.name, "name")
     version = _require(q.version, "version")
-    relative = parse_artifact_path(_require(q.path, "path"))
+    relative = parse_artifact_path(_require(q.path, "path"), dot_segments=True)
     resolve: ModelVersionRootResolver | None = request.app.state.get(MODEL_VERSION_ROOT_STATE_KEY)
     if resolve is None:
         raise NotImplementedFeature("Model version artifact downloads are not available yet.")
@@ -348,6 +404,9 @@ ARTIFACT_ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     complete_multipart_upload,
     abort_multipart_upload,
 ]
+# Relative to each of MLflow's API prefixes (tracking.core.http.API_PREFIXES), beside the
+# tracking routes: MLflow's run listing (ListArtifacts).
+RUN_ARTIFACT_ROUTE_HANDLERS: list[ControllerRouterHandler] = [list_run_artifacts]
 # At the server root, where MLflow's UI asks for them.
 ARTIFACT_UI_ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     get_run_artifact,

@@ -167,11 +167,17 @@ def in_frozen_area(path: ArtifactPath) -> bool:
     return bool(path.parts) and path.parts[0].casefold() == FROZEN_AREA
 
 
-def parse_artifact_path(raw: str, *, allow_root: bool = False) -> ArtifactPath:
+def parse_artifact_path(
+    raw: str, *, allow_root: bool = False, dot_segments: bool = False
+) -> ArtifactPath:
     """Canonicalise one client-supplied relative path (already percent-decoded exactly once).
 
-    A single trailing '/' is accepted (the client sends ``…/artifacts/`` to mean a directory)
-    and '.' segments are not; anything that could name a location outside the store is a 400.
+    A single trailing '/' is accepted (the client sends ``…/artifacts/`` to mean a directory).
+    With ``dot_segments`` (the artifact routes' paths), '.' segments are dropped, as mlflow
+    server reads them: ``download_artifacts(artifact_path=".")`` lists ``<root>/.``. Elsewhere
+    (model version sources) they are refused. Anything that could name a location outside the
+    store, '..' first of all, is a 400. Every later check (reserved and frozen areas, grants)
+    sees only the canonical segments this returns.
     """
     if not isinstance(raw, str):
         raise _invalid(raw, "it must be a string")
@@ -184,11 +190,17 @@ def parse_artifact_path(raw: str, *, allow_root: bool = False) -> ArtifactPath:
         # (and 'C:' drive letters) re-root the lookup outside the artifact store.
         raise _invalid(raw, "URI schemes and drive letters are not allowed")
     body = raw[:-1] if raw.endswith("/") else raw
-    if not body:
+    # '.' names the directory it is in: dropping it cannot move the path anywhere else. The
+    # other segments are still checked one by one ('..' and empty ones refused) below.
+    parts = tuple(p for p in body.split("/") if not (dot_segments and p == ".")) if body else ()
+    if not parts:
         if allow_root:
             return ArtifactPath.root()
         raise _invalid(raw, "the path must not be empty")
-    return ArtifactPath(tuple(body.split("/")))
+    if _SCHEME_OR_DRIVE.match(parts[0]):
+        # The same check on the canonical path ('./C:/x' is 'C:/x'), so it is a fixed point.
+        raise _invalid(raw, "URI schemes and drive letters are not allowed")
+    return ArtifactPath(parts)
 
 
 def decode_request_path(raw: bytes) -> str:

@@ -11,6 +11,14 @@ class ListArtifactsQuery(msgspec.Struct):
     path: str | None = None
 
 
+class ListRunArtifactsQuery(msgspec.Struct):
+    run_id: str | None = None
+    run_uuid: str | None = None
+    path: str | None = None
+    # Accepted and ignored, as mlflow server does: one directory level is one page.
+    page_token: str | None = None
+
+
 class GetRunArtifactQuery(msgspec.Struct):
     path: str | None = None
     run_id: str | None = None
@@ -55,15 +63,22 @@ class UploadPartQuery(msgspec.Struct):
 
 
 class FileInfoOut(msgspec.Struct, omit_defaults=True):
-    # A base name, never a path: the client joins it onto the directory it asked for.
+    # The proxy's listing sends a base name, which the client joins onto the directory it
+    # asked for; the run listing (``mlflow/artifacts/list``) sends the run-relative path.
     path: str
     is_dir: bool
     # Omitted for directories, as MLflow does.
     file_size: int | None = None
 
 
-class ListArtifactsOut(msgspec.Struct):
-    files: list[FileInfoOut]
+# An empty listing is ``{}``, as mlflow server sends it (protobuf JSON omits empty lists).
+class ListArtifactsOut(msgspec.Struct, omit_defaults=True):
+    files: list[FileInfoOut] = []
+
+
+class ListRunArtifactsOut(msgspec.Struct, omit_defaults=True):
+    root_uri: str
+    files: list[FileInfoOut] = []
 
 
 class MultipartUploadCredential(msgspec.Struct):

@@ -29,6 +29,7 @@ from gates.policies import guard
 from registry import events as registry_events
 from registry.artifacts.api import (
     MODEL_VERSION_ROOT_STATE_KEY,
+    RUN_ARTIFACT_ROUTE_HANDLERS,
     STORAGE_STATE_KEY,
     WRITE_GUARD_STATE_KEY,
     ModelVersionRootResolver,
@@ -196,6 +197,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     domain_handlers = [
         *tracking.api.ROUTE_HANDLERS,
+        *RUN_ARTIFACT_ROUTE_HANDLERS,
         *registry.api.ROUTE_HANDLERS,
         *gates.events.api.ROUTE_HANDLERS,
     ]

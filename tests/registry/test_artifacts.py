@@ -528,7 +528,7 @@ def test_ui_get_artifact_serves_a_run_file_as_an_attachment(server: LiveServer) 
         )
         assert r.status_code == 200
         assert r.content == b"<script>1</script>"
-        assert r.headers["content-disposition"] == 'attachment; filename="page.html"'
+        assert r.headers["content-disposition"] == "attachment; filename=page.html"
         assert r.headers["x-content-type-options"] == "nosniff"
         missing = http.get(
             f"{server.url}/get-artifact", params={"run_uuid": run["run_id"], "path": "nope"}
@@ -558,7 +558,7 @@ def test_model_version_get_artifact_serves_a_version_file(server: LiveServer) ->
         )
         assert r.status_code == 200
         assert r.content == b"flavors: {}\n"
-        assert r.headers["content-disposition"] == 'attachment; filename="MLmodel"'
+        assert r.headers["content-disposition"] == "attachment; filename=MLmodel"
         for params in (
             {"name": name, "version": "2", "path": "MLmodel"},
             {"name": f"{name}-nope", "version": "1", "path": "MLmodel"},

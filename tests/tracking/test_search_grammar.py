@@ -686,7 +686,8 @@ def test_logged_model_select_scopes_by_experiment_and_orders_totally(dialect: ob
     where = sql.split("WHERE", 1)[1]
     assert where.lstrip().startswith("logged_models.experiment_id IN")
     assert "logged_models.lifecycle_stage = " in where
-    assert sql.count("EXISTS (") == 1 and "DISTINCT" not in sql.upper()
+    # One EXISTS for the tag, one for "has a metric on the datasets" (no metric filter here).
+    assert sql.count("EXISTS (") == 2 and "DISTINCT" not in sql.upper()
     assert sql.rstrip().endswith(
         "logged_models.creation_timestamp_ms DESC, logged_models.model_id ASC"
     )

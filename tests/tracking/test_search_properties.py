@@ -80,7 +80,7 @@ def test_any_filter_text_compiles_or_is_invalid_parameter(text: str) -> None:
     for build in (
         lambda: run_search_select([1, 2], text, [], "ALL"),
         lambda: experiment_search_select(text, [], None),
-        lambda: logged_model_search_select([1], text, [], [("d", None), (None, "x")]),
+        lambda: logged_model_search_select([1], text, [], [("d", None), ("e", "x")]),
     ):
         try:
             stmt = build()

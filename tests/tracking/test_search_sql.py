@@ -29,6 +29,7 @@ from tracking.search import (
     logged_model_search_select,
     run_search_select,
 )
+from tracking.search.logged_models import OrderSpec
 
 EXPERIMENTS = [1, 2]
 
@@ -312,8 +313,17 @@ async def test_experiment_search_selects_expected_experiments(
         ("status != 'LOGGED_MODEL_READY'", [], [], ["m-3"]),
         ("model_type LIKE 'sk%'", [], [], ["m-1"]),
         ("creation_timestamp >= 20", [], [], ["m-3", "m-2"]),
-        ("metrics.acc > 0.3", [], [], ["m-3", "m-1"]),  # latest point only; NaN never matches
+        # Any logged point matches, as in MLflow (m-2: 0.9 before its NaN); NaN never does.
+        ("metrics.acc > 0.3", [], [], ["m-3", "m-2", "m-1"]),
+        ("metrics.acc < 0.2", [], [], ["m-1"]),
+        ("metrics.acc < 0.2", [], [("eval", None)], []),
         ("metrics.acc > 0.3", [], [("eval", None)], ["m-2"]),
+        # MLflow: without a metric filter, datasets keep the models with a metric on one.
+        (None, [], [("eval", None)], ["m-2"]),
+        (None, [], [("nope", None), ("train", None)], ["m-2"]),
+        (None, [], [("nope", None)], []),
+        # An order_by entry's dataset limits the points its metric is read from.
+        (None, [("metrics.acc", False, "eval", None)], [], ["m-2", "m-3", "m-1"]),
         ("params.k = 'v'", [], [], ["m-1"]),
         ("tags.t LIKE 'x'", [], [], ["m-3"]),
         (None, [("metrics.acc", False)], [], ["m-1", "m-3", "m-2"]),  # NaN/missing last
@@ -324,7 +334,7 @@ async def test_experiment_search_selects_expected_experiments(
 async def test_logged_model_search(
     engine: AsyncEngine,
     flt: str | None,
-    order: list[tuple[str, bool]],
+    order: list[OrderSpec],
     datasets: list[tuple[str | None, str | None]],
     expected: list[str],
 ) -> None:

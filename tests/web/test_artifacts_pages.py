@@ -264,7 +264,7 @@ def test_download_is_an_octet_stream_attachment(art: ArtRun, reader: Browser) ->
     assert response.status_code == 200
     assert response.content == b"scikit-learn==1.5.2\n"
     assert response.headers["content-type"] == "application/octet-stream"
-    assert response.headers["content-disposition"] == 'attachment; filename="requirements.txt"'
+    assert response.headers["content-disposition"] == "attachment; filename=requirements.txt"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["content-length"] == str(len(b"scikit-learn==1.5.2\n"))
 
@@ -282,7 +282,7 @@ def test_only_raster_images_are_ever_served_inline(art: ArtRun, reader: Browser,
 
 def test_an_image_downloaded_is_an_attachment(art: ArtRun, reader: Browser) -> None:
     response = reader.get(art.raw, params={"path": "plots/roc.png", "download": "1"})
-    assert response.headers["content-disposition"] == 'attachment; filename="roc.png"'
+    assert response.headers["content-disposition"] == "attachment; filename=roc.png"
     assert response.content == PNG
 
 

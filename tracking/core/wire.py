@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import re
 from functools import cache
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response
 
-from tracking.core.errors import InvalidParameter
+from tracking.core.errors import API_DOCS_HINT, InvalidParameter
 
 T = TypeVar("T")
 JSON = "application/json"
@@ -94,6 +95,49 @@ def refuse_beyond_int64(value: Any) -> None:
         )
 
 
+# msgspec's "Expected `int | null`, got `str` - at `$.max_results`" for a value of the wrong type.
+_WRONG_TYPE = re.compile(r"Expected `[^`]*`, got `[^`]*` - at `\$((?:\.[A-Za-z_]\w*|\[\d+\])+)`")
+_PATH_STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+def _value_at(document: Any, path: str) -> tuple[str, Any] | None:
+    """The last field name on a msgspec error path (``.tags[0].key``) and the value found there."""
+    name: str | None = None
+    value = document
+    for field, index in _PATH_STEP.findall(path):
+        if field:
+            if not isinstance(value, dict) or field not in value:
+                return None
+            name, value = field, value[field]
+        else:
+            if not isinstance(value, list) or int(index) >= len(value):
+                return None
+            value = value[int(index)]
+    return (name, value) if name is not None else None
+
+
+def validation_message(exc: msgspec.ValidationError, document: Any) -> str:
+    """A request-validation error in mlflow server's words for a value of the wrong type.
+
+    mlflow server says ``Invalid value 123 for parameter 'name' supplied:  Hint: Value was of
+    type 'int'. See the API docs…`` (the value as compact JSON, the Python type of the decoded
+    JSON value); clients and tests match on that text. Other msgspec errors keep their wording.
+    """
+    text = str(exc)
+    match = _WRONG_TYPE.fullmatch(text)
+    found = _value_at(document, match.group(1)) if match else None
+    if found is None:
+        return f"Invalid request: {text}"
+    name, value = found
+    shown = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if len(shown) > 200:
+        shown = f"{shown[:200]}..."
+    return (
+        f"Invalid value {shown} for parameter '{name}' supplied:  "
+        f"Hint: Value was of type '{type(value).__name__}'. {API_DOCS_HINT}"
+    )
+
+
 def decode_json(body: bytes, type_: type[T]) -> T:
     """Decode a JSON body leniently (numeric strings become numbers); bad input is a 400."""
     if not body.strip():
@@ -102,7 +146,8 @@ def decode_json(body: bytes, type_: type[T]) -> T:
     try:
         decoded = msgspec.json.decode(body, type=type_, strict=False)
     except msgspec.ValidationError as exc:
-        raise InvalidParameter(f"Invalid request: {exc}") from None
+        # The body is valid JSON (only its shape is wrong), so it decodes untyped.
+        raise InvalidParameter(validation_message(exc, msgspec.json.decode(body))) from None
     except msgspec.DecodeError as exc:
         raise InvalidParameter(f"Malformed JSON in request body: {exc}") from None
     if _LONG_DIGITS.search(body):
@@ -140,7 +185,7 @@ def read_query(request: Request[Any, Any, Any], type_: type[T]) -> T:
     try:
         decoded = msgspec.convert(data, type_, strict=False)
     except msgspec.ValidationError as exc:
-        raise InvalidParameter(f"Invalid request: {exc}") from None
+        raise InvalidParameter(validation_message(exc, data)) from None
     refuse_beyond_int64(decoded)
     return decoded
 

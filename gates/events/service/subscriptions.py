@@ -27,7 +27,7 @@ from gates.events.schemas import (
     WebhookTestResult,
 )
 from gates.events.service.outbox import emit
-from gates.events.ssrf import UnsafeUrl, check_subscriber_url
+from gates.events.ssrf import UnsafeUrl, check_mlflow_webhook_url, check_subscriber_url
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter
 from tracking.core.wire import decode_page_token, encode_page_token
@@ -78,11 +78,16 @@ def _name(name: str | None) -> str:
     return name
 
 
-async def _url(url: str | None, config: EventsConfig) -> str:
+async def _url(url: str | None, config: EventsConfig, *, mlflow: bool = False) -> str:
+    check = check_mlflow_webhook_url if mlflow else check_subscriber_url
     try:
-        return await check_subscriber_url(url or "", config.allowlist)
+        return await check(url or "", config.allowlist)
     except UnsafeUrl as exc:
-        raise UnsafeSubscriberUrl(url or "", str(exc)) from None
+        if mlflow:  # already in mlflow server's words
+            raise UnsafeSubscriberUrl(str(exc)) from None
+        shown = url or ""
+        shown = shown if len(shown) <= 200 else f"{shown[:200]}..."
+        raise UnsafeSubscriberUrl(f"Invalid webhook URL {shown!r}: {exc}.") from None
 
 
 def _status(value: str | int | None, *, default: str = "active") -> str:
@@ -483,8 +488,12 @@ async def delete_subscription(
 async def create_webhook(
     s: AsyncSession, req: CreateWebhook, *, actor: str, config: EventsConfig
 ) -> Webhook:
+    # mlflow server checks the three required fields first, in this order, in its own words.
+    for field in ("name", "url", "events"):
+        if not getattr(req, field):
+            raise InvalidParameter(f"Missing value for required parameter '{field}'.")
     name = _name(req.name)
-    url = await _url(req.url, config)
+    url = await _url(req.url, config, mlflow=True)
     events = _mlflow_event_types(req.events)
     row = await _insert(
         s,
@@ -531,7 +540,7 @@ async def update_webhook(
     if req.name:
         values["name"] = _name(req.name)
     if req.url:
-        values["url"] = await _url(req.url, config)
+        values["url"] = await _url(req.url, config, mlflow=True)
     if req.description is not None:
         values["description"] = req.description
     if req.secret is not None:

@@ -8,6 +8,7 @@ iterators in bounded chunks: no backend reads a whole artifact into memory.
 from __future__ import annotations
 
 import mimetypes
+import posixpath
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -170,10 +171,54 @@ class ArtifactStorage(Protocol):
     async def aclose(self) -> None: ...
 
 
+# mlflow server serves these as text/plain (mlflow/utils/mime_type_utils.py). A name without an
+# extension is looked up whole and case-sensitively: "MLmodel" is text, while MLflow's
+# "mlproject" entry does not match the "MLproject" file, which therefore goes out as binary.
+_TEXT_EXTENSIONS = frozenset(
+    [
+        "txt",
+        "log",
+        "err",
+        "cfg",
+        "conf",
+        "cnf",
+        "cf",
+        "ini",
+        "properties",
+        "prop",
+        "hocon",
+        "toml",
+        "yaml",
+        "yml",
+        "xml",
+        "json",
+        "js",
+        "py",
+        "py3",
+        "csv",
+        "tsv",
+        "md",
+        "rst",
+        "ipynb",
+        "MLmodel",
+        "mlproject",
+    ]
+)
+
+
 def guess_media_type(name: str) -> str:
-    media_type, encoding = mimetypes.guess_type(name, strict=False)
+    """The Content-Type of a downloaded artifact: mlflow server's mapping.
+
+    Downloads always go out as attachments with ``nosniff``, so no type (text/html, SVG)
+    renders on the server's origin. One deliberate difference: a compressed name
+    (``x.tar.gz``) is ``application/octet-stream``, since the bytes are the gzip file and not
+    the type MLflow guesses from the inner extension.
+    """
+    extension = posixpath.splitext(name)[1].replace(".", "") or name
+    if extension in _TEXT_EXTENSIONS:
+        return "text/plain"
+    media_type, encoding = mimetypes.guess_type(name)
     if media_type is None or encoding is not None:
-        # 'x.tar.gz' guesses tar with gzip *encoding*; the bytes are the gzip file itself.
         return "application/octet-stream"
     return media_type
 
