@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from registry.server.mlflow_ui.bundle import find_bundle
@@ -172,7 +173,9 @@ def test_artifact_browser_previews_a_file(browsers: Browsers, logged: Logged) ->
     ui.assert_no_browser_errors()
 
 
-def test_registered_model_and_version_pages(browsers: Browsers, logged: Logged) -> None:
+def test_registered_model_and_version_pages(
+    browsers: Browsers, browser_server: BrowserServer, logged: Logged
+) -> None:
     ui, watched = _open(browsers)
     ui.goto("/mlflow/#/models")
     ui.page.get_by_text(logged.model, exact=True).first.wait_for()
@@ -180,6 +183,21 @@ def test_registered_model_and_version_pages(browsers: Browsers, logged: Logged) 
     ui.page.get_by_text("Version 1").first.wait_for()
     ui.page.get_by_text("candidate").first.wait_for()
     ui.shot("mlflow-ui-model")
+    # A write from the UI: the browser's same-origin fetch, signed in by the session cookie.
+    ui.page.get_by_text("Tags", exact=True).first.click()  # the collapsed section
+    with ui.page.expect_response(lambda r: "registered-models/set-tag" in r.url) as answer:
+        ui.page.get_by_placeholder("Name").fill("reviewed-by")
+        ui.page.get_by_placeholder("Value").fill("scientist")
+        ui.page.get_by_test_id("add-tag-button").click()
+    assert answer.value.status == 200
+    ui.page.get_by_text("reviewed-by").first.wait_for()
+    # The API agrees (read back with the administrator's credentials).
+    got = httpx.get(
+        f"{browser_server.url}/api/2.0/mlflow/registered-models/get",
+        params={"name": logged.model},
+        auth=(ADMIN_USER, ADMIN_PASSWORD),
+    ).json()["registered_model"]
+    assert {"key": "reviewed-by", "value": "scientist"} in got["tags"]
     ui.goto(f"/mlflow/#/models/{logged.model}/versions/{logged.version}")
     ui.page.get_by_text(logged.run_name).first.wait_for()
     ui.page.get_by_text("candidate").first.wait_for()
