@@ -234,6 +234,21 @@ def test_logged_model_artifacts_and_upload(
         headers={**SAME_ORIGIN, "Content-Type": "application/octet-stream"},
     )
     assert escape.status_code == 400
+    # A raw-body POST needs no CORS preflight: a page on another site could send one to the
+    # unprefixed route too, so it is refused there as well.
+    for prefix in ("/mlflow/ajax-api", "/ajax-api"):
+        forged = httpx.post(
+            f"{live_server.url}{prefix}/2.0/mlflow/upload-artifact",
+            params={"run_uuid": run.info.run_id, "path": "forged.txt"},
+            content=b"x",
+            headers={"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"},
+        )
+        assert forged.status_code == 403, prefix
+    missing = httpx.get(
+        f"{live_server.url}/get-artifact",
+        params={"run_uuid": run.info.run_id, "path": "forged.txt"},
+    )
+    assert missing.status_code == 404
 
 
 def test_graphql_answers_the_run_and_experiment_pages(

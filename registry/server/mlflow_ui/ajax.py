@@ -23,9 +23,10 @@ from registry.artifacts.api import (
     stream_file,
 )
 from registry.artifacts.paths import ArtifactPath, parse_artifact_path, parse_artifact_uri
+from registry.server.mlflow_ui.prefix import cross_site_refusal
 from tracking import service as tracking_service
 from tracking.core.auth import PUBLIC, Permission, permission_opt
-from tracking.core.errors import InvalidParameter, NotImplementedFeature
+from tracking.core.errors import InvalidParameter, NotImplementedFeature, PermissionDenied
 from tracking.core.http import API_PREFIXES, database
 from tracking.core.wire import ok, read_json
 from tracking.schemas import MetricOut
@@ -191,6 +192,11 @@ async def list_run_artifacts(request: Req) -> R:
     opt=permission_opt(_RUN_EDIT, **{RAW_BODY_OPT: True}),
 )
 async def upload_run_artifact(request: Req) -> R:
+    # A raw-body POST is a "simple" request a page on another site can send without a CORS
+    # preflight, so this route checks where it comes from on every prefix, not only /mlflow/.
+    refusal = cross_site_refusal(request.scope)
+    if refusal is not None:
+        raise PermissionDenied(f"Refused a cross-site artifact upload: {refusal}")
     q = request.query_params
     _, root = await _run_root(request, q.get("run_uuid") or q.get("run_id"))
     relative = q.get("path")
