@@ -77,6 +77,9 @@ def test_ui_calls_under_the_prefix_reach_the_same_handlers(
     direct = httpx.get(f"{live_server.url}/api/2.0/mlflow/runs/get", params={"run_id": run_id})
     via_ui = httpx.get(f"{live_server.url}{UI}/runs/get", params={"run_id": run_id})
     assert via_ui.status_code == 200 and via_ui.json() == direct.json()
+    # Forwarded requests are counted under the route that answered them.
+    metrics = httpx.get(f"{live_server.url}/metrics").text
+    assert 'route="/ajax-api/2.0/mlflow/runs/get"' in metrics
     info = httpx.get(f"{live_server.url}/mlflow/ajax-api/3.0/mlflow/server-info").json()
     assert info["store_type"] == "SqlStore"
     artifact = httpx.get(

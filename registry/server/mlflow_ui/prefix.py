@@ -79,7 +79,8 @@ class MlflowUiPrefix:
                 if refusal is not None:
                     await _refuse(send, f"Refused a cross-site write to MLflow's UI: {refusal}")
                     return
-                scope = dict(scope)  # type: ignore[assignment]
+                # In place: the outer request observer reads the route template and the
+                # principal the inner app writes into this same scope.
                 scope["path"] = target
                 raw = scope.get("raw_path")
                 if target == GRAPHQL_PATH:
