@@ -673,6 +673,31 @@ async def metric_history(
     ], token
 
 
+# MLflow's limits on the UI's bulk routes (mlflow/server/handlers.py).
+MAX_DATASET_EXPERIMENTS = 20
+
+
+async def search_dataset_summaries(
+    s: AsyncSession, experiment_ids: Sequence[Id]
+) -> list[dict[str, str]]:
+    """The datasets the experiments' runs used: experiment, name, digest and context."""
+    if not experiment_ids:
+        raise InvalidParameter("SearchDatasets request must specify at least one experiment_id.")
+    if len(experiment_ids) > MAX_DATASET_EXPERIMENTS:
+        raise InvalidParameter(
+            f"SearchDatasets request cannot specify more than {MAX_DATASET_EXPERIMENTS} "
+            f"experiment_ids. Received {len(experiment_ids)} experiment_ids."
+        )
+    ids = [parse_experiment_id(e) for e in experiment_ids]
+    out: list[dict[str, str]] = []
+    for row in await store.dataset_summaries(s, ids):
+        summary = {"experiment_id": str(row.experiment_id), "name": row.name, "digest": row.digest}
+        if row.context:
+            summary["context"] = row.context
+        out.append(summary)
+    return out
+
+
 async def search_runs(
     s: AsyncSession, req: SearchRuns, *, scope: ResourceScope | None = None
 ) -> tuple[list[RunOut], str | None]:

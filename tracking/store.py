@@ -539,6 +539,33 @@ async def find_dataset(s: AsyncSession, experiment_id: int, name: str, digest: s
     ).scalar_one_or_none()
 
 
+# The input tag MLflow sets to say what a dataset was used for ("training", "eval"...).
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+MAX_DATASET_SUMMARIES = 1000
+
+
+async def dataset_summaries(s: AsyncSession, experiment_ids: Sequence[int]) -> list[Any]:
+    """Distinct (experiment, name, digest, context) of the datasets the experiments' runs
+    used, in that order, at most MAX_DATASET_SUMMARIES (MLflow UI's dataset filter)."""
+    context = (
+        select(DatasetInputTag.value)
+        .where(
+            DatasetInputTag.input_id == DatasetInput.id,
+            DatasetInputTag.key == DATASET_CONTEXT_TAG,
+        )
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Dataset.experiment_id, Dataset.name, Dataset.digest, context.label("context"))
+        .join(DatasetInput, DatasetInput.dataset_uuid == Dataset.dataset_uuid)
+        .where(Dataset.experiment_id.in_(list(experiment_ids)))
+        .distinct()
+        .order_by(Dataset.experiment_id, Dataset.name, Dataset.digest, context)
+        .limit(MAX_DATASET_SUMMARIES)
+    )
+    return list((await s.execute(stmt)).all())
+
+
 async def insert_dataset(s: AsyncSession, **values: Any) -> None:
     await s.execute(
         dialect_insert(s)(Dataset.__table__)

@@ -429,3 +429,8 @@ def content_disposition(name: str, *, inline: bool = False) -> str:
     """The Content-Disposition serving ``name``: ``attachment`` unless ``inline``, RFC 5987 name."""
     value = _content_disposition(name)
     return "inline" + value.removeprefix("attachment") if inline else value
+
+
+async def stream_file(request: Req, path: ArtifactPath) -> Stream:
+    """Download one stored file as an attachment (for the shell's MLflow UI routes)."""
+    return await _stream_file(request, path)

@@ -41,6 +41,11 @@ from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
 from registry.artifacts.sweep import StaleUploadSweep
 from registry.server import hardening, observe, openapi, security
+from registry.server.mlflow_ui import ajax as mlflow_ui_ajax
+from registry.server.mlflow_ui import pages as mlflow_ui_pages
+from registry.server.mlflow_ui.bundle import find_bundle
+from registry.server.mlflow_ui.graphql import graphql as mlflow_ui_graphql
+from registry.server.mlflow_ui.prefix import MlflowUiPrefix
 from registry.server.web.routes import (
     UI_EXCEPTION_HANDLERS,
     UI_GUARDS,
@@ -76,7 +81,10 @@ async def version() -> str:
     return VERSION
 
 
-@get("/api/3.0/mlflow/server-info", opt=permission_opt(PUBLIC))
+@get(
+    ["/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"],
+    opt=permission_opt(PUBLIC),
+)
 async def server_info(request: Request[Any, Any, Any]) -> Response[bytes]:
     # Capability probe the client makes before artifact downloads; features mlgate lacks are off.
     return ok(
@@ -201,7 +209,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         *registry.api.ROUTE_HANDLERS,
         *gates.events.api.ROUTE_HANDLERS,
     ]
-    routers = [Router(path=prefix, route_handlers=domain_handlers) for prefix in API_PREFIXES]
+    routers: list[Any] = [
+        Router(path=prefix, route_handlers=domain_handlers) for prefix in API_PREFIXES
+    ]
     routers.append(
         Router(
             path=registry.api.MLGATE_API_PREFIX, route_handlers=registry.api.MLGATE_ROUTE_HANDLERS
@@ -228,6 +238,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             guards=UI_GUARDS,
             include_in_schema=False,
         )
+    )
+    # MLflow's own UI at /mlflow/ (when the full mlflow package is installed): its page and
+    # files, the /ajax-api routes only it calls, and the GenAI families it may probe (501).
+    # Its calls under /mlflow/ reach the routes above through MlflowUiPrefix (outermost).
+    bundle = find_bundle()
+    domain_paths = frozenset(path for h in domain_handlers for path in getattr(h, "paths", ()))
+    routers.extend(mlflow_ui_ajax.ajax_routes(domain_paths))
+    routers.append(mlflow_ui_graphql)
+    routers.extend(
+        mlflow_ui_pages.installed_routes(bundle) if bundle else mlflow_ui_pages.missing_routes()
     )
     guard.install()
     refusal = security.bind_refusal(settings)
@@ -264,6 +284,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # /metrics answers ahead of authentication (scrapers hold no user credentials) but behind
     # the Host check; the observer, outermost, sees and logs every request, refused ones too.
     handler: Any = observe.MetricsEndpoint(app.asgi_handler, app, settings)
+    handler = MlflowUiPrefix(handler)
     handler = hardening.HostAllowlist(
         handler, settings.allowed_host_names, observe.host_exempt_paths(settings)
     )

@@ -48,6 +48,7 @@ from registry.artifacts.api import RAW_BODY_OPT, requested_artifact_path
 from registry.artifacts.paths import in_frozen_area
 from registry.events import PointerMove
 from registry.server.hardening import require_json_body
+from registry.server.mlflow_ui.prefix import MLFLOW_UI_SCOPE_KEY
 from registry.server.web import session as web_session
 from registry.uris import parse_model_uri
 from tracking import service as tracking_service
@@ -199,7 +200,9 @@ class AuthenticationMiddleware:
         principal = None
         if header is not None and header.strip():
             principal = await self.authenticate(scope, header)
-        elif web_session.is_web_path(scope["path"]):
+        elif web_session.is_web_path(scope["path"]) or scope.get(MLFLOW_UI_SCOPE_KEY):
+            # MLflow's UI (forwarded from /mlflow/, where cross-site writes were refused)
+            # runs in the browser, which holds only the UI's session cookie.
             cookie = web_session.cookie_value(scope, web_session.SESSION_COOKIE)
             if cookie:
                 principal = await self.authenticate_browser(scope, cookie)
@@ -319,7 +322,10 @@ class Authorizer:
         if name in self.request.path_params:
             return self.request.path_params[name]
         if self.request.method in ("GET", "HEAD"):
-            return self.request.query_params.get(name)
+            # A repeated parameter (``run_id=a&run_id=b``, MLflow UI's bulk routes) names
+            # every one of its values, and each is checked.
+            values = self.request.query_params.getall(name, [])
+            return values if len(values) > 1 else self.request.query_params.get(name)
         return (await self._json_body()).get(name)
 
     async def locate(self, permission: Permission) -> list[Located]:
@@ -337,11 +343,22 @@ class Authorizer:
                     return list(dict.fromkeys(found))
                 continue
             value = await self._field(name)
+            if isinstance(value, list):
+                named = [_text(item) for item in value if item not in (None, "")]
+                if named:
+                    return list(dict.fromkeys(named))
+                continue
             if value not in (None, ""):
                 return [_text(value)]
         return [permission.default] if permission.default is not None else []
 
     # -- checking ------------------------------------------------------------------------------
+
+    async def check_value(self, permission: Permission, value: str) -> None:
+        """Check ``permission`` on one object a handler names itself (MLflow UI's GraphQL)."""
+        db: Database = self.request.app.state["db"]
+        async with db.read() as s:
+            await self._check_one(s, permission, value)
 
     async def _check(self, s: Any, permission: Permission) -> None:
         if permission.resource == "artifact":
