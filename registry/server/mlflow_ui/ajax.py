@@ -89,7 +89,8 @@ async def get_metric_history_bulk(request: Req) -> R:
     async with database(request).read() as s:
         for run_id in sorted(run_ids):
             points, _ = await tracking_service.metric_history(s, run_id, key, limit, None)
-            metrics.extend(points)
+            # The bulk answers name each point's run (plain get-history does not).
+            metrics.extend(msgspec.structs.replace(p, run_id=run_id) for p in points)
     return ok({"metrics": metrics})
 
 
@@ -131,7 +132,9 @@ async def get_metric_history_bulk_interval(request: Req) -> R:
                     for step, v in zip(series.steps, series.values, strict=True)
                 ]
             metrics.extend(
-                p for p in points if start is None or end is None or start <= p.step <= end
+                msgspec.structs.replace(p, run_id=run_id)
+                for p in points
+                if start is None or end is None or start <= p.step <= end
             )
     return ok({"metrics": metrics})
 
