@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 import sqlite3
 import statistics
@@ -43,7 +42,7 @@ EXPERIMENT = "scale"
 
 def run_uuid(i: int) -> str:
     """The same 32-hex run id in both servers, uncorrelated with start_time."""
-    return hashlib.md5(f"scale-run-{i}".encode()).hexdigest()  # noqa: S324 - an id, not a secret
+    return hashlib.md5(f"scale-run-{i}".encode()).hexdigest()
 
 
 def rows_for(specs: list[dict[str, Any]], first: int, location: str) -> dict[str, list[tuple]]:
@@ -154,7 +153,9 @@ async def _max_run_id(url: str) -> int:
         await pg.close()
 
 
-async def bulk_seed(server: str, url: str, eid: int, location: str, specs: list, first: int) -> None:
+async def bulk_seed(
+    server: str, url: str, eid: int, location: str, specs: list, first: int
+) -> None:
     rows = rows_for(specs, first, location)
     if server == "mlflow":
         tables = _mlflow_tables(rows, eid)
@@ -328,7 +329,9 @@ async def start_servers(
         env = {**plain.env, "MLGATE_AUTH": "true", "MLGATE_ADMIN_USERNAME": "root",
                "MLGATE_ADMIN_PASSWORD": "bench-root-password"}  # fmt: skip
         argv = mlgate_argv(plain.db_url, str(workdir / "mlgate" / "artifacts"), port)
-        auth = bt.Server("mlgate-auth", argv, env, port, workdir / "mlgate-auth" / "log", plain.db_url)
+        auth = bt.Server(
+            "mlgate-auth", argv, env, port, workdir / "mlgate-auth" / "log", plain.db_url
+        )
         auth.start()
         await auth.wait_healthy()
         servers["mlgate-auth"] = auth

@@ -35,9 +35,7 @@ def _start(i: int) -> int:
 
 
 def _seed_sql() -> list[str]:
-    series = (
-        f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {RUNS}) "
-    )
+    series = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {RUNS}) "
     model = "CASE i % 4 " + " ".join(f"WHEN {k} THEN '{m}'" for k, m in enumerate(MODELS)) + " END"
     team = "CASE i % 3 " + " ".join(f"WHEN {k} THEN '{t}'" for k, t in enumerate(TEAMS)) + " END"
     m1 = "((i / 36) * 7919 % 6679) * 1.0 / 6679"
@@ -56,8 +54,39 @@ def _seed_sql() -> list[str]:
         # Seven runs carry a rare tag, so an index on it is the only sensible way in.
         "INSERT INTO tags (run_id, key, value) SELECT id, 'rare', 'yes' FROM runs "
         "WHERE id % 2857 = 1",
+        *_long_value_sql(),
         series + "INSERT INTO latest_metrics (run_id, key, step, timestamp, value, is_nan) "
         f"SELECT i, 'm1', 0, 0, {m1}, false FROM n",
+    ]
+
+
+# Values around the indexed prefix's length (200 characters), in experiment 3.
+LONG_VALUES = {
+    "short": "x" * 199,
+    "exact": "x" * 200,
+    "long-a": "x" * 200 + "a",
+    "long-b": "x" * 200 + "b",
+    "wide": "é" * 199 + "ü",
+    "wide-long": "é" * 250,
+}
+
+
+def _long_value_sql() -> list[str]:
+    rows = ", ".join(
+        f"({40_000 + n}, '{name}', 3, 'run', 'u', 'FINISHED', {n}, 'active', 'x')"
+        for n, name in enumerate(LONG_VALUES)
+    )
+    params = ", ".join(
+        f"({40_000 + n}, 'long', '{value}')" for n, value in enumerate(LONG_VALUES.values())
+    )
+    return [
+        "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, "
+        "creation_time, last_update_time) VALUES (3, 'long', 'c', 'active', 1, 1)",
+        "INSERT INTO runs (id, run_uuid, experiment_id, name, user_id, status, start_time, "
+        f"lifecycle_stage, artifact_uri) VALUES {rows}",
+        f"INSERT INTO params (run_id, key, value) VALUES {params}",
+        "INSERT INTO tags (run_id, key, value) SELECT run_id, key, value FROM params "
+        "WHERE key = 'long'",
     ]
 
 
@@ -146,3 +175,16 @@ async def test_rare_param_or_tag_value_is_found_through_its_value_index(
     rare = _expected(lambda i: i % 2857 == 1, lambda i: (-_start(i), f"r{i}"))
     assert await _run_ids(engine, "tags.rare = 'yes'", []) == rare
     assert await _run_ids(engine, "params.seed = 'v4243'", []) == ["r4243"]
+
+
+@pytest.mark.parametrize("kind", ["params", "tags"])
+@pytest.mark.parametrize("name", list(LONG_VALUES))
+async def test_values_longer_than_the_indexed_prefix_match_exactly(
+    engine: AsyncEngine, kind: str, name: str
+) -> None:
+    value = LONG_VALUES[name]
+    async with engine.connect() as conn:
+        rows = await conn.execute(run_search_select([3], f"{kind}.long = '{value}'", [], None))
+        assert [row.run_uuid for row in rows] == [name]
+        rows = await conn.execute(run_search_select([3], f"{kind}.long != '{value}'", [], None))
+        assert sorted(row.run_uuid for row in rows) == sorted(n for n in LONG_VALUES if n != name)

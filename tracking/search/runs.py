@@ -11,7 +11,6 @@ from sqlalchemy import (
     case,
     false,
     literal_column,
-    or_,
     select,
     true,
 )
@@ -107,9 +106,9 @@ def _run_clause(comparison: Comparison, *, walks_metric: bool = False) -> Column
 
 
 def _key_value_clause(table: Any, comparison: Comparison, *, drive: bool) -> ColumnElement[bool]:
-    """A param or tag clause. Equality and IN compare the indexed value prefix
+    """A param or tag clause. Equality compares the indexed value prefix
     (``ix_params_key_value_prefix``, ``ix_tags_key_value_prefix``); a value shorter than the
-    prefix equals the prefix exactly, so only longer ones also compare the whole value (a
+    prefix equals the prefix exactly, so only a longer one also compares the whole value (a
     redundant clause would make PostgreSQL count one condition twice and underestimate).
 
     ``drive``: the form ``run id IN (matching rows)``, which SQLite can start from (the
@@ -117,33 +116,20 @@ def _key_value_clause(table: Any, comparison: Comparison, *, drive: bool) -> Col
     per run, for a search that walks a metric's order instead. PostgreSQL plans both forms
     as the same semi-join and picks the side from its statistics.
     """
-    op, value = comparison.op, comparison.value
-    if op not in ("=", "IN"):
+    if comparison.op != "=":
         return key_value_predicate(Run, table.run_id == Run.id, table.key, table.value, comparison)
-    values = sorted({value} if op == "=" else set(value))
-    if not values:
-        return false()
-    prefix = value_prefix(table.value)
-    short = [v for v in values if len(v) < VALUE_PREFIX_CHARS]
-    matches: list[ColumnElement[bool]] = []
-    if short:
-        matches.append(prefix == short[0] if len(short) == 1 else prefix.in_(short))
-    matches.extend(
-        and_(prefix == v[:VALUE_PREFIX_CHARS], table.value == v)
-        for v in values
-        if len(v) >= VALUE_PREFIX_CHARS
-    )
+    value = str(comparison.value)
+    match = value_prefix(table.value) == value[:VALUE_PREFIX_CHARS]
+    if len(value) >= VALUE_PREFIX_CHARS:
+        match = and_(match, table.value == value)
     if not drive:
-        return correlated_exists(
-            Run, table.run_id == Run.id, table.key == comparison.key, or_(*matches)
-        )
-    matching = select(table.run_id).where(table.key == comparison.key, or_(*matches))
-    return Run.id.in_(matching)
+        return correlated_exists(Run, table.run_id == Run.id, table.key == comparison.key, match)
+    return Run.id.in_(select(table.run_id).where(table.key == comparison.key, match))
 
 
 def _join_filtered_metric(
     stmt: Select, index: int, key: str, comparisons: list[Comparison]
-) -> tuple[Select, ColumnElement[Any]]:
+) -> tuple[Select, Any]:
     """Order by a metric the filter also compares: the filter already requires a numeric
     (non-NaN) latest value, so no run falls into the NaN or missing groups. An inner join
     carrying the filter's comparisons orders by the value alone, which the (key, value) index
