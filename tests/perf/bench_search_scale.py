@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import sqlite3
 import statistics
@@ -32,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 PERF_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(PERF_DIR))
+REPO_ROOT = PERF_DIR.parents[1]
+sys.path[:0] = [str(PERF_DIR), str(REPO_ROOT)]
 import bench_tracking as bt  # noqa: E402  (the shared HTTP client and process helpers)
 
-REPO_ROOT = PERF_DIR.parents[1]
 API = bt.API
 EXPERIMENT = "scale"
 
@@ -221,6 +222,29 @@ async def time_search(conn: bt.Connection, eid: str, n: int) -> list[float]:
     return samples
 
 
+async def mlgate_plan(url: str, eid: str) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of mlgate's own search statement (PostgreSQL): the database
+    time, and the pages it touched, which unlike time do not depend on the machine's load."""
+    import asyncpg
+    from sqlalchemy.dialects import postgresql
+
+    from tracking.search import run_search_select
+
+    stmt = run_search_select([int(eid)], bt.FILTER, bt.ORDER_BY, "ACTIVE_ONLY").limit(101)
+    sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    conn = await asyncpg.connect(url)
+    try:
+        raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}")
+    finally:
+        await conn.close()
+    top = (json.loads(raw) if isinstance(raw, str) else raw)[0]
+    plan = top["Plan"]
+    return {
+        "ms": top["Execution Time"],
+        "pages": plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0),
+    }
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -402,6 +426,8 @@ def report(
     args: argparse.Namespace,
     scales: dict[int, dict[str, list[float]]],
     auth: dict[str, dict[str, float]] | None,
+    loads: dict[int, float],
+    plans: dict[int, dict[str, Any]],
 ) -> str:
     lines = [
         f"# search_runs at scale ({args.backend})",
@@ -409,15 +435,19 @@ def report(
         f"`{bt.FILTER}`, order_by `{bt.ORDER_BY[0]}`, max_results 100; 1 client, "
         f"{args.requests} timed requests per cell; both servers on their defaults.",
         "",
-        "| runs | server | p50 ms | p95 ms | mean ms |",
-        "|---:|---|---:|---:|---:|",
+        "| runs | server | p50 ms | p95 ms | mean ms | load avg (1 min) |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     for n, per in scales.items():
         for name, s in per.items():
             lines.append(
                 f"| {n:,} | {name} | {statistics.median(s):.1f} | {pct(s, 0.95):.1f} | "
-                f"{statistics.fmean(s):.1f} |"
+                f"{statistics.fmean(s):.1f} | {loads.get(n, 0):.1f} |"
             )
+    if plans:
+        lines += ["", "mlgate's statement alone (EXPLAIN ANALYZE, BUFFERS; pages do not depend "
+                  "on load):", ""]  # fmt: skip
+        lines += [f"- {n:,} runs: {p['ms']:.1f} ms, {p['pages']} pages" for n, p in plans.items()]
     ns = list(scales)
     if len(ns) >= 2:
         lines.append("")
@@ -453,6 +483,8 @@ async def main_async(args: argparse.Namespace) -> int:
         specs = bt.run_specs(scales[-1])
         done = 0
         results: dict[int, dict[str, list[float]]] = {}
+        loads: dict[int, float] = {}
+        plans: dict[int, dict[str, Any]] = {}
         for n in scales:
             t0 = time.monotonic()
             for name, (eid, location) in made.items():
@@ -460,13 +492,17 @@ async def main_async(args: argparse.Namespace) -> int:
             bt.log(f"seeded {n:,} runs in each database ({time.monotonic() - t0:.0f}s)")
             done = n
             results[n] = await measure_scale(servers, eids, args.requests)
+            loads[n] = os.getloadavg()[0]
             for name, s in results[n].items():
                 bt.log(f"  {name}: p50 {statistics.median(s):.1f} ms, p95 {pct(s, 0.95):.1f} ms")
+            if args.backend == "postgres" and "mlgate" in servers:
+                plans[n] = await mlgate_plan(servers["mlgate"].db_url, eids["mlgate"])
+                bt.log(f"  mlgate SQL: {plans[n]['ms']:.1f} ms, {plans[n]['pages']} pages")
         auth = None
         if args.auth and "mlgate-auth" in servers:
             token = await setup_token(servers["mlgate"].db_url)
             auth = await measure_auth(servers, eids["mlgate"], token, args.auth_requests)
-        text = report(args, results, auth)
+        text = report(args, results, auth, loads, plans)
         print(text)
         out = Path(args.out) if args.out else PERF_DIR / f"results-search-scale-{args.backend}.md"
         out.write_text(text)
