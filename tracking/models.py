@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -11,13 +13,28 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    literal_column,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from tracking.core.db import Base
 from tracking.core.types import BigIntPK
 
 KEY_LEN = 250
+
+# Params and tags are indexed by (key, the value's first VALUE_PREFIX_CHARS characters, run_id):
+# values run to thousands of characters, past what a PostgreSQL btree entry may hold, so the
+# index keeps a prefix and search compares it as well as the whole value.
+VALUE_PREFIX_CHARS = 200
+
+
+def value_prefix(column: Any) -> ColumnElement[str]:
+    """The indexed prefix expression. Its bounds are inlined, never bound parameters: a
+    planner matches an expression index only against the same expression with the same
+    constants (SQLite textually, PostgreSQL also under a generic plan)."""
+    return func.substr(column, literal_column("1"), literal_column(str(VALUE_PREFIX_CHARS)))
 
 
 class Experiment(Base):
@@ -81,6 +98,9 @@ class Param(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+Index("ix_params_key_value_prefix", Param.key, value_prefix(Param.value), Param.run_id)
+
+
 class Tag(Base):
     __tablename__ = "tags"
 
@@ -89,6 +109,9 @@ class Tag(Base):
     )
     key: Mapped[str] = mapped_column(String(KEY_LEN), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+Index("ix_tags_key_value_prefix", Tag.key, value_prefix(Tag.value), Tag.run_id)
 
 
 class Metric(Base):

@@ -175,11 +175,24 @@ async def experiment_identity(s: AsyncSession, experiment_id: int) -> Experiment
     return ExperimentIdentity(int(row[0]), row[1]) if row else None
 
 
+# The common case, one run (every run-scoped request's authorization), as a statement built
+# once: no IN-list expansion, and the compiled form is reused.
+_EXPERIMENT_OF_RUN = (
+    select(Run.run_uuid, Experiment.experiment_id, Experiment.name)
+    .join(Experiment, Experiment.experiment_id == Run.experiment_id)
+    .where(Run.run_uuid == bindparam("run_uuid"))
+)
+
+
 async def experiments_of_runs(
     s: AsyncSession, run_uuids: Sequence[str]
 ) -> dict[str, ExperimentIdentity]:
     if not run_uuids:
         return {}
+    if len(run_uuids) == 1:
+        conn = await s.connection()
+        found = (await conn.execute(_EXPERIMENT_OF_RUN, {"run_uuid": run_uuids[0]})).first()
+        return {found[0]: ExperimentIdentity(int(found[1]), found[2])} if found else {}
     rows = await s.execute(
         select(Run.run_uuid, Experiment.experiment_id, Experiment.name)
         .join(Experiment, Experiment.experiment_id == Run.experiment_id)

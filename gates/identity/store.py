@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, false, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity.models import ApiToken, Grant, LoginFailure, User, WebSession
@@ -92,24 +92,41 @@ async def prefix_taken(s: AsyncSession, prefix: str) -> bool:
     return (await s.execute(stmt)).first() is not None
 
 
-async def token_with_user(s: AsyncSession, prefix: str) -> Any:
-    """The token with this lookup prefix joined with its user's row, or None."""
-    stmt = (
-        select(
-            ApiToken.id.label("token_id"),
-            ApiToken.name.label("token_name"),
-            ApiToken.secret_hash,
-            ApiToken.expires_at,
-            ApiToken.revoked_at,
-            User.id.label("user_id"),
-            User.username,
-            User.is_admin,
-            User.disabled,
-        )
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.prefix == prefix)
+# Everything a bearer token authenticates to, in one statement and one round trip: the token,
+# its user and (for a non-administrator) the user's grants, one row per grant. Built once, with
+# a bound parameter, so every request reuses the compiled statement.
+_TOKEN_PRINCIPAL = (
+    select(
+        _TOKEN.c.id.label("token_id"),
+        _TOKEN.c.name.label("token_name"),
+        _TOKEN.c.secret_hash,
+        _TOKEN.c.expires_at,
+        _TOKEN.c.revoked_at,
+        _USER.c.id.label("user_id"),
+        _USER.c.username,
+        _USER.c.is_admin,
+        _USER.c.disabled,
+        _GRANT.c.id.label("grant_id"),
+        _GRANT.c.resource_type,
+        _GRANT.c.pattern,
+        _GRANT.c.role,
+        _GRANT.c.targets,
     )
-    return (await s.execute(stmt)).first()
+    .select_from(
+        _TOKEN.join(_USER, _USER.c.id == _TOKEN.c.user_id).outerjoin(
+            _GRANT, and_(_GRANT.c.user_id == _USER.c.id, _USER.c.is_admin == false())
+        )
+    )
+    .where(_TOKEN.c.prefix == bindparam("prefix"))
+    .order_by(_GRANT.c.id)
+)
+
+
+async def token_principal_rows(s: AsyncSession, prefix: str) -> list[Any]:
+    """The token with this lookup prefix, its user and the user's grants (one row per grant;
+    one row with NULL grant columns for none or an administrator); empty when unknown."""
+    conn = await s.connection()
+    return list((await conn.execute(_TOKEN_PRINCIPAL, {"prefix": prefix})).all())
 
 
 def _token_select() -> Any:

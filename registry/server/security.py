@@ -182,6 +182,52 @@ def _basic_credentials(encoded: str) -> tuple[str, str]:
     return username, password
 
 
+# The scope key of a request's shared read (see SharedRead).
+SHARED_READ_SCOPE_KEY = "mlgate.shared_read"
+
+
+class SharedRead:
+    """One read transaction for a request's authentication and its guard's authorization.
+
+    Each transaction costs a pool checkout (with its ping on PostgreSQL), BEGIN and the end,
+    about as much as the statements themselves; sharing one saves that on every
+    authenticated request. The guard closes it before the handler runs, so no request holds
+    it while it works; the middleware closes it in any case. Reopens lazily after a close.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._context: Any = None
+        self._session: Any = None
+
+    async def session(self) -> Any:
+        if self._session is None:
+            context = self._db.read()
+            self._session = await context.__aenter__()
+            self._context = context
+        return self._session
+
+    @asynccontextmanager
+    async def use(self) -> AsyncIterator[Any]:
+        """The shared session; on an error the transaction is ended and the error raised."""
+        session = await self.session()
+        try:
+            yield session
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        context, self._context, self._session = self._context, None, None
+        if context is not None:
+            await context.__aexit__(None, None, None)
+
+
+def shared_read(scope: Any) -> SharedRead | None:
+    found = scope.get(SHARED_READ_SCOPE_KEY)
+    return found if isinstance(found, SharedRead) else None
+
+
 class AuthenticationMiddleware:
     """Resolve ``Authorization`` into a :class:`Principal` (installed only with auth on)."""
 
@@ -198,17 +244,22 @@ class AuthenticationMiddleware:
             return
         header = _header(scope, b"authorization")
         principal = None
-        if header is not None and header.strip():
-            principal = await self.authenticate(scope, header)
-        elif web_session.is_web_path(scope["path"]) or scope.get(MLFLOW_UI_SCOPE_KEY):
-            # MLflow's UI (forwarded from /mlflow/, where cross-site writes were refused)
-            # runs in the browser, which holds only the UI's session cookie.
-            cookie = web_session.cookie_value(scope, web_session.SESSION_COOKIE)
-            if cookie:
-                principal = await self.authenticate_browser(scope, cookie)
-        scope[PRINCIPAL_SCOPE_KEY] = principal  # type: ignore[literal-required]
-        with bind_principal(principal):
-            await self.app(scope, receive, send)
+        read = SharedRead(scope["app"].state["db"])
+        scope[SHARED_READ_SCOPE_KEY] = read  # type: ignore[literal-required]
+        try:
+            if header is not None and header.strip():
+                principal = await self.authenticate(scope, header, read)
+            elif web_session.is_web_path(scope["path"]) or scope.get(MLFLOW_UI_SCOPE_KEY):
+                # MLflow's UI (forwarded from /mlflow/, where cross-site writes were refused)
+                # runs in the browser, which holds only the UI's session cookie.
+                cookie = web_session.cookie_value(scope, web_session.SESSION_COOKIE)
+                if cookie:
+                    principal = await self.authenticate_browser(scope, cookie)
+            scope[PRINCIPAL_SCOPE_KEY] = principal  # type: ignore[literal-required]
+            with bind_principal(principal):
+                await self.app(scope, receive, send)
+        finally:
+            await read.close()
 
     async def authenticate_browser(self, scope: Scope, cookie: str) -> Principal | None:
         """A web UI session; a stale or unknown cookie just means "signed out"."""
@@ -220,7 +271,7 @@ class AuthenticationMiddleware:
         scope[web_session.SESSION_CSRF_SCOPE_KEY] = found.csrf_secret  # type: ignore[literal-required]
         return found.principal
 
-    async def authenticate(self, scope: Scope, header: str) -> Principal:
+    async def authenticate(self, scope: Scope, header: str, read: SharedRead) -> Principal:
         db: Database = scope["app"].state["db"]
         client = client_address(scope)
         scheme, _, credentials = header.strip().partition(" ")
@@ -237,9 +288,12 @@ class AuthenticationMiddleware:
                     await identity.clear_login_failures(s, username, client)
             return outcome.principal
         if scheme.lower() == "bearer":
-            async with db.read() as s:
+            # The read stays open for the guard (the token-authenticated request is the hot
+            # path: CI and production clients); Basic keeps its own, as argon2 may run.
+            async with read.use() as s:
                 principal = await identity.verify_token(s, credentials.strip())
             if principal is None:
+                await read.close()
                 await self._failed(db, identity.BEARER_LOGIN, client)
             return principal
         raise InvalidCredentials()
@@ -263,6 +317,18 @@ def make_guard(
     async def guard(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
+        read = shared_read(connection.scope)
+        try:
+            await check(connection, handler, read)
+        finally:
+            if read is not None:  # the handler runs without the authentication's read
+                await read.close()
+
+    async def check(
+        connection: ASGIConnection[Any, Any, Any, Any],
+        handler: BaseRouteHandler,
+        read: SharedRead | None,
+    ) -> None:
         permission = handler.opt.get("permission")
         if not isinstance(permission, Permission):
             # Refused with auth off too, so a route added without a rule fails every test.
@@ -280,7 +346,7 @@ def make_guard(
         if permission.resource == "admin":
             raise PermissionDenied("This operation needs an administrator.")
         assert isinstance(connection, Request)
-        await Authorizer(connection, principal).check(permission)
+        await Authorizer(connection, principal, read).check(permission)
 
     return guard
 
@@ -288,9 +354,15 @@ def make_guard(
 class Authorizer:
     """Checks one request's permission declaration against a non-admin principal."""
 
-    def __init__(self, request: Request[Any, Any, Any], principal: Principal) -> None:
+    def __init__(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        read: SharedRead | None = None,
+    ) -> None:
         self.request = request
         self.principal = principal
+        self.read = read
         self._body: dict[str, Any] | None = None
 
     async def check(self, permission: Permission) -> None:
@@ -300,7 +372,7 @@ class Authorizer:
             set_visibility(self.request.scope, grant_type, scope)  # type: ignore[arg-type]
             return
         db: Database = self.request.app.state["db"]
-        async with db.read() as s:
+        async with self.read.use() if self.read is not None else db.read() as s:
             await self._check(s, permission)
             for extra in permission.also:
                 await self._check(s, extra)

@@ -136,6 +136,34 @@ async def test_expired_tokens_and_disabled_users_do_not_verify(session: AsyncSes
     assert await service.verify_token(session, created.secret) is None
 
 
+async def test_a_token_verifies_with_its_grants_in_one_statement(session: AsyncSession) -> None:
+    from tests.registry.test_query_counts import count_queries
+
+    name = await make_user(session)
+    created = await service.create_token(session, name, "ci")
+    for pattern, role in (("fraud-*", "editor"), ("exp-7", "reader")):
+        await service.create_grant(session, name, "experiment", pattern, role, actor="t")
+    await service.create_grant(session, name, "registered_model", "m", "reader", actor="t")
+    with count_queries(session) as statements:
+        principal = await service.verify_token(session, created.secret)
+    assert len(statements) == 1, statements  # authentication runs on every request
+    assert principal is not None and not principal.is_admin
+    assert principal.grants == await service.grant_rules(session, principal.user_id)
+    assert {(g.resource_type, g.pattern, g.role) for g in principal.grants} == {
+        ("experiment", "fraud-*", "editor"),
+        ("experiment", "exp-7", "reader"),
+        ("registered_model", "m", "reader"),
+    }
+    bare = await service.create_token(session, await make_user(session), "none")
+    assert (await service.verify_token(session, bare.secret)).grants == ()  # type: ignore[union-attr]
+    admin = await service.create_token(session, await make_user(session, admin=True), "adm")
+    found = await service.verify_token(session, admin.secret)
+    assert found is not None and found.is_admin and found.grants == ()
+    # Nothing is cached: a revocation or a disabled user counts from the next request.
+    await service.update_user(session, name, disabled=True)
+    assert await service.verify_token(session, created.secret) is None
+
+
 # --- grants --------------------------------------------------------------------------------------
 
 

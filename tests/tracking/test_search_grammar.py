@@ -572,7 +572,9 @@ FULL_FILTER = (
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
 def test_each_child_clause_is_one_correlated_exists_without_distinct(dialect: object) -> None:
     sql = sql_of(run_search_select([1, 2], FULL_FILTER, [], "ACTIVE_ONLY"), dialect)
-    assert sql.count("EXISTS (") == 7  # 1 metric, 4 tag/param, 2 dataset; attributes are direct
+    assert sql.count("EXISTS (") == 6  # 1 metric, 3 tag, 2 dataset; attributes are direct
+    # An equality on a param is a semi-join the value index can drive (one subquery, no join).
+    assert sql.count("runs.id IN (SELECT params.run_id") == 1
     assert sql.count("NOT (EXISTS") == 1
     assert "DISTINCT" not in sql.upper()
     assert " JOIN " not in sql.split("WHERE", 1)[0]  # no joins without order keys
