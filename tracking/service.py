@@ -520,8 +520,23 @@ async def _log_metric_points(s: AsyncSession, handle: RunHandle, points: list[Me
         await store.insert_logged_model_metrics(s, handle.run_uuid, model_points)
 
 
+async def _log_metrics_in_one_statement(
+    s: AsyncSession, run_id: str | None, points: list[MetricPoint]
+) -> bool:
+    """The fast path of a metrics-only write (no logged model to check): True when done.
+
+    False sends the caller down the usual path, which finds the run and raises the right
+    error (missing, or not active) when the write found no active run.
+    """
+    if not run_id or any(p.model_id for p in points):
+        return False
+    return bool(await store.insert_metrics_by_run_uuid(s, run_id, points))
+
+
 async def log_metric(s: AsyncSession, run_id: str | None, m: Any) -> None:
     point = _metric_point(m)
+    if await _log_metrics_in_one_statement(s, run_id, [point]):
+        return
     handle = await _active_run(s, run_id)
     await _log_metric_points(s, handle, [point])
 
@@ -570,6 +585,9 @@ async def log_batch(s: AsyncSession, req: LogBatch) -> None:
     tags = {
         validate_key(t.key, "tag"): truncate(t.value or "", MAX_RUN_TAG_VALUE_LEN) for t in req.tags
     }
+    only_metrics = points and not params and not tags
+    if only_metrics and await _log_metrics_in_one_statement(s, req.run_id, points):
+        return
     handle = await _active_run(s, req.run_id)
     changed = await store.insert_params_checked(s, handle.id, params)
     if changed:

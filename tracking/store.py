@@ -379,33 +379,80 @@ async def delete_run_tag(s: AsyncSession, run_pk: int, key: str) -> int:
 
 # PostgreSQL: the history rows and the latest-value upsert in ONE statement and one round trip,
 # whatever the batch size; each column travels as one array (unnest), so the SQL text (and its
-# prepared statement) is the same for 1 point or 1,000. The data-modifying CTE always runs.
-_PG_METRICS_WRITE = text(
-    """
-    WITH history AS (
+# prepared statement) is the same for 1 point or 1,000. Data-modifying CTEs always run; the
+# final SELECT names the run written to (no row: no active run of that id, nothing written).
+_PG_METRICS_WRITE_TEMPLATE = """
+    WITH run AS ({run}),
+    history AS (
         INSERT INTO metrics (run_id, key, step, timestamp, value, is_nan,
                              model_id, dataset_name, dataset_digest)
-        SELECT CAST(:run_id AS BIGINT), p.key, p.step, p.ts, p.value, p.is_nan,
+        SELECT run.id, p.key, p.step, p.ts, p.value, p.is_nan,
                p.model_id, p.dataset_name, p.dataset_digest
-        FROM unnest(CAST(:keys AS TEXT[]), CAST(:steps AS BIGINT[]), CAST(:tss AS BIGINT[]),
-                    CAST(:values AS FLOAT8[]), CAST(:nans AS BOOLEAN[]),
-                    CAST(:model_ids AS TEXT[]), CAST(:dataset_names AS TEXT[]),
-                    CAST(:dataset_digests AS TEXT[]))
+        FROM run, unnest(CAST(:keys AS TEXT[]), CAST(:steps AS BIGINT[]), CAST(:tss AS BIGINT[]),
+                         CAST(:values AS FLOAT8[]), CAST(:nans AS BOOLEAN[]),
+                         CAST(:model_ids AS TEXT[]), CAST(:dataset_names AS TEXT[]),
+                         CAST(:dataset_digests AS TEXT[]))
              AS p(key, step, ts, value, is_nan, model_id, dataset_name, dataset_digest)
         ON CONFLICT (run_id, key, step, timestamp, value, is_nan) DO NOTHING
+    ),
+    latest AS (
+        INSERT INTO latest_metrics AS lm (run_id, key, step, timestamp, value, is_nan)
+        SELECT run.id, l.key, l.step, l.ts, l.value, l.is_nan
+        FROM run, unnest(CAST(:latest_keys AS TEXT[]), CAST(:latest_steps AS BIGINT[]),
+                         CAST(:latest_tss AS BIGINT[]), CAST(:latest_values AS FLOAT8[]),
+                         CAST(:latest_nans AS BOOLEAN[]))
+             AS l(key, step, ts, value, is_nan)
+        ON CONFLICT (run_id, key) DO UPDATE
+        SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value,
+            is_nan = excluded.is_nan
+        WHERE (excluded.step, excluded.timestamp, excluded.value)
+              > (lm.step, lm.timestamp, lm.value)
     )
-    INSERT INTO latest_metrics AS lm (run_id, key, step, timestamp, value, is_nan)
-    SELECT CAST(:run_id AS BIGINT), l.key, l.step, l.ts, l.value, l.is_nan
-    FROM unnest(CAST(:latest_keys AS TEXT[]), CAST(:latest_steps AS BIGINT[]),
-                CAST(:latest_tss AS BIGINT[]), CAST(:latest_values AS FLOAT8[]),
-                CAST(:latest_nans AS BOOLEAN[]))
-         AS l(key, step, ts, value, is_nan)
-    ON CONFLICT (run_id, key) DO UPDATE
-    SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value,
-        is_nan = excluded.is_nan
-    WHERE (excluded.step, excluded.timestamp, excluded.value) > (lm.step, lm.timestamp, lm.value)
-    """
+    SELECT id FROM run
+"""
+_PG_METRICS_WRITE = text(
+    _PG_METRICS_WRITE_TEMPLATE.format(run="SELECT CAST(:run_id AS BIGINT) AS id")
 )
+# The same, finding the run by its uuid: saves the separate run lookup of a metrics-only write.
+_PG_METRICS_WRITE_BY_UUID = text(
+    _PG_METRICS_WRITE_TEMPLATE.format(
+        run="SELECT id FROM runs WHERE run_uuid = :run_uuid AND lifecycle_stage = 'active'"
+    )
+)
+
+
+def _pg_metric_arrays(points: Sequence[MetricPoint]) -> dict[str, Any]:
+    latest = _latest_points(points)
+    return {
+        "keys": [p.key for p in points],
+        "steps": [p.step for p in points],
+        "tss": [p.timestamp for p in points],
+        "values": [p.stored_value for p in points],
+        "nans": [p.is_nan for p in points],
+        "model_ids": [p.model_id for p in points],
+        "dataset_names": [p.dataset_name for p in points],
+        "dataset_digests": [p.dataset_digest for p in points],
+        "latest_keys": [p.key for p in latest],
+        "latest_steps": [p.step for p in latest],
+        "latest_tss": [p.timestamp for p in latest],
+        "latest_values": [p.stored_value for p in latest],
+        "latest_nans": [p.is_nan for p in latest],
+    }
+
+
+async def insert_metrics_by_run_uuid(
+    s: AsyncSession, run_uuid: str, points: Sequence[MetricPoint]
+) -> bool | None:
+    """PostgreSQL only: write ``points`` to the ACTIVE run ``run_uuid`` in one statement.
+
+    True when written; False when no active run has that id (nothing written: the caller looks
+    the run up to say why); None on SQLite, where the caller takes the usual path.
+    """
+    if dialect_name(s) != "postgresql":
+        return None
+    conn = await s.connection()
+    params = {"run_uuid": run_uuid, **_pg_metric_arrays(points)}
+    return (await conn.execute(_PG_METRICS_WRITE_BY_UUID, params)).first() is not None
 
 
 def _latest_points(points: Sequence[MetricPoint]) -> list[MetricPoint]:
@@ -430,26 +477,7 @@ async def insert_metrics(s: AsyncSession, run_pk: int, points: Sequence[MetricPo
         return
     conn = await s.connection()
     if dialect_name(s) == "postgresql":
-        latest = _latest_points(points)
-        await conn.execute(
-            _PG_METRICS_WRITE,
-            {
-                "run_id": run_pk,
-                "keys": [p.key for p in points],
-                "steps": [p.step for p in points],
-                "tss": [p.timestamp for p in points],
-                "values": [p.stored_value for p in points],
-                "nans": [p.is_nan for p in points],
-                "model_ids": [p.model_id for p in points],
-                "dataset_names": [p.dataset_name for p in points],
-                "dataset_digests": [p.dataset_digest for p in points],
-                "latest_keys": [p.key for p in latest],
-                "latest_steps": [p.step for p in latest],
-                "latest_tss": [p.timestamp for p in latest],
-                "latest_values": [p.stored_value for p in latest],
-                "latest_nans": [p.is_nan for p in latest],
-            },
-        )
+        await conn.execute(_PG_METRICS_WRITE, {"run_id": run_pk, **_pg_metric_arrays(points)})
         return
     await conn.execute(
         _METRIC_INSERT(s),

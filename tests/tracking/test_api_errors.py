@@ -182,9 +182,27 @@ def test_write_to_deleted_run(live_server: LiveServer, unique: str) -> None:
         ("runs/log-parameter", {"run_id": run_id, "key": "p", "value": "1"}),
         ("runs/set-tag", {"run_id": run_id, "key": "t", "value": "1"}),
         ("runs/log-batch", {"run_id": run_id, "params": [{"key": "b", "value": "1"}]}),
+        # Metrics only: on PostgreSQL the run lookup is folded into the write's one statement.
+        ("runs/log-batch", {"run_id": run_id, "metrics": [_point("b", 2.0)]}),
     ]:
         msg = _error(_post(live_server, path, body), 400, "INVALID_PARAMETER_VALUE")
         assert "active" in msg
+    assert _post(live_server, "runs/restore", {"run_id": run_id}).status_code == 200
+    assert _run(live_server, run_id)["data"].get("metrics", []) == []
+
+
+def _point(key: str, value: float) -> dict[str, object]:
+    return {"key": key, "value": value, "timestamp": 1, "step": 0}
+
+
+def test_metric_writes_to_an_unknown_run_are_not_found(live_server: LiveServer) -> None:
+    missing = "f" * 32
+    for path, body in [
+        ("runs/log-metric", {"run_id": missing, **_point("m", 1.0)}),
+        ("runs/log-batch", {"run_id": missing, "metrics": [_point("m", 1.0)]}),
+    ]:
+        msg = _error(_post(live_server, path, body), 404, "RESOURCE_DOES_NOT_EXIST")
+        assert missing in msg
 
 
 def test_bad_page_tokens(live_server: LiveServer, unique: str) -> None:
