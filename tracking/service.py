@@ -402,24 +402,23 @@ async def create_run(s: AsyncSession, req: CreateRun, *, user: str | None = None
     tags[RUN_NAME_TAG] = name
     if user is not None:
         tags[USER_TAG] = user
-    experiment = await store.experiment_stage_and_location(s, eid)
-    if experiment is None:
-        raise ExperimentNotFound(raw_id)
-    if experiment.lifecycle_stage != "active":
-        raise InactiveExperiment(eid)
     run_uuid = uuid.uuid4().hex
     start_time = req.start_time if req.start_time is not None else now_ms()
-    artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{run_uuid}/artifacts"
     user_id = user if user is not None else (req.user_id or "")
-    run_pk = await store.insert_run(
+    started = await store.insert_run_in_active_experiment(
         s,
         run_uuid=run_uuid,
         experiment_id=eid,
         name=name,
         user_id=user_id,
         start_time=start_time,
-        artifact_uri=artifact_uri,
     )
+    if started is None:
+        experiment = await store.experiment_stage_and_location(s, eid)
+        if experiment is None:
+            raise ExperimentNotFound(raw_id)
+        raise InactiveExperiment(eid)
+    run_pk, artifact_uri = started
     await store.upsert_run_tags(s, run_pk, tags)
     # Everything in the new run is known here: answer without reading it back.
     return RunOut(

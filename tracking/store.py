@@ -296,36 +296,50 @@ async def delete_experiment_tag(s: AsyncSession, experiment_id: int, key: str) -
 # --- runs ------------------------------------------------------------------------------------
 
 
-_RUN_INSERT = insert(cast(Table, Run.__table__)).returning(Run.id)
-
-
-async def insert_run(
-    s: AsyncSession,
-    *,
-    run_uuid: str,
-    experiment_id: int,
-    name: str,
-    user_id: str,
-    start_time: int,
-    artifact_uri: str,
-) -> int:
-    conn = await s.connection()
-    result = await conn.execute(
-        _RUN_INSERT,
-        {
-            "run_uuid": run_uuid,
-            "experiment_id": experiment_id,
-            "name": name,
-            "user_id": user_id,
-            "status": "RUNNING",
-            "start_time": start_time,
-            "end_time": None,
-            "lifecycle_stage": "active",
-            "artifact_uri": artifact_uri,
-            "deleted_time": None,
-        },
+def _build_run_insert_from_experiment() -> Any:
+    runs = cast(Table, Run.__table__)
+    run_uuid = bindparam("run_uuid", type_=Run.run_uuid.type)
+    # The run's artifact URI is its experiment's location + /<run id>/artifacts, as MLflow's.
+    artifact_uri = (
+        func.rtrim(Experiment.artifact_location, "/")
+        .concat("/")
+        .concat(run_uuid)
+        .concat("/artifacts")
     )
-    return int(result.scalar_one())
+    source = select(
+        run_uuid,
+        Experiment.experiment_id,
+        bindparam("name", type_=Run.name.type),
+        bindparam("user_id", type_=Run.user_id.type),
+        literal("RUNNING", type_=Run.status.type),
+        bindparam("start_time", type_=Run.start_time.type),
+        literal("active", type_=Run.lifecycle_stage.type),
+        artifact_uri,
+    ).where(
+        Experiment.experiment_id == bindparam("experiment_id"),
+        Experiment.lifecycle_stage == "active",
+    )
+    columns = ["run_uuid", "experiment_id", "name", "user_id", "status", "start_time",
+               "lifecycle_stage", "artifact_uri"]  # fmt: skip
+    return insert(runs).from_select(columns, source).returning(Run.id, Run.artifact_uri)
+
+
+_RUN_INSERT_FROM_EXPERIMENT = _build_run_insert_from_experiment()
+
+
+async def insert_run_in_active_experiment(
+    s: AsyncSession, *, run_uuid: str, experiment_id: int, name: str, user_id: str, start_time: int
+) -> tuple[int, str] | None:
+    """Start a run in an ACTIVE experiment, checking it in the same statement.
+
+    Returns the run's key and artifact URI, or None when no active experiment has that id
+    (nothing written: the caller looks the experiment up to say why).
+    """
+    conn = await s.connection()
+    params = {"run_uuid": run_uuid, "experiment_id": experiment_id, "name": name,
+              "user_id": user_id, "start_time": start_time}  # fmt: skip
+    row = (await conn.execute(_RUN_INSERT_FROM_EXPERIMENT, params)).first()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 _RUN_HANDLE = select(Run.id, Run.run_uuid, Run.experiment_id, Run.lifecycle_stage).where(
