@@ -675,18 +675,10 @@ async def metric_history(
     offset = decode_page_token(page_token, fingerprint)
     rows = await store.metric_history(s, handle.id, key, offset=offset, limit=limit + 1)
     token = encode_page_token(offset + limit, fingerprint) if len(rows) > limit else None
+    run_uuid = handle.run_uuid
     return [
-        MetricOut(
-            key=r.key,
-            value=_metric_value(r.value, r.is_nan),
-            timestamp=r.timestamp,
-            step=r.step,
-            model_id=r.model_id,
-            dataset_name=r.dataset_name,
-            dataset_digest=r.dataset_digest,
-            run_id=handle.run_uuid,
-        )
-        for r in rows[:limit]
+        MetricOut(k, "NaN" if nan else encode_double(v), ts, step, mid, dname, ddigest, run_uuid)
+        for k, v, nan, ts, step, mid, dname, ddigest in rows[:limit]
     ], token
 
 
