@@ -546,15 +546,15 @@ _METRIC_HISTORY = (
 
 async def metric_history(
     s: AsyncSession, run_pk: int, key: str, *, offset: int, limit: int
-) -> list[tuple[str, float, bool, int, int, str | None, str | None, str | None]]:
-    """A page of one metric's points as plain tuples, in the order of the SELECT's columns.
+) -> list[Any]:
+    """A page of one metric's points as rows (tuples), in the order of the SELECT's columns.
 
     Built once and run on the Core connection: a 1,000-point page through the ORM's row
     loading (and named attribute access per row) cost more CPU than the query itself.
     """
     conn = await s.connection()
     params = {"run_id": run_pk, "key": key, "offset": offset, "limit": limit}
-    return list((await conn.execute(_METRIC_HISTORY, params)).tuples())
+    return list((await conn.execute(_METRIC_HISTORY, params)).all())
 
 
 @dataclass(slots=True)
