@@ -166,7 +166,13 @@ class Database:
             ping_idle_connections(self.write_engine)
             self.read_engine = self.write_engine
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
-        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        read_bind = self.read_engine
+        if not self.is_sqlite:
+            # PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its
+            # own snapshot anyway, so a read-only transaction's BEGIN and COMMIT were two round
+            # trips that bought no consistency. Same pool; only the reads' connections switch.
+            read_bind = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_sessions = async_sessionmaker(read_bind, expire_on_commit=False)
 
     def _prepare_sqlite_path(self) -> None:
         ensure_sqlite_directory(self.url)
