@@ -404,24 +404,23 @@ async def create_run(s: AsyncSession, req: CreateRun, *, user: str | None = None
     tags[RUN_NAME_TAG] = name
     if user is not None:
         tags[USER_TAG] = user
-    experiment = await store.experiment_stage_and_location(s, eid)
-    if experiment is None:
-        raise ExperimentNotFound(raw_id)
-    if experiment.lifecycle_stage != "active":
-        raise InactiveExperiment(eid)
     run_uuid = uuid.uuid4().hex
     start_time = req.start_time if req.start_time is not None else now_ms()
-    artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{run_uuid}/artifacts"
     user_id = user if user is not None else (req.user_id or "")
-    run_pk = await store.insert_run(
+    started = await store.insert_run_in_active_experiment(
         s,
         run_uuid=run_uuid,
         experiment_id=eid,
         name=name,
         user_id=user_id,
         start_time=start_time,
-        artifact_uri=artifact_uri,
     )
+    if started is None:
+        experiment = await store.experiment_stage_and_location(s, eid)
+        if experiment is None:
+            raise ExperimentNotFound(raw_id)
+        raise InactiveExperiment(eid)
+    run_pk, artifact_uri = started
     await store.upsert_run_tags(s, run_pk, tags)
     # Everything in the new run is known here: answer without reading it back.
     return RunOut(
@@ -521,8 +520,23 @@ async def _log_metric_points(s: AsyncSession, handle: RunHandle, points: list[Me
         await store.insert_logged_model_metrics(s, handle.run_uuid, model_points)
 
 
+async def _log_metrics_in_one_statement(
+    s: AsyncSession, run_id: str | None, points: list[MetricPoint]
+) -> bool:
+    """The fast path of a metrics-only write (no logged model to check): True when done.
+
+    False sends the caller down the usual path, which finds the run and raises the right
+    error (missing, or not active) when the write found no active run.
+    """
+    if not run_id or any(p.model_id for p in points):
+        return False
+    return bool(await store.insert_metrics_by_run_uuid(s, run_id, points))
+
+
 async def log_metric(s: AsyncSession, run_id: str | None, m: Any) -> None:
     point = _metric_point(m)
+    if await _log_metrics_in_one_statement(s, run_id, [point]):
+        return
     handle = await _active_run(s, run_id)
     await _log_metric_points(s, handle, [point])
 
@@ -571,6 +585,9 @@ async def log_batch(s: AsyncSession, req: LogBatch) -> None:
     tags = {
         validate_key(t.key, "tag"): truncate(t.value or "", MAX_RUN_TAG_VALUE_LEN) for t in req.tags
     }
+    only_metrics = points and not params and not tags
+    if only_metrics and await _log_metrics_in_one_statement(s, req.run_id, points):
+        return
     handle = await _active_run(s, req.run_id)
     changed = await store.insert_params_checked(s, handle.id, params)
     if changed:
@@ -660,16 +677,8 @@ async def metric_history(
     rows = await store.metric_history(s, handle.id, key, offset=offset, limit=limit + 1)
     token = encode_page_token(offset + limit, fingerprint) if len(rows) > limit else None
     return [
-        MetricOut(
-            key=r.key,
-            value=_metric_value(r.value, r.is_nan),
-            timestamp=r.timestamp,
-            step=r.step,
-            model_id=r.model_id,
-            dataset_name=r.dataset_name,
-            dataset_digest=r.dataset_digest,
-        )
-        for r in rows[:limit]
+        MetricOut(k, "NaN" if nan else encode_double(v), ts, step, mid, dname, ddigest)
+        for k, v, nan, ts, step, mid, dname, ddigest in rows[:limit]
     ], token
 
 

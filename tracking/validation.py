@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 
@@ -40,6 +41,12 @@ def validate_key(key: str | None, kind: str) -> str:
     """Metric, param and tag names: short, a safe charset, and a normalised relative path."""
     if key is None or key == "":
         raise MissingParameter("key")
+    return _checked_key(key, kind)
+
+
+# A batch names the same few keys over and over; a refused key raises and is never cached.
+@functools.lru_cache(maxsize=4096)
+def _checked_key(key: str, kind: str) -> str:
     if len(key) > MAX_KEY_LEN:
         raise InvalidParameter(
             f"{kind} name '{key[:40]}...' had length {len(key)}, which exceeded length limit of "

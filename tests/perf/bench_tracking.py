@@ -1,12 +1,13 @@
 """Side-by-side tracking REST benchmark: mlgate against the reference MLflow server.
 
 Both servers run as subprocesses on this machine, over the same kind of database (fresh
-databases for each) and with the same worker count. A raw asyncio HTTP/1.1 keep-alive client
+databases for each), either each on its own defaults (``--pairing defaults``) or with the same
+worker count (``--pairing equal --workers N``). A raw asyncio HTTP/1.1 keep-alive client
 drives MLflow's REST API with 16 concurrent connections, so the load generator's own cost stays
 small and is measured (client CPU per request, plus a ceiling against a null server).
 
-    .venv/bin/python tests/perf/bench_tracking.py --backend sqlite --workers 1
-    .venv/bin/python tests/perf/bench_tracking.py --backend postgres --workers 1
+    .venv/bin/python tests/perf/bench_tracking.py --backend sqlite --pairing defaults
+    .venv/bin/python tests/perf/bench_tracking.py --backend postgres --pairing equal --workers 2
 
 The ``mlflow`` executable is looked up next to the running interpreter (``pip install -e
 '.[bench]'``) unless ``--mlflow-bin`` names it. PostgreSQL needs a server that the
@@ -24,6 +25,7 @@ import itertools
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -61,6 +63,11 @@ class HttpError(Exception):
     pass
 
 
+# Header lines every connection to a port sends (``Authorization`` for an auth-on server), set
+# once the server's token exists and before any load; empty for the others.
+EXTRA_HEADERS: dict[int, bytes] = {}
+
+
 class Connection:
     """One persistent HTTP/1.1 connection; requests on it are strictly sequential."""
 
@@ -68,6 +75,7 @@ class Connection:
         self.host = host
         self.port = port
         self.host_header = f"{host}:{port}".encode()
+        self.extra_headers = EXTRA_HEADERS.get(port, b"")
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.reconnects = 0
@@ -96,10 +104,11 @@ class Connection:
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
-        head = b"%s %s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\n" % (
+        head = b"%s %s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\n%s" % (
             method.encode(),
             path.encode(),
             self.host_header,
+            self.extra_headers,
         )
         if body is not None:
             head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
@@ -861,9 +870,11 @@ def render(
     ceiling: LoadResult | None,
 ) -> str:
     missing = LoadResult(skipped="not run")
-    title = (
-        f"# Tracking REST benchmark: mlgate vs MLflow ({args.backend}, {args.workers} worker(s))"
-    )
+    pairing = "both on their defaults"
+    if args.pairing == "equal":
+        pairing = f"{args.workers} vs {args.workers} workers"
+    auth = ", mlgate with auth on" if args.auth else ""
+    title = f"# Tracking REST benchmark: mlgate vs MLflow ({args.backend}, {pairing}{auth})"
     out = [title, ""]
     out += [f"- {k}: {v}" for k, v in meta.items()]
     out += [
@@ -1008,7 +1019,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add = p.add_argument
     add("--backend", choices=["sqlite", "postgres"], default="sqlite")
-    add("--workers", type=int, default=1, help="worker processes, the same for both servers")
+    add("--pairing", choices=["defaults", "equal"], default="defaults",
+        help="defaults: each server on its own defaults (mlgate: no --workers, i.e. "
+        "MLGATE_WORKERS' default; mlflow server: its 4 uvicorn workers and its job processes); "
+        "equal: both with --workers N and MLflow's job processes off")  # fmt: skip
+    add("--workers", type=int, default=2, help="with --pairing equal: workers for both servers")
+    add("--auth", action="store_true",
+        help="run mlgate with authentication on; every request carries an admin's API token")  # fmt: skip
     add("--requests", type=int, default=2000, help="measured requests per write op (default 2000)")
     add("--search-requests", type=int, help="filtered search (default requests/10, at least 50)")
     add("--page-requests", type=int, help="1,000-run page (default requests/40, at least 30)")
@@ -1021,7 +1038,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--mlgate-bin", help="the 'mlgate' executable (default: next to python)")
     add("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432",
         help="server URL, without a database, of a role that may create databases")  # fmt: skip
-    add("--output", help="markdown file (default tests/perf/results-<backend>[-w<N>].md)")
+    add("--output", help="markdown file (default tests/perf/results-<backend>-<pairing>.md)")
     add("--py-spy", help="py-spy executable: profile mlgate during each measured phase")
     add("--profile-dir", default="", help="where py-spy writes <op>.txt (default: the temp dir)")
     add("--quiet-wait", type=float, default=90.0,
@@ -1032,12 +1049,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def server_argv(name: str, exe: str, url: str, art: str, port: int, workers: int) -> list[str]:
+def server_argv(
+    name: str, exe: str, url: str, art: str, port: int, workers: int | None
+) -> list[str]:
+    """A server's command line; ``workers=None`` leaves the worker count to its default."""
+    flag = [] if workers is None else ["--workers", str(workers)]
     if name == "mlgate":
         return [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--database-url", url,
-                "--artifacts-destination", art, "--workers", str(workers)]  # fmt: skip
+                "--artifacts-destination", art, *flag]  # fmt: skip
     return [exe, "server", "--backend-store-uri", url, "--artifacts-destination", art,
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
+            "--host", "127.0.0.1", "--port", str(port), *flag]  # fmt: skip
 
 
 # The reference server's environment. Telemetry off (offline box). The background job runner
@@ -1050,6 +1071,41 @@ MLFLOW_ENV = {
     "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(CONCURRENCY),
     "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(CONCURRENCY),
 }
+# On its defaults (``--pairing defaults``) the reference server keeps its job processes, as a
+# user who runs ``mlflow server`` gets them; the pool still has to fit the 16 clients.
+MLFLOW_DEFAULTS_ENV = {
+    k: v for k, v in MLFLOW_ENV.items() if k != "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+}
+BENCH_ADMIN = "bench-admin"
+
+
+def pairing_label(args: argparse.Namespace) -> str:
+    label = "defaults" if args.pairing == "defaults" else f"w{args.workers}"
+    return label + ("-auth" if args.auth else "")
+
+
+def mlgate_auth_env(password: str) -> dict[str, str]:
+    """Authentication on, as production runs it, with a first administrator."""
+    return {
+        "MLGATE_AUTH": "true",
+        "MLGATE_ADMIN_USERNAME": BENCH_ADMIN,
+        "MLGATE_ADMIN_PASSWORD": password,
+    }
+
+
+async def mint_token(port: int, password: str) -> str:
+    """An API token of the bench administrator (created with its password, as the CLI does)."""
+    import base64
+
+    basic = base64.b64encode(f"{BENCH_ADMIN}:{password}".encode())
+    EXTRA_HEADERS[port] = b"Authorization: Basic %s\r\n" % basic
+    conn = Connection("127.0.0.1", port)
+    try:
+        out = await call(conn, "POST", "/api/2.0/mlgate/tokens/create", {"name": "bench"})
+    finally:
+        conn.close()
+    EXTRA_HEADERS[port] = b"Authorization: Bearer %s\r\n" % str(out["secret"]).encode()
+    return str(out["secret"])
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -1072,18 +1128,28 @@ async def main_async(args: argparse.Namespace) -> int:
     log(f"workdir {workdir}")
     try:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_"))}
+        workers = None if args.pairing == "defaults" else args.workers
+        mlflow_env = MLFLOW_DEFAULTS_ENV if args.pairing == "defaults" else MLFLOW_ENV
+        password = secrets.token_urlsafe(18)
         for name in names:
             (workdir / name).mkdir()
             url = await dbs.url_for(name)
             port = free_port()
             argv = server_argv(name, exes[name], url, str(workdir / name / "artifacts"), port,
-                               args.workers)  # fmt: skip
-            env = base_env if name == "mlgate" else {**base_env, **MLFLOW_ENV}
+                               workers)  # fmt: skip
+            env = {**base_env, **mlflow_env}
+            if name == "mlgate":
+                env = {**base_env, **(mlgate_auth_env(password) if args.auth else {})}
             servers[name] = Server(name, argv, env, port, workdir / name / "server.log", url)
         for s in servers.values():
             s.start()
         await asyncio.gather(*(s.wait_healthy() for s in servers.values()))
         log(f"servers healthy: {', '.join(servers)}")
+        if args.auth and "mlgate" in servers:
+            await mint_token(servers["mlgate"].port, password)
+            log("mlgate: authentication on; requests carry an admin API token")
+        await asyncio.sleep(3)  # let every worker (and MLflow's job processes) come up
+        processes = {n: len(tree_pids(s.pid)) for n, s in servers.items()}
 
         versions = {}
         for name, s in servers.items():
@@ -1159,14 +1225,17 @@ async def main_async(args: argparse.Namespace) -> int:
                         s.cpu,
                     )
 
-        workers = f"--workers {args.workers}"
+        flags = "(no --workers flag: its default)" if workers is None else f"--workers {workers}"
+        auth = " with MLGATE_AUTH=true and a Bearer API token on every request" if args.auth else ""
         meta = {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{os.cpu_count()} cores; load average {load0:.2f} at start, "
             f"{os.getloadavg()[0]:.2f} at end",
-            "mlgate": f"{versions.get('mlgate', '-')} (git {git_rev()}), `mlgate server {workers}`",
-            "MLflow": f"{versions.get('mlflow', '-')}, `mlflow server {workers}` (uvicorn), env "
-            + " ".join(f"{k}={v}" for k, v in MLFLOW_ENV.items()),
+            "mlgate": f"{versions.get('mlgate', '-')} (git {git_rev()}), `mlgate server` {flags}"
+            f"{auth}; {processes.get('mlgate', 0)} processes in its tree",
+            "MLflow": f"{versions.get('mlflow', '-')}, `mlflow server` {flags} (uvicorn), env "
+            + " ".join(f"{k}={v}" for k, v in mlflow_env.items())
+            + f"; {processes.get('mlflow', 0)} processes in its tree",
             "database": {
                 "sqlite": "a fresh SQLite file per server",
                 "postgres": "a fresh PostgreSQL database per server (VACUUM ANALYZE after seeding)",
@@ -1182,8 +1251,7 @@ async def main_async(args: argparse.Namespace) -> int:
         }
         report = render(args, meta, results, serial, probes, ceiling)
         print(report)
-        suffix = "" if args.workers == 1 else f"-w{args.workers}"
-        default_output = PERF_DIR / f"results-{args.backend}{suffix}.md"
+        default_output = PERF_DIR / f"results-{args.backend}-{pairing_label(args)}.md"
         output = Path(args.output) if args.output else default_output
         output.write_text(report)
         log(f"wrote {output}")

@@ -182,9 +182,27 @@ def test_write_to_deleted_run(live_server: LiveServer, unique: str) -> None:
         ("runs/log-parameter", {"run_id": run_id, "key": "p", "value": "1"}),
         ("runs/set-tag", {"run_id": run_id, "key": "t", "value": "1"}),
         ("runs/log-batch", {"run_id": run_id, "params": [{"key": "b", "value": "1"}]}),
+        # Metrics only: on PostgreSQL the run lookup is folded into the write's one statement.
+        ("runs/log-batch", {"run_id": run_id, "metrics": [_point("b", 2.0)]}),
     ]:
         msg = _error(_post(live_server, path, body), 400, "INVALID_PARAMETER_VALUE")
         assert "active" in msg
+    assert _post(live_server, "runs/restore", {"run_id": run_id}).status_code == 200
+    assert _run(live_server, run_id)["data"].get("metrics", []) == []
+
+
+def _point(key: str, value: float) -> dict[str, object]:
+    return {"key": key, "value": value, "timestamp": 1, "step": 0}
+
+
+def test_metric_writes_to_an_unknown_run_are_not_found(live_server: LiveServer) -> None:
+    missing = "f" * 32
+    for path, body in [
+        ("runs/log-metric", {"run_id": missing, **_point("m", 1.0)}),
+        ("runs/log-batch", {"run_id": missing, "metrics": [_point("m", 1.0)]}),
+    ]:
+        msg = _error(_post(live_server, path, body), 404, "RESOURCE_DOES_NOT_EXIST")
+        assert missing in msg
 
 
 def test_bad_page_tokens(live_server: LiveServer, unique: str) -> None:
@@ -324,3 +342,28 @@ def test_nul_characters_are_refused_as_bad_input(live_server: LiveServer) -> Non
         resp = httpx.request(method, live_server.api(path), **kwargs)
         assert 400 <= resp.status_code < 500, (path, resp.status_code, resp.text)
         assert resp.json()["error_code"] in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_run_in_a_deleted_or_unknown_experiment_is_refused_and_not_created(
+    live_server: LiveServer, unique: str
+) -> None:
+    # The experiment check is part of the run's INSERT; the error still names the reason.
+    exp = _post(live_server, "experiments/create", {"name": f"gone-{unique}"}).json()
+    exp_id = exp["experiment_id"]
+    assert _post(live_server, "experiments/delete", {"experiment_id": exp_id}).status_code == 200
+    body = {"experiment_id": exp_id, "run_name": f"r-{unique}"}
+    msg = _error(_post(live_server, "runs/create", body), 400, "INVALID_PARAMETER_VALUE")
+    assert "active" in msg
+    _error(
+        _post(live_server, "runs/create", {"experiment_id": "987654321"}),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+    )
+    assert _post(live_server, "experiments/restore", {"experiment_id": exp_id}).status_code == 200
+    search = {"experiment_ids": [exp_id], "run_view_type": "ALL"}
+    assert _post(live_server, "runs/search", search).json().get("runs", []) == []
+    info = _post(live_server, "runs/create", {"experiment_id": exp_id}).json()["run"]["info"]
+    got = httpx.get(live_server.api("experiments/get"), params={"experiment_id": exp_id}).json()
+    location = got["experiment"]["artifact_location"].rstrip("/")
+    assert info["artifact_uri"] == f"{location}/{info['run_id']}/artifacts"
+    assert _run(live_server, info["run_id"])["info"]["artifact_uri"] == info["artifact_uri"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -93,6 +95,39 @@ def _sqlite_engine(
     return engine
 
 
+# A pooled connection idle for longer than this is pinged before it is handed out.
+PING_IDLE_AFTER_S = 1.0
+
+
+def ping_idle_connections(engine: AsyncEngine, idle_after: float = PING_IDLE_AFTER_S) -> None:
+    """Ping a pooled PostgreSQL connection at checkout only when it has sat idle a while.
+
+    A connection the server dropped (restart, failover, a cut network) is found at checkout and
+    replaced, so requests after an outage succeed without a restart. SQLAlchemy's
+    ``pool_pre_ping`` does the same on every checkout, and asyncpg's ping is three round trips
+    (BEGIN, an empty statement, ROLLBACK): under load that was more than a log-metric's own
+    statements. A connection checked in moments ago was just used successfully, so only an
+    idle one is pinged. Requests caught mid-outage answer 503 as before, and their disconnect
+    invalidates the pool, so the next checkout reconnects.
+    """
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle_after:
+            return  # a new connection, or one in use moments ago
+        try:
+            sync_engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+
+
 class Database:
     """Owns the engines; writes and reads use separate engines only on SQLite."""
 
@@ -126,15 +161,18 @@ class Database:
                 echo=echo,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                # A connection the server dropped (restart, failover, a cut network) is found at
-                # checkout and replaced, so requests after an outage succeed without a restart;
-                # the ping is one local round trip. Requests caught mid-outage answer 503.
-                pool_pre_ping=True,
                 pool_recycle=1800,
             )
+            ping_idle_connections(self.write_engine)
             self.read_engine = self.write_engine
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
-        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        read_bind = self.read_engine
+        if not self.is_sqlite:
+            # PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its
+            # own snapshot anyway, so a read-only transaction's BEGIN and COMMIT were two round
+            # trips that bought no consistency. Same pool; only the reads' connections switch.
+            read_bind = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_sessions = async_sessionmaker(read_bind, expire_on_commit=False)
 
     def _prepare_sqlite_path(self) -> None:
         ensure_sqlite_directory(self.url)
