@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from registry import events, store
 from registry.artifacts.manifest import manifest_digest
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
-from registry.errors import RegisteredModelNotFound
+from registry.errors import ModelVersionNotFound, RegisteredModelNotFound
 from registry.events import PointerMove
 from registry.schemas import CreateModelVersion, ModelVersionOut, SearchModelVersions, Version
 from registry.search import model_version_search_select
@@ -32,6 +32,7 @@ from registry.validation import (
     MAX_SEARCH_VERSIONS,
     MAX_VERSION_TAGS,
     canonical_stage,
+    parse_version,
     validate_description,
     validate_max_results,
     validate_model_name,
@@ -39,7 +40,7 @@ from registry.validation import (
 )
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
-from tracking.core.errors import InvalidParameter, InvalidState, ResourceNotFound
+from tracking.core.errors import InvalidParameter, InvalidState, MlflowError, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_page_token
 
 # --- model versions ------------------------------------------------------------------------------
@@ -311,10 +312,9 @@ async def transition_stage(
     )
     comment = events.with_note(comment, note)
     now = now_ms()
-    archived: list[int] = []
-    if archive_existing_versions:
-        archived = await store.archive_stage(s, model.id, target, keep_version=row.version, now=now)
-    await store.update_version(s, row.id, current_stage=target, last_updated_timestamp=now)
+    archived = await store.move_to_stage(
+        s, model.id, row.version, target, archive_others=archive_existing_versions, now=now
+    )
     after = await store.stage_holders(s, model.id)
     history = stage_changes(
         model, before, after, row.version, "transition", actor, comment, now, explicit=target
@@ -332,8 +332,17 @@ async def transition_stage(
 async def get_download_uri(s: AsyncSession, name: str | None, version: Version | None) -> str:
     """Where the version's files are: its frozen copy (``mlflow-artifacts:/mlgate-frozen/…``),
     or for a version registered before frozen copies, the location its source resolved to."""
-    row = await find_version(s, await find_model(s, name), version)
-    return str(row.storage_location)
+    checked = validate_model_name(name)
+    try:
+        number = parse_version(version)
+    except MlflowError:
+        await find_model(s, checked)  # a missing model is reported first
+        raise
+    location = await store.version_location(s, checked, number)  # one indexed read
+    if location is None:
+        await find_version(s, await find_model(s, checked), number)  # names what is missing
+        raise ModelVersionNotFound(checked, number)  # deleted in between
+    return location
 
 
 async def version_artifact_root(
