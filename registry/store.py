@@ -585,7 +585,8 @@ async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]
     if events:
         # The same keys in every row, so the rows go in one multi-row statement.
         keys = {k for e in events for k in e}
-        await s.execute(insert(PointerEvent), [{k: e.get(k) for k in keys} for e in events])
+        table = PointerEvent.__table__  # Core: ORM bulk inserts split rows by NULL columns
+        await s.execute(insert(table), [{k: e.get(k) for k in keys} for e in events])  # type: ignore[arg-type]
 
 
 async def pointer_history(
