@@ -371,7 +371,8 @@ def server_argv(
 
 def server_env(name: str, base: dict[str, str], pairing: str, auth: bool) -> dict[str, str]:
     if name == "mlgate":
-        env = {**base, "MLGATE_LOG_LEVEL": "warning"}
+        # This checkout's code, not whatever the executable's environment has installed.
+        env = {**base, "MLGATE_LOG_LEVEL": "warning", "PYTHONPATH": str(REPO_ROOT)}
         if auth:
             env |= {"MLGATE_AUTH": "true", "MLGATE_ADMIN_USERNAME": ADMIN[0]}
             env["MLGATE_ADMIN_PASSWORD"] = ADMIN[1]
