@@ -11,6 +11,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -18,7 +19,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
-    literal,
+    literal_column,
     null,
     or_,
     select,
@@ -39,7 +40,13 @@ from registry.models import (
     RegisteredModelTag,
 )
 from tracking.core.auth import ResourceScope
-from tracking.core.db import dialect_insert
+from tracking.core.db import (
+    StatementCache,
+    dialect_insert,
+    dialect_name,
+    id_list_value,
+    in_id_list,
+)
 from tracking.search.sql import fnmatch_match, scope_predicate
 
 _RM = RegisteredModel.__table__
@@ -399,6 +406,31 @@ class ModelBundle:
     latest_versions: list[VersionBundle] = field(default_factory=list)
 
 
+def _build_tags_and_aliases(dialect: str) -> Any:
+    tags: Any = select(
+        ModelVersionTag.version_id.label("version_id"),
+        literal_column("0").label("kind"),
+        ModelVersionTag.key.label("key"),
+        ModelVersionTag.value.label("value"),
+    ).where(in_id_list(ModelVersionTag.version_id, dialect))
+    aliases = (
+        select(ModelVersion.id, literal_column("1"), RegisteredModelAlias.alias, null_string())
+        .join(
+            RegisteredModelAlias,
+            and_(
+                RegisteredModelAlias.model_id == ModelVersion.model_id,
+                RegisteredModelAlias.version == ModelVersion.version,
+            ),
+        )
+        .where(in_id_list(ModelVersion.id, dialect))
+    )
+    both = union_all(tags, aliases).subquery()
+    return select(both).order_by(both.c.kind, case((both.c.kind == 1, both.c.key)))
+
+
+_TAGS_AND_ALIASES = StatementCache(_build_tags_and_aliases)
+
+
 async def load_versions(s: AsyncSession, versions: Sequence[int] | Select) -> list[VersionBundle]:
     """Versions with tags and aliases: two queries however many there are (no N+1).
 
@@ -427,32 +459,8 @@ async def load_versions(s: AsyncSession, versions: Sequence[int] | Select) -> li
     bundles = {r.id: VersionBundle(r) for r in rows}
     ids = list(bundles)
     # Tags and aliases in one statement (kind 0: a tag, kind 1: an alias, in alias order).
-    tags = select(
-        ModelVersionTag.version_id.label("version_id"),
-        literal(0).label("kind"),
-        ModelVersionTag.key.label("key"),
-        ModelVersionTag.value.label("value"),
-    ).where(ModelVersionTag.version_id.in_(ids))
-    aliases = (
-        select(
-            ModelVersion.id,
-            literal(1),
-            RegisteredModelAlias.alias,
-            null_string(),
-        )
-        .join(
-            RegisteredModelAlias,
-            and_(
-                RegisteredModelAlias.model_id == ModelVersion.model_id,
-                RegisteredModelAlias.version == ModelVersion.version,
-            ),
-        )
-        .where(ModelVersion.id.in_(ids))
-    )
-    both = union_all(tags, aliases).subquery()
-    for version_id, kind, key, value in await s.execute(
-        select(both).order_by(both.c.kind, case((both.c.kind == 1, both.c.key)))
-    ):
+    bind = {"ids": id_list_value(ids, dialect_name(s))}
+    for version_id, kind, key, value in await s.execute(_TAGS_AND_ALIASES(s), bind):
         if kind == 0:
             bundles[version_id].tags.append((key, value))
         else:
@@ -507,14 +515,22 @@ def latest_versions_of_select(name: str, stages: Iterable[str]) -> Select:
     )
 
 
-async def version_location(s: AsyncSession, name: str, version: int) -> str | None:
-    """A version's ``storage_location`` by model name and number, in one indexed read."""
-    stmt = (
+def _build_version_location(_dialect: str) -> Any:
+    return (
         select(ModelVersion.storage_location)
         .join(_RM, RegisteredModel.id == ModelVersion.model_id)
-        .where(RegisteredModel.name == name, ModelVersion.version == version)
+        .where(RegisteredModel.name == bindparam("name"))
+        .where(ModelVersion.version == bindparam("version"))
     )
-    found = (await s.execute(stmt)).first()
+
+
+_VERSION_LOCATION = StatementCache(_build_version_location)
+
+
+async def version_location(s: AsyncSession, name: str, version: int) -> str | None:
+    """A version's ``storage_location`` by model name and number, in one indexed read."""
+    params = {"name": name, "version": version}
+    found = (await s.execute(_VERSION_LOCATION(s), params)).first()
     return None if found is None else str(found[0])
 
 
