@@ -332,11 +332,12 @@ async def run_load(
                 t0 = time.perf_counter()
                 try:
                     await step(conns[i], i, next(seqs[i]))
-                except (HttpError, AssertionError, KeyError, ValueError) as exc:
+                except Exception as exc:  # any failure counts as an error
                     if not record:
                         raise
                     res.errors += 1
-                    res.first_error = res.first_error or str(exc)[:300]
+                    res.first_error = res.first_error or repr(exc)[:300]
+                    conns[i].close()  # a broken connection is reopened by the next request
                     continue
                 if record:
                     res.latencies_ms.append((time.perf_counter() - t0) * 1000)
