@@ -333,8 +333,9 @@ async def run_load(
                 try:
                     await step(conns[i], i, next(seqs[i]))
                 except Exception as exc:  # any failure counts as an error
-                    if not record:
-                        raise
+                    if not record:  # warm-up: not counted, but the connection may be broken
+                        conns[i].close()
+                        continue
                     res.errors += 1
                     res.first_error = res.first_error or repr(exc)[:300]
                     conns[i].close()  # a broken connection is reopened by the next request
