@@ -104,6 +104,17 @@ class Client(Connection):
             raise HttpError(f"{method} {path} -> {status}: {data[:300]!r}")
         return json.loads(data) if data.strip() else {}
 
+    async def seed(self, method: str, path: str, obj: Any = None) -> Any:
+        """``call`` for seeding: a 5xx (a shared PostgreSQL out of connections) is retried."""
+        for attempt in range(6):
+            try:
+                return await self.call(method, path, obj)
+            except HttpError as exc:
+                if " -> 5" not in str(exc) or attempt == 5:
+                    raise
+                await asyncio.sleep(1 + attempt)
+        raise AssertionError("unreachable")
+
 
 # --- seeding -------------------------------------------------------------------------------------
 
@@ -118,7 +129,7 @@ class Fixture:
 
 async def finished_run(c: Client, experiment_id: str, auc: float = 0.95) -> tuple[str, str]:
     """A FINISHED run with metrics, a tag and a small model folder; (run_id, model source)."""
-    info = (await c.call("POST", f"{API}/runs/create", {"experiment_id": experiment_id}))["run"][
+    info = (await c.seed("POST", f"{API}/runs/create", {"experiment_id": experiment_id}))["run"][
         "info"
     ]
     metrics = [
@@ -127,21 +138,21 @@ async def finished_run(c: Client, experiment_id: str, auc: float = 0.95) -> tupl
     ]
     tags = [{"key": "git_commit", "value": "abc123"}]
     batch = {"run_id": info["run_id"], "metrics": metrics, "tags": tags}
-    await c.call("POST", f"{API}/runs/log-batch", batch)
+    await c.seed("POST", f"{API}/runs/log-batch", batch)
     root = info["artifact_uri"].removeprefix("mlflow-artifacts:/").strip("/")
     for name, size in (("MLmodel", 200), ("model.pkl", 16 * 1024)):
         status, data = await c.request("PUT", f"{ARTIFACTS}/{root}/model/{name}", os.urandom(size))
         if status != 200:
             raise HttpError(f"upload -> {status}: {data[:200]!r}")
     done = {"run_id": info["run_id"], "status": "FINISHED"}
-    await c.call("POST", f"{API}/runs/update", done)
+    await c.seed("POST", f"{API}/runs/update", done)
     return info["run_id"], info["artifact_uri"].rstrip("/") + "/model"
 
 
 async def seed_models(port: int, headers: dict[str, str], n_models: int) -> list[str]:
     """``n_models`` models with 4 versions each; v4 in Production, v3 Staging, @champion -> v4."""
     c = Client(port, headers)
-    exp = await c.call("POST", f"{API}/experiments/create", {"name": f"reg-{uuid.uuid4().hex[:8]}"})
+    exp = await c.seed("POST", f"{API}/experiments/create", {"name": f"reg-{uuid.uuid4().hex[:8]}"})
     run_id, source = await finished_run(c, exp["experiment_id"])
     c.close()
     names = [f"m{i:04d}-{uuid.uuid4().hex[:4]}" for i in range(n_models)]
@@ -151,19 +162,19 @@ async def seed_models(port: int, headers: dict[str, str], n_models: int) -> list
         c = Client(port, headers)
         while todo:
             name = todo.pop()
-            await c.call("POST", f"{API}/registered-models/create", {"name": name})
+            await c.seed("POST", f"{API}/registered-models/create", {"name": name})
             for _ in range(VERSIONS_PER_MODEL):
                 body = {"name": name, "source": source, "run_id": run_id}
-                await c.call("POST", f"{API}/model-versions/create", body)
+                await c.seed("POST", f"{API}/model-versions/create", body)
             for version, stage in ((VERSIONS_PER_MODEL, "Production"), (3, "Staging")):
                 move: dict[str, Any] = {"name": name, "version": str(version), "stage": stage}
                 move["archive_existing_versions"] = False
-                await c.call("POST", f"{API}/model-versions/transition-stage", move)
+                await c.seed("POST", f"{API}/model-versions/transition-stage", move)
             alias = {"name": name, "alias": "champion", "version": str(VERSIONS_PER_MODEL)}
-            await c.call("POST", f"{API}/registered-models/alias", alias)
+            await c.seed("POST", f"{API}/registered-models/alias", alias)
         c.close()
 
-    await asyncio.gather(*(worker() for _ in range(8)))
+    await asyncio.gather(*(worker() for _ in range(4)))
     return names
 
 
@@ -178,9 +189,9 @@ async def seed_gate(port: int, headers: dict[str, str], per_caller: int, fx: Fix
         "metrics": ["val_auc >= 0.9", "latency_ms <= 50"],
         "required_tags": ["git_commit"],
     }
-    await c.call("POST", f"{MLGATE}/gates/create", gate)
-    secret = await c.call("POST", f"{MLGATE}/gates/secrets/add", {"gate": gate["name"]})
-    exp = await c.call("POST", f"{API}/experiments/create", {"name": f"gate-{prefix}"})
+    await c.seed("POST", f"{MLGATE}/gates/create", gate)
+    secret = await c.seed("POST", f"{MLGATE}/gates/secrets/add", {"gate": gate["name"]})
+    exp = await c.seed("POST", f"{API}/experiments/create", {"name": f"gate-{prefix}"})
     c.close()
     fx.gate_secret = secret["secret"]["secret"]
     fx.gate_model_prefix = prefix
