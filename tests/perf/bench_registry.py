@@ -254,7 +254,10 @@ def op_transition(fx: Fixture) -> Step:
     # Client i moves only its own models (i, i+16, ...), so no two clients contend on a model.
     async def step(c: Client, client: int, seq: int) -> None:
         name = fx.models[(client + CONCURRENCY * (seq % 4)) % len(fx.models)]
-        version = str(1 + (seq // 4) % VERSIONS_PER_MODEL)
+        # The version as a JSON number: `mlflow server` 3.17 on PostgreSQL answers 400
+        # ("operator does not exist: integer <> character varying") to the string the MLflow
+        # client sends when archive_existing_versions is true. mlgate accepts both.
+        version = 1 + (seq // 4) % VERSIONS_PER_MODEL
         body: dict[str, Any] = {"name": name, "version": version, "stage": "Production"}
         body["archive_existing_versions"] = True
         await c.call("POST", f"{API}/model-versions/transition-stage", body)
@@ -432,7 +435,7 @@ def render(
             "CPU per op MLflow/mlgate |", "|---|---:|---:|---:|"]  # fmt: skip
     for op in OPS:
         pair = results.get(op.key, {})
-        if "mlgate" in pair and "mlflow" in pair:
+        if "mlgate" in pair and "mlflow" in pair and pair["mlflow"].rps and pair["mlgate"].rps:
             g, m = pair["mlgate"], pair["mlflow"]
             cpu = (m.server_cpu / m.n) / (g.server_cpu / g.n) if g.server_cpu else float("nan")
             out.append(f"| {op.title} | {g.rps / m.rps:.1f}x | "
