@@ -254,10 +254,11 @@ def op_transition(fx: Fixture) -> Step:
     # Client i moves only its own models (i, i+16, ...), so no two clients contend on a model.
     async def step(c: Client, client: int, seq: int) -> None:
         name = fx.models[(client + CONCURRENCY * (seq % 4)) % len(fx.models)]
-        # The version as a JSON number: `mlflow server` 3.17 on PostgreSQL answers 400
-        # ("operator does not exist: integer <> character varying") to the string the MLflow
-        # client sends when archive_existing_versions is true. mlgate accepts both.
-        version = 1 + (seq // 4) % VERSIONS_PER_MODEL
+        # The version as the MLflow client sends it, a string. `mlflow server` 3.17 on
+        # PostgreSQL answers every such move with 400 ("operator does not exist: integer <>
+        # character varying"), and a JSON number with 400 too (its request validation), so on
+        # PostgreSQL its transition row is all errors.
+        version = str(1 + (seq // 4) % VERSIONS_PER_MODEL)
         body: dict[str, Any] = {"name": name, "version": version, "stage": "Production"}
         body["archive_existing_versions"] = True
         await c.call("POST", f"{API}/model-versions/transition-stage", body)
