@@ -193,8 +193,9 @@ class ResolvedSource:
 
 
 async def _run(s: AsyncSession, run_id: str, raw: str) -> RunOut:
+    """The run's info and model outputs (its data is not needed to resolve a source)."""
     try:
-        return await tracking.get_run(s, run_id)
+        return await tracking.get_run_outputs(s, run_id)
     except ResourceNotFound:
         raise InvalidSource(raw, f"run '{run_id}' does not exist") from None
 

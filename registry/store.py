@@ -7,7 +7,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, false, func, insert, or_, select, update
+from sqlalchemy import (
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +40,13 @@ from registry.models import (
     RegisteredModelTag,
 )
 from tracking.core.auth import ResourceScope
-from tracking.core.db import dialect_insert
+from tracking.core.db import (
+    StatementCache,
+    dialect_insert,
+    dialect_name,
+    id_list_value,
+    in_id_list,
+)
 from tracking.search.sql import fnmatch_match, scope_predicate
 
 _RM = RegisteredModel.__table__
@@ -318,21 +342,21 @@ async def stage_holders(s: AsyncSession, model_id: int) -> dict[str, int]:
     return {stage: int(version) for stage, version in rows}
 
 
-async def archive_stage(
-    s: AsyncSession, model_id: int, stage: str, *, keep_version: int, now: int
+async def move_to_stage(
+    s: AsyncSession, model_id: int, version: int, stage: str, *, archive_others: bool, now: int
 ) -> list[int]:
-    """Move every other version in ``stage`` to Archived; returns the versions moved."""
-    result = await s.execute(
-        update(ModelVersion)
-        .where(
-            ModelVersion.model_id == model_id,
-            ModelVersion.current_stage == stage,
-            ModelVersion.version != keep_version,
+    """Put ``version`` in ``stage`` and, with ``archive_others``, every other version of the
+    stage in Archived, in one statement; returns the versions archived."""
+    moved = ModelVersion.version == version
+    stmt = update(ModelVersion).where(ModelVersion.model_id == model_id)
+    if archive_others:
+        stmt = stmt.where(or_(moved, ModelVersion.current_stage == stage)).values(
+            current_stage=case((moved, stage), else_="Archived"), last_updated_timestamp=now
         )
-        .values(current_stage="Archived", last_updated_timestamp=now)
-        .returning(ModelVersion.version)
-    )
-    return sorted(int(v) for v in result.scalars())
+    else:
+        stmt = stmt.where(moved).values(current_stage=stage, last_updated_timestamp=now)
+    result = await s.execute(stmt.returning(ModelVersion.version))
+    return sorted(int(v) for v in result.scalars() if int(v) != version)
 
 
 # --- aliases -----------------------------------------------------------------------------------
@@ -406,8 +430,33 @@ class ModelBundle:
     latest_versions: list[VersionBundle] = field(default_factory=list)
 
 
+def _build_tags_and_aliases(dialect: str) -> Any:
+    tags: Any = select(
+        ModelVersionTag.version_id.label("version_id"),
+        literal_column("0").label("kind"),
+        ModelVersionTag.key.label("key"),
+        ModelVersionTag.value.label("value"),
+    ).where(in_id_list(ModelVersionTag.version_id, dialect))
+    aliases = (
+        select(ModelVersion.id, literal_column("1"), RegisteredModelAlias.alias, null_string())
+        .join(
+            RegisteredModelAlias,
+            and_(
+                RegisteredModelAlias.model_id == ModelVersion.model_id,
+                RegisteredModelAlias.version == ModelVersion.version,
+            ),
+        )
+        .where(in_id_list(ModelVersion.id, dialect))
+    )
+    both = union_all(tags, aliases).subquery()
+    return select(both).order_by(both.c.kind, case((both.c.kind == 1, both.c.key)))
+
+
+_TAGS_AND_ALIASES = StatementCache(_build_tags_and_aliases)
+
+
 async def load_versions(s: AsyncSession, versions: Sequence[int] | Select) -> list[VersionBundle]:
-    """Versions with tags and aliases: three queries however many there are (no N+1).
+    """Versions with tags and aliases: two queries however many there are (no N+1).
 
     ``versions`` is a list of primary keys (kept in that order) or a select of them (ordered
     by model and version). A select is resolved inside the row query itself, so the choice of
@@ -433,25 +482,13 @@ async def load_versions(s: AsyncSession, versions: Sequence[int] | Select) -> li
         return []
     bundles = {r.id: VersionBundle(r) for r in rows}
     ids = list(bundles)
-    for version_id, key, value in await s.execute(
-        select(ModelVersionTag.version_id, ModelVersionTag.key, ModelVersionTag.value).where(
-            ModelVersionTag.version_id.in_(ids)
-        )
-    ):
-        bundles[version_id].tags.append((key, value))
-    for version_id, alias in await s.execute(
-        select(ModelVersion.id, RegisteredModelAlias.alias)
-        .join(
-            RegisteredModelAlias,
-            and_(
-                RegisteredModelAlias.model_id == ModelVersion.model_id,
-                RegisteredModelAlias.version == ModelVersion.version,
-            ),
-        )
-        .where(ModelVersion.id.in_(ids))
-        .order_by(RegisteredModelAlias.alias)
-    ):
-        bundles[version_id].aliases.append(alias)
+    # Tags and aliases in one statement (kind 0: a tag, kind 1: an alias, in alias order).
+    bind = {"ids": id_list_value(ids, dialect_name(s))}
+    for version_id, kind, key, value in await s.execute(_TAGS_AND_ALIASES(s), bind):
+        if kind == 0:
+            bundles[version_id].tags.append((key, value))
+        else:
+            bundles[version_id].aliases.append(key)
     if isinstance(versions, Select):
         return list(bundles.values())
     return [bundles[i] for i in versions if i in bundles]
@@ -479,7 +516,49 @@ def latest_versions_select(model_ids: Sequence[int], stages: Iterable[str] | Non
     )
 
 
-def highest_version_select(model_id: int) -> Select:
+def null_string() -> Any:
+    return cast(null(), String)
+
+
+def model_named(name: str) -> Any:
+    """The id of the model called ``name``, as a scalar subquery (one statement with the rest)."""
+    return select(RegisteredModel.id).where(RegisteredModel.name == name).scalar_subquery()
+
+
+def latest_versions_of_select(name: str, stages: Iterable[str]) -> Select:
+    """Like ``latest_versions_select`` for one model found by name, in the same statement."""
+    latest = (
+        select(ModelVersion.model_id, func.max(ModelVersion.version).label("version"))
+        .where(ModelVersion.model_id == model_named(name))
+        .where(ModelVersion.current_stage.in_(list(stages)))
+        .group_by(ModelVersion.model_id, ModelVersion.current_stage)
+    ).subquery()
+    return select(ModelVersion.id).join(
+        latest,
+        and_(ModelVersion.model_id == latest.c.model_id, ModelVersion.version == latest.c.version),
+    )
+
+
+def _build_version_location(_dialect: str) -> Any:
+    return (
+        select(ModelVersion.storage_location, ModelVersion.source, ModelVersion.artifact_root)
+        .join(_RM, RegisteredModel.id == ModelVersion.model_id)
+        .where(RegisteredModel.name == bindparam("name"))
+        .where(ModelVersion.version == bindparam("version"))
+    )
+
+
+_VERSION_LOCATION = StatementCache(_build_version_location)
+
+
+async def version_location(s: AsyncSession, name: str, version: int) -> Any | None:
+    """A version's ``storage_location``, ``source`` and ``artifact_root`` by model name and
+    number, in one indexed read (None: no such version)."""
+    params = {"name": name, "version": version}
+    return (await s.execute(_VERSION_LOCATION(s), params)).first()
+
+
+def highest_version_select(model_id: Any) -> Select:
     return (
         select(ModelVersion.id)
         .where(ModelVersion.model_id == model_id)
@@ -499,7 +578,7 @@ def _versions_by_alias() -> Select:
     )
 
 
-def alias_target_select(model_id: int, alias: str) -> Select:
+def alias_target_select(model_id: Any, alias: str) -> Select:
     return _versions_by_alias().where(
         RegisteredModelAlias.model_id == model_id, RegisteredModelAlias.alias == alias
     )
@@ -544,7 +623,10 @@ async def search_ids(s: AsyncSession, stmt: Select, *, offset: int, limit: int) 
 
 async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
     if events:
-        await s.execute(insert(PointerEvent), list(events))
+        # The same keys in every row, so the rows go in one multi-row statement.
+        keys = {k for e in events for k in e}
+        table = PointerEvent.__table__  # Core: ORM bulk inserts split rows by NULL columns
+        await s.execute(insert(table), [{k: e.get(k) for k in keys} for e in events])  # type: ignore[arg-type]
 
 
 async def pointer_history(

@@ -461,6 +461,13 @@ async def get_run(s: AsyncSession, run_id: str | None) -> RunOut:
     return run_out((await store.load_runs(s, [handle.id]))[0])
 
 
+async def get_run_outputs(s: AsyncSession, run_id: str | None) -> RunOut:
+    """The run's info and model inputs/outputs only; its params, tags, metrics and dataset
+    inputs are left empty (what resolving a ``runs:/`` source needs, in three reads)."""
+    handle = await _run(s, run_id)
+    return run_out((await store.load_runs(s, [handle.id], data=False))[0])
+
+
 async def update_run(s: AsyncSession, req: UpdateRun) -> RunInfoOut:
     handle = await _active_run(s, req.run_id or req.run_uuid)
     values: dict[str, Any] = {}

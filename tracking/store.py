@@ -589,8 +589,14 @@ def _build_load_runs(dialect: str) -> tuple[Any, ...]:
 _LOAD_RUNS = StatementCache(_build_load_runs)
 
 
-async def load_runs(s: AsyncSession, run_pks: Sequence[int]) -> list[RunBundle]:
-    """Load runs in the order given: six queries however many runs there are (no N+1)."""
+async def load_runs(
+    s: AsyncSession, run_pks: Sequence[int], *, data: bool = True
+) -> list[RunBundle]:
+    """Load runs in the order given: six queries however many runs there are (no N+1).
+
+    ``data=False`` loads only the run rows and their model links (two queries): params, tags,
+    metrics and dataset inputs are left empty.
+    """
     if not run_pks:
         return []
     ids = list(run_pks)
@@ -599,6 +605,9 @@ async def load_runs(s: AsyncSession, run_pks: Sequence[int]) -> list[RunBundle]:
     runs_q, params_q, tags_q, metrics_q, inputs_q, links_q = _LOAD_RUNS(s)
     rows = (await conn.execute(runs_q, bind)).all()
     bundles = {r.id: RunBundle(r, [], [], [], [], [], []) for r in rows}
+    if not data:
+        await _load_model_links(conn, links_q, bind, bundles)
+        return [bundles[i] for i in ids if i in bundles]
     for run_id, key, value in (await conn.execute(params_q, bind)).tuples():
         bundles[run_id].params.append((key, value))
     for run_id, key, value in (await conn.execute(tags_q, bind)).tuples():
@@ -616,12 +625,18 @@ async def load_runs(s: AsyncSession, run_pks: Sequence[int]) -> list[RunBundle]:
             input_tags[input_id].append((key, value))
         for i in inputs:
             bundles[i.run_id].dataset_inputs.append((i, input_tags.get(i.id, [])))
+    await _load_model_links(conn, links_q, bind, bundles)
+    return [bundles[i] for i in ids if i in bundles]
+
+
+async def _load_model_links(
+    conn: Any, links_q: Any, bind: dict[str, Any], bundles: dict[int, RunBundle]
+) -> None:
     for run_id, model_id, direction, step in (await conn.execute(links_q, bind)).tuples():
         if direction == "input":
             bundles[run_id].model_inputs.append(model_id)
         else:
             bundles[run_id].model_outputs.append((model_id, step))
-    return [bundles[i] for i in ids if i in bundles]
 
 
 async def run_pk_by_uuid(s: AsyncSession, run_uuid: str) -> int | None:

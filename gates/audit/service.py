@@ -14,10 +14,12 @@ import json
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from gates.audit import store
 from gates.audit.schemas import AuditEntryOut
@@ -81,14 +83,36 @@ def entry_out(row: Any) -> AuditEntryOut:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    at: int
+    actor: str
+    kind: str
+    subject: str
+    body: str  # canonical JSON of the payload
+
+
+# Keys in the (sync) Session's ``info``: the entries appended and not yet written, and where
+# each open savepoint began in that list.
+_PENDING = "mlgate.audit.pending"
+_SAVEPOINTS = "mlgate.audit.savepoints"
+
+
 async def append(
     session: AsyncSession, kind: str, subject: str, payload: dict[str, Any], actor: str
-) -> AuditEntryOut:
+) -> None:
     """Append an entry in ``session``'s transaction: it commits or rolls back with the action.
 
     ``kind`` says what happened ('gate.decided', 'approval.approved', 'policy.updated' ...),
-    ``subject`` what it happened to ('model:fraud', 'policy:prod-gate' ...). Appends are
-    serialised until the transaction ends, so call it late in short transactions.
+    ``subject`` what it happened to ('model:fraud', 'policy:prod-gate' ...).
+
+    The entry is chained when the transaction commits: the chain's lock (one chain for the
+    whole server, see ``store.lock_chain_and_read_head``) is taken, the head read, and every
+    entry of the transaction hashed and inserted in one statement, right before COMMIT. So the
+    chain is held for those statements and the COMMIT only, never for the rest of the
+    transaction, and unrelated transactions do not queue behind each other's work. An entry
+    appended inside a savepoint that rolls back is dropped with it; reads of the trail in the
+    same transaction (``search``) see the pending entries, chained first.
     """
     if not kind or len(kind) > MAX_KIND:
         raise ValueError(f"audit kind must be 1-{MAX_KIND} characters: {kind!r}")
@@ -96,28 +120,84 @@ async def append(
         raise ValueError(f"audit subject must be 1-{MAX_SUBJECT} characters")
     actor = (actor or "")[:MAX_ACTOR]
     body = canonical_json(payload)
-    await store.lock_chain(session)
-    head = await store.head(session)
-    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
-    at = now_ms()
-    parsed = json.loads(body)
-    digest = entry_hash(
-        prev_hash, seq=seq, at=at, actor=actor, kind=kind, subject=subject, payload=parsed
-    )
-    await store.insert_entry(
-        session,
-        {
-            "seq": seq,
-            "at": at,
-            "actor": actor,
-            "kind": kind,
-            "subject": subject,
-            "payload": body,
-            "prev_hash": prev_hash,
-            "hash": digest,
-        },
-    )
-    return AuditEntryOut(seq, at, actor, kind, subject, parsed, prev_hash, digest)
+    _pending(session.sync_session).append(_Pending(now_ms(), actor, kind, subject, body))
+
+
+def _pending(session: Session) -> list[_Pending]:
+    """The session's pending entries; the first call installs the session's commit hooks."""
+    found = session.info.get(_PENDING)
+    if found is None:
+        found = session.info[_PENDING] = []
+        session.info[_SAVEPOINTS] = {}
+        event.listen(session, "after_transaction_create", _on_transaction_create)
+        event.listen(session, "after_soft_rollback", _on_rollback)
+        event.listen(session, "before_commit", _on_commit)
+    return cast(list[_Pending], found)
+
+
+def _on_transaction_create(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        session.info[_SAVEPOINTS][id(transaction)] = len(session.info[_PENDING])
+
+
+def _on_rollback(session: Session, previous: SessionTransaction) -> None:
+    pending: list[_Pending] = session.info[_PENDING]
+    savepoints: dict[int, int] = session.info[_SAVEPOINTS]
+    if previous.nested:
+        # Entries appended after the savepoint began are undone with it. A savepoint opened
+        # before the first append (hooks not yet installed) began with nothing pending.
+        del pending[savepoints.pop(id(previous), 0) :]
+    elif previous.parent is None:
+        pending.clear()
+        savepoints.clear()
+
+
+def _on_commit(session: Session) -> None:
+    if not session.in_nested_transaction():  # a savepoint's release chains nothing yet
+        write_pending(session)
+
+
+def write_pending(session: Session) -> None:
+    """Chain and insert the session's pending entries (synchronous, see ``append``)."""
+    pending: list[_Pending] | None = session.info.get(_PENDING)
+    if not pending:
+        return
+    head = store.lock_chain_and_read_head(session)
+    seq, prev_hash = head if head else (0, GENESIS_HASH)
+    rows = []
+    for p in pending:
+        seq += 1
+        digest = entry_hash(
+            prev_hash,
+            seq=seq,
+            at=p.at,
+            actor=p.actor,
+            kind=p.kind,
+            subject=p.subject,
+            payload=json.loads(p.body),
+        )
+        rows.append(
+            {
+                "seq": seq,
+                "at": p.at,
+                "actor": p.actor,
+                "kind": p.kind,
+                "subject": p.subject,
+                "payload": p.body,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
+        )
+        prev_hash = digest
+    store.insert_entries(session, rows)
+    pending.clear()
+    session.info[_SAVEPOINTS].clear()
+
+
+async def _chain_pending(s: AsyncSession) -> None:
+    """Before reading the trail in a transaction that appended to it: chain its entries."""
+    if s.sync_session.info.get(_PENDING):
+        await s.run_sync(write_pending)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -142,6 +222,7 @@ async def search(
     limit = _page_limit(max_results)
     fingerprint = f"audit:{kind}:{subject}"
     before = decode_page_token(page_token, fingerprint) if page_token else None
+    await _chain_pending(s)
     rows = await store.search(
         s, kind=kind or None, subject=subject or None, before_seq=before, limit=limit + 1
     )
@@ -374,6 +455,7 @@ async def search_filtered(
         kind_prefix = kind[:-1] or None
         kind = None
     model = where.model or None
+    await _chain_pending(s)
     rows = await store.search_filtered(
         s,
         kind=kind,

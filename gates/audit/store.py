@@ -6,9 +6,9 @@ from typing import Any, cast
 
 from sqlalchemy import Table, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from gates.audit.models import AuditEntry
-from tracking.core.db import dialect_name
 
 _L = cast(Table, AuditEntry.__table__)
 
@@ -16,15 +16,24 @@ _L = cast(Table, AuditEntry.__table__)
 _PG_CHAIN_LOCK = 0x6175646974
 
 
-async def lock_chain(s: AsyncSession) -> None:
-    """Hold the chain until this transaction ends, so concurrent appends form one chain.
+def lock_chain_and_read_head(s: Session) -> tuple[int, str] | None:
+    """Hold the chain until this transaction ends, and read its head: (seq, hash) or None.
 
     PostgreSQL: a transaction-scoped advisory lock; the head is read after taking it, in a
     fresh READ COMMITTED snapshot, so it sees the previous appender's committed row. SQLite:
-    writes already run one at a time (BEGIN IMMEDIATE), nothing to add.
+    writes already run one at a time (BEGIN IMMEDIATE), nothing to add. Synchronous: it runs
+    in the session's commit (see ``gates.audit.service``), inside SQLAlchemy's greenlet.
     """
-    if dialect_name(s) == "postgresql":
-        await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
+    bind = s.get_bind()
+    if bind.dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
+    row = s.execute(select(_L.c.seq, _L.c.hash).order_by(_L.c.seq.desc()).limit(1)).first()
+    return None if row is None else (int(row.seq), str(row.hash))
+
+
+def insert_entries(s: Session, rows: list[dict[str, Any]]) -> None:
+    """The entries in one statement."""
+    s.execute(insert(_L).values(rows))
 
 
 async def head(s: AsyncSession) -> tuple[int, str] | None:
@@ -35,10 +44,6 @@ async def head(s: AsyncSession) -> tuple[int, str] | None:
 async def hash_at(s: AsyncSession, seq: int) -> str | None:
     row = (await s.execute(select(_L.c.hash).where(_L.c.seq == seq))).first()
     return None if row is None else str(row.hash)
-
-
-async def insert_entry(s: AsyncSession, values: dict[str, Any]) -> None:
-    await s.execute(insert(_L).values(**values))
 
 
 async def entries_after(s: AsyncSession, after_seq: int, limit: int) -> list[Any]:

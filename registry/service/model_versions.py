@@ -12,7 +12,7 @@ from registry import events, store
 from registry.artifacts.freeze import EMPTY_ROOT
 from registry.artifacts.manifest import manifest_digest
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
-from registry.errors import InvalidSource, RegisteredModelNotFound
+from registry.errors import InvalidSource, ModelVersionNotFound, RegisteredModelNotFound
 from registry.events import PointerMove
 from registry.prompts import (
     PROMPT_SOURCE_PLACEHOLDERS,
@@ -46,6 +46,7 @@ from registry.validation import (
     MAX_SEARCH_VERSIONS,
     MAX_VERSION_TAGS,
     canonical_stage,
+    parse_version,
     validate_description,
     validate_max_results,
     validate_model_name,
@@ -54,7 +55,7 @@ from registry.validation import (
 from tracking import service as tracking
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
-from tracking.core.errors import InvalidParameter, InvalidState, ResourceNotFound
+from tracking.core.errors import InvalidParameter, InvalidState, MlflowError, ResourceNotFound
 from tracking.core.object_uris import S3Location, is_s3_uri
 from tracking.core.wire import decode_page_token, encode_page_token
 
@@ -446,10 +447,9 @@ async def transition_stage(
     )
     comment = events.with_note(comment, note)
     now = now_ms()
-    archived: list[int] = []
-    if archive_existing_versions:
-        archived = await store.archive_stage(s, model.id, target, keep_version=row.version, now=now)
-    await store.update_version(s, row.id, current_stage=target, last_updated_timestamp=now)
+    archived = await store.move_to_stage(
+        s, model.id, row.version, target, archive_others=archive_existing_versions, now=now
+    )
     await store.update_registered_model(s, model.id, last_updated_timestamp=now)
     after = await store.stage_holders(s, model.id)
     history = stage_changes(
@@ -468,9 +468,18 @@ async def transition_stage(
 async def get_download_uri(s: AsyncSession, name: str | None, version: Version | None) -> str:
     """Where the version's files are: its frozen copy (``mlflow-artifacts:/mlgate-frozen/…``),
     or for a version registered before frozen copies, the location its source resolved to."""
-    row = await find_version(s, await find_model(s, name), version)
+    checked = validate_model_name(name)
+    try:
+        number = parse_version(version)
+    except MlflowError:
+        await find_model(s, checked)  # a missing model is reported first
+        raise
+    found = await store.version_location(s, checked, number)  # one indexed read
+    if found is None:
+        await find_version(s, await find_model(s, checked), number)  # names what is missing
+        raise ModelVersionNotFound(checked, number)  # deleted in between
     # A prompt version has no files: like MLflow, answer with its placeholder source.
-    return str(row.source if _is_prompt_version(row) else row.storage_location)
+    return str(found.source if _is_prompt_version(found) else found.storage_location)
 
 
 async def version_artifact_root(

@@ -45,7 +45,12 @@ from registry.validation import (
 )
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
-from tracking.core.errors import InvalidParameter, ResourceAlreadyExists, ResourceNotFound
+from tracking.core.errors import (
+    InvalidParameter,
+    MlflowError,
+    ResourceAlreadyExists,
+    ResourceNotFound,
+)
 from tracking.core.wire import decode_page_token, encode_page_token
 
 # --- registered models ---------------------------------------------------------------------------
@@ -195,9 +200,17 @@ async def get_latest_versions(
     s: AsyncSession, name: str | None, stages: Sequence[str] | None
 ) -> list[ModelVersionOut]:
     """The highest version in each requested stage (every stage when none is given)."""
-    model = await find_model(s, name)
-    wanted = {canonical_stage(st) for st in stages} if stages else set(STAGES)
-    found = await store.load_versions(s, store.latest_versions_select([model.id], wanted))
+    checked = validate_model_name(name)
+    try:
+        wanted = {canonical_stage(st) for st in stages} if stages else set(STAGES)
+    except MlflowError:
+        await find_model(s, checked)  # a missing model is reported first, as MLflow does
+        raise
+    # The model is found by name inside the version query: one read on the hot path of
+    # models:/name/<stage>; only an empty answer looks the model up, to tell "no such model".
+    found = await store.load_versions(s, store.latest_versions_of_select(checked, wanted))
+    if not found:
+        await find_model(s, checked)
     return [version_out(b) for b in found]
 
 
@@ -302,15 +315,18 @@ async def get_version_by_alias(
 ) -> ModelVersionOut:
     """The version an alias points at; ``latest`` is the highest version (``models:/n@latest``)."""
     checked = validate_alias(alias)
-    model = await find_model(s, name)
+    model_name = validate_model_name(name)
+    model_id = store.model_named(model_name)  # found inside the version query
     if checked.lower() == LATEST_ALIAS:
-        found = await store.load_versions(s, store.highest_version_select(model.id))
+        found = await store.load_versions(s, store.highest_version_select(model_id))
         if not found:
+            model = await find_model(s, model_name)
             raise ResourceNotFound(f"Latest version not found for model {model.name}.")
     else:
         # One statement from alias to version row: a concurrent move is seen before or after.
-        found = await store.load_versions(s, store.alias_target_select(model.id, checked))
+        found = await store.load_versions(s, store.alias_target_select(model_id, checked))
         if not found:
+            model = await find_model(s, model_name)
             raise AliasNotFound(model.name, checked)
     return version_out(found[0])
 

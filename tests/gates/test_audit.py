@@ -4,6 +4,7 @@ pointer moves, verifies with `mlgate audit verify` and names the first tampered 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gates.audit import service as audit
 from registry import events as registry_events
 from registry import service as registry
-from tests.conftest import REPO_ROOT, LiveServer
+from tests.conftest import BACKEND, REPO_ROOT, LiveServer
 from tests.gates.events_support import migrated_database, new_version
 from tests.registry.factories import ACTOR, make_model, make_version
 from tracking.core.db import Database
@@ -35,8 +36,12 @@ def test_canonical_json_is_sorted_compact_ascii_with_named_non_finite_numbers() 
 
 
 async def test_appends_link_each_entry_to_the_previous_hash(session: AsyncSession) -> None:
-    first = await audit.append(session, "policy.updated", "gate:prod", {"v": 1}, "alice")
-    second = await audit.append(session, "grant.changed", "user:bob", {"role": "x"}, "alice")
+    await audit.append(session, "policy.updated", "gate:prod", {"v": 1}, "alice")
+    await audit.append(session, "grant.changed", "user:bob", {"role": "x"}, "alice")
+    # Entries are chained when the transaction commits, or before the trail is read in it.
+    newest, _ = await audit.search(session, kind=None, subject=None, max_results=2, page_token=None)
+    second, first = newest
+    assert (first.kind, second.kind) == ("policy.updated", "grant.changed")
     assert second.seq == first.seq + 1
     assert second.prev_hash == first.hash
     record = json.dumps(
@@ -111,6 +116,62 @@ async def test_concurrent_appends_form_one_chain(make_database: Any) -> None:
     finally:
         for db in writers:
             await db.dispose()
+
+
+async def test_entries_of_a_rolled_back_savepoint_or_transaction_are_never_chained(
+    make_database: Any,
+) -> None:
+    url = await asyncio.to_thread(migrated_database, make_database, "audit_savepoints")
+    db = Database(url, pool_size=2)
+    try:
+        async with db.write() as s:
+            await audit.append(s, "test.kept", "n:1", {}, "t")
+            savepoint = await s.begin_nested()
+            await audit.append(s, "test.undone", "n:2", {}, "t")
+            await savepoint.rollback()
+            savepoint = await s.begin_nested()
+            await audit.append(s, "test.kept", "n:3", {}, "t")
+            await savepoint.commit()
+        with contextlib.suppress(RuntimeError):
+            async with db.write() as s:
+                await audit.append(s, "test.undone", "n:4", {}, "t")
+                raise RuntimeError("the action failed")
+        async with db.read() as s:
+            entries, _ = await audit.search(
+                s, kind=None, subject=None, max_results=10, page_token=None
+            )
+        assert [(e.seq, e.kind, e.subject) for e in reversed(entries)] == [
+            (1, "test.kept", "n:1"),
+            (2, "test.kept", "n:3"),
+        ]
+        result = await audit.verify(db)
+        assert result.ok and result.head_seq == 2, result
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.skipif(BACKEND == "sqlite", reason="SQLite runs one write transaction at a time")
+async def test_an_open_transaction_with_an_entry_does_not_hold_the_chain(
+    make_database: Any,
+) -> None:
+    """The chain is taken only while a transaction commits: a second one appends and commits
+    while the first, which appended earlier, is still open; both end up chained."""
+    url = await asyncio.to_thread(migrated_database, make_database, "audit_open_tx")
+    db = Database(url, pool_size=2)
+    try:
+        async with db.write() as slow:
+            await audit.append(slow, "test.slow", "n:slow", {}, "t")
+            async with asyncio.timeout(15), db.write() as fast:
+                await audit.append(fast, "test.fast", "n:fast", {}, "t")
+        result = await audit.verify(db)
+        assert result.ok and result.head_seq == 2, result
+        async with db.read() as s:
+            entries, _ = await audit.search(
+                s, kind=None, subject=None, max_results=10, page_token=None
+            )
+        assert [e.kind for e in reversed(entries)] == ["test.fast", "test.slow"]
+    finally:
+        await db.dispose()
 
 
 def _mlgate(*args: str) -> subprocess.CompletedProcess[str]:
