@@ -363,7 +363,11 @@ def test_the_session_cookie_signs_in_ui_calls_only(web_world: World) -> None:
         json={"experiment_ids": [web_world.experiment_id, web_world.hidden_experiment_id]},
         headers={**browser._headers(None), **SAME_ORIGIN},
     ).json()
-    assert {r["info"]["run_id"] for r in searched.get("runs", [])} == {web_world.run_id}
+    # Other web tests add runs to the shared world's experiment: only its runs come back.
+    found = searched.get("runs", [])
+    assert web_world.run_id in {r["info"]["run_id"] for r in found}
+    assert web_world.hidden_run_id not in {r["info"]["run_id"] for r in found}
+    assert {r["info"]["experiment_id"] for r in found} == {str(web_world.experiment_id)}
     gql = browser.client.post(
         "/mlflow/graphql",
         json={"operationName": "GetRun", "variables": {"data": {"runId": web_world.hidden_run_id}}},
