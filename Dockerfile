@@ -8,8 +8,8 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
 
 FROM ${NODE_IMAGE} AS assets
-WORKDIR /src/registry/server/web/frontend
-COPY registry/server/web/frontend/package.json registry/server/web/frontend/package-lock.json registry/server/web/frontend/build.mjs ./
+WORKDIR /src/gates/server/web/frontend
+COPY gates/server/web/frontend/package.json gates/server/web/frontend/package-lock.json gates/server/web/frontend/build.mjs ./
 # build.mjs copies the pinned libraries into ../static/vendor.
 RUN npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
@@ -20,7 +20,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY tracking ./tracking
 COPY registry ./registry
 COPY gates ./gates
-COPY --from=assets /src/registry/server/web/static/vendor ./registry/server/web/static/vendor
+COPY --from=assets /src/gates/server/web/static/vendor ./gates/server/web/static/vendor
 # mlgate's wheel first (package-data carries the UI assets and the migrations), then a wheel of
 # every dependency, so the runtime stage installs with --no-index.
 RUN pip wheel --no-deps --wheel-dir /wheels . \

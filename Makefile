@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 # The web UI's browser libraries: from the npm registry, pinned by package-lock.json.
-FRONTEND := registry/server/web/frontend
-ASSETS := registry/server/web/static/vendor/.built
+FRONTEND := gates/server/web/frontend
+ASSETS := gates/server/web/static/vendor/.built
 # Debian's Chromium drives the browser tests (Playwright never downloads a browser here).
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -65,4 +65,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python tests/perf/bench_web.py --backend both
 
 clean:
-	rm -rf $(VENV) mlgate-data $(FRONTEND)/node_modules registry/server/web/static/vendor
+	rm -rf $(VENV) mlgate-data $(FRONTEND)/node_modules gates/server/web/static/vendor

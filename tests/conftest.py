@@ -107,7 +107,7 @@ def _make_database(tmp_root: Path, label: str) -> tuple[str, object]:
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from registry.server import migrate
+    from gates.server import migrate
 
     url, drop = _make_database(tmp_path_factory.mktemp("db"), "main")
     migrate.upgrade(url)
@@ -186,7 +186,7 @@ def start_server(
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "registry.server", "server"],
+            [sys.executable, "-m", "gates.server", "server"],
             cwd=REPO_ROOT,
             env=env,
             stdout=out,

@@ -24,7 +24,7 @@ API = "/api/2.0/mlgate"
 def _mlgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
     return subprocess.run(
-        [sys.executable, "-m", "registry.server", *args],
+        [sys.executable, "-m", "gates.server", *args],
         cwd=REPO_ROOT,
         env={**clean, **env},
         capture_output=True,

@@ -17,7 +17,7 @@ def _mlgate(
     *args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "registry.server", *args],
+        [sys.executable, "-m", "gates.server", *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -50,7 +50,7 @@ def test_server_starts_on_embedded_default_in_empty_directory(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
     env["PYTHONPATH"] = str(REPO_ROOT)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "registry.server", "server", "--port", str(port)],
+        [sys.executable, "-m", "gates.server", "server", "--port", str(port)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import pytest
 
-from registry.server import migrate
+from gates.server import migrate
 from tests.conftest import BACKEND, LiveServer, free_port, start_server, stop_server
 from tests.gates.factories import signed
 from tests.gates.webhook_receiver import wait_until

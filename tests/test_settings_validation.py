@@ -88,7 +88,7 @@ def test_server_with_fractional_approval_ttl_stops_with_exit_2_and_one_clear_lin
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
     for raw in ("0.01", "0"):
         result = subprocess.run(
-            [sys.executable, "-m", "registry.server", "server"],
+            [sys.executable, "-m", "gates.server", "server"],
             cwd=REPO_ROOT,
             env={**env, "MLGATE_APPROVAL_TTL_HOURS": raw},
             capture_output=True,

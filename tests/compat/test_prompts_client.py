@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from registry.server import migrate
+from gates.server import migrate
 from tests.conftest import LiveServer, stop_server
 from tests.security.auth_world import ADMIN_PASSWORD, ADMIN_USER, PASSWORD, start_auth_server
 

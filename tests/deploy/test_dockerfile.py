@@ -82,8 +82,8 @@ def test_the_image_env_sets_real_settings_and_keeps_data_under_the_volume() -> N
 def test_the_wheel_carries_the_ui_assets_and_the_migrations() -> None:
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     data = pyproject["tool"]["setuptools"]["package-data"]
-    assert "static/vendor/*" in data["registry.server.web"]
-    assert "migrations/versions/*.py" in data["registry.server"]
+    assert "static/vendor/*" in data["gates.server.web"]
+    assert "migrations/versions/*.py" in data["gates.server"]
 
 
 @pytest.mark.parametrize("excluded", ["node_modules", "vendor", "__pycache__"])

@@ -54,14 +54,14 @@ def test_the_dockerfile_install_steps_give_a_working_mlgate(
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules", "vendor")
     for name in ("tracking", "registry", "gates"):
         shutil.copytree(REPO_ROOT / name, src / name, ignore=ignore)
-    assert not (src / "registry/server/web/static/vendor").exists()
+    assert not (src / "gates/server/web/static/vendor").exists()
 
     # Stage "assets": its RUN in its WORKDIR (build.mjs writes ../static/vendor in place, which
     # is what the build stage's COPY --from=assets picks up).
     assets = stages["assets"]
     workdir = _one(assets, "WORKDIR").removeprefix("/src/")
     _run(_one(assets, "RUN"), src / workdir, base_env)
-    assert (src / "registry/server/web/static/vendor/uPlot.iife.min.js").is_file()
+    assert (src / "gates/server/web/static/vendor/uPlot.iife.min.js").is_file()
 
     # Stage "build": its RUN with /wheels moved into the temp dir.
     wheels = tmp_path / "wheels"

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from mlflow import MlflowClient
 
-from registry.server import migrate
+from gates.server import migrate
 from tests.conftest import LiveServer, start_server
 from tests.gates.webhook_receiver import Received, wait_until
 

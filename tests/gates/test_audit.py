@@ -176,7 +176,7 @@ async def test_an_open_transaction_with_an_entry_does_not_hold_the_chain(
 
 def _mlgate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "registry.server", *args],
+        [sys.executable, "-m", "gates.server", *args],
         cwd=REPO_ROOT,
         env=dict(os.environ),
         capture_output=True,

@@ -38,7 +38,7 @@ API = "/api/2.0/mlgate"
 
 def _mlgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "registry.server", *args],
+        [sys.executable, "-m", "gates.server", *args],
         cwd=REPO_ROOT,
         env={**os.environ, **env},
         capture_output=True,

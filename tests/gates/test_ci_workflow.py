@@ -32,7 +32,7 @@ CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 @pytest.fixture(scope="module")
 def ci_server(make_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server of its own: the workflow names its model 'fraud', as written."""
-    from registry.server import migrate
+    from gates.server import migrate
 
     url = make_database("ciflow")
     migrate.upgrade(url)

@@ -20,7 +20,7 @@ MLGATE = "/api/2.0/mlgate"
 
 def _mlgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "registry.server", *args],
+        [sys.executable, "-m", "gates.server", *args],
         cwd=REPO_ROOT,
         env={**os.environ, **(env or {})},
         capture_output=True,

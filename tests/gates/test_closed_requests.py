@@ -24,7 +24,7 @@ EXIT_CODES = {"expired": 4, "rejected": 5, "cancelled": 6, "failed": 7}
 
 def _mlgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "registry.server", *args],
+        [sys.executable, "-m", "gates.server", *args],
         cwd=REPO_ROOT,
         env={**os.environ, **env},
         capture_output=True,

@@ -265,7 +265,7 @@ def test_redeliver_dead_of_an_unknown_subscription_is_a_404(failing_server: Live
 
 def _mlgate_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "registry.server", *args, "--database-url", database_url],
+        [sys.executable, "-m", "gates.server", *args, "--database-url", database_url],
         cwd=REPO_ROOT,
         env=dict(os.environ),
         capture_output=True,
@@ -333,7 +333,7 @@ def test_cli_redelivers_every_dead_delivery_and_disables_and_enables(
 
 def test_server_refuses_to_start_with_a_malformed_retry_schedule(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "registry.server", "server", "--no-db-upgrade"],
+        [sys.executable, "-m", "gates.server", "server", "--no-db-upgrade"],
         cwd=REPO_ROOT,
         env={
             **os.environ,

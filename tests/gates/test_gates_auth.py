@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from registry.server import migrate
+from gates.server import migrate
 from tests.conftest import LiveServer, stop_server
 from tests.gates.factories import signed
 from tests.security.auth_world import (

@@ -158,7 +158,7 @@ gates:
         encoding="utf-8",
     )
     applied = subprocess.run(
-        [sys.executable, "-m", "registry.server", "gates", "apply", str(path)],
+        [sys.executable, "-m", "gates.server", "gates", "apply", str(path)],
         cwd=REPO_ROOT,
         env={**os.environ, "MLGATE_DATABASE_URL": database_url},
         capture_output=True,

@@ -89,7 +89,7 @@ def start_server(
     }
     log = (workdir / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "registry.server", "server"],
+        [sys.executable, "-m", "gates.server", "server"],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,

@@ -273,7 +273,7 @@ def mlgate_cli(url: str, *argv: str) -> str:
 
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MLGATE_DATABASE_URL": url}
     done = subprocess.run(
-        [sys.executable, "-m", "registry.server", *argv],
+        [sys.executable, "-m", "gates.server", *argv],
         env=env,
         capture_output=True,
         text=True,
@@ -311,7 +311,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def mlgate_argv(url: str, art: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "registry.server", "server", "--host", "127.0.0.1",
+    return [sys.executable, "-m", "gates.server", "server", "--host", "127.0.0.1",
             "--port", str(port), "--database-url", url, "--artifacts-destination", art]  # fmt: skip
 
 

@@ -578,7 +578,7 @@ def test_model_version_get_artifact_serves_a_version_file(server: LiveServer) ->
 
 
 def test_write_guard_can_refuse_writes_and_deletes(tmp_path: Path, database_url: str) -> None:
-    from registry.server.app import create_app
+    from gates.server.app import create_app
 
     protected = p("0/frozen/artifacts")
     seen: list[str] = []
@@ -610,7 +610,7 @@ def test_write_guard_can_refuse_writes_and_deletes(tmp_path: Path, database_url:
 def test_backend_without_multipart_answers_the_clients_fallback_error(
     tmp_path: Path, database_url: str
 ) -> None:
-    from registry.server.app import create_app
+    from gates.server.app import create_app
 
     app = create_app(
         Settings(database_url=database_url, artifacts_destination=str(tmp_path / "art"))

@@ -7,8 +7,8 @@ import json
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gates.server import cli
 from registry import service
-from registry.server import cli
 from tests.registry.factories import ACTOR, make_model, make_version
 from tracking.core.errors import InvalidParameter
 

@@ -151,7 +151,7 @@ async def test_migration_0003_backfills_artifact_roots_of_existing_versions(
 
     from sqlalchemy import text
 
-    from registry.server import migrate
+    from gates.server import migrate
     from tracking.core.db import Database
 
     url = make_database("backfill")
@@ -548,7 +548,7 @@ def _mlgate_verify(
         [
             sys.executable,
             "-m",
-            "registry.server",
+            "gates.server",
             "verify",
             uri,
             "--database-url",
@@ -593,7 +593,7 @@ def test_mlgate_verify_passes_then_names_tampered_and_missing_files(
     assert "MISSING   conda.yaml" in gone.stdout
 
     as_json = subprocess.run(
-        [sys.executable, "-m", "registry.server", "verify", f"models:/{name}/1", "--json"],
+        [sys.executable, "-m", "gates.server", "verify", f"models:/{name}/1", "--json"],
         cwd=REPO_ROOT,
         env={
             **os.environ,

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.server import migrate
+from gates.server import migrate
 from tests.conftest import LiveServer, free_port, start_server, stop_server
 from tests.gates.webhook_receiver import Received, Receiver, receiving, wait_until
 from tests.registry import test_artifacts

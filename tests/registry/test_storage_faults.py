@@ -134,7 +134,7 @@ def test_sqlite_database_on_a_full_disk_answers_507_and_keeps_serving_reads(
 ) -> None:
     if BACKEND != "sqlite":
         pytest.skip("the database file itself on a full disk is SQLite's case")
-    from registry.server import migrate
+    from gates.server import migrate
 
     mount = tmp_path / "tiny-db"
     _mount_tiny(mount, "2m")

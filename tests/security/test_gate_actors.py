@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.server import migrate
+from gates.server import migrate
 from tests.conftest import REPO_ROOT, LiveServer, stop_server
 from tests.gates.test_gates_auth import Team, _signed_promote
 from tests.security.auth_world import ADMIN_PASSWORD, ADMIN_USER, PASSWORD, start_auth_server
@@ -47,7 +47,7 @@ def _mlgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         if not k.startswith(("MLFLOW_TRACKING_", "MLGATE_TRACKING_"))
     }
     return subprocess.run(
-        [sys.executable, "-m", "registry.server", *args],
+        [sys.executable, "-m", "gates.server", *args],
         cwd=REPO_ROOT,
         env={**base, **env},
         capture_output=True,

@@ -12,8 +12,8 @@ from pathlib import Path
 from litestar import get
 from litestar.testing import TestClient
 
-from registry.server import migrate
-from registry.server.app import create_app
+from gates.server import migrate
+from gates.server.app import create_app
 from tracking.core.auth import Permission
 from tracking.core.settings import Settings
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.server import migrate
+from gates.server import migrate
 from tests.conftest import REPO_ROOT, free_port
 from tracking.core.settings import Settings
 
@@ -22,7 +22,7 @@ def _serve(
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
     return subprocess.run(
-        [sys.executable, "-m", "registry.server", "server", *args],
+        [sys.executable, "-m", "gates.server", "server", *args],
         cwd=REPO_ROOT,
         env={**base, **env},
         capture_output=True,
@@ -53,7 +53,7 @@ def test_public_bind_without_auth_starts_when_allowed_explicitly(tmp_path: Path)
         [
             sys.executable,
             "-m",
-            "registry.server",
+            "gates.server",
             "server",
             "--host",
             "0.0.0.0",
@@ -104,7 +104,7 @@ def test_a_weak_or_missing_first_admin_password_is_refused(make_database, passwo
 
 
 def test_create_app_refuses_a_public_bind_without_auth(tmp_path: Path) -> None:
-    from registry.server.app import create_app
+    from gates.server.app import create_app
 
     with pytest.raises(RuntimeError, match="refusing to listen"):
         create_app(Settings(host="0.0.0.0", database_url=f"sqlite:///{tmp_path / 'x.db'}"))
@@ -114,7 +114,7 @@ def test_the_lifespan_refuses_auth_without_an_administrator(make_database, tmp_p
     """Workers started directly (uvicorn --factory) refuse too, not only `mlgate server`."""
     from litestar.testing import TestClient
 
-    from registry.server.app import create_app
+    from gates.server.app import create_app
 
     url = make_database("lifespan")
     migrate.upgrade(url)

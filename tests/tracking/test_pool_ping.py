@@ -23,7 +23,7 @@ from tracking.core.db import PING_IDLE_AFTER_S
 def test_connections_killed_while_idle_are_replaced_before_a_request_uses_them(
     make_database: object, tmp_path: Path
 ) -> None:
-    from registry.server import migrate
+    from gates.server import migrate
 
     url = make_database("pingidle")  # type: ignore[operator]
     migrate.upgrade(url)

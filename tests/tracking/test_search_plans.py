@@ -93,7 +93,7 @@ def _long_value_sql() -> list[str]:
 @pytest.fixture(scope="module")
 def plans_database_url(make_database: Callable[[str], str]) -> str:
     # Synchronous: the migrations run their own event loop.
-    from registry.server import migrate
+    from gates.server import migrate
 
     url = make_database("plans")
     migrate.upgrade(url)

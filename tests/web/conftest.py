@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from registry.server import migrate
+from gates.server import migrate
 from tests.conftest import LiveServer, stop_server
 from tests.security.auth_world import (
     ADMIN_PASSWORD,

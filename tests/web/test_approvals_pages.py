@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gates.policies import guard, promotion
 from gates.policies.ports import Actor
 from gates.policies.schemas import PromoteRequest
+from gates.server.web.pages.approvals import inbox_data
 from registry import events
 from registry.artifacts.storage import LocalStorage
-from registry.server.web.pages.approvals import inbox_data
 from tests.conftest import LiveServer
 from tests.gates.factories import make_gate, make_run, signed
 from tests.registry.test_query_counts import count_queries

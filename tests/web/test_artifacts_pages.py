@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from registry.artifacts.paths import run_artifact_root
-from registry.server.web.pages.artifacts import (
+from gates.server.web.pages.artifacts import (
     TEXT_PREVIEW_BYTES,
     preview_kind,
     summarise_mlmodel,
 )
+from registry.artifacts.paths import run_artifact_root
 from tests.security.auth_world import World
 from tests.web.support import Browser
 

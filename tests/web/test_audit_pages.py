@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from registry.server import migrate
-from registry.server.web.pages.audit_pages import shown_url
+from gates.server import migrate
+from gates.server.web.pages.audit_pages import shown_url
 from tests.conftest import LiveServer, start_server, stop_server
 from tests.gates.events_support import FAST_WORKER
 from tests.gates.webhook_receiver import Received, Receiver, wait_until

@@ -8,7 +8,7 @@ import random
 import uuid
 from typing import Any
 
-from registry.server.web import charts
+from gates.server.web import charts
 from tracking import service
 from tracking.schemas import CreateExperiment, CreateRun, LogBatch, MetricIn
 
@@ -127,7 +127,7 @@ def test_scatter_keeps_runs_with_both_values_and_says_how_many_were_left_out() -
 
 
 def test_chart_series_json_stays_small_and_finite() -> None:
-    from registry.server.web.charts import metric_charts, series_budget
+    from gates.server.web.charts import metric_charts, series_budget
     from tracking.service import MetricSeries
 
     per_series = series_budget(20 * 12)

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.server import migrate
-from registry.server.mlflow_ui.bundle import find_bundle
+from gates.server import migrate
+from gates.server.mlflow_ui.bundle import find_bundle
 from tests.conftest import LiveServer, start_server, stop_server
 from tests.security.auth_world import API, World
 from tests.web.support import Browser

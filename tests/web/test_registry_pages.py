@@ -14,9 +14,9 @@ from urllib.parse import quote
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gates.server.web.pages.registry_pages import models_page_data
 from registry import service as registry
 from registry.schemas import CreateRegisteredModel
-from registry.server.web.pages.registry_pages import models_page_data
 from tests.conftest import LiveServer
 from tests.registry.test_query_counts import count_queries
 from tests.security.auth_world import API, MLGATE, World

@@ -195,7 +195,7 @@ def test_behind_a_trusted_tls_proxy_forms_work_and_throttling_sees_the_client(
     make_database,
     tmp_path_factory,  # type: ignore[no-untyped-def]
 ) -> None:
-    from registry.server import migrate
+    from gates.server import migrate
     from tests.conftest import start_server, stop_server
     from tests.security.auth_world import ADMIN_PASSWORD, ADMIN_USER, auth_env
 

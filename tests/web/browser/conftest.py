@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from registry.server import migrate
+from gates.server import migrate
 from tests.conftest import BACKEND, REPO_ROOT, LiveServer, start_server, stop_server
 from tests.gates.events_support import FAST_WORKER
 from tests.gates.webhook_receiver import Receiver

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.server.mlflow_ui.bundle import find_bundle
+from gates.server.mlflow_ui.bundle import find_bundle
 from tests.security.auth_world import ADMIN_PASSWORD, ADMIN_USER
 from tests.web.browser.conftest import UI, Browsers, BrowserServer
 from tests.web.browser.seed import PASSWORDS

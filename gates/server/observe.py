@@ -34,9 +34,9 @@ from sqlalchemy.exc import DBAPIError
 import gates.approvals.store
 import gates.events.store
 import gates.policies.store
+from gates.server.observe_setup import MULTIPROC_ENV
 from registry.artifacts.api import STORAGE_STATE_KEY
 from registry.artifacts.paths import ArtifactPath
-from registry.server.observe_setup import MULTIPROC_ENV
 from tracking.core.auth import ACCESS_ACTOR_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, PUBLIC, permission_opt
 from tracking.core.clock import now_ms
 from tracking.core.db import Database
@@ -394,7 +394,7 @@ READY_CHECK_TIMEOUT = 3.0
 def schema_heads() -> frozenset[str]:
     from alembic.script import ScriptDirectory
 
-    from registry.server.migrate import MIGRATIONS_DIR, alembic_config
+    from gates.server.migrate import MIGRATIONS_DIR, alembic_config
 
     config = alembic_config("")
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -14,7 +14,7 @@ from gates.audit import cli as audit_cli
 from gates.events import cli as events_cli
 from gates.events.config import EventsConfig
 from gates.identity import cli as identity_cli
-from registry.server import backup
+from gates.server import backup
 from tracking.core.settings import Settings, export_to_environment
 
 
@@ -306,7 +306,7 @@ def run_server(settings: Settings) -> int:
     import shutil
     import tempfile
 
-    from registry.server import observe_setup
+    from gates.server import observe_setup
 
     # Before prometheus_client is first imported: every worker then writes its samples to
     # this process's private directory, and a scrape of any worker reads all of them.
@@ -321,7 +321,7 @@ def run_server(settings: Settings) -> int:
 def _run_server(settings: Settings) -> int:
     import uvicorn
 
-    from registry.server import migrate, observe, security
+    from gates.server import migrate, observe, security
 
     refusal = security.bind_refusal(settings) or observe.check_log_format(settings)
     if refusal is not None:
@@ -357,13 +357,13 @@ def _run_server(settings: Settings) -> int:
             return 2
     export_to_environment(settings)
     uvicorn.run(
-        "registry.server.app:create_app",
+        "gates.server.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers if settings.workers > 1 else None,
         log_level=settings.log_level,
-        # mlgate's own logging (registry/server/observe.py) formats every line, uvicorn's
+        # mlgate's own logging (gates/server/observe.py) formats every line, uvicorn's
         # included; its access line replaces uvicorn's, which stays off (no duplicates).
         log_config=None,
         access_log=False,
@@ -380,7 +380,7 @@ def _bootstrap_admin(settings: Settings) -> str | None:
     import asyncio
 
     from gates.identity.errors import NoAdministrator
-    from registry.server.security import bootstrap_admin
+    from gates.server.security import bootstrap_admin
     from tracking.core.db import Database
 
     async def bootstrap() -> None:
@@ -458,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in gates_cli.COMMANDS:
         return _run_gates_command(args, settings)
     if args.command == "db":
-        from registry.server import migrate
+        from gates.server import migrate
 
         if args.db_command == "upgrade":
             migrate.upgrade(settings.database_url, args.revision)

@@ -26,6 +26,18 @@ from gates.audit.checkpoints import CheckpointLoop
 from gates.events.config import EventsConfig
 from gates.events.worker import DeliveryWorker
 from gates.policies import guard
+from gates.server import hardening, observe, openapi, security
+from gates.server.mlflow_ui import ajax as mlflow_ui_ajax
+from gates.server.mlflow_ui import pages as mlflow_ui_pages
+from gates.server.mlflow_ui.bundle import find_bundle
+from gates.server.mlflow_ui.graphql import graphql as mlflow_ui_graphql
+from gates.server.mlflow_ui.prefix import MlflowUiPrefix
+from gates.server.web.routes import (
+    UI_EXCEPTION_HANDLERS,
+    UI_GUARDS,
+    static_router,
+    web_route_handlers,
+)
 from registry import events as registry_events
 from registry.artifacts.api import (
     MODEL_VERSION_ROOT_STATE_KEY,
@@ -40,18 +52,6 @@ from registry.artifacts.external import EXTERNAL_STATE_KEY, ExternalSources
 from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
 from registry.artifacts.sweep import StaleUploadSweep
-from registry.server import hardening, observe, openapi, security
-from registry.server.mlflow_ui import ajax as mlflow_ui_ajax
-from registry.server.mlflow_ui import pages as mlflow_ui_pages
-from registry.server.mlflow_ui.bundle import find_bundle
-from registry.server.mlflow_ui.graphql import graphql as mlflow_ui_graphql
-from registry.server.mlflow_ui.prefix import MlflowUiPrefix
-from registry.server.web.routes import (
-    UI_EXCEPTION_HANDLERS,
-    UI_GUARDS,
-    static_router,
-    web_route_handlers,
-)
 from tracking.core.auth import PUBLIC, permission_opt
 from tracking.core.db import Database
 from tracking.core.errors import EXCEPTION_HANDLERS

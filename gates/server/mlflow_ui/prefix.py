@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from registry.server.hardening import SECURITY_HEADERS
+from gates.server.hardening import SECURITY_HEADERS
 
 UI_PREFIX = "/mlflow"
 # Set in the scope of every request that arrived under UI_PREFIX and was forwarded.

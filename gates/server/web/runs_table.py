@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registry.server.web import charts
-from registry.server.web.render import with_query
+from gates.server.web import charts
+from gates.server.web.render import with_query
 from tracking.schemas import RunOut
 
 RUNS_PAGE = 50

@@ -42,14 +42,14 @@ from gates.identity.errors import (
     NoAdministrator,
 )
 from gates.identity.policy import ACTIVE_STAGES, allows, canonical_target, visible_scope
+from gates.server.hardening import require_json_body
+from gates.server.mlflow_ui.prefix import MLFLOW_UI_SCOPE_KEY
+from gates.server.web import session as web_session
 from registry import events
 from registry import service as registry_service
 from registry.artifacts.api import RAW_BODY_OPT, requested_artifact_path
 from registry.artifacts.paths import in_frozen_area
 from registry.events import PointerMove
-from registry.server.hardening import require_json_body
-from registry.server.mlflow_ui.prefix import MLFLOW_UI_SCOPE_KEY
-from registry.server.web import session as web_session
 from registry.uris import parse_model_uri
 from tracking import service as tracking_service
 from tracking.core.auth import (

@@ -20,8 +20,8 @@ from gates.audit.schemas import AuditEntryOut
 from gates.events import service as events_service
 from gates.events.errors import DeliveryNotFound
 from gates.events.service import deliveries as delivery_service
+from gates.server.web.render import page, redirect_with_flash, with_query
 from registry.artifacts.api import RAW_BODY_OPT
-from registry.server.web.render import page, redirect_with_flash, with_query
 from tracking.core.auth import ADMIN, actor_name, permission_opt
 from tracking.core.errors import InvalidParameter, MlflowError
 from tracking.core.http import database

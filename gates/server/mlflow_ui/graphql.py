@@ -16,10 +16,10 @@ import msgspec
 from litestar import Request, Response, post
 
 from gates.identity.policy import visible_scope
+from gates.server.mlflow_ui.prefix import GRAPHQL_PATH
+from gates.server.security import Authorizer
 from registry import service as registry_service
 from registry.schemas import SearchModelVersions
-from registry.server.mlflow_ui.prefix import GRAPHQL_PATH
-from registry.server.security import Authorizer
 from tracking import service as tracking_service
 from tracking.core.auth import AUTHENTICATED, Permission, current_principal, permission_opt
 from tracking.core.errors import MlflowError, NotImplementedFeature

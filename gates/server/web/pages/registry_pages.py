@@ -16,9 +16,9 @@ from gates.approvals import service as approvals
 from gates.identity.policy import allows
 from gates.policies import service as policies
 from gates.policies.schemas import CheckResult, PolicyRules
+from gates.server.web.render import page, with_query
 from registry import service as registry
 from registry.schemas import ModelVersionOut, SearchRegisteredModels
-from registry.server.web.render import page, with_query
 from registry.service.history import pointer_names
 from registry.service.model_versions import versions_with_digests
 from registry.service.registered_models import current_holders

@@ -10,7 +10,7 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from registry.server.metadata import target_metadata
+from gates.server.metadata import target_metadata
 from tracking.core.db import async_url
 from tracking.core.settings import get_settings
 

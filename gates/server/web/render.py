@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from litestar import Request, Response
 from litestar.response import Redirect
 
-from registry.server.web import session
+from gates.server.web import session
 from tracking.core.auth import current_principal
 from tracking.core.settings import Settings
 
@@ -84,7 +84,7 @@ def with_query(target: str, /, **params: Any) -> str:
 
 
 ENV = Environment(
-    loader=PackageLoader("registry.server.web", "templates"),
+    loader=PackageLoader("gates.server.web", "templates"),
     autoescape=select_autoescape(["html"]),
     undefined=StrictUndefined,
     trim_blocks=True,

@@ -25,10 +25,10 @@ import yaml
 from litestar import Request, Response, get
 from litestar.response import Stream
 
+from gates.server.web.render import page, with_query
 from registry.artifacts.api import artifact_storage, content_disposition
 from registry.artifacts.paths import ArtifactPath, parse_artifact_path, run_artifact_root
 from registry.artifacts.storage import ArtifactEntry, ArtifactStorage
-from registry.server.web.render import page, with_query
 from tracking import service as tracking_service
 from tracking.core.auth import Permission, permission_opt
 from tracking.core.errors import InvalidParameter, PermissionDenied, ResourceNotFound

@@ -17,10 +17,10 @@ from litestar.response import File, Redirect
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from registry.server.mlflow_ui.bundle import INSTALL_HINT
-from registry.server.mlflow_ui.prefix import UI_PREFIX
-from registry.server.web.render import page
-from registry.server.web.routes import UI_EXCEPTION_HANDLERS
+from gates.server.mlflow_ui.bundle import INSTALL_HINT
+from gates.server.mlflow_ui.prefix import UI_PREFIX
+from gates.server.web.render import page
+from gates.server.web.routes import UI_EXCEPTION_HANDLERS
 from tracking.core.auth import AUTHENTICATED, PUBLIC, permission_opt
 
 Req = Request[Any, Any, Any]

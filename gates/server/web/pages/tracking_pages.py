@@ -12,11 +12,9 @@ from litestar import Request, Response, get
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity.policy import allows, visible_scope
-from registry import service as registry
-from registry.schemas import SearchModelVersions
-from registry.server.web import charts
-from registry.server.web.render import page, with_query
-from registry.server.web.runs_table import (
+from gates.server.web import charts
+from gates.server.web.render import page, with_query
+from gates.server.web.runs_table import (
     RUNS_PAGE,
     RunRow,
     RunsTableView,
@@ -24,6 +22,8 @@ from registry.server.web.runs_table import (
     run_points,
     run_row,
 )
+from registry import service as registry
+from registry.schemas import SearchModelVersions
 from tracking import service as tracking
 from tracking.core.auth import (
     Permission,

@@ -13,8 +13,8 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from registry.server.web import session
-from registry.server.web.pages import (
+from gates.server.web import session
+from gates.server.web.pages import (
     account,
     approvals,
     artifacts,
@@ -22,7 +22,7 @@ from registry.server.web.pages import (
     registry_pages,
     tracking_pages,
 )
-from registry.server.web.render import STATIC_DIR, page
+from gates.server.web.render import STATIC_DIR, page
 from tracking.core.auth import PUBLIC, permission_opt
 from tracking.core.errors import MlflowError, Unauthenticated, fault_error
 

@@ -16,8 +16,7 @@ from gates.approvals.schemas import STATUSES, ApprovalOut
 from gates.policies import ports
 from gates.policies import service as policies
 from gates.policies.schemas import DecisionOut
-from registry.artifacts.api import RAW_BODY_OPT, STORAGE_STATE_KEY
-from registry.server.web.pages.registry_pages import (
+from gates.server.web.pages.registry_pages import (
     Comparison,
     comparison,
     load_runs,
@@ -27,7 +26,8 @@ from registry.server.web.pages.registry_pages import (
     query_text,
     version_url,
 )
-from registry.server.web.render import page, redirect_with_flash, with_query
+from gates.server.web.render import page, redirect_with_flash, with_query
+from registry.artifacts.api import RAW_BODY_OPT, STORAGE_STATE_KEY
 from registry.service.registered_models import current_holders
 from tracking.core.auth import (
     Permission,

@@ -15,6 +15,7 @@ from litestar import Request, Response, Router, get, post, route
 from litestar.response import Stream
 from litestar.types import ControllerRouterHandler
 
+from gates.server.mlflow_ui.prefix import cross_site_refusal
 from registry.artifacts.api import (
     RAW_BODY_OPT,
     artifact_storage,
@@ -23,7 +24,6 @@ from registry.artifacts.api import (
     stream_file,
 )
 from registry.artifacts.paths import ArtifactPath, parse_artifact_path, parse_artifact_uri
-from registry.server.mlflow_ui.prefix import cross_site_refusal
 from tracking import service as tracking_service
 from tracking.core.auth import PUBLIC, Permission, permission_opt
 from tracking.core.errors import InvalidParameter, NotImplementedFeature, PermissionDenied
