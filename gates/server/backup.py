@@ -1,4 +1,4 @@
-"""``mlgate backup`` and ``mlgate restore``: a consistent copy of the embedded default.
+"""A consistent copy of the embedded default, and its restore (``mlgate backup|restore``).
 
 The embedded default is a SQLite database and a local artifact folder. The database is copied
 with SQLite's online backup API (one read transaction: a consistent snapshot while the server
@@ -12,14 +12,12 @@ newer than the snapshot, which nothing references. PostgreSQL and S3 have their 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,46 +243,3 @@ def restore(source: Path, settings: Settings) -> tuple[Path, Path]:
     else:
         folder.mkdir(parents=True, exist_ok=True)
     return database, folder
-
-
-def add_commands(sub: Any, add_db_flag: Any) -> None:
-    """Register ``backup`` and ``restore`` on the main parser."""
-    for name, text in (
-        ("backup", "copy the embedded SQLite database, artifact folder and an audit checkpoint"),
-        ("restore", "put a backup into a new database file and artifact folder"),
-    ):
-        p = sub.add_parser(name, help=text, description=text)
-        if name == "backup":
-            p.add_argument("--output", "-o", required=True, help="a new (or empty) folder")
-        else:
-            p.add_argument("backup", help="the folder `mlgate backup --output` wrote")
-        add_db_flag(p)
-        p.add_argument(
-            "--artifacts-destination",
-            help="the local artifact folder (env MLGATE_ARTIFACTS_DESTINATION)",
-        )
-
-
-COMMANDS = ("backup", "restore")
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        if args.command == "backup":
-            report = backup(settings, Path(args.output))
-            print(
-                f"backup written to {report.output}: database snapshot at audit seq "
-                f"{report.audit_seq}, {report.files} artifact files ({report.bytes} bytes); "
-                f"checkpoint: {report.checkpoint}"
-            )
-            return 0
-        database, folder = restore(Path(args.backup), settings)
-    except (BackupError, OSError, sqlite3.Error) as exc:
-        print(f"mlgate: {args.command}: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"restored into {database} and {folder}. Start the server on them "
-        f"(MLGATE_DATABASE_URL=sqlite:///{database} MLGATE_ARTIFACTS_DESTINATION={folder}), "
-        f"then check: mlgate audit verify --checkpoint {Path(args.backup) / CHECKPOINT_FILE}"
-    )
-    return 0

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from gates import cli
 from gates.policies import promote_client
+from gates.server.cli import promote as cli
 from tests.conftest import REPO_ROOT, LiveServer, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.compat

@@ -10,12 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from gates.audit.checkpoints import CheckpointError
+from gates.server.cli.family import Family, Subcommands, add_db_flag
 from tracking.core.settings import Settings
+from tracking.core.signing import SigningKeyError
 
 COMMANDS = ("audit",)
 
 
-def add_commands(sub: Any, add_db_flag: Any) -> None:
+def add_commands(sub: Subcommands) -> None:
     audit = sub.add_parser("audit", help="the hash-chained audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser(
@@ -45,26 +48,7 @@ def add_commands(sub: Any, add_db_flag: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from gates.audit.checkpoints import CheckpointError
-    from tracking.core.signing import SigningKeyError
-
-    try:
-        return asyncio.run(_run(args, settings))
-    except (CheckpointError, SigningKeyError) as exc:
-        print(f"mlgate: checkpoint: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"mlgate: {exc}", file=sys.stderr)
-        return 1
-    except SQLAlchemyError as exc:
-        print(
-            f"mlgate: database error ({type(getattr(exc, 'orig', None) or exc).__name__}); "
-            "is the schema current? Run `mlgate db upgrade`.",
-            file=sys.stderr,
-        )
-        return 1
+    return asyncio.run(_run(args, settings))
 
 
 @contextlib.contextmanager
@@ -230,3 +214,12 @@ async def _verify_checkpoint(db: Any, args: argparse.Namespace, settings: Settin
     result = await checkpoints.verify_against(db, checkpoint, keys)
     print(f"{result.message} [trusting {trusted}]")
     return 0 if result.ok else 1
+
+
+FAMILY = Family(
+    commands=COMMANDS,
+    add_commands=add_commands,
+    run=run,
+    labelled=(CheckpointError, SigningKeyError),
+    label="checkpoint: ",
+)

@@ -17,14 +17,20 @@ from typing import Any
 import msgspec
 
 from gates.identity import service
+from gates.server.cli.family import Family, Subcommands, add_db_flag
 from tracking.core.settings import Settings
 
 COMMANDS = ("users", "tokens", "grants")
 CLI_ACTOR = "cli"
 
 
-def add_commands(sub: Any, add_db_flag: Any) -> None:
-    """Register the identity subcommands on the main parser."""
+def add_commands(sub: Subcommands) -> None:
+    _add_users(sub)
+    _add_tokens(sub)
+    _add_grants(sub)
+
+
+def _add_users(sub: Subcommands) -> None:
     users = sub.add_parser("users", help="users who may sign in when MLGATE_AUTH=true")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     create = users_sub.add_parser("create", help="create a user (prompts for the password)")
@@ -54,6 +60,8 @@ def add_commands(sub: Any, add_db_flag: Any) -> None:
     password.add_argument("--password-stdin", action="store_true")
     add_db_flag(password)
 
+
+def _add_tokens(sub: Subcommands) -> None:
     tokens = sub.add_parser("tokens", help="API tokens (MLFLOW_TRACKING_TOKEN)")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
     t_create = tokens_sub.add_parser(
@@ -73,6 +81,8 @@ def add_commands(sub: Any, add_db_flag: Any) -> None:
     t_revoke.add_argument("token_id")
     add_db_flag(t_revoke)
 
+
+def _add_grants(sub: Subcommands) -> None:
     grants = sub.add_parser("grants", help="who may do what on experiments and models")
     grants_sub = grants.add_subparsers(dest="grants_command", required=True)
     add = grants_sub.add_parser(
@@ -270,3 +280,6 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_run(args, settings))
+
+
+FAMILY = Family(commands=COMMANDS, add_commands=add_commands, run=run)

@@ -15,13 +15,14 @@ from typing import Any
 import msgspec
 
 from gates.events import service
+from gates.server.cli.family import Family, Subcommands, add_db_flag
 from tracking.core.settings import Settings
 
 COMMANDS = ("subscriptions",)
 CLI_ACTOR = "cli"
 
 
-def add_commands(sub: Any, add_db_flag: Any) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Register ``mlgate subscriptions`` on the main parser."""
     subs = sub.add_parser("subscriptions", help="webhook subscriptions and their deliveries")
     subs_sub = subs.add_subparsers(dest="subscriptions_command", required=True)
@@ -88,3 +89,6 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         await db.dispose()
+
+
+FAMILY = Family(commands=COMMANDS, add_commands=add_commands, run=run)
