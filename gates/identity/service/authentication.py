@@ -13,15 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity import store
-from gates.identity.errors import (
-    LoginThrottled,
-    NotAllowed,
-)
+from gates.identity.errors import LoginThrottled, NotAllowed
 from gates.identity.service.grants import grant_rules
-from gates.identity.service.records import (
-    USERNAME_RE,
-    grant_rule,
-)
+from gates.identity.service.records import USERNAME_RE, grant_rule
 from tracking.core.auth import (
     Principal,
     constant_time_equals,

@@ -9,10 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity import store
-from gates.identity.errors import (
-    GrantAlreadyExists,
-    GrantNotFound,
-)
+from gates.identity.errors import GrantAlreadyExists, GrantNotFound
 from gates.identity.policy import (
     RESOURCE_TYPES,
     ROLES,

@@ -8,11 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity import store
-from gates.identity.errors import (
-    LastAdministrator,
-    NoAdministrator,
-    UserAlreadyExists,
-)
+from gates.identity.errors import LastAdministrator, NoAdministrator, UserAlreadyExists
 from gates.identity.schemas import UserOut
 from gates.identity.service.records import (
     SYSTEM_ACTOR,

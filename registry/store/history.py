@@ -1,0 +1,89 @@
+"""Pointer history: every stage and alias move, and what a pointer held at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry.models import ModelVersion, PointerEvent
+
+
+async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+    if events:
+        # The same keys in every row, so the rows go in one multi-row statement.
+        keys = {k for e in events for k in e}
+        table = PointerEvent.__table__  # Core: ORM bulk inserts split rows by NULL columns
+        await s.execute(insert(table), [{k: e.get(k) for k in keys} for e in events])  # type: ignore[arg-type]
+
+
+async def pointer_history(
+    s: AsyncSession,
+    model_id: int,
+    *,
+    pointer: tuple[str, str] | None,
+    offset: int,
+    limit: int,
+) -> list[Any]:
+    """A model's pointer events, newest first; ``pointer`` narrows to one (kind, name)."""
+    stmt = select(PointerEvent.__table__).where(PointerEvent.model_id == model_id)
+    if pointer is not None:
+        stmt = stmt.where(
+            PointerEvent.pointer_kind == pointer[0], PointerEvent.pointer == pointer[1]
+        )
+    stmt = stmt.order_by(PointerEvent.timestamp.desc(), PointerEvent.id.desc())
+    return list((await s.execute(stmt.offset(offset).limit(limit))).all())
+
+
+async def pointer_event_at(
+    s: AsyncSession, model_id: int, kind: str, pointer: str, timestamp: int
+) -> Any:
+    """The last event of one pointer at or before ``timestamp`` (ms), or None."""
+    return (
+        await s.execute(
+            select(PointerEvent.__table__)
+            .where(
+                PointerEvent.model_id == model_id,
+                PointerEvent.pointer_kind == kind,
+                PointerEvent.pointer == pointer,
+                PointerEvent.timestamp <= timestamp,
+            )
+            .order_by(PointerEvent.timestamp.desc(), PointerEvent.id.desc())
+            .limit(1)
+        )
+    ).first()
+
+
+async def versions_moved_onto(
+    s: AsyncSession, model_id: int, kind: str, pointer: str, versions: Sequence[int]
+) -> set[int]:
+    """Which of ``versions`` the pointer history shows moved onto (kind, pointer) at some time."""
+    if not versions:
+        return set()
+    moved = PointerEvent.to_version.in_(versions) | (
+        PointerEvent.version.in_(versions) & PointerEvent.action.in_(("transition", "set_alias"))
+    )
+    stmt = select(PointerEvent.to_version, PointerEvent.version).where(
+        PointerEvent.model_id == model_id,
+        PointerEvent.pointer_kind == kind,
+        PointerEvent.pointer == pointer,
+        moved,
+    )
+    wanted = set(versions)
+    found: set[int] = set()
+    for to_version, version in await s.execute(stmt):
+        found.update(v for v in (to_version, version) if v in wanted)
+    return found
+
+
+async def version_ids_of_run(s: AsyncSession, model_id: int, run_id: str, limit: int) -> list[int]:
+    """Primary keys of the model's versions registered from ``run_id``, newest first."""
+    stmt = (
+        select(ModelVersion.id)
+        .where(ModelVersion.model_id == model_id, ModelVersion.run_id == run_id)
+        .order_by(ModelVersion.version.desc())
+        .limit(limit)
+    )
+    return [int(v) for v in (await s.execute(stmt)).scalars()]
