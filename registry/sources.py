@@ -254,53 +254,88 @@ async def resolve_version_source(
     run_id = run_id or None
     model_id = model_id or None
     if isinstance(parsed, ExternalSource):
-        if not any(prefix.contains(parsed.location) for prefix in external):
-            raise InvalidSource(
-                raw, f"it is not under a prefix listed in {EXTERNAL_SOURCES_SETTING}"
-            )
-        # Lineage stated with an external source must at least name existing objects.
-        if run_id is not None:
-            await _run(s, run_id, raw)
-        if model_id is not None:
-            await _logged_model(s, model_id, raw)
-        return ResolvedSource(parsed.canonical, parsed.canonical, run_id, model_id)
+        return await _resolve_external(s, raw, parsed, run_id, model_id, external)
     if isinstance(parsed, LoggedModelSource):
-        if model_id is not None and model_id != parsed.model_id:
-            raise InvalidSource(raw, f"model_id '{model_id}' does not match the source")
-        model = await _logged_model(s, parsed.model_id, raw)
-        source_run = model.info.source_run_id or None  # "" on the wire when unset
-        if run_id is not None and source_run and run_id != source_run:
-            raise InvalidSource(raw, f"run_id '{run_id}' is not the run that logged this model")
-        if run_id is not None and not source_run:
-            await _run(s, run_id, raw)
-        location = _root(model.info.artifact_uri, raw, f"logged model {parsed.model_id}")
-        return ResolvedSource(
-            parsed.canonical, location.to_uri(), run_id or source_run, parsed.model_id
-        )
-
+        return await _resolve_logged_model(s, raw, parsed, run_id, model_id)
     if isinstance(parsed, RunSource):
-        if run_id is not None and run_id != parsed.run_id:
-            raise InvalidSource(raw, f"run_id '{run_id}' does not match the source's run")
-        run = await _run(s, parsed.run_id, raw)
-        logged = (
-            await _model_logged_by_run(s, run, parsed.path.posix) if parsed.path.parts else None
-        )
-        if logged is not None:
-            if model_id is not None and model_id != logged.info.model_id:
-                raise InvalidSource(raw, f"model_id '{model_id}' does not match the source")
-            location = _root(logged.info.artifact_uri, raw, f"logged model {logged.info.model_id}")
-            return ResolvedSource(
-                parsed.canonical, location.to_uri(), parsed.run_id, logged.info.model_id
-            )
-        if model_id is not None:
-            model = await _logged_model(s, model_id, raw)
-            if model.info.source_run_id and model.info.source_run_id != parsed.run_id:
-                raise InvalidSource(raw, f"logged model '{model_id}' was not logged by this run")
-        root = _root(run.info.artifact_uri, raw, f"run {parsed.run_id}")
-        location = root.joinpath(parsed.path)
-        return ResolvedSource(parsed.canonical, location.to_uri(), parsed.run_id, model_id)
+        return await _resolve_run(s, raw, parsed, run_id, model_id)
+    return await _resolve_artifacts(s, raw, parsed, run_id, model_id)
 
-    # mlflow-artifacts:/…: only inside the artifact root of the run or logged model given.
+
+async def _resolve_external(
+    s: AsyncSession,
+    raw: str,
+    parsed: ExternalSource,
+    run_id: str | None,
+    model_id: str | None,
+    external: Sequence[S3Location],
+) -> ResolvedSource:
+    if not any(prefix.contains(parsed.location) for prefix in external):
+        raise InvalidSource(raw, f"it is not under a prefix listed in {EXTERNAL_SOURCES_SETTING}")
+    # Lineage stated with an external source must at least name existing objects.
+    if run_id is not None:
+        await _run(s, run_id, raw)
+    if model_id is not None:
+        await _logged_model(s, model_id, raw)
+    return ResolvedSource(parsed.canonical, parsed.canonical, run_id, model_id)
+
+
+async def _resolve_logged_model(
+    s: AsyncSession,
+    raw: str,
+    parsed: LoggedModelSource,
+    run_id: str | None,
+    model_id: str | None,
+) -> ResolvedSource:
+    if model_id is not None and model_id != parsed.model_id:
+        raise InvalidSource(raw, f"model_id '{model_id}' does not match the source")
+    model = await _logged_model(s, parsed.model_id, raw)
+    source_run = model.info.source_run_id or None  # "" on the wire when unset
+    if run_id is not None and source_run and run_id != source_run:
+        raise InvalidSource(raw, f"run_id '{run_id}' is not the run that logged this model")
+    if run_id is not None and not source_run:
+        await _run(s, run_id, raw)
+    location = _root(model.info.artifact_uri, raw, f"logged model {parsed.model_id}")
+    return ResolvedSource(
+        parsed.canonical, location.to_uri(), run_id or source_run, parsed.model_id
+    )
+
+
+async def _resolve_run(
+    s: AsyncSession,
+    raw: str,
+    parsed: RunSource,
+    run_id: str | None,
+    model_id: str | None,
+) -> ResolvedSource:
+    if run_id is not None and run_id != parsed.run_id:
+        raise InvalidSource(raw, f"run_id '{run_id}' does not match the source's run")
+    run = await _run(s, parsed.run_id, raw)
+    logged = await _model_logged_by_run(s, run, parsed.path.posix) if parsed.path.parts else None
+    if logged is not None:
+        if model_id is not None and model_id != logged.info.model_id:
+            raise InvalidSource(raw, f"model_id '{model_id}' does not match the source")
+        location = _root(logged.info.artifact_uri, raw, f"logged model {logged.info.model_id}")
+        return ResolvedSource(
+            parsed.canonical, location.to_uri(), parsed.run_id, logged.info.model_id
+        )
+    if model_id is not None:
+        model = await _logged_model(s, model_id, raw)
+        if model.info.source_run_id and model.info.source_run_id != parsed.run_id:
+            raise InvalidSource(raw, f"logged model '{model_id}' was not logged by this run")
+    root = _root(run.info.artifact_uri, raw, f"run {parsed.run_id}")
+    location = root.joinpath(parsed.path)
+    return ResolvedSource(parsed.canonical, location.to_uri(), parsed.run_id, model_id)
+
+
+async def _resolve_artifacts(
+    s: AsyncSession,
+    raw: str,
+    parsed: ArtifactSource,
+    run_id: str | None,
+    model_id: str | None,
+) -> ResolvedSource:
+    """mlflow-artifacts:/…: only inside the artifact root of the run or logged model given."""
     roots: list[ArtifactPath] = []
     if model_id is not None:
         model = await _logged_model(s, model_id, raw)

@@ -294,16 +294,16 @@ async def update_model_version(
     return await render_version(s, row.id)
 
 
-async def delete_model_version(
-    s: AsyncSession, name: str | None, version: Version | None, *, actor: str
-) -> None:
-    """Delete a version; stage and alias pointers it held move on, and the history says so."""
-    model = await find_model(s, name, lock=True)
-    row = await find_version(s, model, version)
-    before = await store.stage_holders(s, model.id)
-    aliases = sorted(
-        a for a, v in (await store.aliases_of_model(s, model.id)).items() if v == row.version
-    )
+async def _check_deletion_moves(
+    s: AsyncSession,
+    model: Any,
+    row: Any,
+    aliases: list[str],
+    before: dict[str, int],
+    actor: str,
+) -> str | None:
+    """Ask the pointer guards about every alias and stage the deleted version held: the note
+    to record with the history rows (or None); a guard may refuse the deletion by raising."""
     notes = []
     for alias in aliases:
         notes.append(
@@ -327,7 +327,20 @@ async def delete_model_version(
             ),
         )
         notes.append(note)
-    noted = events.with_note(None, "; ".join(n for n in notes if n) or None)
+    return events.with_note(None, "; ".join(n for n in notes if n) or None)
+
+
+async def delete_model_version(
+    s: AsyncSession, name: str | None, version: Version | None, *, actor: str
+) -> None:
+    """Delete a version; stage and alias pointers it held move on, and the history says so."""
+    model = await find_model(s, name, lock=True)
+    row = await find_version(s, model, version)
+    before = await store.stage_holders(s, model.id)
+    aliases = sorted(
+        a for a, v in (await store.aliases_of_model(s, model.id)).items() if v == row.version
+    )
+    noted = await _check_deletion_moves(s, model, row, aliases, before, actor)
     now = now_ms()
     await store.delete_aliases_of_version(s, model.id, row.version)
     await store.delete_version(s, row.id)
