@@ -61,21 +61,9 @@ def _experiment(e: ExperimentOut) -> dict[str, Any]:
 
 
 def _run(run: RunOut, experiment: ExperimentOut, versions: list[Any]) -> dict[str, Any]:
-    info = run.info
     return {
         "__typename": "MlflowRunExtension",
-        "info": {
-            "__typename": "MlflowRunInfo",
-            "artifactUri": info.artifact_uri,
-            "endTime": _s(info.end_time),
-            "experimentId": info.experiment_id,
-            "lifecycleStage": info.lifecycle_stage,
-            "runName": info.run_name,
-            "runUuid": info.run_uuid,
-            "startTime": _s(info.start_time),
-            "status": info.status,
-            "userId": info.user_id,
-        },
+        "info": _run_info(run),
         "experiment": _experiment(experiment),
         "modelVersions": [
             {
@@ -87,44 +75,8 @@ def _run(run: RunOut, experiment: ExperimentOut, versions: list[Any]) -> dict[st
             }
             for v in versions
         ],
-        "data": {
-            "__typename": "MlflowRunData",
-            "metrics": [
-                {
-                    "__typename": "MlflowMetricExtension",
-                    "key": m.key,
-                    "step": str(m.step),
-                    "timestamp": str(m.timestamp),
-                    "value": m.value,
-                }
-                for m in run.data.metrics
-            ],
-            "params": _tags(run.data.params, "MlflowParam"),
-            "tags": _tags(run.data.tags, "MlflowRunTag"),
-        },
-        "inputs": {
-            "__typename": "MlflowRunInputs",
-            "datasetInputs": [
-                {
-                    "__typename": "MlflowDatasetInput",
-                    "dataset": {
-                        "__typename": "MlflowDataset",
-                        "digest": d.dataset.digest,
-                        "name": d.dataset.name,
-                        "profile": d.dataset.profile,
-                        "schema": d.dataset.schema,
-                        "source": d.dataset.source,
-                        "sourceType": d.dataset.source_type,
-                    },
-                    "tags": _tags(d.tags, "MlflowInputTag"),
-                }
-                for d in run.inputs.dataset_inputs
-            ],
-            "modelInputs": [
-                {"__typename": "MlflowModelInput", "modelId": m.model_id}
-                for m in run.inputs.model_inputs
-            ],
-        },
+        "data": _run_data(run),
+        "inputs": _run_inputs(run),
         "outputs": {
             "__typename": "MlflowRunOutputs",
             "modelOutputs": [
@@ -132,6 +84,66 @@ def _run(run: RunOut, experiment: ExperimentOut, versions: list[Any]) -> dict[st
                 for m in (run.outputs.model_outputs if run.outputs is not None else ())
             ],
         },
+    }
+
+
+def _run_info(run: RunOut) -> dict[str, Any]:
+    info = run.info
+    return {
+        "__typename": "MlflowRunInfo",
+        "artifactUri": info.artifact_uri,
+        "endTime": _s(info.end_time),
+        "experimentId": info.experiment_id,
+        "lifecycleStage": info.lifecycle_stage,
+        "runName": info.run_name,
+        "runUuid": info.run_uuid,
+        "startTime": _s(info.start_time),
+        "status": info.status,
+        "userId": info.user_id,
+    }
+
+
+def _run_data(run: RunOut) -> dict[str, Any]:
+    return {
+        "__typename": "MlflowRunData",
+        "metrics": [
+            {
+                "__typename": "MlflowMetricExtension",
+                "key": m.key,
+                "step": str(m.step),
+                "timestamp": str(m.timestamp),
+                "value": m.value,
+            }
+            for m in run.data.metrics
+        ],
+        "params": _tags(run.data.params, "MlflowParam"),
+        "tags": _tags(run.data.tags, "MlflowRunTag"),
+    }
+
+
+def _run_inputs(run: RunOut) -> dict[str, Any]:
+    return {
+        "__typename": "MlflowRunInputs",
+        "datasetInputs": [
+            {
+                "__typename": "MlflowDatasetInput",
+                "dataset": {
+                    "__typename": "MlflowDataset",
+                    "digest": d.dataset.digest,
+                    "name": d.dataset.name,
+                    "profile": d.dataset.profile,
+                    "schema": d.dataset.schema,
+                    "source": d.dataset.source,
+                    "sourceType": d.dataset.source_type,
+                },
+                "tags": _tags(d.tags, "MlflowInputTag"),
+            }
+            for d in run.inputs.dataset_inputs
+        ],
+        "modelInputs": [
+            {"__typename": "MlflowModelInput", "modelId": m.model_id}
+            for m in run.inputs.model_inputs
+        ],
     }
 
 
