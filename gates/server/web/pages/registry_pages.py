@@ -448,31 +448,36 @@ def choose_target(raw: str, bound: list[policies.BoundPolicy]) -> str:
     return sorted(targets)[0]
 
 
+async def _files_page(s: AsyncSession, mv: Any, files_token: str | None) -> Any:
+    try:
+        return await registry.model_version_files(s, mv.name, mv.version, FILES_PAGE, files_token)
+    except InvalidParameter as exc:
+        raise InvalidParameter(f"Cannot show that page of files: {exc.message}") from None
+
+
+def _target_or_error(raw: str, bound: list[Any]) -> tuple[str, str | None]:
+    """The target to compare against, and why ``raw`` was not usable (the default is shown)."""
+    try:
+        return choose_target(raw, bound), None
+    except MlflowError as exc:
+        if exc.status_code >= 500:
+            raise
+        return choose_target("", bound), exc.message
+
+
 @get("/models/{name:str}/versions/{version:str}", opt=VERSION_READ, include_in_schema=False)
 async def version_page(request: Req, name: str, version: str) -> Response[Any]:
     principal = current_principal(request)
     files_token = query_text(request, "files_token") or None
     raw_target = query_text(request, "target", 300)
-    target_error = None
     async with database(request).read() as s:
         mv = await registry.get_model_version(s, name, version)
-        try:
-            files = await registry.model_version_files(
-                s, mv.name, mv.version, FILES_PAGE, files_token
-            )
-        except InvalidParameter as exc:
-            raise InvalidParameter(f"Cannot show that page of files: {exc.message}") from None
+        files = await _files_page(s, mv, files_token)
         decisions = await policies.decisions_for_version(
             s, mv.name, int(mv.version), DECISIONS_SHOWN
         )
         bound = (await policies.policies_for_models(s, [mv.name]))[mv.name]
-        try:
-            target = choose_target(raw_target, bound)
-        except MlflowError as exc:
-            if exc.status_code >= 500:
-                raise
-            target_error = exc.message
-            target = choose_target("", bound)
+        target, target_error = _target_or_error(raw_target, bound)
         holder = (await current_holders(s, [(mv.name, target)])).get((mv.name, target))
         runs = await load_runs(s, principal, [mv.run_id, holder.run_id if holder else None])
     gate = next((b.policy for b in bound if b.effective and b.policy.target == target), None)

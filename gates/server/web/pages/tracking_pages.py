@@ -217,6 +217,33 @@ async def experiments_list(request: Req) -> Response[Any]:
     return _timed(response, timing)
 
 
+async def _search_experiment_runs(
+    request: Req,
+    s: AsyncSession,
+    experiment_id: str,
+    filter_text: str,
+    order_by: str,
+    view: str,
+    page_token: str | None,
+) -> tuple[list[RunOut], str | None, int, str | None]:
+    """A page of the experiment's runs, the next page's token, the page size, and why the
+    search was refused (None when it was not)."""
+    try:
+        max_results = _page_size(request, RUNS_PAGE, MAX_RUNS_PAGE)
+        search = SearchRuns(
+            experiment_ids=[experiment_id],
+            filter=filter_text or None,
+            order_by=[order_by] if order_by else [],
+            run_view_type=view,
+            max_results=max_results,
+            page_token=page_token,
+        )
+        runs, token = await tracking.search_runs(s, search, scope=visibility(request, "experiment"))
+    except InvalidParameter as exc:
+        return [], None, RUNS_PAGE, exc.message
+    return runs, token, max_results, None
+
+
 @get("/experiments/{experiment_id:str}", opt=EXPERIMENT_READ, include_in_schema=False)
 async def experiment_runs(request: Req, experiment_id: str) -> Response[Any]:
     timing = charts.ServerTiming()
@@ -224,46 +251,32 @@ async def experiment_runs(request: Req, experiment_id: str) -> Response[Any]:
     order_by = _text(request, "order_by", 1000)
     view = _view_type(request)
     page_token = _text(request, "page_token") or None
-    chosen = "cols" in request.query_params
-    error = None
-    runs: list[RunOut] = []
-    token = None
     async with database(request).read() as s:
         experiment = await tracking.get_experiment(s, experiment_id)
-        try:
-            max_results = _page_size(request, RUNS_PAGE, MAX_RUNS_PAGE)
-            search = SearchRuns(
-                experiment_ids=[experiment.experiment_id],
-                filter=filter_text or None,
-                order_by=[order_by] if order_by else [],
-                run_view_type=view,
-                max_results=max_results,
-                page_token=page_token,
-            )
-            runs, token = await tracking.search_runs(
-                s, search, scope=visibility(request, "experiment")
-            )
-        except InvalidParameter as exc:
-            error = exc.message
-            max_results = RUNS_PAGE
+        runs, token, max_results, error = await _search_experiment_runs(
+            request, s, experiment.experiment_id, filter_text, order_by, view, page_token
+        )
         # The chooser offers every key the experiment's recent runs logged, not just this page's.
         logged = await tracking.experiment_keys(s, experiment.experiment_id)
     rows = [run_row(r) for r in runs]
-    seen_metrics, seen_params, seen_tags = (
-        keys_of(rows, "metrics"),
-        keys_of(rows, "params"),
-        keys_of(rows, "tags"),
-    )
-    if chosen:
-        metrics, params, tags = (
-            _texts(request, "metrics"),
-            _texts(request, "params"),
-            _texts(request, "tags"),
-        )
+    seen = {kind: keys_of(rows, kind) for kind in ("metrics", "params", "tags")}
+    if "cols" in request.query_params:
+        shown = {kind: _texts(request, kind) for kind in seen}
     else:
-        metrics, params, tags = seen_metrics[:DEFAULT_COLUMNS], seen_params[:DEFAULT_COLUMNS], []
+        shown = {
+            "metrics": seen["metrics"][:DEFAULT_COLUMNS],
+            "params": seen["params"][:DEFAULT_COLUMNS],
+            "tags": [],
+        }
     view_state = RunsTableView(
-        experiment.experiment_id, filter_text, order_by, view, max_results, metrics, params, tags
+        experiment.experiment_id,
+        filter_text,
+        order_by,
+        view,
+        max_results,
+        shown["metrics"],
+        shown["params"],
+        shown["tags"],
     )
     response = page(
         request,
@@ -276,9 +289,7 @@ async def experiment_runs(request: Req, experiment_id: str) -> Response[Any]:
         state=view_state,
         error=error,
         available={
-            "metrics": sorted(set(seen_metrics) | set(metrics) | set(logged["metrics"])),
-            "params": sorted(set(seen_params) | set(params) | set(logged["params"])),
-            "tags": sorted(set(seen_tags) | set(tags) | set(logged["tags"])),
+            kind: sorted(set(seen[kind]) | set(shown[kind]) | set(logged[kind])) for kind in seen
         },
         next_href=view_state.link(page_token=token) if token else None,
         first_href=view_state.link() if page_token else None,
@@ -291,38 +302,36 @@ def _axis_choice(raw: str, options: list[tuple[str, str]]) -> tuple[str, str] | 
     return (kind, key) if (kind, key) in options else None
 
 
-@get("/experiments/{experiment_id:str}/charts", opt=EXPERIMENT_READ, include_in_schema=False)
-async def experiment_charts(request: Req, experiment_id: str) -> Response[Any]:
-    timing = charts.ServerTiming()
-    run_ids = _run_ids(request)
-    async with database(request).read() as s:
-        experiment = await tracking.get_experiment(s, experiment_id)
-        if not run_ids:
-            first, _ = await tracking.search_runs(
-                s,
-                SearchRuns(
-                    experiment_ids=[experiment.experiment_id], max_results=DEFAULT_CHART_RUNS
-                ),
-                scope=visibility(request, "experiment"),
+async def _chart_runs(
+    request: Req, s: AsyncSession, experiment: Any, run_ids: list[str]
+) -> tuple[list[str], list[RunOut]]:
+    """The runs to chart (the chosen ones, else the experiment's first page), all readable and
+    all of this experiment."""
+    if not run_ids:
+        first, _ = await tracking.search_runs(
+            s,
+            SearchRuns(experiment_ids=[experiment.experiment_id], max_results=DEFAULT_CHART_RUNS),
+            scope=visibility(request, "experiment"),
+        )
+        run_ids = [r.info.run_id for r in first]
+    runs = await _readable_runs(request, s, run_ids)
+    for run in runs:
+        if run.info.experiment_id != experiment.experiment_id:
+            raise InvalidParameter(
+                f"Run '{run.info.run_id}' belongs to experiment {run.info.experiment_id}, "
+                f"not {experiment.experiment_id}: compare runs across experiments at "
+                "/runs/compare."
             )
-            run_ids = [r.info.run_id for r in first]
-        runs = await _readable_runs(request, s, run_ids)
-        for run in runs:
-            if run.info.experiment_id != experiment.experiment_id:
-                raise InvalidParameter(
-                    f"Run '{run.info.run_id}' belongs to experiment {run.info.experiment_id}, "
-                    f"not {experiment.experiment_id}: compare runs across experiments at "
-                    "/runs/compare."
-                )
-        rows = [run_row(r) for r in runs]
-        metric_keys = keys_of(rows, "metrics")
-        param_keys = keys_of(rows, "params")
-        chosen = [k for k in _texts(request, "keys") if k in metric_keys]
-        chart_keys = chosen[:MAX_CHART_KEYS] or metric_keys[:MAX_CHART_KEYS]
-        budget = charts.series_budget(len(rows) * len(chart_keys))
-        series = await tracking.metric_series(s, run_ids, chart_keys, budget) if rows else []
-    metric_data = charts.metric_charts(series, {r.run_id: r.name for r in rows})
-    points = run_points(rows)
+    return run_ids, runs
+
+
+Axis = tuple[str, str]
+
+
+def _scatter_axes(
+    request: Req, rows: list[Any], metric_keys: list[str], param_keys: list[str]
+) -> tuple[list[Axis], list[Axis], Axis | None, Axis | None]:
+    """The scatter plot's x and y options (numeric params and metrics) and the chosen axes."""
     numeric_params = [
         k for k in param_keys if charts.is_numeric_param(r.params[k] for r in rows if k in r.params)
     ]
@@ -332,6 +341,26 @@ async def experiment_charts(request: Req, experiment_id: str) -> Response[Any]:
     y = _axis_choice(_text(request, "y", 300), y_options)
     if y is None and y_options:
         y = next((o for o in y_options if o != x), y_options[0])
+    return x_options, y_options, x, y
+
+
+@get("/experiments/{experiment_id:str}/charts", opt=EXPERIMENT_READ, include_in_schema=False)
+async def experiment_charts(request: Req, experiment_id: str) -> Response[Any]:
+    timing = charts.ServerTiming()
+    chosen_ids = _run_ids(request)
+    async with database(request).read() as s:
+        experiment = await tracking.get_experiment(s, experiment_id)
+        run_ids, runs = await _chart_runs(request, s, experiment, chosen_ids)
+        rows = [run_row(r) for r in runs]
+        metric_keys = keys_of(rows, "metrics")
+        param_keys = keys_of(rows, "params")
+        chosen = [k for k in _texts(request, "keys") if k in metric_keys]
+        chart_keys = chosen[:MAX_CHART_KEYS] or metric_keys[:MAX_CHART_KEYS]
+        budget = charts.series_budget(len(rows) * len(chart_keys))
+        series = await tracking.metric_series(s, run_ids, chart_keys, budget) if rows else []
+    metric_data = charts.metric_charts(series, {r.run_id: r.name for r in rows})
+    points = run_points(rows)
+    x_options, y_options, x, y = _scatter_axes(request, rows, metric_keys, param_keys)
     scatter = charts.scatter_data(points, x, y) if x and y else None
     parallel = charts.parallel_data(
         points, param_keys[:MAX_PARALLEL_PARAMS], metric_keys[:MAX_PARALLEL_METRICS]
