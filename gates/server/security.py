@@ -34,7 +34,6 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gates.identity import service as identity
-from gates.identity import sessions
 from gates.identity.errors import (
     AuthenticationRequired,
     InvalidCredentials,
@@ -42,6 +41,7 @@ from gates.identity.errors import (
     NoAdministrator,
 )
 from gates.identity.policy import ACTIVE_STAGES, allows, canonical_target, visible_scope
+from gates.identity.service import web_sessions as sessions
 from gates.server.hardening import require_json_body
 from gates.server.mlflow_ui.prefix import MLFLOW_UI_SCOPE_KEY
 from gates.server.web import session as web_session

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity import service
+from gates.identity.credentials import hash_token
 from gates.identity.errors import (
     GrantAlreadyExists,
     LastAdministrator,
@@ -26,7 +27,7 @@ from gates.identity.policy import (
     target_allowed,
     visible_scope,
 )
-from tracking.core.auth import glob_matches, hash_token
+from tracking.core.auth import glob_matches
 from tracking.core.errors import InvalidParameter
 from tracking.models import Experiment
 from tracking.search.sql import scope_predicate

@@ -1,10 +1,13 @@
 """Identity operations: users, API tokens, grants, authentication and login throttling.
 
-The deciding half of authentication (README, "Where authentication lives"): who a caller is
-and what their grants allow. Takes a session. Password hashing runs on a worker thread
-(argon2id is deliberately slow). Authentication spans transactions on purpose: a failed login
-is counted in its own committed transaction even though the request fails, so the shell
-orchestrates the calls below. One module per concern; callers import this package.
+The deciding home of authentication (README, "Where authentication lives"): who a caller is
+and what their grants allow; ``tracking/core/auth.py`` declares, ``gates/server/security.py``
+enforces, ``gates/server/web/session.py`` carries browser sessions. Takes a session. Password
+hashing runs on a worker thread (argon2id is deliberately slow). Authentication spans
+transactions on purpose: a failed login is counted in its own committed transaction even
+though the request fails, so the shell orchestrates the calls below. One module per concern:
+``users``, ``tokens``, ``grants``, ``authentication``, ``web_sessions`` (browser session
+records); callers import this package, and ``web_sessions`` by name.
 """
 
 from gates.identity.errors import LoginThrottled

@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity import store
-from gates.identity.errors import LoginThrottled, NotAllowed
-from gates.identity.service.grants import grant_rules
-from gates.identity.service.records import USERNAME_RE, grant_rule
-from tracking.core.auth import (
-    Principal,
+from gates.identity.credentials import (
     constant_time_equals,
     hash_token,
     token_prefix,
     verify_password,
 )
+from gates.identity.errors import LoginThrottled, NotAllowed
+from gates.identity.service.grants import grant_rules
+from gates.identity.service.records import USERNAME_RE, grant_rule
+from tracking.core.auth import Principal
 from tracking.core.clock import now_ms
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity import store
+from gates.identity.credentials import generate_token
 from gates.identity.errors import TokenNotFound
 from gates.identity.schemas import TokenCreated, TokenOut
 from gates.identity.service.records import (
@@ -16,7 +17,6 @@ from gates.identity.service.records import (
     token_out,
     user_row,
 )
-from tracking.core.auth import generate_token
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter
 from tracking.core.wire import decode_page_token

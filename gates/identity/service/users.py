@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity import store
+from gates.identity.credentials import hash_password
 from gates.identity.errors import LastAdministrator, NoAdministrator, UserAlreadyExists
 from gates.identity.schemas import UserOut
 from gates.identity.service.records import (
@@ -20,7 +21,6 @@ from gates.identity.service.records import (
     validate_password,
     validate_username,
 )
-from tracking.core.auth import hash_password
 from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter
 from tracking.core.wire import decode_page_token

@@ -1,4 +1,11 @@
-"""Sign-in for browsers: session cookies, CSRF tokens, and the login and logout pages.
+"""Browser sessions: the session cookie, CSRF tokens, and where a login may send a browser.
+
+One of four homes of authentication (README, "Where authentication lives"). This module is the
+browser's side of a session; the session record (which user a cookie secret belongs to) is
+checked in ``gates/identity/service/web_sessions.py`` with the rest of the deciding, what a
+route needs is declared in ``tracking/core/auth.py``, and ``gates/server/security.py`` enforces
+it (its middleware reads the cookie through this module). The login and logout pages that open
+and close sessions are ``gates/server/web/pages/account.py``.
 
 - The session cookie (``mlgate_session``) is HttpOnly, SameSite=Lax and Secure unless
   ``MLGATE_UI_COOKIE_SECURE=false``. It authenticates UI pages only: the JSON API never reads
@@ -19,7 +26,7 @@ from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from tracking.core.auth import constant_time_equals
+from gates.identity.credentials import constant_time_equals
 from tracking.core.errors import PermissionDenied
 from tracking.core.settings import Settings
 

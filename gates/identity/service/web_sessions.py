@@ -1,4 +1,4 @@
-"""Browser sessions of the web UI: sign in with a password, a cookie secret, a CSRF secret.
+"""Browser session records: the user behind a session cookie's secret, and its CSRF secret.
 
 The cookie holds 256 random bits; the database keeps only their sha256 (a stolen backup does
 not sign anyone in). Each session has its own CSRF secret, echoed by every form the UI posts.
@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gates.identity import service, store
-from tracking.core.auth import Principal, hash_token
+from gates.identity import store
+from gates.identity.credentials import hash_token
+from gates.identity.service.authentication import session_principal
+from tracking.core.auth import Principal
 from tracking.core.clock import now_ms
 
 SESSION_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -57,9 +59,7 @@ async def resolve_session(s: AsyncSession, secret: str) -> WebSession | None:
     row = await store.web_session_with_user(s, hash_token(secret))
     if row is None or row.disabled or row.expires_at <= now_ms():
         return None
-    principal = await service.session_principal(
-        s, int(row.user_id), row.username, bool(row.is_admin)
-    )
+    principal = await session_principal(s, int(row.user_id), row.username, bool(row.is_admin))
     return WebSession(principal=principal, csrf_secret=row.csrf_secret)
 
 
