@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tracking.core.db import Base, async_url
+from tracking.core.db import async_url
 from tracking.models import (
     Dataset,
     DatasetInput,
@@ -77,7 +77,8 @@ def _metric(run: int, key: str, value: float, is_nan: bool = False):
 
 async def _seed(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
+        # The migrations create the Default experiment (0); these cases know only their own.
+        await conn.execute(delete(Experiment).where(Experiment.experiment_id == 0))
         await conn.execute(
             insert(Experiment),
             [
@@ -169,7 +170,11 @@ async def _seed(engine: AsyncEngine) -> None:
 @pytest.fixture(scope="module")
 def search_database_url(make_database: Callable[[str], str]) -> str:
     # Synchronous on purpose: the factory creates PostgreSQL databases with asyncio.run().
-    return make_database("search")
+    from gates.server import migrate
+
+    url = make_database("search")
+    migrate.upgrade(url)  # the schema as production makes it: the migrations, never create_all
+    return url
 
 
 @pytest.fixture(scope="module")
