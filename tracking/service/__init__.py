@@ -3,7 +3,8 @@
 Split by topic: ``experiments`` (experiments, their tags, search, lookups for the guard),
 ``runs`` (lifecycle and search), ``run_data`` (metrics, params, tags, metric histories),
 ``inputs`` (dataset inputs, model links), ``logged_models``, ``charts`` (downsampled
-histories), ``rendering`` (rows to wire structs) and ``common`` (shared parsing and lookups).
+histories), ``rendering`` (rows to wire structs) and ``lookups`` (shared: id parsing, run and
+experiment lookups, run names).
 """
 
 from __future__ import annotations
@@ -14,15 +15,6 @@ from tracking.service.charts import (
     MetricSeries,
     count_metric_points,
     metric_series,
-)
-from tracking.service.common import (
-    LOGGED_MODEL_STATUSES,
-    RUN_NAME_TAG,
-    RUN_STATUSES,
-    USER_TAG,
-    VIEW_TYPES,
-    generate_run_name,
-    parse_experiment_id,
 )
 from tracking.service.experiments import (
     KEY_SCAN_LIMIT,
@@ -60,6 +52,15 @@ from tracking.service.logged_models import (
     log_logged_model_params,
     search_logged_models,
     set_logged_model_tags,
+)
+from tracking.service.lookups import (
+    LOGGED_MODEL_STATUSES,
+    RUN_NAME_TAG,
+    RUN_STATUSES,
+    USER_TAG,
+    VIEW_TYPES,
+    generate_run_name,
+    parse_experiment_id,
 )
 from tracking.service.rendering import (
     experiment_out,

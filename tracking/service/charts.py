@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracking import store
 from tracking.core.errors import InvalidParameter
-from tracking.service.common import run_handle
+from tracking.service.lookups import run_handle
 
 # --- charts: runs by id and downsampled metric histories ------------------------------------------
 

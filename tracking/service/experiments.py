@@ -13,7 +13,7 @@ from tracking.core.errors import InvalidParameter, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_page_token
 from tracking.errors import ExperimentAlreadyExists, ExperimentNotFound, InactiveExperiment
 from tracking.schemas import CreateExperiment, ExperimentOut, Id, SearchExperiments
-from tracking.service.common import (
+from tracking.service.lookups import (
     existing_experiment,
     page_fingerprint,
     parse_experiment_id,

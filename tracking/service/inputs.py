@@ -12,7 +12,7 @@ from tracking import store
 from tracking.core.errors import InvalidParameter
 from tracking.errors import LoggedModelNotFound
 from tracking.schemas import Id, LogInputs
-from tracking.service.common import active_run, parse_experiment_id
+from tracking.service.lookups import active_run, parse_experiment_id
 from tracking.validation import (
     MAX_DATASET_DIGEST,
     MAX_DATASET_NAME,

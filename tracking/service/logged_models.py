@@ -16,7 +16,7 @@ from tracking.core.errors import InvalidParameter, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_page_token
 from tracking.errors import InactiveExperiment, LoggedModelNotFound
 from tracking.schemas import CreateLoggedModel, KeyValue, LoggedModelOut
-from tracking.service.common import (
+from tracking.service.lookups import (
     existing_experiment,
     generate_run_name,
     page_fingerprint,

@@ -11,7 +11,7 @@ from tracking.core.errors import InvalidParameter, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_double, encode_page_token
 from tracking.errors import LoggedModelNotFound, ParamChanged
 from tracking.schemas import LogBatch, MetricIn, MetricOut
-from tracking.service.common import RUN_NAME_TAG, active_run, page_fingerprint, run_handle
+from tracking.service.lookups import RUN_NAME_TAG, active_run, page_fingerprint, run_handle
 from tracking.store import MetricPoint, RunHandle
 from tracking.validation import (
     MAX_HISTORY_PAGE,

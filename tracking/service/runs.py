@@ -24,7 +24,7 @@ from tracking.schemas import (
     TagOut,
     UpdateRun,
 )
-from tracking.service.common import (
+from tracking.service.lookups import (
     RUN_NAME_TAG,
     RUN_STATUSES,
     USER_TAG,

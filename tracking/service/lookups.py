@@ -1,4 +1,4 @@
-"""What every tracking operation shares: id and view-type parsing, run lookups, names."""
+"""Shared by the tracking operations: id and view parsing, run and experiment lookups, names."""
 
 from __future__ import annotations
 
