@@ -24,6 +24,7 @@ from registry import service as registry
 from registry.artifacts.storage import LocalStorage
 from tests.gates.factories import make_gate, make_run
 from tracking import service as tracking
+from tracking.core.errors import PermissionDenied
 
 CI = Actor("ci-bot", is_admin=True, authenticated=True)
 
@@ -162,7 +163,7 @@ async def test_reject_cancel_and_comment(
         session, request_id, actor=Actor("dave", False, True), comment="why 0.93?", check_role=False
     )
     assert [a.kind for a in commented.approval_request.actions] == ["comment"]
-    with pytest.raises(Exception, match="requester or an admin"):
+    with pytest.raises(PermissionDenied, match="requester or an admin"):
         await approvals.cancel(session, request_id, actor=Actor("dave", False, True))
     rejected = await approvals.reject(
         session, request_id, actor=Actor("dave", False, True), comment="no", check_role=False

@@ -11,6 +11,7 @@ from gates.policies import rules, service
 from gates.policies.errors import GateAlreadyExists, InvalidPolicy
 from gates.policies.schemas import ChampionComparison, MetricThreshold, PolicySpec
 from tests.gates.factories import ADMIN
+from tracking.core.errors import InvalidParameter
 
 
 def _spec(name: str, model: str = "fraud", target: str = "Production", **kw: object) -> PolicySpec:
@@ -29,7 +30,7 @@ def test_metric_expressions_parse_into_thresholds() -> None:
 def test_targets_are_canonical_stages_or_aliases() -> None:
     assert rules.canonical_target("production") == "Production"
     assert rules.canonical_target("@champion") == "@champion"
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidParameter, match="not a pointer"):
         rules.canonical_target("None")
 
 

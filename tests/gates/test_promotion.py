@@ -17,6 +17,7 @@ from gates.policies.schemas import ChampionComparison, DecisionOut, PromoteReque
 from registry import events
 from registry import service as registry
 from registry.artifacts.storage import LocalStorage
+from registry.errors import RegisteredModelNotFound
 from registry.schemas import CreateModelVersion, CreateRegisteredModel
 from tests.gates.factories import make_gate, make_run
 
@@ -117,7 +118,7 @@ async def test_failing_run_is_refused_with_its_checks_and_nothing_is_created(
     assert verdicts["run_status"] == "fail"
     assert verdicts["artifact_digest"] == "skip"
     assert decision.version is None
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(RegisteredModelNotFound, match="not found"):
         await registry.get_registered_model(session, model)
 
 
@@ -131,7 +132,7 @@ async def test_missing_digest_fails_and_rolls_the_version_back(
     assert decision.outcome == "failed"
     assert _verdicts(decision)["artifact_digest"] == "fail"
     assert decision.version is None
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(RegisteredModelNotFound, match="not found"):
         await registry.get_registered_model(session, model)
 
 
@@ -228,7 +229,7 @@ async def test_dry_run_evaluates_without_acting(
     assert "dry run" in (
         next(c for c in decision.checks if c.name == "artifact_digest").detail or ""
     )
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(RegisteredModelNotFound, match="not found"):
         await registry.get_registered_model(session, model)
 
 

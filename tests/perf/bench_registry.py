@@ -62,9 +62,16 @@ from bench_tracking import (  # noqa: E402
     find_exe,
     free_port,
     git_rev,
-    log,
-    machine_busy_seconds,
+    tree_pids,
     wait_quiet,
+)
+from benchlib import (  # noqa: E402
+    LoadStats,
+    PhaseClock,
+    drive,
+    log,
+    machine_line,
+    write_report,
 )
 
 from gates.policies.signatures import signed_headers  # noqa: E402
@@ -306,29 +313,12 @@ OPS = [
 
 
 @dataclass
-class Result:
-    n: int = 0
-    seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: int = 0
-    first_error: str = ""
-    server_cpu: float = 0.0
-    machine_busy: float = 0.0
-    client_cpu: float = 0.0
-
-    @property
-    def rps(self) -> float:
-        return (self.n - self.errors) / self.seconds if self.seconds else 0.0
-
+class Result(LoadStats):
     @property
     def other_cores(self) -> float:
         """Cores used by neither the server (with its database) nor the load generator."""
         busy = self.machine_busy - self.server_cpu - self.client_cpu
         return max(0.0, busy) / self.seconds if self.seconds else 0.0
-
-    def pct(self, q: float) -> float:
-        xs = sorted(self.latencies_ms)
-        return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
 async def run_load(
@@ -339,34 +329,25 @@ async def run_load(
     res = Result(n=n)
     seqs = [itertools.count() for _ in range(CONCURRENCY)]
 
-    async def drive(total: int, record: bool) -> None:
-        counter = itertools.count()
+    def attempt(record: bool) -> Callable[[int, int], Awaitable[None]]:
+        async def one(i: int, _k: int) -> None:
+            t0 = time.perf_counter()
+            try:
+                await step(conns[i], i, next(seqs[i]))
+            except Exception as exc:  # any failure counts as an error
+                conns[i].close()  # a broken connection is reopened by the next request
+                if record:  # warm-up failures are not counted
+                    res.error(repr(exc))
+                return
+            if record:
+                res.latencies_ms.append((time.perf_counter() - t0) * 1000)
 
-        async def worker(i: int) -> None:
-            while next(counter) < total:
-                t0 = time.perf_counter()
-                try:
-                    await step(conns[i], i, next(seqs[i]))
-                except Exception as exc:  # any failure counts as an error
-                    if not record:  # warm-up: not counted, but the connection may be broken
-                        conns[i].close()
-                        continue
-                    res.errors += 1
-                    res.first_error = res.first_error or repr(exc)[:300]
-                    conns[i].close()  # a broken connection is reopened by the next request
-                    continue
-                if record:
-                    res.latencies_ms.append((time.perf_counter() - t0) * 1000)
+        return one
 
-        await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
-
-    await drive(warmup, record=False)
-    c0, s0, m0, t0 = time.process_time(), cpu(), machine_busy_seconds(), time.perf_counter()
-    await drive(n, record=True)
-    res.seconds = time.perf_counter() - t0
-    res.client_cpu = time.process_time() - c0
-    res.server_cpu = cpu() - s0
-    res.machine_busy = machine_busy_seconds() - m0
+    await drive(CONCURRENCY, warmup, attempt(record=False))
+    clock = PhaseClock(cpu)
+    await drive(CONCURRENCY, n, attempt(record=True))
+    clock.stop(res)
     for c in conns:
         c.close()
     return res
@@ -405,8 +386,6 @@ def server_env(name: str, base: dict[str, str], pairing: str, auth: bool) -> dic
 
 def worker_count(server: Server) -> int:
     """Processes in the server's tree that are Python (supervisor and workers, jobs too)."""
-    from bench_tracking import tree_pids
-
     return len(tree_pids(server.pid))
 
 
@@ -554,8 +533,7 @@ async def main_async(args: argparse.Namespace) -> int:
         )
         meta = {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{os.cpu_count()} cores; load average {load0:.2f} at start, "
-            f"{os.getloadavg()[0]:.2f} at end",
+            "machine": machine_line(load0),
             "mlgate": f"git {git_rev()}, `mlgate server {workers}`"
             + (" with MLGATE_AUTH=true, requests carry an admin API token" if args.auth else ""),
             "MLflow": f"`mlflow server {workers}`"
@@ -571,12 +549,9 @@ async def main_async(args: argparse.Namespace) -> int:
             "server CPU": "the server's process tree plus its PostgreSQL backends",
         }
         report = render(args, meta, results)
-        print(report)
         suffix = "-auth" if args.auth else ""
         default = PERF_DIR / f"results-registry-{args.backend}-{args.pairing}{suffix}.md"
-        output = Path(args.output) if args.output else default
-        output.write_text(report)
-        log(f"wrote {output}")
+        write_report(report, args.output, default)
         return 0
     finally:
         for s in servers.values():

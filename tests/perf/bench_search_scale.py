@@ -36,6 +36,7 @@ PERF_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PERF_DIR.parents[1]
 sys.path[:0] = [str(PERF_DIR), str(REPO_ROOT)]
 import bench_tracking as bt  # noqa: E402  (the shared HTTP client and process helpers)
+from benchlib import log, percentile, write_report  # noqa: E402
 
 API = bt.API
 EXPERIMENT = "scale"
@@ -245,11 +246,6 @@ async def mlgate_plan(url: str, eid: str) -> dict[str, Any]:
     }
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def cpu_per_request(
     server: bt.Server, conn: bt.Connection, requests: list[tuple[str, str, bytes]]
 ) -> float:
@@ -391,7 +387,7 @@ async def measure_scale(
         raise SystemExit("mlgate and mlflow disagree on the search pages: results are wrong")
     if walks:
         first = next(iter(walks.values()))
-        bt.log(f"  pages agree: {[len(p) for p in first]} runs on the first pages")
+        log(f"  pages agree: {[len(p) for p in first]} runs on the first pages")
     return samples
 
 
@@ -441,7 +437,7 @@ def report(
     for n, per in scales.items():
         for name, s in per.items():
             lines.append(
-                f"| {n:,} | {name} | {statistics.median(s):.1f} | {pct(s, 0.95):.1f} | "
+                f"| {n:,} | {name} | {statistics.median(s):.1f} | {percentile(s, 0.95):.1f} | "
                 f"{statistics.fmean(s):.1f} | {loads.get(n, 0):.1f} |"
             )
     if plans:
@@ -473,7 +469,7 @@ async def main_async(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-search-{args.backend}-"))
     dbs = bt.Databases(args.backend, workdir, args.pg_admin_url)
     servers: dict[str, bt.Server] = {}
-    bt.log(f"workdir {workdir}")
+    log(f"workdir {workdir}")
     try:
         servers = await start_servers(args, dbs, workdir)
         made = {n: await create_experiment(servers[n].port) for n in ("mlgate", "mlflow")
@@ -489,24 +485,23 @@ async def main_async(args: argparse.Namespace) -> int:
             t0 = time.monotonic()
             for name, (eid, location) in made.items():
                 await bulk_seed(name, servers[name].db_url, int(eid), location, specs[done:n], done)
-            bt.log(f"seeded {n:,} runs in each database ({time.monotonic() - t0:.0f}s)")
+            log(f"seeded {n:,} runs in each database ({time.monotonic() - t0:.0f}s)")
             done = n
             results[n] = await measure_scale(servers, eids, args.requests)
             loads[n] = os.getloadavg()[0]
             for name, s in results[n].items():
-                bt.log(f"  {name}: p50 {statistics.median(s):.1f} ms, p95 {pct(s, 0.95):.1f} ms")
+                log(
+                    f"  {name}: p50 {statistics.median(s):.1f} ms, p95 {percentile(s, 0.95):.1f} ms"
+                )
             if args.backend == "postgres" and "mlgate" in servers:
                 plans[n] = await mlgate_plan(servers["mlgate"].db_url, eids["mlgate"])
-                bt.log(f"  mlgate SQL: {plans[n]['ms']:.1f} ms, {plans[n]['pages']} pages")
+                log(f"  mlgate SQL: {plans[n]['ms']:.1f} ms, {plans[n]['pages']} pages")
         auth = None
         if args.auth and "mlgate-auth" in servers:
             token = await setup_token(servers["mlgate"].db_url)
             auth = await measure_auth(servers, eids["mlgate"], token, args.auth_requests)
         text = report(args, results, auth, loads, plans)
-        print(text)
-        out = Path(args.out) if args.out else PERF_DIR / f"results-search-scale-{args.backend}.md"
-        out.write_text(text)
-        bt.log(f"wrote {out}")
+        write_report(text, args.out, PERF_DIR / f"results-search-scale-{args.backend}.md")
         return 0
     finally:
         for s in servers.values():

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import itertools
 import json
 import os
 import random
@@ -34,7 +33,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +49,17 @@ ORDER_BY = ["metrics.m1 DESC"]
 PERF_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PERF_DIR.parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(PERF_DIR))  # benchlib, the sibling module, from any working directory
+
+from benchlib import (  # noqa: E402
+    LoadStats,
+    PhaseClock,
+    drive,
+    log,
+    machine_busy_seconds,
+    machine_line,
+    write_report,
+)
 
 Request = tuple[str, str, bytes | None]  # method, path (with query), JSON body
 
@@ -186,13 +196,6 @@ def tree_pids(root: int) -> list[int]:
         pids.append(pid)
         todo += _children(pid)
     return pids
-
-
-def machine_busy_seconds() -> float:
-    """Non-idle CPU time of the whole machine, summed over cores."""
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLK_TCK
 
 
 async def wait_quiet(own: Callable[[], float], limit: float, budget: float) -> float:
@@ -659,34 +662,15 @@ OPS = [
 
 
 @dataclass
-class LoadResult:
-    n: int = 0
-    seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: int = 0
-    first_error: str = ""
-    client_cpu: float = 0.0
-    server_cpu: float = 0.0
+class LoadResult(LoadStats):
     db_cpu: float = 0.0  # PostgreSQL backends serving this server's database
-    machine_busy: float = 0.0  # every process on the box, from /proc/stat
     reconnects: int = 0
     skipped: str = ""
-
-    @property
-    def rps(self) -> float:
-        """Successful requests per second (a failed request does not count as work done)."""
-        return (self.n - self.errors) / self.seconds if self.seconds else 0.0
 
     @property
     def other_cpu(self) -> float:
         """CPU used by neither the server under test nor the load generator: the noise."""
         return max(0.0, self.machine_busy - self.server_cpu - self.db_cpu - self.client_cpu)
-
-    def pct(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        xs = sorted(self.latencies_ms)
-        return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
 async def run_load(
@@ -703,41 +687,29 @@ async def run_load(
     await asyncio.gather(*(c.open() for c in conns))
     res = LoadResult(n=n)
 
-    async def drive(total: int, record: bool) -> None:
-        counter = itertools.count()
+    def attempt(record: bool) -> Callable[[int, int], Awaitable[None]]:
+        async def one(i: int, k: int) -> None:
+            method, path, body = make(i, k)
+            t0 = time.perf_counter()
+            status, data = await conns[i].request(method, path, body)
+            dt = time.perf_counter() - t0
+            if not record:
+                return
+            res.latencies_ms.append(dt * 1000)
+            if status != 200:
+                res.error(f"{status} {data[:200]!r}")
 
-        async def worker(i: int) -> None:
-            conn = conns[i]
-            while True:
-                k = next(counter)
-                if k >= total:
-                    return
-                method, path, body = make(i, k)
-                t0 = time.perf_counter()
-                status, data = await conn.request(method, path, body)
-                dt = time.perf_counter() - t0
-                if not record:
-                    continue
-                res.latencies_ms.append(dt * 1000)
-                if status != 200:
-                    res.errors += 1
-                    res.first_error = res.first_error or f"{status} {data[:200]!r}"
-
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        return one
 
     if warmup:
-        await drive(warmup, record=False)
+        await drive(concurrency, warmup, attempt(record=False))
     if profiler is not None:
         profiler.start()
     if db_meter is not None:
         db_meter.start()
-    c0, s0, m0 = time.process_time(), server_cpu(), machine_busy_seconds()
-    t0 = time.perf_counter()
-    await drive(n, record=True)
-    res.seconds = time.perf_counter() - t0
-    res.client_cpu = time.process_time() - c0
-    res.server_cpu = server_cpu() - s0
-    res.machine_busy = machine_busy_seconds() - m0
+    clock = PhaseClock(server_cpu)
+    await drive(concurrency, n, attempt(record=True))
+    clock.stop(res)
     if db_meter is not None:
         res.db_cpu = await db_meter.stop()
     if profiler is not None:
@@ -987,10 +959,6 @@ def render(
 # --- main --------------------------------------------------------------------------------------
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def find_exe(name: str, explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -1229,8 +1197,7 @@ async def main_async(args: argparse.Namespace) -> int:
         auth = " with MLGATE_AUTH=true and a Bearer API token on every request" if args.auth else ""
         meta = {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{os.cpu_count()} cores; load average {load0:.2f} at start, "
-            f"{os.getloadavg()[0]:.2f} at end",
+            "machine": machine_line(load0),
             "mlgate": f"{versions.get('mlgate', '-')} (git {git_rev()}), `mlgate server` {flags}"
             f"{auth}; {processes.get('mlgate', 0)} processes in its tree",
             "MLflow": f"{versions.get('mlflow', '-')}, `mlflow server` {flags} (uvicorn), env "
@@ -1250,11 +1217,9 @@ async def main_async(args: argparse.Namespace) -> int:
             "warm-up": "5% of n (at least 16) requests per op and server, not counted",
         }
         report = render(args, meta, results, serial, probes, ceiling)
-        print(report)
-        default_output = PERF_DIR / f"results-{args.backend}-{pairing_label(args)}.md"
-        output = Path(args.output) if args.output else default_output
-        output.write_text(report)
-        log(f"wrote {output}")
+        write_report(
+            report, args.output, PERF_DIR / f"results-{args.backend}-{pairing_label(args)}.md"
+        )
         if args.py_spy:
             log(f"py-spy profiles in {profile_dir}")
         return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import delete, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from tracking.core.db import Base, async_url
+from tracking.core.db import async_url
 from tracking.models import (
     Dataset,
     DatasetInput,
@@ -77,7 +77,8 @@ def _metric(run: int, key: str, value: float, is_nan: bool = False):
 
 async def _seed(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
+        # The migrations create the Default experiment (0); these cases know only their own.
+        await conn.execute(delete(Experiment).where(Experiment.experiment_id == 0))
         await conn.execute(
             insert(Experiment),
             [
@@ -111,65 +112,76 @@ async def _seed(engine: AsyncEngine) -> None:
                 _metric(3, "acc", 0.99),
             ],
         )
-        await conn.execute(
-            insert(Param),
-            [
-                {"run_id": 1, "key": "lr", "value": "0.1"},
-                {"run_id": 1, "key": "path", "value": "C:\\x"},
-                {"run_id": 2, "key": "lr", "value": "0.01"},
-            ],
-        )
-        await conn.execute(
-            insert(Tag),
-            [
-                {"run_id": 1, "key": "team", "value": "ML"},
-                {"run_id": 1, "key": "note", "value": "50%_off"},
-                {"run_id": 2, "key": "team", "value": "ml"},
-                {"run_id": 2, "key": "my key", "value": "v"},
-                {"run_id": 3, "key": "team", "value": "[x]*?"},
-            ],
-        )
-        await conn.execute(
-            insert(Dataset),
-            [
-                {"dataset_uuid": "u1", "experiment_id": 1, "name": "ds1", "digest": "d1",
-                 "source_type": "local", "source": "s"},
-            ],
-        )  # fmt: skip
-        await conn.execute(insert(DatasetInput), [{"id": 1, "run_id": 1, "dataset_uuid": "u1"}])
-        await conn.execute(
-            insert(DatasetInputTag),
-            [{"input_id": 1, "key": "mlflow.data.context", "value": "training"}],
-        )
-        await conn.execute(
-            insert(LoggedModel),
-            [
-                _model("m-1", "model", 10, source_run_id="a1", model_type="sklearn"),
-                _model("m-2", "model", 20, source_run_id="b2"),
-                _model("m-3", "other", 30, status="LOGGED_MODEL_PENDING"),
-                _model("m-4", "model", 40, stage="deleted"),
-            ],
-        )
-        await conn.execute(
-            insert(LoggedModelMetric),
-            [
-                _model_metric("m-1", "acc", 0.1, 0),
-                _model_metric("m-1", "acc", 0.8, 1),  # latest
-                _model_metric("m-2", "acc", 0.9, 0, dataset="eval"),
-                _model_metric("m-2", "acc", 0.0, 1, is_nan=True, dataset="train"),  # latest: NaN
-                _model_metric("m-3", "acc", 0.5, 0),
-            ],
-        )
-        await conn.execute(
-            insert(LoggedModelParam), [{"model_id": "m-1", "key": "k", "value": "v"}]
-        )
-        await conn.execute(insert(LoggedModelTag), [{"model_id": "m-3", "key": "t", "value": "x"}])
+        await _seed_run_data(conn)
+        await _seed_logged_models(conn)
+
+
+async def _seed_run_data(conn: AsyncConnection) -> None:
+    """Params, tags and a dataset input of the seeded runs."""
+    await conn.execute(
+        insert(Param),
+        [
+            {"run_id": 1, "key": "lr", "value": "0.1"},
+            {"run_id": 1, "key": "path", "value": "C:\\x"},
+            {"run_id": 2, "key": "lr", "value": "0.01"},
+        ],
+    )
+    await conn.execute(
+        insert(Tag),
+        [
+            {"run_id": 1, "key": "team", "value": "ML"},
+            {"run_id": 1, "key": "note", "value": "50%_off"},
+            {"run_id": 2, "key": "team", "value": "ml"},
+            {"run_id": 2, "key": "my key", "value": "v"},
+            {"run_id": 3, "key": "team", "value": "[x]*?"},
+        ],
+    )
+    await conn.execute(
+        insert(Dataset),
+        [
+            {"dataset_uuid": "u1", "experiment_id": 1, "name": "ds1", "digest": "d1",
+             "source_type": "local", "source": "s"},
+        ],
+    )  # fmt: skip
+    await conn.execute(insert(DatasetInput), [{"id": 1, "run_id": 1, "dataset_uuid": "u1"}])
+    await conn.execute(
+        insert(DatasetInputTag),
+        [{"input_id": 1, "key": "mlflow.data.context", "value": "training"}],
+    )
+
+
+async def _seed_logged_models(conn: AsyncConnection) -> None:
+    await conn.execute(
+        insert(LoggedModel),
+        [
+            _model("m-1", "model", 10, source_run_id="a1", model_type="sklearn"),
+            _model("m-2", "model", 20, source_run_id="b2"),
+            _model("m-3", "other", 30, status="LOGGED_MODEL_PENDING"),
+            _model("m-4", "model", 40, stage="deleted"),
+        ],
+    )
+    await conn.execute(
+        insert(LoggedModelMetric),
+        [
+            _model_metric("m-1", "acc", 0.1, 0),
+            _model_metric("m-1", "acc", 0.8, 1),  # latest
+            _model_metric("m-2", "acc", 0.9, 0, dataset="eval"),
+            _model_metric("m-2", "acc", 0.0, 1, is_nan=True, dataset="train"),  # latest: NaN
+            _model_metric("m-3", "acc", 0.5, 0),
+        ],
+    )
+    await conn.execute(insert(LoggedModelParam), [{"model_id": "m-1", "key": "k", "value": "v"}])
+    await conn.execute(insert(LoggedModelTag), [{"model_id": "m-3", "key": "t", "value": "x"}])
 
 
 @pytest.fixture(scope="module")
 def search_database_url(make_database: Callable[[str], str]) -> str:
     # Synchronous on purpose: the factory creates PostgreSQL databases with asyncio.run().
-    return make_database("search")
+    from gates.server import migrate
+
+    url = make_database("search")
+    migrate.upgrade(url)  # the schema as production makes it: the migrations, never create_all
+    return url
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -124,69 +124,23 @@ class S3Storage:
         key = self._key(path)
         if path.is_root:
             raise InvalidParameter("An artifact upload needs a file path.")
-        c = self._client
-        upload_id: str | None = None
-        parts: list[dict[str, Any]] = []
-        size = 0
-
-        async def flush_part(data: bytearray) -> None:
-            nonlocal upload_id
-            if upload_id is None:
-                created = await self._call(
-                    path, c.create_multipart_upload, Bucket=self.bucket, Key=key
-                )
-                upload_id = created["UploadId"]
-            number = len(parts) + 1
-            if number > MAX_PARTS:
-                raise InvalidParameter("The artifact is too large for one S3 object.")
-            result = await self._call(
-                path,
-                c.upload_part,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=data,
-            )
-            parts.append({"PartNumber": number, "ETag": result["ETag"]})
-
+        upload = _PartUpload(self, path, key)
         try:
-            # Each part is filled in place and handed to boto3 as is: one part-sized buffer
-            # per upload, no copies of it.
-            part = bytearray(part_size(1))
-            filled = 0
-            async for chunk in chunks:
-                size += len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    take = min(len(view), len(part) - filled)
-                    part[filled : filled + take] = view[:take]
-                    filled += take
-                    view = view[take:]
-                    if filled == len(part):
-                        await flush_part(part)
-                        part = bytearray(part_size(len(parts) + 1))
-                        filled = 0
-            del part[filled:]
-            if upload_id is None:
+            size, last = await _cut_into_parts(chunks, upload.send)
+            if upload.upload_id is None:
                 # Small body: one PUT, no multipart bookkeeping.
-                await self._call(path, c.put_object, Bucket=self.bucket, Key=key, Body=part)
+                await self._call(
+                    path, self._client.put_object, Bucket=self.bucket, Key=key, Body=last
+                )
                 return size
-            if part:
-                await flush_part(part)
-            await self._call(
-                path,
-                c.complete_multipart_upload,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
+            if last:
+                await upload.send(last)
+            await upload.complete()
             return size
         except BaseException:
-            if upload_id is not None:
+            if upload.upload_id is not None:
                 # Abandoned parts are billed and invisible: always abort a failed upload.
-                await to_thread.run_sync(self._abort_quietly, key, upload_id)
+                await to_thread.run_sync(self._abort_quietly, key, upload.upload_id)
             raise
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
@@ -480,67 +434,121 @@ class S3Storage:
         prefix are touched; an upload another replica aborted first is skipped.
         """
         cutoff = datetime.now(UTC) - timedelta(seconds=max_age_seconds)
+        aborted = await self._call(ArtifactPath(()), self._abort_stale_uploads, cutoff)
+        return aborted + await self._call(ArtifactPath(()), self._remove_stale_staging, cutoff)
+
+    def _last_part_at(self, key: str, upload_id: str) -> datetime | None:
+        newest: datetime | None = None
+        for page in self._client.get_paginator("list_parts").paginate(
+            Bucket=self.bucket, Key=key, UploadId=upload_id
+        ):
+            for part in page.get("Parts", ()):
+                at = part.get("LastModified")
+                if isinstance(at, datetime) and (newest is None or at > newest):
+                    newest = at
+        return newest
+
+    def _abort_stale_uploads(self, cutoff: datetime) -> int:
         c = self._client
-
-        def last_part_at(key: str, upload_id: str) -> datetime | None:
-            newest: datetime | None = None
-            for page in c.get_paginator("list_parts").paginate(
-                Bucket=self.bucket, Key=key, UploadId=upload_id
-            ):
-                for part in page.get("Parts", ()):
-                    at = part.get("LastModified")
-                    if isinstance(at, datetime) and (newest is None or at > newest):
-                        newest = at
-            return newest
-
-        def sweep() -> int:
-            aborted = 0
-            paginator = c.get_paginator("list_multipart_uploads")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-                for upload in page.get("Uploads", ()):
-                    key, upload_id = upload["Key"], upload["UploadId"]
-                    initiated = upload.get("Initiated")
-                    if not isinstance(initiated, datetime) or initiated >= cutoff:
-                        continue
-                    try:
-                        newest = last_part_at(key, upload_id)
-                        if newest is not None and newest >= cutoff:
-                            continue
-                        c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-                        aborted += 1
-                    except ClientError as exc:
-                        if exc.response.get("Error", {}).get("Code") not in _NOT_FOUND:
-                            raise
-            return aborted
-
-        def sweep_frozen_staging() -> int:
-            # Freezes a killed server left half-made: ``mlgate-frozen/staging/<id>/...``, each
-            # removed once nothing in it was written within the age.
-            root = f"{self.prefix}{FROZEN_AREA}/staging/"
-            groups: dict[str, tuple[datetime, list[str]]] = {}
-            for page in c.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=root
-            ):
-                for obj in page.get("Contents", ()):
-                    group = obj["Key"][len(root) :].split("/", 1)[0]
-                    newest, keys = groups.get(group, (obj["LastModified"], []))
-                    keys.append(obj["Key"])
-                    groups[group] = (max(newest, obj["LastModified"]), keys)
-            removed = 0
-            for newest, keys in groups.values():
-                if newest >= cutoff:
+        aborted = 0
+        paginator = c.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for upload in page.get("Uploads", ()):
+                key, upload_id = upload["Key"], upload["UploadId"]
+                initiated = upload.get("Initiated")
+                if not isinstance(initiated, datetime) or initiated >= cutoff:
                     continue
-                for start in range(0, len(keys), 1000):
-                    batch = [{"Key": k} for k in keys[start : start + 1000]]
-                    c.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-                removed += 1
-            return removed
+                try:
+                    newest = self._last_part_at(key, upload_id)
+                    if newest is not None and newest >= cutoff:
+                        continue
+                    c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                    aborted += 1
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") not in _NOT_FOUND:
+                        raise
+        return aborted
 
-        aborted = await self._call(ArtifactPath(()), sweep)
-        return aborted + await self._call(ArtifactPath(()), sweep_frozen_staging)
+    def _remove_stale_staging(self, cutoff: datetime) -> int:
+        # Freezes a killed server left half-made: ``mlgate-frozen/staging/<id>/...``, each
+        # removed once nothing in it was written within the age.
+        c = self._client
+        root = f"{self.prefix}{FROZEN_AREA}/staging/"
+        groups: dict[str, tuple[datetime, list[str]]] = {}
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
+            for obj in page.get("Contents", ()):
+                group = obj["Key"][len(root) :].split("/", 1)[0]
+                newest, keys = groups.get(group, (obj["LastModified"], []))
+                keys.append(obj["Key"])
+                groups[group] = (max(newest, obj["LastModified"]), keys)
+        removed = 0
+        for newest, keys in groups.values():
+            if newest >= cutoff:
+                continue
+            for start in range(0, len(keys), 1000):
+                batch = [{"Key": k} for k in keys[start : start + 1000]]
+                c.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            removed += 1
+        return removed
 
     async def aclose(self) -> None:
         await to_thread.run_sync(self._client.close)
+
+
+class _PartUpload:
+    """A streamed upload's multipart state: begun on its first full part, parts sent so far."""
+
+    def __init__(self, storage: S3Storage, path: ArtifactPath, key: str) -> None:
+        self.storage, self.path, self.key = storage, path, key
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    async def send(self, data: bytearray) -> None:
+        st, c = self.storage, self.storage._client
+        if self.upload_id is None:
+            created = await st._call(
+                self.path, c.create_multipart_upload, Bucket=st.bucket, Key=self.key
+            )
+            self.upload_id = created["UploadId"]
+        number = len(self.parts) + 1
+        if number > MAX_PARTS:
+            raise InvalidParameter("The artifact is too large for one S3 object.")
+        result = await st._call(self.path, c.upload_part, Bucket=st.bucket, Key=self.key,
+                                UploadId=self.upload_id, PartNumber=number, Body=data)  # fmt: skip
+        self.parts.append({"PartNumber": number, "ETag": result["ETag"]})
+
+    async def complete(self) -> None:
+        st = self.storage
+        await st._call(self.path, st._client.complete_multipart_upload, Bucket=st.bucket,
+                       Key=self.key, UploadId=self.upload_id,
+                       MultipartUpload={"Parts": self.parts})  # fmt: skip
+
+
+async def _cut_into_parts(
+    chunks: AsyncIterable[bytes], send: Callable[[bytearray], Awaitable[None]]
+) -> tuple[int, bytearray]:
+    """Fill part-sized buffers from ``chunks``, ``send`` each full one; the size and the rest.
+
+    Each part is filled in place and handed over as is: one part-sized buffer per upload, no
+    copies of it.
+    """
+    size, sent, filled = 0, 0, 0
+    part = bytearray(part_size(1))
+    async for chunk in chunks:
+        size += len(chunk)
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), len(part) - filled)
+            part[filled : filled + take] = view[:take]
+            filled += take
+            view = view[take:]
+            if filled == len(part):
+                await send(part)
+                sent += 1
+                part = bytearray(part_size(sent + 1))
+                filled = 0
+    del part[filled:]
+    return size, part
 
 
 class _SourceChanged(Exception):

@@ -1,0 +1,154 @@
+"""What a run logs: metrics, params and tags, single or batched, and metric histories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracking import store
+from tracking.core.errors import InvalidParameter, ResourceNotFound
+from tracking.core.wire import decode_page_token, encode_double, encode_page_token
+from tracking.errors import LoggedModelNotFound, ParamChanged
+from tracking.schemas import LogBatch, MetricIn, MetricOut
+from tracking.service.lookups import RUN_NAME_TAG, active_run, page_fingerprint, run_handle
+from tracking.store import MetricPoint, RunHandle
+from tracking.validation import (
+    MAX_HISTORY_PAGE,
+    MAX_PARAM_VALUE_LEN,
+    MAX_RUN_NAME_LEN,
+    MAX_RUN_TAG_VALUE_LEN,
+    require,
+    truncate,
+    validate_batch_sizes,
+    validate_key,
+    validate_max_results,
+    validate_metric_value,
+    validate_timestamp,
+)
+
+
+def _metric_point(m: MetricIn | Any) -> MetricPoint:
+    key = validate_key(m.key, "metric")
+    value = validate_metric_value(key, m.value)
+    return MetricPoint(
+        key=key,
+        value=value,
+        timestamp=validate_timestamp(key, m.timestamp),
+        step=int(m.step or 0),
+        model_id=m.model_id or None,
+        dataset_name=m.dataset_name or None,
+        dataset_digest=m.dataset_digest or None,
+    )
+
+
+async def _log_metric_points(s: AsyncSession, handle: RunHandle, points: list[MetricPoint]) -> None:
+    await store.insert_metrics(s, handle.id, points)
+    model_points = [p for p in points if p.model_id]
+    if model_points:
+        known = await store.existing_logged_model_ids(
+            s, (p.model_id for p in model_points if p.model_id)
+        )
+        missing = {p.model_id for p in model_points} - known
+        if missing:
+            raise LoggedModelNotFound(sorted(str(m) for m in missing)[0])
+        await store.insert_logged_model_metrics(s, handle.run_uuid, model_points)
+
+
+async def _log_metrics_in_one_statement(
+    s: AsyncSession, run_id: str | None, points: list[MetricPoint]
+) -> bool:
+    """The fast path of a metrics-only write (no logged model to check): True when done.
+
+    False sends the caller down the usual path, which finds the run and raises the right
+    error (missing, or not active) when the write found no active run.
+    """
+    if not run_id or any(p.model_id for p in points):
+        return False
+    return bool(await store.insert_metrics_by_run_uuid(s, run_id, points))
+
+
+async def log_metric(s: AsyncSession, run_id: str | None, m: Any) -> None:
+    point = _metric_point(m)
+    if await _log_metrics_in_one_statement(s, run_id, [point]):
+        return
+    handle = await active_run(s, run_id)
+    await _log_metric_points(s, handle, [point])
+
+
+async def log_param(
+    s: AsyncSession, run_id: str | None, key: str | None, value: str | None
+) -> None:
+    k = validate_key(key, "param")
+    v = truncate("" if value is None else value, MAX_PARAM_VALUE_LEN)
+    handle = await active_run(s, run_id)
+    changed = await store.insert_params_checked(s, handle.id, {k: v})
+    if changed:
+        raise ParamChanged(handle.run_uuid, *changed[0])
+
+
+async def set_tag(s: AsyncSession, run_id: str | None, key: str | None, value: str | None) -> None:
+    k = validate_key(key, "tag")
+    v = truncate(value or "", MAX_RUN_TAG_VALUE_LEN)
+    handle = await active_run(s, run_id)
+    await store.upsert_run_tags(s, handle.id, {k: v})
+    if k == RUN_NAME_TAG:
+        await store.update_run(s, handle.id, name=v[:MAX_RUN_NAME_LEN])
+
+
+async def delete_tag(s: AsyncSession, run_id: str | None, key: str | None) -> None:
+    require(key, "key")
+    assert key is not None
+    handle = await active_run(s, run_id)
+    if not await store.delete_run_tag(s, handle.id, key):
+        raise ResourceNotFound(f"No tag with name: {key} in run with id {handle.run_uuid}")
+
+
+async def log_batch(s: AsyncSession, req: LogBatch) -> None:
+    validate_batch_sizes(len(req.metrics), len(req.params), len(req.tags))
+    points = [_metric_point(m) for m in req.metrics]
+    params: dict[str, str] = {}
+    for p in req.params:
+        k = validate_key(p.key, "param")
+        v = truncate("" if p.value is None else p.value, MAX_PARAM_VALUE_LEN)
+        if k in params and params[k] != v:
+            raise InvalidParameter(
+                f"Duplicate parameter keys have been submitted: ['{k}']. Please ensure the request "
+                "contains only one param value per param key."
+            )
+        params[k] = v
+    tags = {
+        validate_key(t.key, "tag"): truncate(t.value or "", MAX_RUN_TAG_VALUE_LEN) for t in req.tags
+    }
+    only_metrics = points and not params and not tags
+    if only_metrics and await _log_metrics_in_one_statement(s, req.run_id, points):
+        return
+    handle = await active_run(s, req.run_id)
+    changed = await store.insert_params_checked(s, handle.id, params)
+    if changed:
+        raise ParamChanged(handle.run_uuid, *changed[0])
+    await _log_metric_points(s, handle, points)
+    await store.upsert_run_tags(s, handle.id, tags)
+    if RUN_NAME_TAG in tags:
+        await store.update_run(s, handle.id, name=tags[RUN_NAME_TAG][:MAX_RUN_NAME_LEN])
+
+
+async def metric_history(
+    s: AsyncSession,
+    run_id: str | None,
+    key: str | None,
+    max_results: int | None,
+    page_token: str | None,
+) -> tuple[list[MetricOut], str | None]:
+    require(key, "metric_key")
+    assert key is not None
+    limit = validate_max_results(max_results, MAX_HISTORY_PAGE, MAX_HISTORY_PAGE)
+    handle = await run_handle(s, run_id)
+    fingerprint = page_fingerprint("hist", handle.run_uuid, key)
+    offset = decode_page_token(page_token, fingerprint)
+    rows = await store.metric_history(s, handle.id, key, offset=offset, limit=limit + 1)
+    token = encode_page_token(offset + limit, fingerprint) if len(rows) > limit else None
+    return [
+        MetricOut(k, "NaN" if nan else encode_double(v), ts, step, mid, dname, ddigest)
+        for k, v, nan, ts, step, mid, dname, ddigest in rows[:limit]
+    ], token

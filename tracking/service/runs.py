@@ -1,0 +1,176 @@
+"""Runs: start, read, update, delete and restore, and search."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracking import store
+from tracking.core.auth import ResourceScope
+from tracking.core.clock import now_ms
+from tracking.core.errors import InvalidParameter
+from tracking.core.wire import decode_page_token, encode_page_token
+from tracking.errors import ExperimentNotFound, InactiveExperiment
+from tracking.schemas import (
+    CreateRun,
+    RunDataOut,
+    RunInfoOut,
+    RunInputsOut,
+    RunOut,
+    SearchRuns,
+    TagOut,
+    UpdateRun,
+)
+from tracking.service.lookups import (
+    RUN_NAME_TAG,
+    RUN_STATUSES,
+    USER_TAG,
+    active_run,
+    generate_run_name,
+    page_fingerprint,
+    parse_experiment_id,
+    parse_view_type,
+    run_handle,
+)
+from tracking.service.rendering import run_out
+from tracking.validation import (
+    MAX_RUN_NAME_LEN,
+    MAX_RUN_TAG_VALUE_LEN,
+    MAX_SEARCH_RESULTS,
+    check_length,
+    truncate,
+    validate_key,
+    validate_max_results,
+)
+
+
+async def create_run(s: AsyncSession, req: CreateRun, *, user: str | None = None) -> RunOut:
+    """Start a run. ``user`` is the authenticated caller when auth is on: it becomes the run's
+    ``user_id`` and ``mlflow.user`` tag whatever the client claims; None keeps MLflow's
+    behaviour (the client's ``user_id``)."""
+    raw_id = req.experiment_id if req.experiment_id not in (None, "") else "0"
+    eid = parse_experiment_id(raw_id)
+    tags = {
+        validate_key(t.key, "tag"): truncate(t.value or "", MAX_RUN_TAG_VALUE_LEN) for t in req.tags
+    }
+    tag_name = tags.get(RUN_NAME_TAG)
+    if req.run_name and tag_name and req.run_name != tag_name:
+        raise InvalidParameter(
+            f"Both 'run_name' argument and 'mlflow.runName' tag are specified, but with different "
+            f"values (run_name='{req.run_name}', mlflow.runName='{tag_name}')."
+        )
+    name = req.run_name or tag_name or generate_run_name()
+    check_length(name, MAX_RUN_NAME_LEN, "Run name")
+    tags[RUN_NAME_TAG] = name
+    if user is not None:
+        tags[USER_TAG] = user
+    run_uuid = uuid.uuid4().hex
+    start_time = req.start_time if req.start_time is not None else now_ms()
+    user_id = user if user is not None else (req.user_id or "")
+    started = await store.insert_run_in_active_experiment(
+        s,
+        run_uuid=run_uuid,
+        experiment_id=eid,
+        name=name,
+        user_id=user_id,
+        start_time=start_time,
+    )
+    if started is None:
+        experiment = await store.experiment_stage_and_location(s, eid)
+        if experiment is None:
+            raise ExperimentNotFound(raw_id)
+        raise InactiveExperiment(eid)
+    run_pk, artifact_uri = started
+    await store.upsert_run_tags(s, run_pk, tags)
+    # Everything in the new run is known here: answer without reading it back.
+    return RunOut(
+        info=RunInfoOut(
+            run_id=run_uuid,
+            run_uuid=run_uuid,
+            run_name=name,
+            experiment_id=str(eid),
+            user_id=user_id,
+            status="RUNNING",
+            start_time=start_time,
+            artifact_uri=artifact_uri,
+            lifecycle_stage="active",
+        ),
+        data=RunDataOut(metrics=[], params=[], tags=[TagOut(k, v) for k, v in tags.items()]),
+        inputs=RunInputsOut(),
+    )
+
+
+async def get_run(s: AsyncSession, run_id: str | None) -> RunOut:
+    handle = await run_handle(s, run_id)
+    return run_out((await store.load_runs(s, [handle.id]))[0])
+
+
+async def get_run_outputs(s: AsyncSession, run_id: str | None) -> RunOut:
+    """The run's info and model inputs/outputs only; its params, tags, metrics and dataset
+    inputs are left empty (what resolving a ``runs:/`` source needs, in three reads)."""
+    handle = await run_handle(s, run_id)
+    return run_out((await store.load_runs(s, [handle.id], data=False))[0])
+
+
+async def update_run(s: AsyncSession, req: UpdateRun) -> RunInfoOut:
+    handle = await active_run(s, req.run_id or req.run_uuid)
+    values: dict[str, Any] = {}
+    if req.status:
+        status = req.status.upper()
+        if status not in RUN_STATUSES:
+            raise InvalidParameter(f"Invalid run status '{req.status}'.")
+        values["status"] = status
+    if req.end_time is not None:
+        values["end_time"] = req.end_time
+    if req.run_name:
+        check_length(req.run_name, MAX_RUN_NAME_LEN, "Run name")
+        values["name"] = req.run_name
+        await store.upsert_run_tags(s, handle.id, {RUN_NAME_TAG: req.run_name})
+    if values:
+        await store.update_run(s, handle.id, **values)
+    return run_out((await store.load_runs(s, [handle.id]))[0]).info
+
+
+async def delete_run(s: AsyncSession, run_id: str | None) -> None:
+    handle = await run_handle(s, run_id)
+    await store.update_run(s, handle.id, lifecycle_stage="deleted", deleted_time=now_ms())
+
+
+async def restore_run(s: AsyncSession, run_id: str | None) -> None:
+    handle = await run_handle(s, run_id)
+    stage = await store.experiment_lifecycle(s, handle.experiment_id)
+    if stage != "active":
+        raise InactiveExperiment(handle.experiment_id)
+    await store.update_run(s, handle.id, lifecycle_stage="active", deleted_time=None)
+
+
+async def search_runs(
+    s: AsyncSession, req: SearchRuns, *, scope: ResourceScope | None = None
+) -> tuple[list[RunOut], str | None]:
+    """One page of runs; ``scope`` (None: all) drops runs of experiments the caller can't read."""
+    from tracking.search import run_search_select
+
+    limit = validate_max_results(req.max_results, 1000, MAX_SEARCH_RESULTS)
+    view = parse_view_type(req.run_view_type)
+    experiment_ids = [parse_experiment_id(e) for e in req.experiment_ids]
+    fingerprint = page_fingerprint(
+        "runs", tuple(experiment_ids), req.filter or "", tuple(req.order_by), view
+    )
+    offset = decode_page_token(req.page_token, fingerprint)
+    if not experiment_ids:
+        return [], None
+    stmt = run_search_select(experiment_ids, req.filter, list(req.order_by), view, scope)
+    pks = [row[0] for row in await s.execute(stmt.offset(offset).limit(limit + 1))]
+    token = encode_page_token(offset + limit, fingerprint) if len(pks) > limit else None
+    bundles = await store.load_runs(s, pks[:limit])
+    return [run_out(b) for b in bundles], token
+
+
+async def get_runs(s: AsyncSession, run_ids: Sequence[str]) -> list[RunOut]:
+    """The known runs among ``run_ids``, in that order (a fixed number of queries)."""
+    pks = await store.run_pks_by_uuids(s, list(dict.fromkeys(run_ids)))
+    bundles = await store.load_runs(s, [pks[r] for r in dict.fromkeys(run_ids) if r in pks])
+    return [run_out(b) for b in bundles]
