@@ -156,7 +156,7 @@ async def _authenticate(
     if not await ports.can_promote(s, bearer, model, target):
         raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
     # A token's user is an authenticated principal: a requested_by beside it is ignored.
-    return Caller(bearer.name, "token", bearer.name, bearer.name)
+    return Caller(bearer.name, bearer.auth_method, bearer.name, bearer.name)
 
 
 def _same_requester(found: GateDecision, caller: Caller) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -120,7 +121,7 @@ async def _promote(
     body = PromoteRequest(
         model=name, target=target, version=version, idempotency_key=key, dry_run=key is None
     )
-    actor = await ports.request_actor(request)
+    actor = replace(await ports.request_actor(request), auth_method="session")
     async with database(request).write() as s:
         result = await promotion.promote(
             s,
