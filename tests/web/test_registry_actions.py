@@ -5,9 +5,13 @@ through the same services (gates, scoped grants, approvals, audit) as the JSON A
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
+from tests.conftest import LiveServer
 from tests.security.auth_world import API, MLGATE, World
 from tests.web.support import Browser, csrf_of
 from tests.web.test_approvals_pages import card, flash, open_request, request_state
@@ -99,6 +103,7 @@ def test_promotion_with_approvals_opens_a_request_and_a_reader_is_refused(
     page = version_path(model, version)
 
     reader = browser_for("reader")
+    assert 'data-testid="promote-form"' not in reader.get(page).text  # not offered
     refused = post_on(reader, page, f"{page}/promote", {"target": "Production"})
     kind, message = flash(refused.text)
     assert kind == "error" and "may not promote" in message, message
@@ -152,6 +157,10 @@ def test_direct_moves_follow_grants_and_a_gated_target_shows_the_gates_reason(
     page = version_path(model, version)
 
     editor = browser_for("editor")  # may edit, may not promote
+    offered = editor.get(page).text
+    assert 'data-testid="move-form"' not in offered
+    assert 'data-testid="version-description-form"' in offered
+    assert 'data-testid="move-form"' in browser_for("ci").get(page).text  # scoped promoter
     refused = post_on(editor, page, f"{page}/move", {"target": "Staging"})
     kind, message = flash(refused.text)
     assert kind == "error" and "promote" in message, message
@@ -438,3 +447,26 @@ def test_a_subscription_without_a_name_says_so_and_star_subscribes_to_every_even
     events = created.json()["subscription"]["events"]
     assert "gate.decided" in events and "approval.approved" in events
     assert "gate.overridden" in events and len(events) > 10
+
+
+def test_the_forms_work_with_authentication_off(live_server: LiveServer) -> None:
+    name = f"ui-act-{time.time_ns()}"
+    api = httpx.Client(base_url=live_server.url, timeout=60)
+    assert api.post(f"{API}/registered-models/create", json={"name": name}).status_code == 200
+    experiment = api.post(f"{API}/experiments/create", json={"name": name}).json()
+    run = api.post(
+        f"{API}/runs/create", json={"experiment_id": experiment["experiment_id"]}
+    ).json()["run"]["info"]
+    body = {"name": name, "source": f"runs:/{run['run_id']}/model", "run_id": run["run_id"]}
+    assert api.post(f"{API}/model-versions/create", json=body).status_code == 200
+    browser = Browser(live_server.url)
+    page = version_path(name, "1")
+    moved = post_on(browser, page, f"{page}/move", {"target": "Staging"})
+    assert flash(moved.text) == ("notice", f"Moved {name} version 1 to Staging.")
+    edited = post_on(browser, page, f"{page}/edit", {"description": "smoke"})
+    assert flash(edited.text) == ("notice", "Description saved.")
+    got = api.get(f"{API}/model-versions/get", params={"name": name, "version": "1"}).json()
+    assert got["model_version"]["current_stage"] == "Staging"
+    assert got["model_version"]["description"] == "smoke"
+    browser.close()
+    api.close()

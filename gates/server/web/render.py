@@ -94,6 +94,16 @@ def may_on_model(
     return allows(principal.grants, "registered_model", model, None, action, target)
 
 
+def may_promote_somewhere(principal: Principal | None, model: str) -> bool:
+    """Whether any of the principal's grants lets them move some pointer of ``model``."""
+    if principal is None or principal.is_admin:
+        return True
+    return any(
+        allows([rule], "registered_model", model, None, "promote", (rule.targets or (None,))[0])
+        for rule in principal.grants
+    )
+
+
 ENV = Environment(
     loader=PackageLoader("gates.server.web", "templates"),
     autoescape=select_autoescape(["html"]),
@@ -106,6 +116,7 @@ ENV.filters["num"] = format_number
 ENV.filters["bytes"] = format_bytes
 ENV.globals["with_query"] = with_query
 ENV.globals["may_on_model"] = may_on_model
+ENV.globals["may_promote_somewhere"] = may_promote_somewhere
 
 
 def redirect_with_flash(
