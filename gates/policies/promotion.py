@@ -198,8 +198,12 @@ async def promote(
     approval_ttl_hours: int,
     fingerprint: VersionFingerprint | None = None,
     secret_box: SecretBox = service.UNSEALED,
+    trigger: str = "webhook",
 ) -> Promotion:
-    """Decide on a promotion request and act on the decision (see the module docstring)."""
+    """Decide on a promotion request and act on the decision (see the module docstring).
+
+    ``trigger`` is what the decision records as its origin: ``webhook`` (the HTTP endpoint)
+    or ``ui`` (the web UI's promotion form, acting as the signed-in user)."""
     model, target = _validate(req)
     if (
         signed is None
@@ -237,7 +241,7 @@ async def promote(
         "actor": caller.actor,
         "auth_method": caller.auth_method,
         "requested_by": caller.requested_by,
-        "trigger": "webhook",
+        "trigger": trigger,
         "dry_run": req.dry_run,
         "checks": "[]",
         "outcome": "evaluating",

@@ -94,6 +94,13 @@ def test_promotion_shows_the_dry_run_then_moves_on_confirm_and_the_timeline_name
     timeline = element(approver.get(model_path(model)).text, "timeline")
     story = text(element(timeline, "move-by-gate"))
     assert gate in story and "passed" in story and f"approver-{web_world.u}" in story
+    decisions = web_world.admin_json(
+        "GET", f"{MLGATE}/gates/decisions/list", params={"model": model}
+    )["decisions"]
+    assert {(d["trigger"], d["actor"], d.get("dry_run", False)) for d in decisions} == {
+        ("ui", f"approver-{web_world.u}", True),
+        ("ui", f"approver-{web_world.u}", False),
+    }
 
 
 def test_promotion_with_approvals_opens_a_request_and_a_reader_is_refused(

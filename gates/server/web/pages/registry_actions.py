@@ -131,6 +131,7 @@ async def _promote(
             bearer=actor,
             storage=request.app.state.get(STORAGE_STATE_KEY),
             approval_ttl_hours=settings_of(request).approval_ttl_hours,
+            trigger="ui",
         )
     return result.decision
 
