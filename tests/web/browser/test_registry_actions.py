@@ -143,3 +143,23 @@ def test_an_admin_deletes_a_version_after_confirming(browsers: Browsers, seed: S
     assert ui.page.get_by_test_id("flash").inner_text() == f"Deleted {model} version {version}."
     assert "No versions yet." in ui.page.get_by_test_id("versions-table").inner_text()
     ui.assert_no_browser_errors()
+
+
+def test_an_admin_override_is_recorded_and_shown_on_the_timeline(
+    browsers: Browsers, seed: Seed
+) -> None:
+    model, version, gate = gated_model(seed)
+    ui = browsers.signed_in(ADMIN_USER)
+    ui.goto(f"/models/{model}/versions/{version}")
+    form = ui.page.get_by_test_id("move-form")
+    form.get_by_label("Target (stage or @alias)").fill("Production")
+    form.get_by_test_id("override-reason").fill("Hotfix for incident 4711")
+    form.get_by_test_id("move-submit").click()
+    ui.page.wait_for_load_state("load")
+    assert "override recorded" in ui.page.get_by_test_id("flash").inner_text()
+    assert stage_of(seed, model, version) == "Production"
+    ui.goto(f"/models/{model}")
+    story = ui.page.get_by_test_id("timeline").get_by_test_id("move-override").first
+    assert "Hotfix for incident 4711" in story.inner_text() and gate in story.inner_text()
+    ui.shot("timeline-override")
+    ui.assert_no_browser_errors()
