@@ -16,6 +16,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import store
+from gates.approvals.duties import may_cancel, separation_of_duties
 from gates.approvals.errors import (
     AlreadyApproved,
     ApprovalClosed,
@@ -244,16 +245,15 @@ async def approve(
     in this transaction, or marks the request failed with the refusing decision."""
     at = now_ms() if now is None else now
     row = await _pending(s, request_id, at)
-    # Only authenticated principals count: a ``requested_by`` claim can bar nobody.
-    if row.requester and approver == row.requester:
-        raise SeparationOfDuties(
-            f"'{approver}' requested this promotion and cannot approve it (separation of duties)."
-        )
-    if row.run_author and approver == row.run_author:
-        made = f"run {row.run_id}" if row.run_id else f"version {row.version}"
-        raise SeparationOfDuties(
-            f"'{approver}' authored {made} and cannot approve its promotion (separation of duties)."
-        )
+    barred = separation_of_duties(
+        approver,
+        requester=row.requester,
+        run_author=row.run_author,
+        run_id=row.run_id,
+        version=row.version,
+    )
+    if barred is not None:
+        raise SeparationOfDuties(barred)
     # With authentication off there are no grants: any named user may sign off (separation of
     # duties above still holds).
     if check_role and not await ports.can_approve(s, approver, row.model_name, row.target):
@@ -422,7 +422,7 @@ async def cancel(
     """The requester (or an admin) withdraws the request."""
     at = now_ms()
     row = await _pending(s, request_id, at)
-    if not actor.is_admin and (not actor.authenticated or actor.name != row.requester):
+    if not may_cancel(actor, row.requester):
         raise PermissionDenied("Only the requester or an admin can cancel an approval request.")
     await store.insert_action(
         s,

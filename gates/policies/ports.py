@@ -36,6 +36,9 @@ class Actor:
     is_admin: bool
     authenticated: bool
     principal: Any = None
+    # How a promotion's caller proved who they are, as its decision records it: an API
+    # token or Basic credentials ("token"), or a web UI session ("session").
+    auth_method: str = "token"
 
 
 def auth_enabled(request: Any) -> bool:

@@ -156,7 +156,7 @@ async def _authenticate(
     if not await ports.can_promote(s, bearer, model, target):
         raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
     # A token's user is an authenticated principal: a requested_by beside it is ignored.
-    return Caller(bearer.name, "token", bearer.name, bearer.name)
+    return Caller(bearer.name, bearer.auth_method, bearer.name, bearer.name)
 
 
 def _same_requester(found: GateDecision, caller: Caller) -> bool:
@@ -198,8 +198,12 @@ async def promote(
     approval_ttl_hours: int,
     fingerprint: VersionFingerprint | None = None,
     secret_box: SecretBox = service.UNSEALED,
+    trigger: str = "webhook",
 ) -> Promotion:
-    """Decide on a promotion request and act on the decision (see the module docstring)."""
+    """Decide on a promotion request and act on the decision (see the module docstring).
+
+    ``trigger`` is what the decision records as its origin: ``webhook`` (the HTTP endpoint)
+    or ``ui`` (the web UI's promotion form, acting as the signed-in user)."""
     model, target = _validate(req)
     if (
         signed is None
@@ -237,7 +241,7 @@ async def promote(
         "actor": caller.actor,
         "auth_method": caller.auth_method,
         "requested_by": caller.requested_by,
-        "trigger": "webhook",
+        "trigger": trigger,
         "dry_run": req.dry_run,
         "checks": "[]",
         "outcome": "evaluating",

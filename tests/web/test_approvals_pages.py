@@ -167,8 +167,8 @@ def test_the_requester_approving_their_own_request_is_refused(
     pending = open_request(web_world)
     requester = browser_for("approver")
     inbox = requester.get("/approvals")
-    # Shown (the role allows it); separation of duties is enforced by the server.
-    assert 'data-testid="approve-button"' in card(inbox.text, pending.request_id)
+    # Not offered (separation of duties bars them); the server refuses a forged post too.
+    assert 'data-testid="approve-button"' not in card(inbox.text, pending.request_id)
     answer = requester.post_form(
         f"/approvals/{pending.request_id}/approve", {"comment": "mine"}, csrf=csrf_of(inbox.text)
     )
@@ -321,6 +321,7 @@ async def test_inbox_issues_a_fixed_number_of_queries(
 ) -> None:
     storage = LocalStorage(tmp_path / "artifacts")
     ci = Actor("ci", is_admin=True, authenticated=True)
+    reviewer = Actor("reviewer", is_admin=True, authenticated=True)
 
     async def populate(model: str, n: int) -> None:
         await make_gate(session, model, "Production", required_approvals=1)
@@ -343,7 +344,8 @@ async def test_inbox_issues_a_fixed_number_of_queries(
 
     async def measured(model: str, expected: int) -> int:
         with count_queries(session) as queries:
-            cards, _ = await inbox_data(session, None, ci, False, "pending", model, None)
+            # Someone other than the requester (who is never offered the buttons).
+            cards, _ = await inbox_data(session, None, reviewer, False, "pending", model, None)
         assert len(cards) == expected
         assert all(c.decision is not None and c.can_act for c in cards)
         return len(queries)

@@ -9,7 +9,7 @@ import httpx
 
 from tests.conftest import LiveServer
 
-FRONTEND = Path(__file__).resolve().parents[2] / "registry" / "server" / "web" / "frontend"
+FRONTEND = Path(__file__).resolve().parents[2] / "gates" / "server" / "web" / "frontend"
 
 
 def test_the_pinned_chart_library_is_served_from_this_server(live_server: LiveServer) -> None:

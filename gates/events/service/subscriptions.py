@@ -38,6 +38,8 @@ STATUSES = ("active", "disabled")
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000  # MLflow's limit for list_webhooks
 MAX_EVENTS = 64
+# ``"events": ["*"]``: every event type mlgate knows now (stored as that list).
+ALL_EVENTS = "*"
 MIN_SECRET_LEN = 16
 DEFAULT_ROTATION_GRACE_S = 24 * 3600
 MAX_ROTATION_GRACE_S = 30 * 24 * 3600
@@ -66,6 +68,15 @@ _WEBHOOK_STATUSES = ("STATUS_UNSPECIFIED", "ACTIVE", "DISABLED")
 
 
 # --- validation ----------------------------------------------------------------------------------
+
+
+def _required_name(name: str | None) -> str:
+    """mlgate's subscriptions: a missing name says so (not "Webhook name None is invalid")."""
+    if name is None or not name.strip():
+        raise InvalidParameter(
+            "Missing value for required parameter 'name': name the subscription."
+        )
+    return _name(name)
 
 
 def _name(name: str | None) -> str:
@@ -103,7 +114,13 @@ def _status(value: str | int | None, *, default: str = "active") -> str:
 
 def _event_types(events: Sequence[str], allowed: frozenset[str]) -> list[str]:
     if not events:
-        raise InvalidParameter("Webhook events must be a non-empty list.")
+        raise InvalidParameter(
+            f"Webhook events must be a non-empty list (or [{ALL_EVENTS!r}] for every event)."
+        )
+    if ALL_EVENTS in events:
+        if len(events) > 1:
+            raise InvalidParameter(f"{ALL_EVENTS!r} (every event) stands alone in 'events'.")
+        return sorted(allowed)
     if len(events) > MAX_EVENTS:
         raise InvalidParameter(f"A subscription can list at most {MAX_EVENTS} events.")
     unknown = [e for e in events if e not in allowed]
@@ -265,7 +282,7 @@ async def create_subscription(
     row = await _insert(
         s,
         flavor=MLGATE,
-        name=_name(req.name),
+        name=_required_name(req.name),
         url=await _url(req.url, config),
         events=events,
         description=req.description,
@@ -361,7 +378,7 @@ async def update_subscription(
     allowed = frozenset(MLFLOW_EVENT_TYPES) if row.flavor == MLFLOW else KNOWN_EVENT_TYPES
     values: dict[str, Any] = {"updated_at": now_ms()}
     if req.name is not None:
-        values["name"] = _name(req.name)
+        values["name"] = _required_name(req.name)
     if req.url is not None:
         values["url"] = await _url(req.url, config)
     if req.description is not None:

@@ -15,8 +15,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from litestar import Request, Response
 from litestar.response import Redirect
 
+from gates.identity.policy import allows
 from gates.server.web import session
-from tracking.core.auth import current_principal
+from tracking.core.auth import Principal, current_principal
 from tracking.core.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -83,6 +84,26 @@ def with_query(target: str, /, **params: Any) -> str:
     return f"{target}?{urlencode(pairs)}" if pairs else target
 
 
+def may_on_model(
+    principal: Principal | None, action: str, model: str, target: str | None = None
+) -> bool:
+    """Whether to offer a form: the guard's own rule for ``action`` on ``model`` (auth off or
+    an admin: everything). Offering is all this decides; the service checks again on submit."""
+    if principal is None or principal.is_admin:
+        return True
+    return allows(principal.grants, "registered_model", model, None, action, target)
+
+
+def may_promote_somewhere(principal: Principal | None, model: str) -> bool:
+    """Whether any of the principal's grants lets them move some pointer of ``model``."""
+    if principal is None or principal.is_admin:
+        return True
+    return any(
+        allows([rule], "registered_model", model, None, "promote", (rule.targets or (None,))[0])
+        for rule in principal.grants
+    )
+
+
 ENV = Environment(
     loader=PackageLoader("gates.server.web", "templates"),
     autoescape=select_autoescape(["html"]),
@@ -94,6 +115,8 @@ ENV.filters["ts"] = format_time
 ENV.filters["num"] = format_number
 ENV.filters["bytes"] = format_bytes
 ENV.globals["with_query"] = with_query
+ENV.globals["may_on_model"] = may_on_model
+ENV.globals["may_promote_somewhere"] = may_promote_somewhere
 
 
 def redirect_with_flash(

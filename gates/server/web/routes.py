@@ -19,6 +19,7 @@ from gates.server.web.pages import (
     approvals,
     artifacts,
     audit_pages,
+    registry_actions,
     registry_pages,
     tracking_pages,
 )
@@ -33,6 +34,7 @@ log = logging.getLogger("mlgate.web")
 PAGE_MODULES: tuple[Any, ...] = (
     account,
     registry_pages,
+    registry_actions,
     approvals,
     tracking_pages,
     artifacts,

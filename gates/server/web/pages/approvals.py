@@ -12,6 +12,7 @@ from litestar import Request, Response, get, post
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import service
+from gates.approvals.duties import may_cancel, separation_of_duties
 from gates.approvals.schemas import STATUSES, ApprovalOut
 from gates.policies import ports
 from gates.policies import service as policies
@@ -58,6 +59,9 @@ class Card:
     can_act: bool
     model_href: str
     version_href: str
+    can_cancel: bool = False
+    # Why separation of duties bars this caller from approving (the buttons are not shown).
+    barred: str | None = None
 
 
 async def inbox_data(
@@ -90,8 +94,17 @@ async def inbox_data(
             (b.policy for b in bound.get(r.model, []) if b.policy.policy_id == r.policy_id), None
         )
         holder = holders.get((r.model, r.target))
-        can_act = r.status == "pending" and await service.may_approve(
-            s, actor, r.model, r.target, check_role=check_role
+        barred = separation_of_duties(
+            actor.name,
+            requester=r.requester,
+            run_author=r.run_author,
+            run_id=r.run_id,
+            version=r.version,
+        )
+        can_act = (
+            r.status == "pending"
+            and barred is None
+            and await service.may_approve(s, actor, r.model, r.target, check_role=check_role)
         )
         cards.append(
             Card(
@@ -108,6 +121,8 @@ async def inbox_data(
                 can_act=can_act,
                 model_href=model_url(r.model),
                 version_href=version_url(r.model, r.version),
+                can_cancel=r.status == "pending" and may_cancel(actor, r.requester),
+                barred=barred if r.status == "pending" else None,
             )
         )
     return cards, token
@@ -240,4 +255,26 @@ async def reject(request: Req, request_id: str) -> Response[Any]:
     )
 
 
-ROUTE_HANDLERS = [inbox, approve, reject]
+@post("/approvals/{request_id:str}/cancel", opt=ACT, include_in_schema=False, status_code=303)
+async def cancel(request: Req, request_id: str) -> Response[Any]:
+    comment = await _comment(request)
+    # The same actor, scope and rule (the requester or an admin) as POST .../approvals/cancel.
+    actor = await ports.request_actor(request)
+    try:
+        async with database(request).write() as s:
+            await service.find_visible(s, request_id, visibility(request, "registered_model"))
+            result = await service.cancel(s, request_id, actor=actor, comment=comment)
+    except MlflowError as exc:
+        if exc.status_code >= 500:
+            raise
+        return _back(request, "error", exc.message, request_id)
+    out = result.approval_request
+    return _back(
+        request,
+        "notice",
+        f"Cancelled: the request to move {out.model} version {out.version} to {out.target}.",
+        request_id,
+    )
+
+
+ROUTE_HANDLERS = [inbox, approve, reject, cancel]

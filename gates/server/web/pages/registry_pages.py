@@ -16,6 +16,7 @@ from gates.approvals import service as approvals
 from gates.identity.policy import allows
 from gates.policies import service as policies
 from gates.policies.schemas import CheckResult, PolicyRules
+from gates.server.web.pages.move_stories import move_stories
 from gates.server.web.render import page, with_query
 from registry import service as registry
 from registry.schemas import ModelVersionOut, SearchRegisteredModels
@@ -400,6 +401,7 @@ async def model_page(request: Req, name: str) -> Response[Any]:
             model.name
         ]
         pending, _ = await approvals.list_requests(s, "pending", model.name, APPROVALS_SHOWN)
+        stories = await move_stories(s, model.name, history)
         as_of = None
         if at_ms is not None:
             pointers = list(ACTIVE_STAGES)
@@ -422,6 +424,7 @@ async def model_page(request: Req, name: str) -> Response[Any]:
             with_query(base, versions_token=next_versions) if next_versions else None
         ),
         history=history,
+        stories=stories,
         next_history_url=with_query(base, history_token=next_history) if next_history else None,
         policies=[(b, rules_summary(b.policy.rules)) for b in bound],
         pending=pending,
