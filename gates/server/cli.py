@@ -321,9 +321,9 @@ def run_server(settings: Settings) -> int:
 def _run_server(settings: Settings) -> int:
     import uvicorn
 
-    from gates.server import migrate, observe, security
+    from gates.server import authentication, migrate, observe
 
-    refusal = security.bind_refusal(settings) or observe.check_log_format(settings)
+    refusal = authentication.bind_refusal(settings) or observe.check_log_format(settings)
     if refusal is not None:
         print(f"mlgate: {refusal}", file=sys.stderr)
         return 2
@@ -380,7 +380,7 @@ def _bootstrap_admin(settings: Settings) -> str | None:
     import asyncio
 
     from gates.identity.errors import NoAdministrator
-    from gates.server.security import bootstrap_admin
+    from gates.server.authentication import bootstrap_admin
     from tracking.core.db import Database
 
     async def bootstrap() -> None:
