@@ -52,17 +52,21 @@ def _app(make_database: Any, tmp_path: Path, label: str, *, auth: bool) -> Lites
 
 
 async def _hooks(app: Litestar) -> RegistryHooks:
-    """The hooks a session of ``app`` carries."""
+    """The hooks a session of ``app`` carries (read from the session: no statement runs)."""
     db: Database = app.state["db"]
     async with db.read() as s:
         return events.hooks_of(s)
 
 
 async def _outbox_count(app: Litestar, event_type: str, name: str) -> int:
-    db: Database = app.state["db"]
+    """Counted through a Database of the test's own (the app's runs in its client's loop)."""
+    db = Database(app.state["settings"].database_url, pool_size=1)
     stmt = select(func.count()).where(OutboxEvent.type == event_type)
-    async with db.read() as s:
-        return int((await s.execute(stmt.where(OutboxEvent.model_name == name))).scalar_one())
+    try:
+        async with db.read() as s:
+            return int((await s.execute(stmt.where(OutboxEvent.model_name == name))).scalar_one())
+    finally:
+        await db.dispose()
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
