@@ -249,11 +249,15 @@ async def approve(
         created_at=at,
     )
     count = len(already) + 1
-    final = count >= row.required_approvals
+    completes = count >= row.required_approvals
     await _event(
-        s, "approval.approved", await _render(s, row, at, with_actions=False), approver, final=final
+        s,
+        "approval.approved",
+        await _render(s, row, at, with_actions=False),
+        approver,
+        final=completes,
     )
-    if not final:
+    if not completes:
         return ApprovalResult(await _render(s, row, at))
     policy_version = await policy_store.get_policy_version_by_id(s, row.policy_version_id)
     assert policy_version is not None
