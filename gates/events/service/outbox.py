@@ -227,6 +227,6 @@ def registry_event_payloads(event: RegistryEvent) -> Payloads:
 
 
 async def record_registry_event(session: AsyncSession, event: RegistryEvent) -> None:
-    """The ``registry.events`` listener the shell installs: registry changes into the outbox."""
+    """A registry listener (the app's first, gates.server.hooks): changes into the outbox."""
     for event_type, payload in registry_event_payloads(event):
         await emit(session, event_type, payload, model_name=event.name)
