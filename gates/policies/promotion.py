@@ -293,10 +293,9 @@ async def _claim_decision(
         "checks": "[]",
         "outcome": "evaluating",
         "id": decision_id,
-        "created_at": now_ms(),
     }
     if req.dry_run:
-        await store.claim_decision(s, **base)
+        await store.claim_decision(s, created_at=now_ms(), **base)
         return None
     assert req.idempotency_key is not None
     key = req.idempotency_key
@@ -305,7 +304,7 @@ async def _claim_decision(
         return stored
     if stored is None:
         claimed = await store.claim_decision(
-            s, idempotency_key=key, request_hash=request_hash, **base
+            s, created_at=now_ms(), idempotency_key=key, request_hash=request_hash, **base
         )
         if claimed:
             return None
@@ -315,7 +314,9 @@ async def _claim_decision(
         # Link first: of two concurrent reopens only one sets the link (the other waits on the
         # row lock, then finds it set and replays the winner's decision).
         if await store.link_superseding(s, previous, decision_id):
-            await store.claim_decision(s, request_hash=request_hash, supersedes=previous, **base)
+            await store.claim_decision(
+                s, created_at=now_ms(), request_hash=request_hash, supersedes=previous, **base
+            )
             return None
     winner = await _existing(s, model, target, key, request_hash, caller)
     assert winner is not None
