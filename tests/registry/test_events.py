@@ -82,3 +82,48 @@ async def test_a_guard_can_veto_a_move_onto_a_gated_target(session: AsyncSession
     assert (await service.get_model_version(session, name, "1")).current_stage == "Staging"
     history, _ = await service.pointer_history(session, name, "Production")
     assert history == []  # the vetoed move left no trace
+
+
+async def test_hooks_run_in_their_stated_order_and_the_first_veto_stops_the_rest(
+    session: AsyncSession,
+) -> None:
+    name = await make_model(session)
+    await make_version(session, name)
+    calls: list[str] = []
+
+    def listener(label: str) -> events.EventListener:
+        async def record(s: AsyncSession, event: RegistryEvent) -> None:
+            calls.append(f"{label}:{event.kind}")
+
+        return record
+
+    def guard(label: str, *, veto: bool = False) -> events.PointerGuard:
+        async def check(s: AsyncSession, move: PointerMove) -> str | None:
+            calls.append(f"{label}:{move.pointer}")
+            if veto and move.pointer == "Production":
+                raise PermissionDenied(f"{label} says no")
+            return f"{label} saw it"
+
+        return check
+
+    events.attach_hooks(
+        session,
+        RegistryHooks(
+            listeners=(listener("second"), listener("first")),
+            guards=(guard("b"), guard("a", veto=True), guard("c")),
+        ),
+    )
+    await service.transition_stage(session, name, "1", "Staging", actor=ACTOR)
+    assert calls == [
+        "b:Staging",
+        "a:Staging",
+        "c:Staging",
+        "second:stage.transitioned",
+        "first:stage.transitioned",
+    ]
+    history, _ = await service.pointer_history(session, name, "Staging")
+    assert history[0].comment == "[b saw it; a saw it; c saw it]"
+    calls.clear()
+    with pytest.raises(PermissionDenied, match="a says no"):
+        await service.transition_stage(session, name, "1", "Production", actor=ACTOR)
+    assert calls == ["b:Production", "a:Production"]
