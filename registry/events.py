@@ -1,20 +1,22 @@
 """Hooks the registry calls inside its own transactions, so upper layers can react or veto.
 
-The registry never imports ``gates``. Instead, ``gates`` registers callables here at start-up:
+The registry never imports ``gates``. It defines the hook protocol here, and the composition
+root builds one :class:`RegistryHooks` per app from what ``gates`` implements; every session the
+app opens carries it (:func:`hooks_of`):
 
-- ``on_registry_event`` listeners receive every :data:`RegistryEvent` together with the session
-  of the transaction that made the change, so an outbox row written there commits (or rolls
-  back) with the change itself.
-- ``before_pointer_move`` guards see a :class:`PointerMove` after the model row is locked and
-  before anything is written; raising (e.g. ``PermissionDenied``) vetoes the whole request.
+- listeners receive every :data:`RegistryEvent` together with the session of the transaction
+  that made the change, so an outbox row written there commits (or rolls back) with the change
+  itself.
+- guards see a :class:`PointerMove` after the model row is locked and before anything is
+  written; raising (e.g. ``PermissionDenied``) vetoes the whole request. A move an upper layer
+  makes itself carries that layer's :class:`MovePermit`, which only its own guard reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -165,6 +167,19 @@ class PointerMove:
     comment: str | None = None
     from_stage: str | None = None
     archive_existing_versions: bool = False
+    # What the caller that makes this move was permitted to do (see MovePermit), else None.
+    permit: MovePermit | None = None
+
+
+class MovePermit(Protocol):
+    """An upper layer's permission for one exact pointer move, made by the code that issues it.
+
+    The registry only carries it, from the call that makes the move (``permit=``) to the guards
+    on :attr:`PointerMove.permit`; it grants nothing by itself. The guard that knows the
+    permit's concrete type decides whether it covers the move it is shown.
+    """
+
+    def covers(self, move: PointerMove) -> bool: ...
 
 
 EventListener = Callable[[AsyncSession, RegistryEvent], Awaitable[None]]
@@ -172,55 +187,62 @@ EventListener = Callable[[AsyncSession, RegistryEvent], Awaitable[None]]
 # through) that the registry records with the move in the pointer history.
 PointerGuard = Callable[[AsyncSession, PointerMove], Awaitable[str | None]]
 
-_listeners: list[EventListener] = []
-_guards: list[PointerGuard] = []
+
+@dataclass(frozen=True, slots=True)
+class RegistryHooks:
+    """The listeners and guards one app gives the registry, in the order they run.
+
+    The composition root builds one per app and hands it to every session the app opens
+    (:func:`session_info`); the registry finds it with :func:`hooks_of`. Listeners run in
+    order, each inside the change's transaction; guards run in order and the first to raise
+    vetoes the move. Nothing here is shared between apps in one process.
+    """
+
+    listeners: tuple[EventListener, ...] = ()
+    guards: tuple[PointerGuard, ...] = ()
+
+    async def emit(self, session: AsyncSession, event: RegistryEvent) -> None:
+        for listener in self.listeners:
+            await listener(session, event)
+
+    async def check_pointer_move(self, session: AsyncSession, move: PointerMove) -> str | None:
+        """Run every guard; the notes they return, joined (None when there are none)."""
+        notes = [note for guard in self.guards if (note := await guard(session, move))]
+        return "; ".join(notes) if notes else None
 
 
-def on_registry_event(listener: EventListener) -> EventListener:
-    """Register ``listener`` for every registry event (usable as a decorator)."""
-    _listeners.append(listener)
-    return listener
+# A session opened outside an app (the CLI's, a service test's) carries no hooks unless it is
+# given some: nothing reacts to its changes and nothing vetoes its moves.
+NO_HOOKS = RegistryHooks()
+_SESSION_KEY = "registry.hooks"
 
 
-def before_pointer_move(guard: PointerGuard) -> PointerGuard:
-    """Register ``guard``, which may raise to veto a stage or alias move (usable as a decorator)."""
-    _guards.append(guard)
-    return guard
+def session_info(hooks: RegistryHooks) -> dict[str, object]:
+    """The ``Session.info`` entries that give every session of a sessionmaker ``hooks``."""
+    return {_SESSION_KEY: hooks}
 
 
-def remove_hook(hook: EventListener | PointerGuard) -> None:
-    if hook in _listeners:
-        _listeners.remove(hook)
-    if hook in _guards:
-        _guards.remove(hook)
+def attach_hooks(session: AsyncSession, hooks: RegistryHooks) -> None:
+    """Give one session ``hooks`` (a session made without a sessionmaker, as tests make)."""
+    session.info[_SESSION_KEY] = hooks
 
 
-@contextmanager
-def registered(
-    *, listener: EventListener | None = None, guard: PointerGuard | None = None
-) -> Iterator[None]:
-    """Install hooks for the duration of a block (tests, one-off scripts)."""
-    if listener is not None:
-        on_registry_event(listener)
-    if guard is not None:
-        before_pointer_move(guard)
-    try:
-        yield
-    finally:
-        for hook in (listener, guard):
-            if hook is not None:
-                remove_hook(hook)
+def hooks_of(session: AsyncSession) -> RegistryHooks:
+    """The hooks of the app that opened ``session`` (:data:`NO_HOOKS` when none)."""
+    hooks = session.info.get(_SESSION_KEY, NO_HOOKS)
+    if not isinstance(hooks, RegistryHooks):
+        raise TypeError(f"session.info[{_SESSION_KEY!r}] is {type(hooks).__name__}, not hooks")
+    return hooks
 
 
 async def emit(session: AsyncSession, event: RegistryEvent) -> None:
-    for listener in list(_listeners):
-        await listener(session, event)
+    """Hand ``event`` to the listeners of the session's app."""
+    await hooks_of(session).emit(session, event)
 
 
 async def check_pointer_move(session: AsyncSession, move: PointerMove) -> str | None:
-    """Run every guard; the notes they return, joined (None when there are none)."""
-    notes = [note for guard in list(_guards) if (note := await guard(session, move))]
-    return "; ".join(notes) if notes else None
+    """Show ``move`` to the guards of the session's app; their notes, joined (or None)."""
+    return await hooks_of(session).check_pointer_move(session, move)
 
 
 def with_note(comment: str | None, note: str | None) -> str | None:

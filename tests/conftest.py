@@ -2,7 +2,8 @@
 
 - ``database_url``: a fresh, migrated database for this test session (a temp SQLite file, or a
   new PostgreSQL database on 127.0.0.1:5432 that is dropped afterwards).
-- ``session``: an AsyncSession inside a transaction that is rolled back after the test.
+- ``session``: an AsyncSession inside a transaction that is rolled back after the test;
+  ``app_hooks`` gives it the registry hooks an app gives its sessions.
 - ``live_server``: a real ``mlgate server`` process on that database; ``mlflow_tracking``
   points the official MLflow client at it.
 """
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -155,6 +157,23 @@ async def session(database: object) -> AsyncIterator[object]:
         finally:
             await s.close()
             await trans.rollback()
+
+
+def give_app_hooks(session: Any) -> Any:
+    """Give ``session`` the registry hooks an app with auth off gives its sessions (the outbox
+    and audit listeners, the gate guard: gates.server.hooks), built by the app's own builder."""
+    from gates.server.hooks import registry_hooks
+    from registry import events
+
+    hooks = registry_hooks(auth=False)
+    events.attach_hooks(session, hooks)
+    return hooks
+
+
+@pytest.fixture
+def app_hooks(session: object) -> Any:
+    """The test's ``session`` with the app's registry hooks (:func:`give_app_hooks`)."""
+    return give_app_hooks(session)
 
 
 class LiveServer:

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gates.approvals import store
+from gates.approvals import final, store
 from gates.approvals.duties import may_cancel, separation_of_duties
 from gates.approvals.errors import (
     AlreadyApproved,
@@ -33,16 +33,11 @@ from gates.approvals.schemas import (
 from gates.policies import ports
 from gates.policies import service as policies
 from gates.policies import store as policy_store
-from gates.policies.evaluation import FAIL, PASS, Candidate, evaluate, load_run, outcome_of
-from gates.policies.moves import execute_move
 from gates.policies.ports import Actor
-from gates.policies.rules import decode_rules
-from gates.policies.schemas import CheckResult, DecisionOut
-from registry import service as registry
 from registry.artifacts.storage import ArtifactStorage
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
-from tracking.core.errors import InvalidParameter, PermissionDenied, ResourceNotFound
+from tracking.core.errors import InvalidParameter, PermissionDenied
 from tracking.core.wire import decode_page_token, encode_page_token
 
 MAX_COMMENT = 10_000
@@ -245,6 +240,42 @@ async def approve(
     in this transaction, or marks the request failed with the refusing decision."""
     at = now_ms() if now is None else now
     row = await _pending(s, request_id, at)
+    already = await _earlier_approvers(s, row, approver, check_role=check_role)
+    await store.insert_action(
+        s,
+        request_id=row.id,
+        kind="approve",
+        actor=approver,
+        comment=_comment(comment),
+        created_at=at,
+    )
+    count = len(already) + 1
+    completes = count >= row.required_approvals
+    await _event(
+        s,
+        "approval.approved",
+        await _render(s, row, at, with_actions=False),
+        approver,
+        final=completes,
+    )
+    if not completes:
+        return ApprovalResult(await _render(s, row, at))
+    policy_version = await policy_store.get_policy_version_by_id(s, row.policy_version_id)
+    assert policy_version is not None
+    decision = await final.reevaluate(s, row, policy_version, count, approver, storage)
+    await final.execute_or_fail(s, row, policy_version, decision, approver, at)
+    row = await _find(s, row.id)
+    out = await _render(s, row, at)
+    # Subscribers learn the outcome from gate.decided; the audit log records the execution.
+    kind = "approval.executed" if decision.outcome == "passed" else "approval.failed"
+    await _event(s, kind, out, approver, notify=False, decision_id=decision.decision_id)
+    return ApprovalResult(out, decision)
+
+
+async def _earlier_approvers(
+    s: AsyncSession, row: Any, approver: str, *, check_role: bool
+) -> list[str]:
+    """Who approved ``row`` before; raises when ``approver`` may not approve it (now)."""
     barred = separation_of_duties(
         approver,
         requester=row.requester,
@@ -261,129 +292,7 @@ async def approve(
     already = (await store.approvers(s, [row.id]))[row.id]
     if approver in already:
         raise AlreadyApproved(row.id, approver)
-    await store.insert_action(
-        s,
-        request_id=row.id,
-        kind="approve",
-        actor=approver,
-        comment=_comment(comment),
-        created_at=at,
-    )
-    count = len(already) + 1
-    final = count >= row.required_approvals
-    await _event(
-        s, "approval.approved", await _render(s, row, at, with_actions=False), approver, final=final
-    )
-    if not final:
-        return ApprovalResult(await _render(s, row, at))
-    decision = await _final_evaluation(s, row, count, approver, storage)
-    if decision.outcome == "passed":
-        policy_version = await policy_store.get_policy_version_by_id(s, row.policy_version_id)
-        assert policy_version is not None
-        await execute_move(
-            s,
-            model=row.model_name,
-            version=row.version,
-            target=row.target,
-            rules=decode_rules(policy_version.spec),
-            actor=approver,
-            decision_id=decision.decision_id,
-            gate=decision.policy_name,
-        )
-        await store.update_request(
-            s,
-            row.id,
-            status="approved",
-            resolved_at=at,
-            resolved_by=approver,
-            resolution=(
-                f"version {row.version} moved to {row.target} (decision {decision.decision_id})"
-            ),
-        )
-    else:
-        failed = [c.name for c in decision.checks if c.verdict == FAIL]
-        await store.update_request(
-            s,
-            row.id,
-            status="failed",
-            resolved_at=at,
-            resolved_by=approver,
-            resolution=f"re-evaluation failed: {', '.join(failed)} "
-            f"(decision {decision.decision_id}); nothing moved",
-        )
-    row = await _find(s, row.id)
-    out = await _render(s, row, at)
-    # Subscribers learn the outcome from gate.decided; the audit log records the execution.
-    kind = "approval.executed" if decision.outcome == "passed" else "approval.failed"
-    await _event(s, kind, out, approver, notify=False, decision_id=decision.decision_id)
-    return ApprovalResult(out, decision)
-
-
-async def _final_evaluation(
-    s: AsyncSession, row: Any, approvals: int, approver: str, storage: ArtifactStorage | None
-) -> DecisionOut:
-    policy_version = await policy_store.get_policy_version_by_id(s, row.policy_version_id)
-    assert policy_version is not None
-    rules = decode_rules(policy_version.spec)
-    run = None
-    if row.run_id:
-        try:
-            run = await load_run(s, row.run_id)
-        except ResourceNotFound:
-            run = None
-    version_tags: dict[str, str] = {}
-    try:
-        mv = await registry.get_model_version(s, row.model_name, str(row.version))
-        version_tags = {t.key: t.value for t in mv.tags}
-        digest, problems = await ports.reverify_version(s, storage, row.model_name, row.version)
-        exists = True
-    except ResourceNotFound:
-        digest, problems, exists = None, ["the version was deleted"], False
-    candidate = Candidate(
-        model=row.model_name,
-        target=row.target,
-        run=run,
-        version=row.version,
-        digest=digest,
-        digest_checked=True,
-        version_tags=version_tags,
-    )
-    checks = await evaluate(s, rules, candidate, approvals=approvals)
-    unchanged = exists and not problems and digest == row.digest
-    detail = None
-    if not unchanged:
-        detail = "; ".join(problems) if problems else "the artifact bytes changed since the request"
-    checks.append(
-        CheckResult(
-            "digest_unchanged",
-            PASS if unchanged else FAIL,
-            digest,
-            None,
-            f"== {row.digest}",
-            detail,
-        )
-    )
-    decision = await policies.record_decision(
-        s,
-        policy_id=row.policy_id,
-        policy_version_id=row.policy_version_id,
-        policy_version=policy_version.version,
-        model_name=row.model_name,
-        target=row.target,
-        run_id=row.run_id,
-        version=row.version,
-        digest=digest,
-        outcome=outcome_of(checks),
-        checks=policies.encode_checks(checks),
-        actor=approver,
-        auth_method="approval",
-        requested_by=row.requested_by,
-        trigger="approval",
-        dry_run=False,
-        approval_request_id=row.id,
-    )
-    await policies.announce_decision(s, decision)
-    return decision
+    return already
 
 
 async def reject(
@@ -494,11 +403,7 @@ async def break_glass(
     recorded as ``break-glass:<name>``. A break-glass action is never an approval: it does not
     count toward the quorum, and an approve is an override that moves the version without the
     missing approvals. It is written to the audit trail as ``approval.break_glass``."""
-    text = (reason or "").strip()
-    if not text or len(text) > MAX_BREAK_GLASS_REASON:
-        raise InvalidParameter(
-            f"Break-glass needs a reason of 1 to {MAX_BREAK_GLASS_REASON} characters."
-        )
+    text = _break_glass_reason(reason)
     if check_admin and not await ports.is_active_admin(s, claimed_admin):
         raise PermissionDenied(f"Break-glass is for administrators; '{claimed_admin}' is not one.")
     at = now_ms()
@@ -519,19 +424,7 @@ async def break_glass(
         f"{counted}/{row.required_approvals} approvals: {text}"
     )
     if approve:
-        policy_version = await policy_store.get_policy_version_by_id(s, row.policy_version_id)
-        assert policy_version is not None
-        names = await policy_store.policy_names(s, {row.policy_id})
-        await execute_move(
-            s,
-            model=row.model_name,
-            version=row.version,
-            target=row.target,
-            rules=decode_rules(policy_version.spec),
-            actor=actor,
-            decision_id=row.decision_id,
-            gate=f"{names.get(row.policy_id, '')} (break-glass)",
-        )
+        await final.break_glass_move(s, row, actor)
     await store.update_request(
         s,
         row.id,
@@ -553,6 +446,15 @@ async def break_glass(
         counted_approvals=counted,
     )
     return ApprovalResult(out)
+
+
+def _break_glass_reason(reason: str | None) -> str:
+    text = (reason or "").strip()
+    if not text or len(text) > MAX_BREAK_GLASS_REASON:
+        raise InvalidParameter(
+            f"Break-glass needs a reason of 1 to {MAX_BREAK_GLASS_REASON} characters."
+        )
+    return text
 
 
 # --- rights --------------------------------------------------------------------------------------

@@ -400,7 +400,7 @@ def registry_audit_entry(event: RegistryEvent) -> tuple[str, dict[str, Any], str
 
 
 async def record_registry_event(session: AsyncSession, event: RegistryEvent) -> None:
-    """The ``registry.events`` listener the shell installs: pointer moves into the trail."""
+    """A registry listener (the app's second, gates.server.hooks): pointer moves into the trail."""
     found = registry_audit_entry(event)
     if found is not None:
         kind, payload, actor = found

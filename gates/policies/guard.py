@@ -5,9 +5,9 @@ leaving one: moving the version that holds a gated stage elsewhere (archiving Pr
 plain transition), deleting or reassigning a gated alias, deleting a version or model that holds
 a gated target. Leaving needs what reaching needs, except:
 
-- a move the gate itself makes after a passing decision (or a final approval), which marks the
-  transaction as authorised for exactly that (model, pointer, version) before calling the
-  registry (:func:`authorised_move`);
+- a move the gate itself makes after a passing decision (or a final approval): it hands the
+  registry call a :class:`GateAuthorisation` for exactly that (model, target, version), which
+  reaches this guard on the move it was issued for and on no other;
 - an admin's explicit override, carried by the ``X-Mlgate-Override: <reason>`` header of the
   request (:data:`override_request`), which is written to the audit log with its reason.
 """
@@ -15,8 +15,6 @@ a gated target. Leaving needs what reaching needs, except:
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.policies import ports, service
 from gates.policies.errors import GatedTarget, LeavingGatedTarget
-from registry import events
 from registry.events import PointerMove
 from tracking.core.errors import InvalidParameter, PermissionDenied
 
 OVERRIDE_HEADER = "x-mlgate-override"
 MAX_OVERRIDE_REASON = 1000
-_AUTHORISED_KEY = "mlgate.authorised_moves"
+ENTERING_ACTIONS = ("transition", "set_alias")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +46,23 @@ def _target_of(move: PointerMove) -> str:
     return move.pointer if move.pointer_kind == "stage" else f"@{move.pointer}"
 
 
-@contextmanager
-def authorised_move(
-    s: AsyncSession, model: str, target: str, version: int, decision_id: str
-) -> Iterator[None]:
-    """Let the gate's own move of ``version`` onto ``target`` pass the guard, once."""
-    key = (model, target, version)
-    moves: dict[tuple[str, str, int], str] = s.info.setdefault(_AUTHORISED_KEY, {})
-    moves[key] = decision_id
-    try:
-        yield
-    finally:
-        moves.pop(key, None)
+@dataclass(frozen=True, slots=True)
+class GateAuthorisation:
+    """The gate's permission to move ``version`` of ``model`` onto ``target`` itself, issued
+    after ``decision_id`` passed (or its approval request was granted); a registry
+    :class:`~registry.events.MovePermit` that covers exactly that one move."""
+
+    model: str
+    target: str
+    version: int
+    decision_id: str
+
+    def covers(self, move: PointerMove) -> bool:
+        return move.action in ENTERING_ACTIONS and (move.name, _target_of(move), move.version) == (
+            self.model,
+            self.target,
+            self.version,
+        )
 
 
 def _left_target(move: PointerMove) -> str | None:
@@ -74,16 +76,13 @@ def _left_target(move: PointerMove) -> str | None:
 
 
 async def guard_pointer_move(s: AsyncSession, move: PointerMove) -> str | None:
-    """Registered with ``registry.events.before_pointer_move``; an override's note (gate,
-    admin, reason) is returned for the pointer history, so the timeline shows it."""
-    moves: dict[tuple[str, str, int], str] = s.info.get(_AUTHORISED_KEY, {})
+    """The app's first registry guard; an override's note (gate, admin, reason) is returned
+    for the pointer history, so the timeline shows it."""
+    if isinstance(move.permit, GateAuthorisation) and move.permit.covers(move):
+        return None  # the gate's own move after its decision (leaving a stage is part of it)
     notes: list[str] = []
-    entering = move.action in ("transition", "set_alias") and move.version is not None
-    if entering:
-        assert move.version is not None
+    if move.action in ENTERING_ACTIONS and move.version is not None:
         target = _target_of(move)
-        if (move.name, target, move.version) in moves:
-            return None  # the gate's own move after its decision (leaving a stage is part of it)
         gate = await service.gate_for(s, move.name, target)
         if gate is not None:
             notes.append(await _refuse_or_override(s, move, target, gate, leaving=False))
@@ -132,9 +131,3 @@ async def _refuse_or_override(
     await ports.audit(s, "gate.overridden", f"model:{move.name}", payload, actor.name)
     way = "leaving" if leaving else "onto"
     return f"override of gate {gate.policy.name} ({way} {target}) by {actor.name}: {reason}"
-
-
-def install() -> None:
-    """Register the guard once per process (the app factory calls this)."""
-    events.remove_hook(guard_pointer_move)
-    events.before_pointer_move(guard_pointer_move)

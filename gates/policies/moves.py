@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gates.policies.guard import authorised_move
+from gates.policies.guard import GateAuthorisation
 from gates.policies.rules import target_pointer
 from gates.policies.schemas import PolicyRules
 from registry import service as registry
@@ -24,21 +24,25 @@ async def execute_move(
 ) -> None:
     """Move ``version`` onto ``target`` through the registry (row lock, history, events).
 
-    The guard lets exactly this move through; the pointer history's comment names the gate
-    and the decision, so ``mlgate history`` explains it.
+    The move carries the gate's :class:`GateAuthorisation` for exactly this move, so the guard
+    lets it through; the pointer history's comment names the gate and the decision, so
+    ``mlgate history`` explains it.
     """
     kind, pointer = target_pointer(target)
     comment = f"gate {gate}: decision {decision_id}"
-    with authorised_move(s, model, target, version, decision_id):
-        if kind == "stage":
-            await registry.transition_stage(
-                s,
-                model,
-                str(version),
-                pointer,
-                rules.archive_existing_versions and pointer in ARCHIVING_STAGES,
-                actor=actor,
-                comment=comment,
-            )
-        else:
-            await registry.set_alias(s, model, pointer, str(version), actor=actor, comment=comment)
+    permit = GateAuthorisation(model, target, version, decision_id)
+    if kind == "stage":
+        await registry.transition_stage(
+            s,
+            model,
+            str(version),
+            pointer,
+            rules.archive_existing_versions and pointer in ARCHIVING_STAGES,
+            actor=actor,
+            comment=comment,
+            permit=permit,
+        )
+    else:
+        await registry.set_alias(
+            s, model, pointer, str(version), actor=actor, comment=comment, permit=permit
+        )

@@ -205,20 +205,7 @@ async def promote(
     ``trigger`` is what the decision records as its origin: ``webhook`` (the HTTP endpoint)
     or ``ui`` (the web UI's promotion form, acting as the signed-in user)."""
     model, target = _validate(req)
-    if (
-        signed is None
-        and bearer is not None
-        and not await ports.can_promote(s, bearer, model, target)
-    ):
-        # Before the gate lookup: a token without rights must not learn whether a gate exists.
-        raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
-    gate = await service.gate_for(s, model, target)
-    if gate is None:
-        if signed is not None:
-            # Until a signature verifies, the caller is nobody: answer exactly as for a wrong
-            # secret, so an unauthenticated prober cannot map which targets are gated.
-            raise BadSignature(_unverified(model, target))
-        raise NoGateForTarget(model, target)
+    gate = await _gate_for_caller(s, model, target, signed, bearer)
     caller = await _authenticate(
         s,
         gate,
@@ -230,106 +217,17 @@ async def promote(
         target=target,
         secret_box=secret_box,
     )
-    request_hash = request_fingerprint(req, model, target)
     decision_id = service.new_id()
-    base = {
-        "policy_id": gate.policy.id,
-        "policy_version_id": gate.version.id,
-        "policy_version": gate.version.version,
-        "model_name": model,
-        "target": target,
-        "actor": caller.actor,
-        "auth_method": caller.auth_method,
-        "requested_by": caller.requested_by,
-        "trigger": trigger,
-        "dry_run": req.dry_run,
-        "checks": "[]",
-        "outcome": "evaluating",
-    }
-    if not req.dry_run:
-        assert req.idempotency_key is not None
-        key = req.idempotency_key
-        stored = await _existing(s, model, target, key, request_hash, caller)
-        if stored is not None and not (req.reopen and stored.closed):
-            return stored
-        if stored is not None:
-            previous = stored.decision.decision_id
-            # Link first: of two concurrent reopens only one sets the link (the other waits
-            # on the row lock, then finds it set and replays the winner's decision).
-            if not await store.link_superseding(s, previous, decision_id):
-                winner = await _existing(s, model, target, key, request_hash, caller)
-                assert winner is not None
-                return winner
-            await store.claim_decision(
-                s,
-                id=decision_id,
-                created_at=now_ms(),
-                request_hash=request_hash,
-                supersedes=previous,
-                **base,
-            )
-        else:
-            claimed = await store.claim_decision(
-                s,
-                id=decision_id,
-                created_at=now_ms(),
-                idempotency_key=key,
-                request_hash=request_hash,
-                **base,
-            )
-            if not claimed:  # a concurrent request with this key won; it has committed by now
-                stored = await _existing(s, model, target, key, request_hash, caller)
-                assert stored is not None
-                return stored
-    else:
-        await store.claim_decision(s, id=decision_id, created_at=now_ms(), **base)
-
-    rules = gate.rules
-    candidate = await _candidate(s, req, model, target, storage)
-    checks = await evaluate(s, rules, candidate)
-    created = None
-    if outcome_of(checks) != "failed" and not req.dry_run and candidate.version is None:
-        created = await _register_version(
-            s, req, model, candidate, storage, caller.actor, fingerprint
-        )
-        checks = [digest_check(candidate) if c.name == "artifact_digest" else c for c in checks]
-    if req.dry_run and candidate.version is None:
-        checks = [_dry_digest(c) for c in checks]
+    stored = await _claim_decision(s, req, gate, caller, model, target, decision_id, trigger)
+    if stored is not None:
+        return stored
+    candidate, checks = await _evaluate(s, req, gate, caller, model, target, storage, fingerprint)
     outcome = outcome_of(checks)
-    if outcome == "failed" and created is not None:
-        await created.rollback()
-        candidate.version = None
-    elif created is not None:
-        await created.commit()
-
     approval_request_id = None
     if not req.dry_run and candidate.version is not None:
-        if outcome == "passed":
-            await execute_move(
-                s,
-                model=model,
-                version=candidate.version,
-                target=target,
-                rules=rules,
-                actor=caller.actor,
-                decision_id=decision_id,
-                gate=gate.policy.name,
-            )
-        elif outcome == "pending_approval":
-            approval_request_id = await approvals.open_request(
-                s,
-                decision_id=decision_id,
-                gate=gate,
-                model=model,
-                version=candidate.version,
-                target=target,
-                run_id=candidate.run.info.run_id if candidate.run else None,
-                digest=candidate.digest,
-                requested_by=caller.requested_by,
-                requester=caller.actor,
-                run_author=candidate.author,
-                ttl_hours=approval_ttl_hours,
-            )
+        approval_request_id = await _act(
+            s, gate, caller, candidate, outcome, decision_id, approval_ttl_hours
+        )
     await store.update_decision(
         s,
         decision_id,
@@ -346,6 +244,158 @@ async def promote(
     if not req.dry_run:
         await service.announce_decision(s, out)
     return Promotion(out)
+
+
+async def _gate_for_caller(
+    s: AsyncSession,
+    model: str,
+    target: str,
+    signed: SignedRequest | None,
+    bearer: Actor | None,
+) -> service.ResolvedGate:
+    """The gate guarding ``target``; who may learn that there is none depends on the caller."""
+    if (
+        signed is None
+        and bearer is not None
+        and not await ports.can_promote(s, bearer, model, target)
+    ):
+        # Before the gate lookup: a token without rights must not learn whether a gate exists.
+        raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
+    gate = await service.gate_for(s, model, target)
+    if gate is None:
+        if signed is not None:
+            # Until a signature verifies, the caller is nobody: answer exactly as for a wrong
+            # secret, so an unauthenticated prober cannot map which targets are gated.
+            raise BadSignature(_unverified(model, target))
+        raise NoGateForTarget(model, target)
+    return gate
+
+
+async def _claim_decision(
+    s: AsyncSession,
+    req: PromoteRequest,
+    gate: service.ResolvedGate,
+    caller: Caller,
+    model: str,
+    target: str,
+    decision_id: str,
+    trigger: str,
+) -> Promotion | None:
+    """Claim ``decision_id``'s row before anything is created; a stored decision to return
+    instead (an idempotent replay, or the winner of a concurrent request) when there is one."""
+    request_hash = request_fingerprint(req, model, target)
+    base = {
+        "policy_id": gate.policy.id,
+        "policy_version_id": gate.version.id,
+        "policy_version": gate.version.version,
+        "model_name": model,
+        "target": target,
+        "actor": caller.actor,
+        "auth_method": caller.auth_method,
+        "requested_by": caller.requested_by,
+        "trigger": trigger,
+        "dry_run": req.dry_run,
+        "checks": "[]",
+        "outcome": "evaluating",
+        "id": decision_id,
+    }
+    if req.dry_run:
+        await store.claim_decision(s, created_at=now_ms(), **base)
+        return None
+    assert req.idempotency_key is not None
+    key = req.idempotency_key
+    stored = await _existing(s, model, target, key, request_hash, caller)
+    if stored is not None and not (req.reopen and stored.closed):
+        return stored
+    if stored is None:
+        claimed = await store.claim_decision(
+            s, created_at=now_ms(), idempotency_key=key, request_hash=request_hash, **base
+        )
+        if claimed:
+            return None
+        # A concurrent request with this key won; it has committed by now.
+    else:
+        previous = stored.decision.decision_id
+        # Link first: of two concurrent reopens only one sets the link (the other waits on the
+        # row lock, then finds it set and replays the winner's decision).
+        if await store.link_superseding(s, previous, decision_id):
+            await store.claim_decision(
+                s, created_at=now_ms(), request_hash=request_hash, supersedes=previous, **base
+            )
+            return None
+    winner = await _existing(s, model, target, key, request_hash, caller)
+    assert winner is not None
+    return winner
+
+
+async def _evaluate(
+    s: AsyncSession,
+    req: PromoteRequest,
+    gate: service.ResolvedGate,
+    caller: Caller,
+    model: str,
+    target: str,
+    storage: ArtifactStorage | None,
+    fingerprint: VersionFingerprint | None,
+) -> tuple[Candidate, list[CheckResult]]:
+    """Run the gate's checks; a run that passes (or awaits approval) gets its version
+    registered, kept only when its digest check passes too."""
+    candidate = await _candidate(s, req, model, target, storage)
+    checks = await evaluate(s, gate.rules, candidate)
+    created = None
+    if outcome_of(checks) != "failed" and not req.dry_run and candidate.version is None:
+        created = await _register_version(
+            s, req, model, candidate, storage, caller.actor, fingerprint
+        )
+        checks = [digest_check(candidate) if c.name == "artifact_digest" else c for c in checks]
+    if req.dry_run and candidate.version is None:
+        checks = [_dry_digest(c) for c in checks]
+    if outcome_of(checks) == "failed" and created is not None:
+        await created.rollback()
+        candidate.version = None
+    elif created is not None:
+        await created.commit()
+    return candidate, checks
+
+
+async def _act(
+    s: AsyncSession,
+    gate: service.ResolvedGate,
+    caller: Caller,
+    candidate: Candidate,
+    outcome: str,
+    decision_id: str,
+    approval_ttl_hours: int,
+) -> str | None:
+    """Move the version (passed) or open an approval request (pending); the request's id."""
+    assert candidate.version is not None
+    if outcome == "passed":
+        await execute_move(
+            s,
+            model=candidate.model,
+            version=candidate.version,
+            target=candidate.target,
+            rules=gate.rules,
+            actor=caller.actor,
+            decision_id=decision_id,
+            gate=gate.policy.name,
+        )
+    elif outcome == "pending_approval":
+        return await approvals.open_request(
+            s,
+            decision_id=decision_id,
+            gate=gate,
+            model=candidate.model,
+            version=candidate.version,
+            target=candidate.target,
+            run_id=candidate.run.info.run_id if candidate.run else None,
+            digest=candidate.digest,
+            requested_by=caller.requested_by,
+            requester=caller.actor,
+            run_author=candidate.author,
+            ttl_hours=approval_ttl_hours,
+        )
+    return None
 
 
 def _dry_digest(c: CheckResult) -> CheckResult:

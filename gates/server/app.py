@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from litestar import Litestar, Request, Response, Router, get
 from litestar.middleware import DefineMiddleware
 
 import gates.approvals.api
 import gates.audit.api
-import gates.audit.service
 import gates.events.api
-import gates.events.service
 import gates.identity.api
 import gates.policies.api
 import registry.api
@@ -25,8 +23,8 @@ from gates.approvals.expiry import ApprovalExpirySweep
 from gates.audit.checkpoints import CheckpointLoop
 from gates.events.config import EventsConfig
 from gates.events.worker import DeliveryWorker
-from gates.policies import guard
-from gates.server import hardening, observe, openapi, security
+from gates.server import authentication, hardening, observe, openapi, security
+from gates.server.hooks import registry_hooks
 from gates.server.mlflow_ui import ajax as mlflow_ui_ajax
 from gates.server.mlflow_ui import pages as mlflow_ui_pages
 from gates.server.mlflow_ui.bundle import find_bundle
@@ -52,6 +50,7 @@ from registry.artifacts.external import EXTERNAL_STATE_KEY, ExternalSources
 from registry.artifacts.paths import ArtifactPath
 from registry.artifacts.storage import build_storage
 from registry.artifacts.sweep import StaleUploadSweep
+from registry.events import RegistryHooks
 from tracking.core.auth import PUBLIC, permission_opt
 from tracking.core.db import Database
 from tracking.core.errors import EXCEPTION_HANDLERS
@@ -63,12 +62,6 @@ from tracking.core.wire import ok
 VERSION = "0.1.0"
 
 log = logging.getLogger("mlgate.server")
-
-# Registry changes reach the outbox and the audit trail inside the change's own transaction.
-REGISTRY_LISTENERS = (
-    gates.events.service.record_registry_event,
-    gates.audit.service.record_registry_event,
-)
 
 
 @get("/health", media_type="text/plain", opt=permission_opt(PUBLIC))
@@ -108,9 +101,86 @@ def registry_write_guard(db: Database) -> WriteGuard:
     return refuse_registered_files
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    settings = settings or get_settings()
-    observe.configure_logging(settings)
+class _Loop(Protocol):
+    """A background loop the lifespan starts and stops (sweeps, the delivery worker)."""
+
+    async def stop(self) -> None: ...
+
+
+def _install_artifact_hooks(app: Litestar, db: Database) -> list[str]:
+    """The registry's hooks into the artifact layer, which does not import the registry's
+    service. A guard or resolver installed before start-up (tests, embedders) is kept; the
+    keys installed here are returned, to be removed at shutdown."""
+    resolver: ModelVersionRootResolver = registry.service.version_artifact_root
+    hooks = {
+        WRITE_GUARD_STATE_KEY: registry_write_guard(db),
+        MODEL_VERSION_ROOT_STATE_KEY: resolver,
+    }
+    installed = [key for key in hooks if key not in app.state]
+    for key in installed:
+        app.state[key] = hooks[key]
+    return installed
+
+
+def _load_signing_key(app: Litestar, settings: Settings) -> None:
+    key_path = settings.signing_key_path
+    signing_key, created = load_or_create(key_path)
+    app.state[SIGNING_KEY_STATE_KEY] = signing_key
+    # A new key is news for the operator (back it up, share it with the replicas).
+    log.log(
+        logging.WARNING if created else logging.INFO,
+        "audit signing key %s %s (%s)",
+        signing_key.key_id,
+        "created" if created else "loaded",
+        key_path,
+    )
+    if not is_private_to_owner(key_path):
+        log.warning("the signing key %s is readable by other users: chmod 600 it", key_path)
+
+
+def _start_loops(app: Litestar, settings: Settings, db: Database) -> list[_Loop]:
+    """Start the background loops the settings turn on; returned in the order they stop."""
+    artifacts = app.state[STORAGE_STATE_KEY]
+    loops: list[_Loop] = []
+    # Every replica checkpoints; each round first reads the store's latest checkpoint.
+    if settings.audit_checkpoint_interval > 0:
+        checkpoint_dir = settings.audit_checkpoint_dir
+        loops.append(
+            CheckpointLoop(
+                db,
+                artifacts,
+                app.state[SIGNING_KEY_STATE_KEY],
+                settings.audit_checkpoint_interval,
+                Path(checkpoint_dir) if checkpoint_dir else None,
+            ).start()
+        )
+    # Every replica delivers webhooks; claims keep each delivery to one of them.
+    worker = (
+        DeliveryWorker(db, EventsConfig.from_settings(settings)).start()
+        if settings.webhook_worker
+        else None
+    )
+    sweep = (
+        ApprovalExpirySweep(db, settings.approval_sweep_interval).start()
+        if settings.approval_sweep_interval > 0
+        else None
+    )
+    if settings.staging_sweep_interval > 0:
+        loops.append(
+            StaleUploadSweep(
+                artifacts,
+                max_age_seconds=settings.staging_max_age,
+                interval_seconds=settings.staging_sweep_interval,
+            ).start()
+        )
+    loops.extend(loop for loop in (sweep, worker) if loop is not None)
+    return loops
+
+
+def _lifespan(
+    settings: Settings, hooks: RegistryHooks
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """Open the app's database (its sessions carry ``hooks``), storage and background loops."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -118,6 +188,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             settings.database_url,
             pool_size=settings.db_pool_size,
             lock_timeout_ms=int(settings.db_lock_timeout * 1000),
+            session_info=registry_events.session_info(hooks),
         )
         app.state["db"] = db
         app.state["settings"] = settings
@@ -127,82 +198,25 @@ def create_app(settings: Settings | None = None) -> Litestar:
             settings.external_source_prefixes, endpoint_url=settings.s3_endpoint_url or None
         )
         app.state[EXTERNAL_STATE_KEY] = external
-        # The registry's hooks into the artifact layer, which does not import the registry's
-        # service. A guard or resolver installed before start-up (tests, embedders) is kept.
-        resolver: ModelVersionRootResolver = registry.service.version_artifact_root
-        hooks = {
-            WRITE_GUARD_STATE_KEY: registry_write_guard(db),
-            MODEL_VERSION_ROOT_STATE_KEY: resolver,
-        }
-        installed = [key for key in hooks if key not in app.state]
-        for key in installed:
-            app.state[key] = hooks[key]
-        for listener in REGISTRY_LISTENERS:
-            registry_events.on_registry_event(listener)
-        key_path = settings.signing_key_path
-        signing_key, created = load_or_create(key_path)
-        app.state[SIGNING_KEY_STATE_KEY] = signing_key
-        # A new key is news for the operator (back it up, share it with the replicas).
-        log.log(
-            logging.WARNING if created else logging.INFO,
-            "audit signing key %s %s (%s)",
-            signing_key.key_id,
-            "created" if created else "loaded",
-            key_path,
-        )
-        if not is_private_to_owner(key_path):
-            log.warning("the signing key %s is readable by other users: chmod 600 it", key_path)
-        # Every replica checkpoints; each round first reads the store's latest checkpoint.
-        checkpointer = (
-            CheckpointLoop(
-                db,
-                artifacts,
-                signing_key,
-                settings.audit_checkpoint_interval,
-                Path(settings.audit_checkpoint_dir) if settings.audit_checkpoint_dir else None,
-            ).start()
-            if settings.audit_checkpoint_interval > 0
-            else None
-        )
-        # Every replica delivers webhooks; claims keep each delivery to one of them.
-        worker = (
-            DeliveryWorker(db, EventsConfig.from_settings(settings)).start()
-            if settings.webhook_worker
-            else None
-        )
-        sweep = (
-            ApprovalExpirySweep(db, settings.approval_sweep_interval).start()
-            if settings.approval_sweep_interval > 0
-            else None
-        )
-        uploads_sweep = (
-            StaleUploadSweep(
-                artifacts,
-                max_age_seconds=settings.staging_max_age,
-                interval_seconds=settings.staging_sweep_interval,
-            ).start()
-            if settings.staging_sweep_interval > 0
-            else None
-        )
+        installed = _install_artifact_hooks(app, db)
+        _load_signing_key(app, settings)
+        loops = _start_loops(app, settings, db)
         try:
             yield
         finally:
-            if checkpointer is not None:
-                await checkpointer.stop()
-            if uploads_sweep is not None:
-                await uploads_sweep.stop()
-            if sweep is not None:
-                await sweep.stop()
-            if worker is not None:
-                await worker.stop()
-            for listener in REGISTRY_LISTENERS:
-                registry_events.remove_hook(listener)
+            for loop in loops:
+                await loop.stop()
             for key in installed:
                 app.state.pop(key, None)
             await artifacts.aclose()
             external.close()
             await db.dispose()
 
+    return lifespan
+
+
+def _routers() -> list[Any]:
+    """The domains' API routers, the web UI and MLflow's own UI, under their prefixes."""
     domain_handlers = [
         *tracking.api.ROUTE_HANDLERS,
         *RUN_ARTIFACT_ROUTE_HANDLERS,
@@ -249,13 +263,36 @@ def create_app(settings: Settings | None = None) -> Litestar:
     routers.extend(
         mlflow_ui_pages.installed_routes(bundle) if bundle else mlflow_ui_pages.missing_routes()
     )
-    guard.install()
-    refusal = security.bind_refusal(settings)
+    return routers
+
+
+def _outer_layers(app: Litestar, settings: Settings) -> None:
+    """Wrap the app's ASGI handler in the layers that run before routing."""
+    # Outermost: a request for another host is refused before routing, CORS or anything else.
+    # /metrics answers ahead of authentication (scrapers hold no user credentials) but behind
+    # the Host check; the observer, outermost, sees and logs every request, refused ones too.
+    handler: Any = observe.MetricsEndpoint(app.asgi_handler, app, settings)
+    handler = MlflowUiPrefix(handler)
+    handler = hardening.HostAllowlist(
+        handler, settings.allowed_host_names, observe.host_exempt_paths(settings)
+    )
+    app.asgi_handler = observe.RequestObserver(handler, app, settings)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build one app; its registry hooks are built here, once, and belong to it alone."""
+    settings = settings or get_settings()
+    observe.configure_logging(settings)
+    routers = _routers()
+    refusal = authentication.bind_refusal(settings)
     if refusal is not None:
         raise RuntimeError(f"mlgate: {refusal}")
+    hooks = registry_hooks(auth=settings.auth)
     middleware: list[Any] = [gates.policies.api.override_middleware]
     if settings.auth:
-        middleware.insert(0, DefineMiddleware(security.AuthenticationMiddleware, settings=settings))
+        middleware.insert(
+            0, DefineMiddleware(authentication.AuthenticationMiddleware, settings=settings)
+        )
     app = Litestar(
         route_handlers=[
             health,
@@ -271,7 +308,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_send=[hardening.add_security_headers],
         cors_config=hardening.cors_config(settings),
         request_max_body_size=settings.max_json_body,
-        lifespan=[lifespan, security.identity_lifespan(settings)],
+        lifespan=[_lifespan(settings, hooks), authentication.identity_lifespan(settings)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi.openapi_config(VERSION, registry.api.MLGATE_API_PREFIX),
         debug=False,
@@ -280,13 +317,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     security.mark_generated_routes_public(app)
-    # Outermost: a request for another host is refused before routing, CORS or anything else.
-    # /metrics answers ahead of authentication (scrapers hold no user credentials) but behind
-    # the Host check; the observer, outermost, sees and logs every request, refused ones too.
-    handler: Any = observe.MetricsEndpoint(app.asgi_handler, app, settings)
-    handler = MlflowUiPrefix(handler)
-    handler = hardening.HostAllowlist(
-        handler, settings.allowed_host_names, observe.host_exempt_paths(settings)
-    )
-    app.asgi_handler = observe.RequestObserver(handler, app, settings)
+    _outer_layers(app, settings)
     return app

@@ -1,64 +1,43 @@
-"""Authentication and authorization for the whole app, wired by the composition root.
+"""What a caller may do: the route guard and the grant checks behind it, wired by the shell.
 
 The shell is the only place that sees the three domains, so it is where a request's principal
-(``gates.identity``) meets the objects it acts on (``tracking`` and ``registry`` lookups):
+(found by :mod:`gates.server.authentication`) meets the objects it acts on (``tracking`` and
+``registry`` lookups):
 
-- :class:`AuthenticationMiddleware` reads ``Authorization`` exactly as the MLflow client sends
-  it (Basic from MLFLOW_TRACKING_USERNAME/PASSWORD, Bearer from MLFLOW_TRACKING_TOKEN) and
-  puts the principal in the request scope; bad credentials are a 401 on any route, and
-  failed logins are throttled per user name and client (counters in the database).
 - :func:`make_guard` builds the global guard. It refuses any route without a ``permission``
   in its ``opt`` (fail closed: a route nobody mapped to a rule cannot be reached), refuses
   non-JSON mutation bodies, then checks the declaration against the principal's grants,
   locating the experiment or registered model the request names. Search routes get a
   visibility scope instead, which their queries filter by.
-- :func:`check_pointer_move` is the registry's ``before_pointer_move`` hook: inside the
-  transaction, with the model row locked, it checks promote rights on every stage or alias a
-  move changes, including the stage a version leaves.
+- Pointer moves are checked again inside the transaction by the registry guard in
+  :mod:`gates.server.hooks`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
-from typing import Any, NoReturn
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import Scope
 
-from gates.identity import service as identity
-from gates.identity.errors import (
-    AuthenticationRequired,
-    InvalidCredentials,
-    LoginThrottled,
-    NoAdministrator,
-)
-from gates.identity.policy import ACTIVE_STAGES, allows, canonical_target, visible_scope
-from gates.identity.service import web_sessions as sessions
+from gates.identity.errors import AuthenticationRequired
+from gates.identity.policy import allows, canonical_target, visible_scope
+from gates.server.authentication import SharedRead, shared_read
 from gates.server.hardening import require_json_body
-from gates.server.mlflow_ui.prefix import MLFLOW_UI_SCOPE_KEY
-from gates.server.web import session as web_session
-from registry import events
 from registry import service as registry_service
 from registry.artifacts.api import RAW_BODY_OPT, requested_artifact_path
 from registry.artifacts.paths import in_frozen_area
-from registry.events import PointerMove
 from registry.uris import parse_model_uri
 from tracking import service as tracking_service
 from tracking.core.auth import (
-    PRINCIPAL_SCOPE_KEY,
     PUBLIC,
     Permission,
     Principal,
-    bind_principal,
-    bound_principal,
     current_principal,
     set_visibility,
 )
@@ -69,7 +48,7 @@ from tracking.service import ExperimentIdentity
 
 log = logging.getLogger("mlgate.security")
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
 # Which grants a resource kind is governed by.
 _GRANT_TYPE = {
     "experiment": "experiment",
@@ -88,222 +67,6 @@ class _Unknown:
 
 UNKNOWN = _Unknown()
 Located = str | _Unknown
-
-
-# --- start-up checks -----------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def bind_refusal(settings: Settings) -> str | None:
-    """Why the server must not start on this address, or None."""
-    if settings.auth or settings.allow_unauthenticated_public_bind or is_loopback(settings.host):
-        return None
-    return (
-        f"refusing to listen on {settings.host} with authentication off: anyone who can reach "
-        "this address could read and change every model. Turn authentication on "
-        "(MLGATE_AUTH=true, with MLGATE_ADMIN_USERNAME/MLGATE_ADMIN_PASSWORD for the first "
-        "administrator), bind 127.0.0.1, or set MLGATE_ALLOW_UNAUTHENTICATED_PUBLIC_BIND=true "
-        "if something in front of mlgate does authenticate."
-    )
-
-
-async def bootstrap_admin(db: Database, settings: Settings) -> bool:
-    """With auth on: make sure an administrator exists (from settings on first start).
-
-    Raises :class:`NoAdministrator` when none exists and none is configured.
-    """
-    async with db.write() as s:
-        created = await identity.ensure_admin(s, settings.admin_username, settings.admin_password)
-    if created:
-        log.warning("created the first administrator %r from settings", settings.admin_username)
-    return created
-
-
-def identity_lifespan(
-    settings: Settings,
-) -> Callable[[Litestar], Any]:
-    """Lifespan: bootstrap the administrator and install the pointer-move hook (auth on)."""
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if not settings.auth:
-            yield
-            return
-        try:
-            await bootstrap_admin(app.state["db"], settings)
-        except NoAdministrator as exc:
-            raise RuntimeError(f"mlgate refuses to start: {exc}") from None
-        events.remove_hook(check_pointer_move)
-        events.before_pointer_move(check_pointer_move)
-        try:
-            yield
-        finally:
-            events.remove_hook(check_pointer_move)
-
-    return lifespan
-
-
-# --- authentication ------------------------------------------------------------------------
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def client_address(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
-
-
-def _basic_credentials(encoded: str) -> tuple[str, str]:
-    try:
-        raw = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidCredentials() from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        # requests encodes credentials as latin-1 when it can.
-        text = raw.decode("latin-1")
-    username, sep, password = text.partition(":")
-    if not sep or not username:
-        raise InvalidCredentials()
-    return username, password
-
-
-# The scope key of a request's shared read (see SharedRead).
-SHARED_READ_SCOPE_KEY = "mlgate.shared_read"
-
-
-class SharedRead:
-    """One read transaction for a request's authentication and its guard's authorization.
-
-    Each transaction costs a pool checkout (with its ping on PostgreSQL), BEGIN and the end,
-    about as much as the statements themselves; sharing one saves that on every
-    authenticated request. The guard closes it before the handler runs, so no request holds
-    it while it works; the middleware closes it in any case. Reopens lazily after a close.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._context: Any = None
-        self._session: Any = None
-
-    async def session(self) -> Any:
-        if self._session is None:
-            context = self._db.read()
-            self._session = await context.__aenter__()
-            self._context = context
-        return self._session
-
-    @asynccontextmanager
-    async def use(self) -> AsyncIterator[Any]:
-        """The shared session; on an error the transaction is ended and the error raised."""
-        session = await self.session()
-        try:
-            yield session
-        except BaseException:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        context, self._context, self._session = self._context, None, None
-        if context is not None:
-            await context.__aexit__(None, None, None)
-
-
-def shared_read(scope: Any) -> SharedRead | None:
-    found = scope.get(SHARED_READ_SCOPE_KEY)
-    return found if isinstance(found, SharedRead) else None
-
-
-class AuthenticationMiddleware:
-    """Resolve ``Authorization`` into a :class:`Principal` (installed only with auth on)."""
-
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self.policy = identity.ThrottlePolicy(
-            max_failures=settings.login_max_failures,
-            window_seconds=settings.login_failure_window,
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = _header(scope, b"authorization")
-        principal = None
-        read = SharedRead(scope["app"].state["db"])
-        scope[SHARED_READ_SCOPE_KEY] = read  # type: ignore[literal-required]
-        try:
-            if header is not None and header.strip():
-                principal = await self.authenticate(scope, header, read)
-            elif web_session.is_web_path(scope["path"]) or scope.get(MLFLOW_UI_SCOPE_KEY):
-                # MLflow's UI (forwarded from /mlflow/, where cross-site writes were refused)
-                # runs in the browser, which holds only the UI's session cookie.
-                cookie = web_session.cookie_value(scope, web_session.SESSION_COOKIE)
-                if cookie:
-                    principal = await self.authenticate_browser(scope, cookie)
-            scope[PRINCIPAL_SCOPE_KEY] = principal  # type: ignore[literal-required]
-            with bind_principal(principal):
-                await self.app(scope, receive, send)
-        finally:
-            await read.close()
-
-    async def authenticate_browser(self, scope: Scope, cookie: str) -> Principal | None:
-        """A web UI session; a stale or unknown cookie just means "signed out"."""
-        db: Database = scope["app"].state["db"]
-        async with db.read() as s:
-            found = await sessions.resolve_session(s, cookie)
-        if found is None:
-            return None
-        scope[web_session.SESSION_CSRF_SCOPE_KEY] = found.csrf_secret  # type: ignore[literal-required]
-        return found.principal
-
-    async def authenticate(self, scope: Scope, header: str, read: SharedRead) -> Principal:
-        db: Database = scope["app"].state["db"]
-        client = client_address(scope)
-        scheme, _, credentials = header.strip().partition(" ")
-        if scheme.lower() == "basic":
-            username, password = _basic_credentials(credentials)
-            async with db.read() as s:
-                outcome = await identity.authenticate_basic(
-                    s, username, password, client, self.policy
-                )
-            if outcome.principal is None:
-                await self._failed(db, username, client)
-            if outcome.had_failures:
-                async with db.write() as s:
-                    await identity.clear_login_failures(s, username, client)
-            return outcome.principal
-        if scheme.lower() == "bearer":
-            # The read stays open for the guard (the token-authenticated request is the hot
-            # path: CI and production clients); Basic keeps its own, as argon2 may run.
-            async with read.use() as s:
-                principal = await identity.verify_token(s, credentials.strip())
-            if principal is None:
-                await read.close()
-                await self._failed(db, identity.BEARER_LOGIN, client)
-            return principal
-        raise InvalidCredentials()
-
-    async def _failed(self, db: Database, username: str, client: str) -> NoReturn:
-        async with db.write() as s:  # committed although the request fails
-            retry_after = await identity.record_login_failure(s, username, client, self.policy)
-        if retry_after is not None:
-            raise LoginThrottled(retry_after)
-        raise InvalidCredentials()
 
 
 # --- authorization -------------------------------------------------------------------------
@@ -554,36 +317,6 @@ def _shown(value: Located) -> str:
 
 def _denied(action: str, what: str) -> PermissionDenied:
     return PermissionDenied(f"Permission denied: '{action}' on {what}.")
-
-
-# --- the registry's pointer-move hook ------------------------------------------------------
-
-
-async def check_pointer_move(session: Any, move: PointerMove) -> None:
-    """Promote rights on every pointer a move changes, checked with the model row locked.
-
-    The guard already checked the request's stated target; only here is the version's
-    current stage known for certain, so leaving Staging or Production (a demotion changes
-    what ``models:/name/Production`` loads) is checked here, as are the pointers a version
-    or model deletion takes along. Moves outside a request (no principal) are the system's.
-    """
-    principal = bound_principal()
-    if principal is None or principal.is_admin:
-        return
-    targets: list[str] = []
-    if move.pointer_kind == "alias":
-        targets.append(f"@{move.pointer}")
-    elif move.action == "transition":
-        targets.append(move.pointer)
-        if move.from_stage in ACTIVE_STAGES and move.from_stage != move.pointer:
-            targets.append(move.from_stage)
-    elif move.pointer in ACTIVE_STAGES:
-        targets.append(move.pointer)
-    for target in targets:
-        if not allows(principal.grants, "registered_model", move.name, None, "promote", target):
-            raise PermissionDenied(
-                f"Permission denied: 'promote' on registered model '{move.name}' (target {target})."
-            )
 
 
 def mark_generated_routes_public(app: Litestar) -> None:

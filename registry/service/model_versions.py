@@ -13,7 +13,7 @@ from registry.artifacts.freeze import EMPTY_ROOT
 from registry.artifacts.manifest import manifest_digest
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
 from registry.errors import InvalidSource, ModelVersionNotFound, RegisteredModelNotFound
-from registry.events import PointerMove
+from registry.events import MovePermit, PointerMove
 from registry.prompts import (
     PROMPT_SOURCE_PLACEHOLDERS,
     PromptVersionOutsidePrompt,
@@ -428,11 +428,13 @@ async def transition_stage(
     *,
     actor: str,
     comment: str | None = None,
+    permit: MovePermit | None = None,
 ) -> ModelVersionOut:
     """Move a version to ``stage``, optionally archiving the stage's other versions.
 
     One transaction with the model's row locked: concurrent transitions queue, and readers see
     the state before or after the whole move (never zero or two versions in the stage).
+    ``permit`` is what an upper layer making this move itself was allowed (the guards read it).
     """
     target = canonical_stage(stage)
     if archive_existing_versions and target not in ARCHIVING_STAGES:
@@ -456,6 +458,7 @@ async def transition_stage(
             comment,
             from_stage=row.current_stage,
             archive_existing_versions=archive_existing_versions,
+            permit=permit,
         ),
     )
     comment = events.with_note(comment, note)

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import events, store
 from registry.errors import AliasNotFound, RegisteredModelAlreadyExists
-from registry.events import PointerMove
+from registry.events import MovePermit, PointerMove
 from registry.prompts import PROMPT_TAG, NameTakenAcrossKinds, is_prompt_tags
 from registry.schemas import (
     CreateRegisteredModel,
@@ -225,8 +225,12 @@ async def set_alias(
     *,
     actor: str,
     comment: str | None = None,
+    permit: MovePermit | None = None,
 ) -> None:
-    """Point ``alias`` at ``version`` (creating or moving it), with a history row."""
+    """Point ``alias`` at ``version`` (creating or moving it), with a history row.
+
+    ``permit`` is what an upper layer making this move itself was allowed (the guards read it).
+    """
     checked = validate_alias(alias, setting=True)
     model = await find_model(s, name, lock=True)
     row = await find_version(s, model, version)
@@ -234,7 +238,15 @@ async def set_alias(
     note = await events.check_pointer_move(
         s,
         PointerMove(
-            "set_alias", model.name, "alias", checked, row.version, current, actor, comment
+            "set_alias",
+            model.name,
+            "alias",
+            checked,
+            row.version,
+            current,
+            actor,
+            comment,
+            permit=permit,
         ),
     )
     comment = events.with_note(comment, note)

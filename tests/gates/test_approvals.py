@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,12 @@ from gates.approvals.errors import (
     NotAnApprover,
     SeparationOfDuties,
 )
-from gates.policies import guard, promotion
+from gates.policies import promotion
 from gates.policies.ports import Actor
 from gates.policies.schemas import DecisionOut, PromoteRequest
-from registry import events
 from registry import service as registry
 from registry.artifacts.storage import LocalStorage
+from tests.conftest import give_app_hooks
 from tests.gates.factories import make_gate, make_run
 from tracking import service as tracking
 from tracking.core.errors import PermissionDenied
@@ -35,9 +34,11 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 
 @pytest.fixture(autouse=True)
-def installed_guard() -> Iterator[None]:
-    with events.registered(guard=guard.guard_pointer_move):
-        yield
+def _app_hooks_on_the_session(request: pytest.FixtureRequest) -> None:
+    """Service tests here run with the app's registry hooks (the sweep test, which opens
+    its own sessions, gives them the same hooks with give_app_hooks)."""
+    if "session" in request.fixturenames:
+        request.getfixturevalue("app_hooks")
 
 
 async def _request(
@@ -257,6 +258,7 @@ async def test_the_sweep_task_closes_expired_requests_through_the_database(
 
     assert isinstance(database, Database)
     async with database.write() as s:
+        give_app_hooks(s)
         _, decision, _ = await _request(s, storage, unique, ttl_hours=0)
     request_id = decision.approval_request_id
     assert request_id

@@ -20,7 +20,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.audit import service as audit
-from registry import events as registry_events
 from registry import service as registry
 from tests.conftest import BACKEND, REPO_ROOT, LiveServer
 from tests.gates.events_support import migrated_database, new_version
@@ -59,13 +58,13 @@ async def test_appends_link_each_entry_to_the_previous_hash(session: AsyncSessio
     assert second.hash == hashlib.sha256((first.hash + record).encode()).hexdigest()
 
 
+@pytest.mark.usefixtures("app_hooks")
 async def test_pointer_moves_are_recorded_in_the_same_transaction(session: AsyncSession) -> None:
     name = await make_model(session)
-    with registry_events.registered(listener=audit.record_registry_event):
-        version = await make_version(session, name)
-        await registry.transition_stage(session, name, version, "Staging", actor=ACTOR)
-        await registry.set_alias(session, name, "champion", version, actor=ACTOR, comment="why")
-        await registry.delete_alias(session, name, "champion", actor=ACTOR)
+    version = await make_version(session, name)
+    await registry.transition_stage(session, name, version, "Staging", actor=ACTOR)
+    await registry.set_alias(session, name, "champion", version, actor=ACTOR, comment="why")
+    await registry.delete_alias(session, name, "champion", actor=ACTOR)
     entries, _ = await audit.search(
         session, kind=None, subject=f"model:{name}", max_results=10, page_token=None
     )

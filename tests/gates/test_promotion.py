@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gates.policies import guard, promotion
+from gates.policies import promotion
 from gates.policies import service as policies
 from gates.policies.errors import GatedTarget, IdempotencyKeyReused
 from gates.policies.ports import Actor
 from gates.policies.schemas import ChampionComparison, DecisionOut, PromoteRequest
-from registry import events
 from registry import service as registry
 from registry.artifacts.storage import LocalStorage
 from registry.errors import RegisteredModelNotFound
@@ -29,10 +27,7 @@ def storage(tmp_path: Path) -> LocalStorage:
     return LocalStorage(tmp_path / "artifacts")
 
 
-@pytest.fixture(autouse=True)
-def installed_guard() -> Iterator[None]:
-    with events.registered(guard=guard.guard_pointer_move):
-        yield
+pytestmark = pytest.mark.usefixtures("app_hooks")
 
 
 async def _promote(

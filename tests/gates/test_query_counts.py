@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import service as approvals
-from gates.policies import guard, promotion
+from gates.policies import promotion
 from gates.policies import service as policies
 from gates.policies.ports import Actor
 from gates.policies.schemas import PromoteRequest
-from registry import events
 from registry.artifacts.storage import LocalStorage
 from tests.gates.factories import make_gate, make_run
 from tests.registry.test_query_counts import count_queries
@@ -23,10 +21,7 @@ from tracking.core.auth import ResourceScope
 CI = Actor("ci", is_admin=True, authenticated=True)
 
 
-@pytest.fixture(autouse=True)
-def installed_guard() -> Iterator[None]:
-    with events.registered(guard=guard.guard_pointer_move):
-        yield
+pytestmark = pytest.mark.usefixtures("app_hooks")
 
 
 async def _populate(session: AsyncSession, storage: LocalStorage, model: str, n: int) -> None:

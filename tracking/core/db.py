@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,9 @@ class Database:
         pool_size: int = 10,
         echo: bool = False,
         lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+        session_info: Mapping[str, object] | None = None,
     ) -> None:
+        """``session_info`` is copied into every session's ``info`` (the app's hooks)."""
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
@@ -165,14 +167,17 @@ class Database:
             )
             ping_idle_connections(self.write_engine)
             self.read_engine = self.write_engine
-        self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        info = dict(session_info or {})
+        self._write_sessions = async_sessionmaker(
+            self.write_engine, expire_on_commit=False, info=info
+        )
         read_bind = self.read_engine
         if not self.is_sqlite:
             # PostgreSQL reads run in autocommit: under READ COMMITTED every statement takes its
             # own snapshot anyway, so a read-only transaction's BEGIN and COMMIT were two round
             # trips that bought no consistency. Same pool; only the reads' connections switch.
             read_bind = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._read_sessions = async_sessionmaker(read_bind, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(read_bind, expire_on_commit=False, info=info)
 
     def _prepare_sqlite_path(self) -> None:
         ensure_sqlite_directory(self.url)

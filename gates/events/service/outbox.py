@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -74,20 +75,34 @@ def _version(v: int | None) -> str | None:
 _PROMPT_INTERNAL_TAGS = ("mlflow.prompt.is_prompt", "_mlflow_prompt_type")
 _PROMPT_TEXT_TAG = "mlflow.prompt.text"
 
+# A change to a prompt is announced only as MLflow's ``prompt*`` events (MLflow sends no model
+# event for it), so each builder below answers for both families, on the event's ``is_prompt``.
+Payloads = list[tuple[str, dict[str, Any]]]
 
-def prompt_event_payloads(event: RegistryEvent) -> list[tuple[str, dict[str, Any]]] | None:
-    """MLflow's prompt webhooks for a change to a prompt, in place of the model ones (MLflow
-    announces a prompt's changes only as ``prompt*`` events); None when it is no prompt's."""
-    e = event
-    if not getattr(e, "is_prompt", False):
-        return None
-    if isinstance(e, registry_events.RegisteredModelCreated):
-        tags = {k: v for k, v in e.tags if k not in _PROMPT_INTERNAL_TAGS}
-        return [("prompt.created", {"name": e.name, "tags": tags, "description": e.description})]
-    if isinstance(e, registry_events.ModelVersionCreated):
-        tags = {k: v for k, v in e.tags if k not in _PROMPT_INTERNAL_TAGS}
+
+def _prompt_tags(tags: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return {k: v for k, v in tags if k not in _PROMPT_INTERNAL_TAGS}
+
+
+def _model_created(e: registry_events.RegisteredModelCreated) -> Payloads:
+    if e.is_prompt:
+        prompt = {"name": e.name, "tags": _prompt_tags(e.tags), "description": e.description}
+        return [("prompt.created", prompt)]
+    data: dict[str, Any] = {
+        "name": e.name,
+        "tags": dict(e.tags),
+        "description": e.description,
+        "actor": e.actor,
+        "timestamp": e.timestamp,
+    }
+    return [("registered_model.created", data)]
+
+
+def _version_created(e: registry_events.ModelVersionCreated) -> Payloads:
+    if e.is_prompt:
+        tags = _prompt_tags(e.tags)
         template = tags.pop(_PROMPT_TEXT_TAG, None)
-        payload = {
+        prompt: dict[str, Any] = {
             "name": e.name,
             "version": str(e.version),
             "template": template,
@@ -96,147 +111,122 @@ def prompt_event_payloads(event: RegistryEvent) -> list[tuple[str, dict[str, Any
             "actor": e.actor,
             "timestamp": e.timestamp,
         }
-        return [("prompt_version.created", payload)]
-    if isinstance(e, registry_events.RegisteredModelTagSet):
-        if e.value is None:
-            return [("prompt_tag.deleted", {"name": e.name, "key": e.key})]
-        return [("prompt_tag.set", {"name": e.name, "key": e.key, "value": e.value})]
-    if isinstance(e, registry_events.ModelVersionTagSet):
-        version = str(e.version)
-        data = {"name": e.name, "version": version, "key": e.key, "value": e.value}
+        return [("prompt_version.created", prompt)]
+    data = {
+        "name": e.name,
+        "version": str(e.version),
+        "source": e.source,
+        "run_id": e.run_id,
+        "tags": dict(e.tags),
+        "description": e.description,
+        "model_id": e.model_id,
+        "storage_location": e.storage_location,
+        "manifest_digest": e.manifest_digest,
+        "actor": e.actor,
+        "timestamp": e.timestamp,
+    }
+    return [("model_version.created", data)]
+
+
+def _stage_transitioned(e: registry_events.StageTransitioned) -> Payloads:
+    data = {
+        "name": e.name,
+        "version": str(e.version),
+        "from_stage": e.from_stage,
+        "to_stage": e.to_stage,
+        "archived_versions": [str(v) for v in e.archived_versions],
+        "actor": e.actor,
+        "comment": e.comment,
+        "timestamp": e.timestamp,
+    }
+    return [("stage.transitioned", data)]
+
+
+def _alias_moved(e: registry_events.AliasMoved) -> Payloads:
+    """mlgate's ``alias.moved`` for models and prompts alike, then MLflow's own event."""
+    moved = {
+        "name": e.name,
+        "alias": e.alias,
+        "from_version": _version(e.from_version),
+        "to_version": _version(e.to_version),
+        "actor": e.actor,
+        "comment": e.comment,
+        "timestamp": e.timestamp,
+    }
+    entity = "prompt_alias" if e.is_prompt else "model_version_alias"
+    if e.to_version is None:
+        mlflow = (f"{entity}.deleted", {"name": e.name, "alias": e.alias})
+    else:
+        data = {"name": e.name, "alias": e.alias, "version": str(e.to_version)}
+        mlflow = (f"{entity}.created", data)
+    return [("alias.moved", moved), mlflow]
+
+
+def _version_deleted(e: registry_events.ModelVersionDeleted) -> Payloads:
+    data = {
+        "name": e.name,
+        "version": str(e.version),
+        "stage": e.stage,
+        "aliases": list(e.aliases),
+        "actor": e.actor,
+        "timestamp": e.timestamp,
+    }
+    return [("model_version.deleted", data)]
+
+
+def _model_deleted(e: registry_events.RegisteredModelDeleted) -> Payloads:
+    pointers = [
+        {"kind": kind, "pointer": pointer, "version": str(version)}
+        for kind, pointer, version in e.pointers
+    ]
+    data = {"name": e.name, "pointers": pointers, "actor": e.actor, "timestamp": e.timestamp}
+    return [("registered_model.deleted", data)]
+
+
+def _version_tag_set(e: registry_events.ModelVersionTagSet) -> Payloads:
+    version = str(e.version)
+    data: dict[str, Any] = {"name": e.name, "version": version, "key": e.key, "value": e.value}
+    if e.is_prompt:
         return [("prompt_version_tag.set", data)]
-    if isinstance(e, registry_events.ModelVersionTagDeleted):
-        data = {"name": e.name, "version": str(e.version), "key": e.key}
+    return [("model_version_tag.set", {**data, "timestamp": e.timestamp})]
+
+
+def _version_tag_deleted(e: registry_events.ModelVersionTagDeleted) -> Payloads:
+    data: dict[str, Any] = {"name": e.name, "version": str(e.version), "key": e.key}
+    if e.is_prompt:
         return [("prompt_version_tag.deleted", data)]
-    return None
+    return [("model_version_tag.deleted", {**data, "timestamp": e.timestamp})]
 
 
-def registry_event_payloads(event: RegistryEvent) -> list[tuple[str, dict[str, Any]]]:
-    """The outbox events a registry change produces: mlgate's names and MLflow's."""
-    e = event
-    prompt = prompt_event_payloads(e)
-    if prompt is not None:
-        return prompt
-    if isinstance(e, registry_events.ModelVersionCreated):
-        return [
-            (
-                "model_version.created",
-                {
-                    "name": e.name,
-                    "version": str(e.version),
-                    "source": e.source,
-                    "run_id": e.run_id,
-                    "tags": dict(e.tags),
-                    "description": e.description,
-                    "model_id": e.model_id,
-                    "storage_location": e.storage_location,
-                    "manifest_digest": e.manifest_digest,
-                    "actor": e.actor,
-                    "timestamp": e.timestamp,
-                },
-            )
-        ]
-    if isinstance(e, registry_events.StageTransitioned):
-        return [
-            (
-                "stage.transitioned",
-                {
-                    "name": e.name,
-                    "version": str(e.version),
-                    "from_stage": e.from_stage,
-                    "to_stage": e.to_stage,
-                    "archived_versions": [str(v) for v in e.archived_versions],
-                    "actor": e.actor,
-                    "comment": e.comment,
-                    "timestamp": e.timestamp,
-                },
-            )
-        ]
-    if isinstance(e, registry_events.AliasMoved):
-        moved = {
-            "name": e.name,
-            "alias": e.alias,
-            "from_version": _version(e.from_version),
-            "to_version": _version(e.to_version),
-            "actor": e.actor,
-            "comment": e.comment,
-            "timestamp": e.timestamp,
-        }
-        entity = "prompt_alias" if e.is_prompt else "model_version_alias"
-        if e.to_version is None:
-            mlflow = (f"{entity}.deleted", {"name": e.name, "alias": e.alias})
-        else:
-            mlflow = (
-                f"{entity}.created",
-                {"name": e.name, "alias": e.alias, "version": str(e.to_version)},
-            )
-        return [("alias.moved", moved), mlflow]
-    if isinstance(e, registry_events.ModelVersionDeleted):
-        return [
-            (
-                "model_version.deleted",
-                {
-                    "name": e.name,
-                    "version": str(e.version),
-                    "stage": e.stage,
-                    "aliases": list(e.aliases),
-                    "actor": e.actor,
-                    "timestamp": e.timestamp,
-                },
-            )
-        ]
-    if isinstance(e, registry_events.RegisteredModelCreated):
-        return [
-            (
-                "registered_model.created",
-                {
-                    "name": e.name,
-                    "tags": dict(e.tags),
-                    "description": e.description,
-                    "actor": e.actor,
-                    "timestamp": e.timestamp,
-                },
-            )
-        ]
-    if isinstance(e, registry_events.RegisteredModelDeleted):
-        return [
-            (
-                "registered_model.deleted",
-                {
-                    "name": e.name,
-                    "pointers": [
-                        {"kind": kind, "pointer": pointer, "version": str(version)}
-                        for kind, pointer, version in e.pointers
-                    ],
-                    "actor": e.actor,
-                    "timestamp": e.timestamp,
-                },
-            )
-        ]
-    if isinstance(e, registry_events.ModelVersionTagSet):
-        return [
-            (
-                "model_version_tag.set",
-                {
-                    "name": e.name,
-                    "version": str(e.version),
-                    "key": e.key,
-                    "value": e.value,
-                    "timestamp": e.timestamp,
-                },
-            )
-        ]
-    if isinstance(e, registry_events.ModelVersionTagDeleted):
-        return [
-            (
-                "model_version_tag.deleted",
-                {"name": e.name, "version": str(e.version), "key": e.key, "timestamp": e.timestamp},
-            )
-        ]
-    return []
+def _model_tag_changed(e: registry_events.RegisteredModelTagSet) -> Payloads:
+    if not e.is_prompt:
+        return []  # a model's own tags announce nothing (neither does MLflow)
+    if e.value is None:
+        return [("prompt_tag.deleted", {"name": e.name, "key": e.key})]
+    return [("prompt_tag.set", {"name": e.name, "key": e.key, "value": e.value})]
+
+
+_BUILDERS: dict[type, Callable[[Any], Payloads]] = {
+    registry_events.RegisteredModelCreated: _model_created,
+    registry_events.ModelVersionCreated: _version_created,
+    registry_events.StageTransitioned: _stage_transitioned,
+    registry_events.AliasMoved: _alias_moved,
+    registry_events.ModelVersionDeleted: _version_deleted,
+    registry_events.RegisteredModelDeleted: _model_deleted,
+    registry_events.ModelVersionTagSet: _version_tag_set,
+    registry_events.ModelVersionTagDeleted: _version_tag_deleted,
+    registry_events.RegisteredModelTagSet: _model_tag_changed,
+}
+
+
+def registry_event_payloads(event: RegistryEvent) -> Payloads:
+    """The outbox events a registry change produces: mlgate's names and MLflow's (for a
+    prompt, MLflow's ``prompt*`` events only)."""
+    build = _BUILDERS.get(type(event))
+    return build(event) if build is not None else []
 
 
 async def record_registry_event(session: AsyncSession, event: RegistryEvent) -> None:
-    """The ``registry.events`` listener the shell installs: registry changes into the outbox."""
+    """A registry listener (the app's first, gates.server.hooks): changes into the outbox."""
     for event_type, payload in registry_event_payloads(event):
         await emit(session, event_type, payload, model_name=event.name)

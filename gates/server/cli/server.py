@@ -76,9 +76,9 @@ def run_server(settings: Settings) -> int:
 
 def _refusal(settings: Settings) -> str | None:
     """Why the server must not start with these settings (exit 2), checked before any work."""
-    from gates.server import observe, security
+    from gates.server import authentication, observe
 
-    refusal = security.bind_refusal(settings) or observe.check_log_format(settings)
+    refusal = authentication.bind_refusal(settings) or observe.check_log_format(settings)
     if refusal is not None:
         return refusal
     observe.configure_logging(settings)
@@ -149,7 +149,7 @@ def _bootstrap_admin(settings: Settings) -> str | None:
     import asyncio
 
     from gates.identity.errors import NoAdministrator
-    from gates.server.security import bootstrap_admin
+    from gates.server.authentication import bootstrap_admin
     from tracking.core.db import Database
 
     async def bootstrap() -> None:

@@ -10,7 +10,7 @@ from litestar.response import Redirect
 from gates.identity import service as identity
 from gates.identity.errors import LoginThrottled
 from gates.identity.service import web_sessions as sessions
-from gates.server.security import client_address
+from gates.server.authentication import client_address
 from gates.server.web import session
 from gates.server.web.render import page, settings_of
 from registry.artifacts.api import RAW_BODY_OPT
