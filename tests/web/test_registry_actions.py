@@ -228,6 +228,13 @@ def test_admin_override_needs_a_reason_and_the_timeline_shows_it(
     kind, message = flash(done.text)
     assert kind == "notice" and "override recorded" in message, message
     assert version_state(web_world, model, version)["current_stage"] == "Production"
+    # Leaving the gated stage is refused too, for anyone without an override.
+    owner = browser_for("owner")
+    left = post_on(owner, page, f"{page}/move", {"target": "Archived"})
+    kind, message = flash(left.text)
+    assert kind == "error" and f"guarded by gate '{gate}'" in message, message
+    assert "leaving it (transition)" in message and "admin's override" in message
+    assert version_state(web_world, model, version)["current_stage"] == "Production"
     timeline = element(admin.get(model_path(model)).text, "timeline")
     story = element(timeline, "move-override")
     assert "hotfix for incident 42" in text(element(story, "move-override"))

@@ -86,13 +86,15 @@ def _back(request: Req, target: str, kind: str, text: str) -> Response[Any]:
 
 def _refusal(exc: MlflowError) -> str:
     """The service's message, with what the UI offers instead of the API's header."""
-    if isinstance(exc, GatedTarget | LeavingGatedTarget):
+    if isinstance(exc, GatedTarget):
         head = exc.message.partition(": promote through")[0]
-        head = head.partition(" needs an admin's override")[0]
         return (
             f"Refused: {head}. Use 'Request promotion' to go through the gate; an admin may "
             "override it with a recorded reason."
         )
+    if isinstance(exc, LeavingGatedTarget):
+        head = exc.message.partition(" needs an admin's override")[0]
+        return f"Refused: {head}: only an admin's override, with a recorded reason, may do that."
     return exc.message
 
 
