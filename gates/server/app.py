@@ -26,6 +26,7 @@ from gates.audit.checkpoints import CheckpointLoop
 from gates.events.config import EventsConfig
 from gates.events.worker import DeliveryWorker
 from gates.policies import guard
+from gates.policies.jwks import OIDC_KEYS_STATE_KEY, IssuerKeys
 from gates.server import hardening, observe, openapi, security
 from gates.server.mlflow_ui import ajax as mlflow_ui_ajax
 from gates.server.mlflow_ui import pages as mlflow_ui_pages
@@ -164,6 +165,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if settings.audit_checkpoint_interval > 0
             else None
         )
+        # The signing keys of the OIDC issuers gates trust, cached per app (per replica).
+        oidc_keys = IssuerKeys.from_settings(settings)
+        app.state[OIDC_KEYS_STATE_KEY] = oidc_keys
         # Every replica delivers webhooks; claims keep each delivery to one of them.
         worker = (
             DeliveryWorker(db, EventsConfig.from_settings(settings)).start()
@@ -195,6 +199,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await sweep.stop()
             if worker is not None:
                 await worker.stop()
+            await oidc_keys.aclose()
             for listener in REGISTRY_LISTENERS:
                 registry_events.remove_hook(listener)
             for key in installed:

@@ -42,11 +42,14 @@ from gates.identity.errors import (
     NoAdministrator,
 )
 from gates.identity.policy import ACTIVE_STAGES, allows, canonical_target, visible_scope
+from gates.policies.api import GATES_PATH
+from gates.policies.oidc import looks_like_jwt
 from gates.server.hardening import require_json_body
 from gates.server.mlflow_ui.prefix import MLFLOW_UI_SCOPE_KEY
 from gates.server.web import session as web_session
 from registry import events
 from registry import service as registry_service
+from registry.api import MLGATE_API_PREFIX
 from registry.artifacts.api import RAW_BODY_OPT, requested_artifact_path
 from registry.artifacts.paths import in_frozen_area
 from registry.events import PointerMove
@@ -70,6 +73,8 @@ from tracking.service import ExperimentIdentity
 log = logging.getLogger("mlgate.security")
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+# Routes where a bearer JWT is a CI job's OIDC token for a gate, not an mlgate API token.
+OIDC_TOKEN_PATHS = frozenset({f"{MLGATE_API_PREFIX}{GATES_PATH}/promote"})
 # Which grants a resource kind is governed by.
 _GRANT_TYPE = {
     "experiment": "experiment",
@@ -271,7 +276,7 @@ class AuthenticationMiddleware:
         scope[web_session.SESSION_CSRF_SCOPE_KEY] = found.csrf_secret  # type: ignore[literal-required]
         return found.principal
 
-    async def authenticate(self, scope: Scope, header: str, read: SharedRead) -> Principal:
+    async def authenticate(self, scope: Scope, header: str, read: SharedRead) -> Principal | None:
         db: Database = scope["app"].state["db"]
         client = client_address(scope)
         scheme, _, credentials = header.strip().partition(" ")
@@ -288,6 +293,10 @@ class AuthenticationMiddleware:
                     await identity.clear_login_failures(s, username, client)
             return outcome.principal
         if scheme.lower() == "bearer":
+            if scope["path"] in OIDC_TOKEN_PATHS and looks_like_jwt(credentials.strip()):
+                # A CI job's OIDC token, checked by the gate it asks against the issuers that
+                # gate trusts (gates.policies.oidc_trusts); it names no mlgate principal.
+                return None
             # The read stays open for the guard (the token-authenticated request is the hot
             # path: CI and production clients); Basic keeps its own, as argon2 may run.
             async with read.use() as s:
