@@ -14,7 +14,7 @@ from gates.audit import cli as audit_cli
 from gates.events import cli as events_cli
 from gates.events.config import EventsConfig
 from gates.identity import cli as identity_cli
-from gates.server import backup
+from gates.server import backup, cli_oidc
 from tracking.core.settings import Settings, export_to_environment
 
 
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     events_cli.add_commands(sub, _add_db_flag)
     _add_verify_command(sub)
     backup.add_commands(sub, _add_db_flag)
+    cli_oidc.add_commands(sub)
     return parser
 
 
@@ -449,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     if args.command in backup.COMMANDS:
         return backup.run(args, settings)
+    if args.command in cli_oidc.COMMANDS:
+        return cli_oidc.run(args, settings)
     if args.command in audit_cli.COMMANDS:
         return audit_cli.run(args, settings)
     if args.command in identity_cli.COMMANDS:

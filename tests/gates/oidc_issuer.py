@@ -9,6 +9,7 @@ import hmac
 import json
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,6 +35,9 @@ class LocalIssuer:
     def __init__(self) -> None:
         self.keys: list[Key] = [new_key("k1")]
         self.fetches = {"discovery": 0, "jwks": 0}
+        # GitHub's runner token service: ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN point here.
+        self.request_token = "runner-request-token"
+        self.token_claims: dict[str, Any] = {}
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,6 +48,14 @@ class LocalIssuer:
                 elif self.path == "/jwks":
                     issuer.fetches["jwks"] += 1
                     body = {"keys": [k.as_dict(private=False) for k in issuer.keys]}
+                elif self.path.startswith("/token?"):
+                    expected = f"bearer {issuer.request_token}"
+                    if self.headers.get("authorization") != expected:
+                        self.send_error(401)
+                        return
+                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                    claims = issuer.claims(query["audience"][0], **issuer.token_claims)
+                    body = {"value": issuer.token(claims)}
                 else:
                     self.send_error(404)
                     return
