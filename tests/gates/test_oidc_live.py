@@ -5,6 +5,7 @@ is followed and a dropped key stops verifying."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -303,3 +304,71 @@ def test_trust_configuration_is_checked_and_admin_only(
         )
     )["entries"]
     assert [e["actor"] for e in entries] == [ADMIN_USER]
+
+
+def _mlgate(server: LiveServer, *args: str, password: str = ADMIN_PASSWORD) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "MLGATE_URL": server.url,
+        "MLFLOW_TRACKING_USERNAME": ADMIN_USER,
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gates.server", "oidc-trust", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_oidc_trust_cli_configures_a_gate_through_the_server_as_the_admin(
+    server: LiveServer, issuer: LocalIssuer
+) -> None:
+    gate = Gate(server, issuer)
+    added = _mlgate(
+        server,
+        "add",
+        "--gate",
+        gate.name,
+        "--issuer",
+        issuer.url,
+        "--audience",
+        "https://other-audience.test",
+        "--claim",
+        "repository=octo/fraud",
+        "--claim",
+        "environment=production",
+        "--json",
+    )
+    assert added.returncode == 0, added.stderr
+    trust = json.loads(added.stdout)["trust"]
+    assert trust["claims"] == {"environment": ["production"], "repository": ["octo/fraud"]}
+    assert trust["created_by"] == ADMIN_USER
+    # The new trust accepts tokens for its own audience.
+    token = issuer.token(issuer.claims("https://other-audience.test"))
+    assert gate.promote(token, dry_run=True).status_code == 200
+    listed = _mlgate(server, "list", "--gate", gate.name)
+    assert listed.returncode == 0 and trust["trust_id"] in listed.stdout, listed.stderr
+    removed = _mlgate(server, "remove", "--gate", gate.name, "--trust-id", trust["trust_id"])
+    assert removed.returncode == 0 and "removed" in removed.stdout, removed.stdout
+    assert gate.promote(token, dry_run=True).status_code == 401
+    bad = _mlgate(
+        server,
+        "add",
+        "--gate",
+        gate.name,
+        "--issuer",
+        issuer.url,
+        "--audience",
+        "a",
+        "--claim",
+        "no-equals-sign",
+    )
+    assert bad.returncode == 2 and "NAME=GLOB" in bad.stderr
+    refused = _mlgate(server, "list", "--gate", gate.name, password="wrong-password-here")
+    assert refused.returncode == 8 and "401" in refused.stderr
