@@ -62,15 +62,23 @@ class PinnedSender:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendOutcome:
         sent = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
-        return await self._send("POST", url, body, sent, RESPONSE_SNIPPET)
+        return await self._send("POST", url, body, sent, RESPONSE_SNIPPET, MAX_REDIRECTS)
 
     async def get(self, url: str, headers: Mapping[str, str], *, limit: int) -> SendOutcome:
-        """GET ``url`` under the same policy; ``content`` holds at most ``limit`` bytes of the
-        answer and ``truncated`` says there was more (OIDC discovery and key sets)."""
-        return await self._send("GET", url, None, {"User-Agent": USER_AGENT, **headers}, limit)
+        """GET ``url`` under the same policy, following no redirect (an https document cannot
+        send it elsewhere, e.g. to plain http); ``content`` holds at most ``limit`` bytes of
+        the answer and ``truncated`` says there was more (OIDC discovery and key sets)."""
+        sent = {"User-Agent": USER_AGENT, **headers}
+        return await self._send("GET", url, None, sent, limit, 0)
 
     async def _send(
-        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str], limit: int
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        limit: int,
+        max_redirects: int,
     ) -> SendOutcome:
         started = time.monotonic()
         current = url
@@ -79,7 +87,7 @@ class PinnedSender:
             elapsed = int((time.monotonic() - started) * 1000)
             return SendOutcome(url=current, duration_ms=elapsed, **kw)  # type: ignore[arg-type]
 
-        for _ in range(MAX_REDIRECTS + 1):
+        for _ in range(max_redirects + 1):
             try:
                 target = check_url(current)
                 port = target.port or (443 if target.scheme == "https" else 80)
@@ -115,7 +123,7 @@ class PinnedSender:
                 content=content[:limit],
                 truncated=len(content) > limit,
             )
-        return done(error=f"refused: more than {MAX_REDIRECTS} redirects")
+        return done(error=f"refused: more than {max_redirects} redirects")
 
 
 async def _read_snippet(response: httpx.Response, limit: int) -> bytes:

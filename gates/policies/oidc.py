@@ -248,8 +248,13 @@ def verify_signature(peeked: UnverifiedToken, key: PublicKey) -> dict[str, Any]:
         obj = jws.deserialize_compact(peeked.token, key, algorithms=[peeked.algorithm])
     except (JoseError, ValueError) as exc:
         raise OidcTokenRefused(f"the signature does not verify ({exc}).") from None
-    assert obj.payload is not None
-    return _segment(peeked.token.split(".")[1], "claims")
+    try:
+        claims = json.loads(obj.payload)
+    except ValueError:
+        claims = None
+    if not isinstance(claims, dict):
+        raise OidcTokenRefused("the token's claims are not a JSON object.")
+    return claims
 
 
 def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
