@@ -6,6 +6,7 @@ is followed and a dropped key stops verifying."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -372,3 +373,25 @@ def test_oidc_trust_cli_configures_a_gate_through_the_server_as_the_admin(
     assert bad.returncode == 2 and "NAME=GLOB" in bad.stderr
     refused = _mlgate(server, "list", "--gate", gate.name, password="wrong-password-here")
     assert refused.returncode == 8 and "401" in refused.stderr
+
+
+def test_version_page_shows_the_verified_oidc_identity_beside_the_actor(
+    server: LiveServer, issuer: LocalIssuer
+) -> None:
+    from tests.web.support import Browser
+
+    gate = Gate(server, issuer)
+    answer = gate.promote(issuer.token(issuer.claims(AUDIENCE)), requested_by="someone")
+    assert answer.status_code == 200, answer.text
+    browser = Browser(server.url)
+    try:
+        assert browser.login(ADMIN_USER, ADMIN_PASSWORD).status_code in (302, 303)
+        page = browser.get(f"/models/{gate.model}/versions/{answer.json()['version']}")
+        assert page.status_code == 200, page.text[:500]
+        assert answer.json()["actor"] in page.text
+        shown = re.search(r'data-field="oidc-identity">([^<]*)<', page.text)
+        assert shown is not None, page.text
+        assert "repository=octo/fraud" in shown.group(1)
+        assert "ref=refs/heads/main" in shown.group(1) and "run_id=4242" in shown.group(1)
+    finally:
+        browser.close()
