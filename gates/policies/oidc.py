@@ -239,6 +239,10 @@ def import_key_set(document: object) -> dict[str, PublicKey]:
 
 def verify_signature(peeked: UnverifiedToken, key: PublicKey) -> dict[str, Any]:
     """The claims of a token whose signature ``key`` verifies under its (allowed) algorithm."""
+    if key.alg is not None and key.alg != peeked.algorithm:
+        raise OidcTokenRefused(
+            f"key '{peeked.key_id}' is published for {key.alg}, not {peeked.algorithm}."
+        )
     if key.key_type != _KEY_TYPE[peeked.algorithm]:
         raise OidcTokenRefused(
             f"key '{peeked.key_id}' is not a {_KEY_TYPE[peeked.algorithm]} key; it cannot "

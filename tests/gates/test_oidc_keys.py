@@ -227,3 +227,28 @@ async def test_discovery_that_lies_redirects_or_floods_is_not_used(mode: str, ph
         await keys.aclose()
         server.shutdown()
         server.server_close()
+
+
+def test_a_key_signs_only_with_its_own_type_and_published_algorithm(issuer: LocalIssuer) -> None:
+    claims = issuer.claims("aud")
+    rsa = issuer.keys[0]
+    ec = new_key("k1", "EC")
+    # An ES256 token checked against the RSA key published under its kid.
+    with pytest.raises(OidcTokenRefused, match="not a EC key"):
+        oidc.verify_signature(oidc.peek(issuer.token(claims, key=ec)), rsa)
+    pinned = oidc.import_key_set({"keys": [rsa.as_dict(private=False) | {"alg": "RS384"}]})["k1"]
+    with pytest.raises(OidcTokenRefused, match="published for RS384"):
+        oidc.verify_signature(oidc.peek(issuer.token(claims)), pinned)
+    assert oidc.verify_signature(oidc.peek(issuer.token(claims)), rsa)["sub"] == claims["sub"]
+    # Private keys and encryption keys in a key set are never used.
+    loaded = oidc.import_key_set(
+        {
+            "keys": [
+                rsa.as_dict(private=True),
+                ec.as_dict(private=False) | {"kid": "enc", "use": "enc"},
+                {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+                "junk",
+            ]
+        }
+    )
+    assert loaded == {}
