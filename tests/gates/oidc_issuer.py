@@ -42,6 +42,7 @@ class LocalIssuer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                body: dict[str, Any]
                 if self.path == "/.well-known/openid-configuration":
                     issuer.fetches["discovery"] += 1
                     body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"}

@@ -75,7 +75,7 @@ def test_issuer_urls_are_https_unless_loopback_is_allowed_for_tests() -> None:
 def test_claim_rules_are_canonical_and_never_allow_everything() -> None:
     rules = oidc.canonical_rules({"ref": "refs/heads/main", "repository": ["b/x", "a/x", "a/x"]})
     assert rules == {"ref": ["refs/heads/main"], "repository": ["a/x", "b/x"]}
-    for bad in [
+    bad_rules: list[object] = [
         {},
         None,
         {"repository": []},
@@ -86,7 +86,8 @@ def test_claim_rules_are_canonical_and_never_allow_everything() -> None:
         {"bad name": ["x"]},
         {"repository": [1]},
         {f"c{n}": ["x"] for n in range(17)},
-    ]:
+    ]
+    for bad in bad_rules:
         with pytest.raises(InvalidParameter):
             oidc.canonical_rules(bad)
 
@@ -104,11 +105,12 @@ def test_globs_match_whole_values_with_star_and_question_mark_only() -> None:
 def test_claim_rules_refuse_missing_non_string_and_unlisted_values() -> None:
     rules = {"repository": ["octo/fraud"], "ref": ["refs/heads/main"]}
     oidc.check_rules({"repository": "octo/fraud", "ref": "refs/heads/main"}, rules)
-    for claims in [
+    refused: list[dict[str, Any]] = [
         {"repository": "octo/fraud"},
         {"repository": "octo/fraud", "ref": ["refs/heads/main"]},
         {"repository": "octo/fraud2", "ref": "refs/heads/main"},
-    ]:
+    ]
+    for claims in refused:
         with pytest.raises(OidcClaimsRefused):
             oidc.check_rules(claims, rules)
 
