@@ -161,9 +161,27 @@ def canonical_rules(value: object) -> dict[str, list[str]]:
 
 
 def glob_matches(pattern: str, value: str) -> bool:
-    """``*`` matches any run of characters (``/`` included), ``?`` one; the rest is literal."""
-    regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
-    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
+    """``*`` matches any run of characters (``/`` included), ``?`` one; the rest is literal.
+
+    The classic two-pointer wildcard match: at most len(pattern) * len(value) steps, never
+    the exponential backtracking a regular expression of many ``*`` can fall into.
+    """
+    p = v = 0
+    star, resume = -1, 0
+    while v < len(value):
+        if p < len(pattern) and pattern[p] in ("?", value[v]) and pattern[p] != "*":
+            p, v = p + 1, v + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, resume = p, v
+            p += 1
+        elif star >= 0:
+            resume += 1
+            p, v = star + 1, resume
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
 
 
 # --- the token -----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -100,6 +101,11 @@ def test_globs_match_whole_values_with_star_and_question_mark_only() -> None:
     assert not oidc.glob_matches("octo/[f]raud", "octo/fraud")  # brackets are literal
     assert oidc.glob_matches("octo/[f]raud", "octo/[f]raud")
     assert not oidc.glob_matches("a.c", "abc")  # regex characters are literal
+    assert oidc.glob_matches("*", "") and oidc.glob_matches("a**", "a")
+    # Many stars against a long near-miss: a backtracking regex would take ages here.
+    started = time.monotonic()
+    assert not oidc.glob_matches("*a" * 120 + "b", "a" * 16000)
+    assert time.monotonic() - started < 5
 
 
 def test_claim_rules_refuse_missing_non_string_and_unlisted_values() -> None:
