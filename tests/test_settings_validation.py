@@ -45,9 +45,13 @@ BAD_VALUES: dict[str, list[str]] = {
     "ui_session_hours": ["0", "0.5"],
     "ui_cookie_secure": ["secure"],
     "audit_checkpoint_interval": ["-1", "nan"],
+    "oidc_jwks_cache_seconds": ["0", "-5", "inf"],
+    "oidc_jwks_refetch_interval": ["-1", "nan"],
+    "oidc_allow_http_loopback": ["maybe"],
 }
 
 GOOD_EDGES: dict[str, str] = {
+    "oidc_jwks_refetch_interval": "0",
     "port": "65535",
     "approval_ttl_hours": "1",
     "approval_sweep_interval": "0",

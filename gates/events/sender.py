@@ -28,6 +28,8 @@ class SendOutcome:
     status_code: int | None = None
     error: str | None = None
     response_body: str | None = None
+    content: bytes = b""
+    truncated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -59,6 +61,25 @@ class PinnedSender:
         await self._client.aclose()
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendOutcome:
+        sent = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
+        return await self._send("POST", url, body, sent, RESPONSE_SNIPPET, MAX_REDIRECTS)
+
+    async def get(self, url: str, headers: Mapping[str, str], *, limit: int) -> SendOutcome:
+        """GET ``url`` under the same policy, following no redirect (an https document cannot
+        send it elsewhere, e.g. to plain http); ``content`` holds at most ``limit`` bytes of
+        the answer and ``truncated`` says there was more (OIDC discovery and key sets)."""
+        sent = {"User-Agent": USER_AGENT, **headers}
+        return await self._send("GET", url, None, sent, limit, 0)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        limit: int,
+        max_redirects: int,
+    ) -> SendOutcome:
         started = time.monotonic()
         current = url
 
@@ -66,7 +87,7 @@ class PinnedSender:
             elapsed = int((time.monotonic() - started) * 1000)
             return SendOutcome(url=current, duration_ms=elapsed, **kw)  # type: ignore[arg-type]
 
-        for _ in range(MAX_REDIRECTS + 1):
+        for _ in range(max_redirects + 1):
             try:
                 target = check_url(current)
                 port = target.port or (443 if target.scheme == "https" else 80)
@@ -74,21 +95,16 @@ class PinnedSender:
             except UnsafeUrl as exc:
                 return done(error=f"refused: {exc}")
             request = self._client.build_request(
-                "POST",
+                method,
                 target.copy_with(host=ip),
                 content=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "User-Agent": USER_AGENT,
-                    **headers,
-                    "Host": _host_header(target),
-                },
+                headers={**headers, "Host": _host_header(target)},
                 extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
             )
             try:
                 response = await self._client.send(request, stream=True)
                 try:
-                    snippet = await _read_snippet(response)
+                    content = await _read_snippet(response, limit + 1)
                 finally:
                     await response.aclose()
             except httpx.HTTPError as exc:
@@ -97,19 +113,25 @@ class PinnedSender:
                 )
             location = response.headers.get("location")
             if response.is_redirect and location:
-                # Re-POST the same signed body to the new location, checked like the first.
+                # Send the same request (a webhook: the same signed body) to the new location,
+                # checked like the first.
                 current = str(target.join(location))
                 continue
-            return done(status_code=response.status_code, response_body=snippet)
-        return done(error=f"refused: more than {MAX_REDIRECTS} redirects")
+            return done(
+                status_code=response.status_code,
+                response_body=content[:limit].decode("utf-8", errors="replace"),
+                content=content[:limit],
+                truncated=len(content) > limit,
+            )
+        return done(error=f"refused: more than {max_redirects} redirects")
 
 
-async def _read_snippet(response: httpx.Response) -> str:
+async def _read_snippet(response: httpx.Response, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_raw():
         chunks.append(chunk)
         size += len(chunk)
-        if size >= RESPONSE_SNIPPET:
+        if size >= limit:
             break
-    return b"".join(chunks)[:RESPONSE_SNIPPET].decode("utf-8", errors="replace")
+    return b"".join(chunks)[:limit]

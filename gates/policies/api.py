@@ -10,7 +10,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gates.events.signing import SecretBox
-from gates.policies import ports, promotion, service
+from gates.policies import oidc_api, ports, promotion, service
 from gates.policies.guard import OVERRIDE_HEADER, OverrideRequest, override_request
 from gates.policies.schemas import (
     DecisionOut,
@@ -247,12 +247,15 @@ async def promote(request: Req) -> R:
     raw = await request.body()
     body = decode_json(raw, PromoteRequest)
     signed = parse_headers(request.headers)
-    bearer = None if signed is not None else await ports.bearer_actor(request)
-    if signed is None and bearer is None:
+    token = oidc_api.oidc_token(request.headers) if signed is None else None
+    bearer = None if signed is not None or token else await ports.bearer_actor(request)
+    if signed is None and bearer is None and token is None:
         raise Unauthenticated(
             "Sign the request (webhook-id, webhook-timestamp, webhook-signature) with a gate "
-            "secret, or send an API token as 'Authorization: Bearer <token>'."
+            "secret, send the CI job's OIDC token as 'Authorization: Bearer <jwt>' to a gate "
+            "that trusts its issuer, or send an API token as 'Authorization: Bearer <token>'."
         )
+    oidc = None if token is None else await oidc_api.verify_oidc_caller(request, body, token)
     settings = request.app.state["settings"]
     storage = request.app.state.get(STORAGE_STATE_KEY)
     async with database(request).read() as s:
@@ -264,13 +267,14 @@ async def promote(request: Req) -> R:
             raw_body=raw,
             signed=signed,
             bearer=bearer,
+            oidc=oidc,
             storage=storage,
             approval_ttl_hours=settings.approval_ttl_hours,
             fingerprint=fingerprint,
             secret_box=_secret_box(request),
         )
     if not result.replayed:
-        # The signature was verified in the service: name its gate secret in the access line.
+        # The signature or token was verified: name its gate secret or subject in the access line.
         request.scope[ACCESS_ACTOR_SCOPE_KEY] = result.decision.actor  # type: ignore[literal-required]
     return decision_response(result.decision, replayed=result.replayed)
 
@@ -330,4 +334,5 @@ ROUTE_HANDLERS = [
     list_decisions,
     promote,
     promote_client,
+    *oidc_api.ROUTE_HANDLERS,
 ]

@@ -85,3 +85,29 @@ class GatedTarget(PermissionDenied):
             f"{version}): promote through POST /api/2.0/mlgate/gates/promote, or an admin may "
             "override with the header 'X-Mlgate-Override: <reason>' (audited)."
         )
+
+
+class OidcTokenRefused(Unauthenticated):
+    """A CI token that does not prove who sent it (signature, issuer, audience, time)."""
+
+    headers = {"WWW-Authenticate": 'Bearer realm="mlgate", error="invalid_token"'}
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"OIDC token refused: {reason}")
+
+
+class OidcClaimsRefused(PermissionDenied):
+    """A verified CI token whose claims the gate's trust does not allow (wrong repository...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"OIDC token not allowed by the gate: {reason}")
+
+
+class OidcTrustNotFound(ResourceNotFound):
+    def __init__(self, trust_id: str) -> None:
+        super().__init__(f"OIDC trust '{trust_id}' not found")
+
+
+class TooManyOidcTrusts(InvalidState):
+    def __init__(self, gate: str, limit: int) -> None:
+        super().__init__(f"Gate '{gate}' already trusts {limit} OIDC issuers; remove one first.")

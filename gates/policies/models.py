@@ -21,6 +21,7 @@ NAME_LEN = 256
 TARGET_LEN = 256
 ACTOR_LEN = 256
 ID_LEN = 32
+ISSUER_LEN = 512
 
 
 class GatePolicy(Base):
@@ -88,6 +89,25 @@ class GateSecret(Base):
     __table_args__ = (Index("ix_gate_secrets_policy_id", "policy_id"),)
 
 
+class GateOidcTrust(Base):
+    """An OIDC issuer a gate trusts: tokens it signed for ``audience`` whose claims match every
+    rule in ``claims`` (canonical JSON ``{claim: [glob, ...]}``) may call the gate's webhook."""
+
+    __tablename__ = "gate_oidc_trusts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    policy_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("gate_policies.id"))
+    trust_id: Mapped[str] = mapped_column(String(ID_LEN), unique=True)
+    issuer: Mapped[str] = mapped_column(String(ISSUER_LEN))
+    audience: Mapped[str] = mapped_column(String(NAME_LEN))
+    claims: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(ACTOR_LEN))
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (Index("ix_gate_oidc_trusts_policy_id", "policy_id"),)
+
+
 class WebhookReceipt(Base):
     """A ``webhook-id`` seen inside the replay window; a second delivery of it is refused."""
 
@@ -132,6 +152,9 @@ class GateDecision(Base):
     # (a replay of the key follows these links to the newest decision).
     supersedes: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
     superseded_by: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
+    # For an OIDC caller: the verified token's issuer, subject and mapped claims (JSON), what
+    # the trust checked; ``actor`` is derived from them, never from the request body.
+    verified_identity: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (
@@ -142,4 +165,11 @@ class GateDecision(Base):
     )
 
 
-__all__ = ["GateDecision", "GatePolicy", "GatePolicyVersion", "GateSecret", "WebhookReceipt"]
+__all__ = [
+    "GateDecision",
+    "GateOidcTrust",
+    "GatePolicy",
+    "GatePolicyVersion",
+    "GateSecret",
+    "WebhookReceipt",
+]

@@ -3,7 +3,10 @@
 Served at ``GET /api/2.0/mlgate/clients/promote.py`` so a stock runner can run
 ``curl -fsS "$MLGATE_URL/api/2.0/mlgate/clients/promote.py" | python3 - --model M --run R --to T``
 without mlgate installed. It speaks to the same endpoint as ``mlgate promote``, signs the same
-way (Standard Webhooks HMAC-SHA256 with ``MLGATE_GATE_SECRET``), derives the same default
+way (Standard Webhooks HMAC-SHA256 with ``MLGATE_GATE_SECRET``) or, with no secret at all,
+sends the CI job's OIDC token (``MLGATE_OIDC_TOKEN``, or one requested from GitHub Actions for
+the audience ``MLGATE_OIDC_AUDIENCE``; the job needs ``permissions: id-token: write``) to a
+gate that trusts the CI's issuer, derives the same default
 idempotency key and exits with the same codes: 0 passed or approved, 1 refused, 2 usage,
 3 pending, 4 expired, 5 rejected, 6 cancelled, 7 failed. It must never import anything outside
 the standard library: it runs where mlgate is not installed.
@@ -21,6 +24,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any
@@ -55,6 +59,48 @@ def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes) ->
         "webhook-timestamp": str(timestamp),
         "webhook-signature": "v1," + base64.b64encode(mac).decode(),
     }
+
+
+def github_oidc_token(audience: str, timeout: float) -> str:
+    """A GitHub Actions job's OIDC token for ``audience`` (from the runner's token service)."""
+    base = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL", "")
+    bearer = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "")
+    if not base.startswith(("http://", "https://")) or not bearer:
+        raise OSError(
+            "no OIDC token: set MLGATE_OIDC_TOKEN, or run in GitHub Actions with "
+            "`permissions: id-token: write`"
+        )
+    sep = "&" if "?" in base else "?"
+    url = f"{base}{sep}audience={urllib.parse.quote(audience, safe='')}"
+    request = urllib.request.Request(url, headers={"Authorization": f"bearer {bearer}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        try:
+            answer = json.loads(response.read())
+        except ValueError as exc:
+            raise OSError(f"the runner's token service answered no JSON ({exc})") from None
+    value = answer.get("value") if isinstance(answer, dict) else None
+    if not isinstance(value, str) or not value:
+        raise OSError("the runner's token service answered no token")
+    return value
+
+
+def auth_headers(raw: bytes, timeout: float) -> dict[str, str]:
+    """HMAC signature headers with MLGATE_GATE_SECRET, else the CI's OIDC token as a bearer."""
+    secret = os.environ.get("MLGATE_GATE_SECRET", "")
+    if secret:
+        # A fresh webhook-id per attempt (the server refuses a replayed id); the idempotency
+        # key makes a retried promotion return the first decision.
+        return signed_headers(secret, f"msg_{uuid.uuid4().hex}", int(time.time()), raw)
+    token = os.environ.get("MLGATE_OIDC_TOKEN", "")
+    audience = os.environ.get("MLGATE_OIDC_AUDIENCE", "")
+    if not token and audience:
+        token = github_oidc_token(audience, timeout)
+    if not token:
+        raise ValueError(
+            "set MLGATE_GATE_SECRET (the gate's signing secret), or MLGATE_OIDC_TOKEN or "
+            "MLGATE_OIDC_AUDIENCE for a gate that trusts the CI's OIDC issuer"
+        )
+    return {"Authorization": f"Bearer {token}"}
 
 
 def default_idempotency_key(model: str, subject: str, target: str) -> str:
@@ -140,19 +186,20 @@ def exit_code(answer: dict[str, Any], allow_pending: bool) -> int:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    secret = os.environ.get("MLGATE_GATE_SECRET", "")
-    if not secret:
-        print("promote.py: set MLGATE_GATE_SECRET to the gate's signing secret", file=sys.stderr)
-        return EXIT_USAGE
     url = (args.url or os.environ.get("MLGATE_URL") or "").rstrip("/")
     if not url.startswith(("http://", "https://")):
         print("promote.py: set MLGATE_URL (or --url) to the server's http(s) URL", file=sys.stderr)
         return EXIT_USAGE
     body = request_body(args)
     raw = json.dumps(body, separators=(",", ":")).encode()
-    # A fresh webhook-id per attempt (the server refuses a replayed id); the idempotency key
-    # makes a retried promotion return the first decision.
-    headers = signed_headers(secret, f"msg_{uuid.uuid4().hex}", int(time.time()), raw)
+    try:
+        headers = auth_headers(raw, args.timeout)
+    except ValueError as exc:
+        print(f"promote.py: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"promote.py: cannot get the OIDC token (retry later): {exc}", file=sys.stderr)
+        return EXIT_RETRY
     headers["content-type"] = "application/json"
     # The scheme was checked above (http or https only).
     request = urllib.request.Request(  # noqa: S310

@@ -25,11 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import service as approvals
 from gates.events.signing import SecretBox
-from gates.policies import ports, service, store
+from gates.policies import oidc_trusts, ports, service, store
 from gates.policies.errors import (
     BadSignature,
     IdempotencyKeyReused,
     NoGateForTarget,
+    OidcTokenRefused,
     PromotionNotAllowed,
 )
 from gates.policies.evaluation import (
@@ -91,6 +92,8 @@ class Caller:
     auth_method: str
     requested_by: str
     claim: str | None
+    # An OIDC caller's verified token (iss, sub, trust, mapped claims), as stored JSON.
+    identity: str | None = None
 
 
 def request_fingerprint(req: PromoteRequest, model: str, target: str) -> str:
@@ -99,7 +102,7 @@ def request_fingerprint(req: PromoteRequest, model: str, target: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def _validate(req: PromoteRequest) -> tuple[str, str]:
+def validate_request(req: PromoteRequest) -> tuple[str, str]:
     model = validate_model_name(req.model, "model")
     target = canonical_target(req.target)
     if (req.run_id is None) == (req.version is None):
@@ -133,11 +136,22 @@ async def _authenticate(
     signed: SignedRequest | None,
     raw_body: bytes,
     bearer: Actor | None,
+    oidc: oidc_trusts.OidcCaller | None,
     model: str,
     target: str,
     secret_box: SecretBox,
 ) -> Caller:
     now = now_ms()
+    if oidc is not None:
+        # The token was verified before this transaction (the issuer's keys come over the
+        # network); what it was verified against must still hold for the gate deciding now.
+        if not await oidc_trusts.still_trusted(s, oidc, gate.policy.id):
+            raise OidcTokenRefused(
+                "the trust that accepted the token was removed, or another gate decides now."
+            )
+        claim = req.requested_by[:256] if req.requested_by else None
+        identity = msgspec.json.encode(oidc.identity).decode()
+        return Caller(oidc.actor, "oidc", claim or oidc.actor, claim, identity)
     if signed is not None:
         check_timestamp(signed, now // 1000)
         secrets = await service.active_secret_values(s, gate.policy.id, secret_box)
@@ -196,6 +210,7 @@ async def promote(
     bearer: Actor | None,
     storage: ArtifactStorage | None,
     approval_ttl_hours: int,
+    oidc: oidc_trusts.OidcCaller | None = None,
     fingerprint: VersionFingerprint | None = None,
     secret_box: SecretBox = service.UNSEALED,
     trigger: str = "webhook",
@@ -204,8 +219,8 @@ async def promote(
 
     ``trigger`` is what the decision records as its origin: ``webhook`` (the HTTP endpoint)
     or ``ui`` (the web UI's promotion form, acting as the signed-in user)."""
-    model, target = _validate(req)
-    gate = await _gate_for_caller(s, model, target, signed, bearer)
+    model, target = validate_request(req)
+    gate = await _gate_for_caller(s, model, target, signed, bearer, oidc)
     caller = await _authenticate(
         s,
         gate,
@@ -213,6 +228,7 @@ async def promote(
         signed=signed,
         raw_body=raw_body,
         bearer=bearer,
+        oidc=oidc,
         model=model,
         target=target,
         secret_box=secret_box,
@@ -252,6 +268,7 @@ async def _gate_for_caller(
     target: str,
     signed: SignedRequest | None,
     bearer: Actor | None,
+    oidc: oidc_trusts.OidcCaller | None,
 ) -> service.ResolvedGate:
     """The gate guarding ``target``; who may learn that there is none depends on the caller."""
     if (
@@ -263,6 +280,8 @@ async def _gate_for_caller(
         raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
     gate = await service.gate_for(s, model, target)
     if gate is None:
+        if oidc is not None:
+            raise OidcTokenRefused("no gate guarding this target trusts the token's issuer.")
         if signed is not None:
             # Until a signature verifies, the caller is nobody: answer exactly as for a wrong
             # secret, so an unauthenticated prober cannot map which targets are gated.
@@ -293,6 +312,7 @@ async def _claim_decision(
         "actor": caller.actor,
         "auth_method": caller.auth_method,
         "requested_by": caller.requested_by,
+        "verified_identity": caller.identity,
         "trigger": trigger,
         "dry_run": req.dry_run,
         "checks": "[]",

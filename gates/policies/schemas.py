@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 Version = str | int
@@ -161,6 +163,36 @@ class SecretOut(msgspec.Struct, omit_defaults=True):
     secret: str | None = None
 
 
+# --- OIDC trusts ---------------------------------------------------------------------------------
+
+
+class OidcTrustSpec(msgspec.Struct, forbid_unknown_fields=True):
+    gate: str | None = None
+    # The issuer URL exactly as its tokens' ``iss`` (https://token.actions.githubusercontent.com).
+    issuer: str | None = None
+    # The ``aud`` CI must request for this server (GitHub: core.getIDToken(audience)).
+    audience: str | None = None
+    # ``{claim: [glob, ...]}``: each claim must be a string matching one of its globs.
+    claims: dict[str, Any] | None = None
+
+
+class OidcTrustRef(msgspec.Struct):
+    gate: str | None = None
+    trust_id: str | None = None
+
+
+class OidcTrustOut(msgspec.Struct, omit_defaults=True):
+    trust_id: str
+    gate: str
+    issuer: str
+    audience: str
+    claims: dict[str, list[str]]
+    created_at: int
+    created_by: str
+    active: bool
+    revoked_at: int | None = None
+
+
 # --- promotion and decisions ---------------------------------------------------------------------
 
 
@@ -214,6 +246,8 @@ class DecisionOut(msgspec.Struct, omit_defaults=True):
     approval_status: str | None = None
     supersedes: str | None = None
     superseded_by: str | None = None
+    # An OIDC caller's verified token: iss, sub, the trust that accepted it, mapped claims.
+    verified_identity: dict[str, str] | None = None
 
 
 class DecisionRef(msgspec.Struct):

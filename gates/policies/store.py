@@ -1,4 +1,5 @@
-"""Every SQL statement of the policies domain: policies, versions, secrets, receipts, decisions."""
+"""Every SQL statement of the policies domain: policies, versions, secrets, OIDC trusts,
+receipts, decisions."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.policies.models import (
     GateDecision,
+    GateOidcTrust,
     GatePolicy,
     GatePolicyVersion,
     GateSecret,
@@ -221,6 +223,34 @@ async def get_secret(s: AsyncSession, policy_id: int, secret_id: str) -> GateSec
 
 async def update_secret(s: AsyncSession, pk: int, **values: Any) -> None:
     await s.execute(update(GateSecret).where(GateSecret.id == pk).values(**values))
+
+
+# --- OIDC trusts ---------------------------------------------------------------------------------
+
+
+async def insert_oidc_trust(s: AsyncSession, **values: Any) -> None:
+    await s.execute(dialect_insert(s)(GateOidcTrust).values(**values))
+
+
+async def oidc_trusts(
+    s: AsyncSession, policy_id: int, *, active_only: bool, limit: int = 100
+) -> list[GateOidcTrust]:
+    stmt = select(GateOidcTrust).where(GateOidcTrust.policy_id == policy_id)
+    if active_only:
+        stmt = stmt.where(GateOidcTrust.revoked_at.is_(None))
+    stmt = stmt.order_by(GateOidcTrust.id.desc()).limit(limit)
+    return list((await s.execute(stmt)).scalars())
+
+
+async def get_oidc_trust(s: AsyncSession, policy_id: int, trust_id: str) -> GateOidcTrust | None:
+    stmt = select(GateOidcTrust).where(
+        GateOidcTrust.policy_id == policy_id, GateOidcTrust.trust_id == trust_id
+    )
+    return (await s.execute(stmt)).scalar_one_or_none()
+
+
+async def revoke_oidc_trust(s: AsyncSession, pk: int, now: int) -> None:
+    await s.execute(update(GateOidcTrust).where(GateOidcTrust.id == pk).values(revoked_at=now))
 
 
 # --- webhook receipts ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from gates.approvals.expiry import ApprovalExpirySweep
 from gates.audit.checkpoints import CheckpointLoop
 from gates.events.config import EventsConfig
 from gates.events.worker import DeliveryWorker
+from gates.policies.jwks import OIDC_KEYS_STATE_KEY, IssuerKeys
 from gates.server import authentication, hardening, observe, openapi, security
 from gates.server.hooks import registry_hooks
 from gates.server.mlflow_ui import ajax as mlflow_ui_ajax
@@ -200,10 +201,14 @@ def _lifespan(
         app.state[EXTERNAL_STATE_KEY] = external
         installed = _install_artifact_hooks(app, db)
         _load_signing_key(app, settings)
+        # The signing keys of the OIDC issuers gates trust, cached per app (per replica).
+        oidc_keys = IssuerKeys.from_settings(settings)
+        app.state[OIDC_KEYS_STATE_KEY] = oidc_keys
         loops = _start_loops(app, settings, db)
         try:
             yield
         finally:
+            await oidc_keys.aclose()
             for loop in loops:
                 await loop.stop()
             for key in installed:

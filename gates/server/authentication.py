@@ -26,13 +26,19 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from gates.identity import service as identity
 from gates.identity.errors import InvalidCredentials, LoginThrottled, NoAdministrator
 from gates.identity.service import web_sessions as sessions
+from gates.policies.api import GATES_PATH
+from gates.policies.oidc import looks_like_jwt
 from gates.server.mlflow_ui.prefix import MLFLOW_UI_SCOPE_KEY
 from gates.server.web import session as web_session
+from registry.api import MLGATE_API_PREFIX
 from tracking.core.auth import PRINCIPAL_SCOPE_KEY, Principal, bind_principal
 from tracking.core.db import Database
 from tracking.core.settings import Settings
 
 log = logging.getLogger("mlgate.security")
+
+# Routes where a bearer JWT is a CI job's OIDC token for a gate, not an mlgate API token.
+OIDC_TOKEN_PATHS = frozenset({f"{MLGATE_API_PREFIX}{GATES_PATH}/promote"})
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -214,7 +220,7 @@ class AuthenticationMiddleware:
         scope[web_session.SESSION_CSRF_SCOPE_KEY] = found.csrf_secret  # type: ignore[literal-required]
         return found.principal
 
-    async def authenticate(self, scope: Scope, header: str, read: SharedRead) -> Principal:
+    async def authenticate(self, scope: Scope, header: str, read: SharedRead) -> Principal | None:
         db: Database = scope["app"].state["db"]
         client = client_address(scope)
         scheme, _, credentials = header.strip().partition(" ")
@@ -231,6 +237,10 @@ class AuthenticationMiddleware:
                     await identity.clear_login_failures(s, username, client)
             return outcome.principal
         if scheme.lower() == "bearer":
+            if scope["path"] in OIDC_TOKEN_PATHS and looks_like_jwt(credentials.strip()):
+                # A CI job's OIDC token, checked by the gate it asks against the issuers that
+                # gate trusts (gates.policies.oidc_trusts); it names no mlgate principal.
+                return None
             # The read stays open for the guard (the token-authenticated request is the hot
             # path: CI and production clients); Basic keeps its own, as argon2 may run.
             async with read.use() as s:

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from gates.policies import promote_client
 from gates.server.cli import promote as cli
 from tests.conftest import REPO_ROOT, LiveServer, free_port, start_server, stop_server
+from tests.gates.oidc_issuer import LocalIssuer
 
 pytestmark = pytest.mark.compat
 WORKFLOW = REPO_ROOT / "deploy" / "github-actions-promote.yml"
@@ -36,7 +37,12 @@ def ci_server(make_database: Any, tmp_path_factory: pytest.TempPathFactory) -> I
 
     url = make_database("ciflow")
     migrate.upgrade(url)
-    server = start_server(url, tmp_path_factory.mktemp("ci-server"))
+    # The stand-in for GitHub's OIDC issuer serves on loopback over http.
+    server = start_server(
+        url,
+        tmp_path_factory.mktemp("ci-server"),
+        extra_env={"MLGATE_OIDC_ALLOW_HTTP_LOOPBACK": "true"},
+    )
     yield server
     stop_server(server)
     assert "Traceback" not in server.log.read_text(errors="replace")
@@ -65,13 +71,15 @@ def _expand(text: str, values: dict[str, str]) -> str:
 
 
 def _run_job(
-    job: str, values: dict[str, str], tmp_path: Path
+    job: str, values: dict[str, str], tmp_path: Path, runner: dict[str, str]
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Every `run:` step of the job, in order, in a clean shell; stops at the first failure."""
+    """Every `run:` step of the job, in order, in a clean shell; stops at the first failure.
+    ``runner``: what GitHub's runner adds (its OIDC token service, with id-token: write)."""
     workflow = _workflow()
+    assert workflow["permissions"]["id-token"] == "write"
     spec = workflow["jobs"][job]
     env = {name: _expand(str(v), values) for name, v in spec.get("env", {}).items()}
-    env |= {"PATH": CLEAN_PATH, "HOME": str(tmp_path), "GITHUB_ACTOR": "ci-bot"}
+    env |= {"PATH": CLEAN_PATH, "HOME": str(tmp_path), "GITHUB_ACTOR": "ci-bot"} | runner
     done = []
     for step in spec["steps"]:
         if "run" not in step:
@@ -94,14 +102,20 @@ def _run_job(
     return done
 
 
-def _gate(server: LiveServer, target: str, **rules: Any) -> str:
+def _gate(server: LiveServer, github: LocalIssuer, target: str, **rules: Any) -> None:
+    """A gate on ``fraud`` that trusts the (stand-in) GitHub issuer for octo/fraud on main."""
     name = f"fraud-{target.lower()}-{uuid.uuid4().hex[:6]}"
     body = {"name": name, "model": "fraud", "target": target, **rules}
     created = httpx.post(f"{server.url}{MLGATE}/gates/create", json=body)
     assert created.status_code == 200, created.text
-    secret = httpx.post(f"{server.url}{MLGATE}/gates/secrets/add", json={"gate": name})
-    assert secret.status_code == 200, secret.text
-    return str(secret.json()["secret"]["secret"])
+    trust = {
+        "gate": name,
+        "issuer": github.url,
+        "audience": server.url,
+        "claims": {"repository": ["octo/fraud"], "ref": ["refs/heads/main"]},
+    }
+    added = httpx.post(f"{server.url}{MLGATE}/gates/oidc/add", json=trust)
+    assert added.status_code == 200, added.text
 
 
 def _train(server: LiveServer, val_auc: float) -> str:
@@ -119,16 +133,26 @@ def _train(server: LiveServer, val_auc: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def gate_secrets(ci_server: LiveServer) -> dict[str, str]:
+def github() -> Iterator[LocalIssuer]:
+    issuer = LocalIssuer()
+    yield issuer
+    issuer.close()
+
+
+@pytest.fixture(scope="module")
+def runner(github: LocalIssuer) -> dict[str, str]:
     return {
-        "secrets.MLGATE_URL": ci_server.url,
-        "secrets.MLGATE_GATE_SECRET_FRAUD_STAGING": _gate(
-            ci_server, "Staging", metrics=["val_auc >= 0.90"], required_tags=["git_commit"]
-        ),
-        "secrets.MLGATE_GATE_SECRET_FRAUD_PRODUCTION": _gate(
-            ci_server, "Production", required_approvals=1
-        ),
+        "ACTIONS_ID_TOKEN_REQUEST_URL": f"{github.url}/token?api-version=2.0",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": github.request_token,
     }
+
+
+@pytest.fixture(scope="module")
+def gate_secrets(ci_server: LiveServer, github: LocalIssuer) -> dict[str, str]:
+    """The repository secrets the workflow reads: only the URL (no gate secret)."""
+    _gate(ci_server, github, "Staging", metrics=["val_auc >= 0.90"], required_tags=["git_commit"])
+    _gate(ci_server, github, "Production", required_approvals=1)
+    return {"secrets.MLGATE_URL": ci_server.url}
 
 
 def test_workflow_installs_nothing_and_its_clean_python_has_no_mlgate(tmp_path: Path) -> None:
@@ -145,23 +169,30 @@ def test_workflow_installs_nothing_and_its_clean_python_has_no_mlgate(tmp_path: 
 
 
 def test_workflow_steps_promote_to_staging_then_open_a_production_request(
-    ci_server: LiveServer, gate_secrets: dict[str, str], tmp_path: Path
+    ci_server: LiveServer, gate_secrets: dict[str, str], runner: dict[str, str], tmp_path: Path
 ) -> None:
     run_id = _train(ci_server, val_auc=0.95)
     values = gate_secrets | {"needs.train.outputs.run_id": run_id}
 
-    staging = _run_job("promote-staging", values, tmp_path)
+    staging = _run_job("promote-staging", values, tmp_path, runner)
     assert staging and staging[-1].returncode == 0, [(r.stdout, r.stderr) for r in staging]
     assert "outcome: PASSED" in staging[-1].stdout
     client = MlflowClient(ci_server.url, ci_server.url)
     (version,) = [v for v in client.search_model_versions("name='fraud'") if v.run_id == run_id]
     assert client.get_model_version("fraud", version.version).current_stage == "Staging"
+    # The actor is the job's verified OIDC subject; no shared secret was involved.
+    decisions = httpx.get(
+        f"{ci_server.url}{MLGATE}/gates/decisions/list", params={"model": "fraud"}
+    )
+    mine = [d for d in decisions.json()["decisions"] if d.get("run_id") == run_id]
+    assert mine and mine[0]["actor"].endswith("/repo:octo/fraud:environment:production")
+    assert mine[0]["verified_identity"]["repository"] == "octo/fraud"
 
     # A retried job gets the first decision back (same idempotency key), still exit 0.
-    again = _run_job("promote-staging", values, tmp_path)
+    again = _run_job("promote-staging", values, tmp_path, runner)
     assert again[-1].returncode == 0 and staging[-1].stdout.split()[1] in again[-1].stdout
 
-    production = _run_job("promote-production", values, tmp_path)
+    production = _run_job("promote-production", values, tmp_path, runner)
     assert production[-1].returncode == 0, [(r.stdout, r.stderr) for r in production]
     assert "outcome: PENDING_APPROVAL" in production[-1].stdout
     listed = httpx.get(f"{ci_server.url}{MLGATE}/approvals/list", params={"model": "fraud"})
@@ -176,12 +207,11 @@ def test_workflow_steps_promote_to_staging_then_open_a_production_request(
 
 
 def test_workflow_step_fails_the_job_when_the_gate_refuses(
-    ci_server: LiveServer, gate_secrets: dict[str, str], tmp_path: Path
+    ci_server: LiveServer, gate_secrets: dict[str, str], runner: dict[str, str], tmp_path: Path
 ) -> None:
     run_id = _train(ci_server, val_auc=0.50)
-    staging = _run_job(
-        "promote-staging", gate_secrets | {"needs.train.outputs.run_id": run_id}, tmp_path
-    )
+    values = gate_secrets | {"needs.train.outputs.run_id": run_id}
+    staging = _run_job("promote-staging", values, tmp_path, runner)
     assert staging[-1].returncode == promote_client.EXIT_REFUSED, staging[-1].stderr
     assert "metric:val_auc" in staging[-1].stdout
     client = MlflowClient(ci_server.url, ci_server.url)
@@ -189,13 +219,13 @@ def test_workflow_step_fails_the_job_when_the_gate_refuses(
 
 
 def test_workflow_step_fails_when_the_server_is_unreachable(
-    gate_secrets: dict[str, str], tmp_path: Path
+    gate_secrets: dict[str, str], runner: dict[str, str], tmp_path: Path
 ) -> None:
     values = gate_secrets | {
         "secrets.MLGATE_URL": f"http://127.0.0.1:{free_port()}",
         "needs.train.outputs.run_id": uuid.uuid4().hex,
     }
-    steps = _run_job("promote-staging", values, tmp_path)
+    steps = _run_job("promote-staging", values, tmp_path, runner)
     # Without pipefail, python3 would run an empty script and the step would pass.
     assert steps[-1].returncode != 0
 

@@ -127,6 +127,14 @@ class Settings:
     # Keys that seal subscription and gate secrets at rest (AES-GCM), comma-separated: the
     # first seals, all open (rotation). Each at least 32 characters; empty stores them unsealed.
     webhook_secret_key: str = field(default="", repr=False)
+    # OIDC trust of gates (CI identity without shared secrets): how long an issuer's signing
+    # keys (JWKS) are cached, and the least time between two refetches that a token with an
+    # unknown key id may cause (key rotation without letting callers hammer the issuer).
+    oidc_jwks_cache_seconds: float = 300.0
+    oidc_jwks_refetch_interval: float = 30.0
+    # For tests and local development only: accept http:// issuers on a loopback address
+    # (and let the key fetch reach loopback). Production issuers must be https.
+    oidc_allow_http_loopback: bool = False
     # Object-store folders model versions may be registered from (copied in at registration):
     # comma-separated s3://bucket/prefix/ read with the S3 client settings above. Empty: none.
     external_sources: str = ""
@@ -359,6 +367,8 @@ _RULES: dict[str, _Rule] = {
     "webhook_concurrency": _between(1, 1024),
     "webhook_disable_after_hours": _at_least(0, " hours (0: never)"),
     "ui_session_hours": _between(1, 24 * 366, " hours"),
+    "oidc_jwks_cache_seconds": _above(0, " seconds"),
+    "oidc_jwks_refetch_interval": _at_least(0, " seconds"),
     "external_sources": _Rule(
         "empty, or comma-separated s3://bucket/prefix/ URIs (a valid bucket name; no '..', "
         "'//', '%', '?', '#', ';' or '\\')",

@@ -98,6 +98,11 @@ def decision_out(
         approval_status=approval_status,
         supersedes=d.supersedes,
         superseded_by=d.superseded_by,
+        verified_identity=(
+            msgspec.json.decode(d.verified_identity, type=dict[str, str])
+            if d.verified_identity
+            else None
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from gates.server.cli import (
     gates,
     history,
     identity,
+    oidc,
     promote,
     server,
     subscriptions,
@@ -37,6 +38,7 @@ FAMILIES: tuple[Family, ...] = (
     db.FAMILY,  # db upgrade|current
     history.FAMILY,  # history, pointer-at
     gates.FAMILY,  # gates apply|list|secrets
+    oidc.FAMILY,  # oidc-trust add|list|remove
     approvals.FAMILY,  # approvals list|approve|reject
     promote.FAMILY,  # promote
     identity.FAMILY,  # users, tokens, grants
