@@ -14,6 +14,7 @@ from litestar.middleware import DefineMiddleware
 import gates.approvals.api
 import gates.audit.api
 import gates.audit.service
+import gates.deployments.api
 import gates.events.api
 import gates.events.service
 import gates.identity.api
@@ -23,6 +24,8 @@ import registry.service
 import tracking.api
 from gates.approvals.expiry import ApprovalExpirySweep
 from gates.audit.checkpoints import CheckpointLoop
+from gates.deployments.drift import DriftSweep
+from gates.deployments.watch import WATCH_LIMIT_STATE_KEY, WatchLimit
 from gates.events.config import EventsConfig
 from gates.events.worker import DeliveryWorker
 from gates.policies import guard
@@ -121,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         app.state["db"] = db
         app.state["settings"] = settings
+        app.state[WATCH_LIMIT_STATE_KEY] = WatchLimit(settings.watch_max_watchers)
         artifacts = build_storage(settings)
         app.state[STORAGE_STATE_KEY] = artifacts
         external = ExternalSources(
@@ -175,6 +179,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if settings.approval_sweep_interval > 0
             else None
         )
+        drift_sweep = (
+            DriftSweep(db, settings.drift_sweep_interval, settings.drift_after_seconds).start()
+            if settings.drift_sweep_interval > 0
+            else None
+        )
         uploads_sweep = (
             StaleUploadSweep(
                 artifacts,
@@ -191,6 +200,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await checkpointer.stop()
             if uploads_sweep is not None:
                 await uploads_sweep.stop()
+            if drift_sweep is not None:
+                await drift_sweep.stop()
             if sweep is not None:
                 await sweep.stop()
             if worker is not None:
@@ -226,6 +237,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 *gates.events.api.MLGATE_ROUTE_HANDLERS,
                 *gates.audit.api.MLGATE_ROUTE_HANDLERS,
                 *gates.identity.api.ROUTE_HANDLERS,
+                *gates.deployments.api.MLGATE_ROUTE_HANDLERS,
             ],
         )
     )
