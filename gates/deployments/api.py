@@ -42,7 +42,7 @@ async def watch(request: Req) -> R:
             since=q.since,
             wait_seconds=timeout,
         )
-    etag = service.etag_of(state)
+    etag = service.etag_of(state, target)
     if not moved:
         return Response(content=b"", status_code=304, headers={"ETag": etag})
     response = ok(service.watch_out(state, target))

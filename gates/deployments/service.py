@@ -79,9 +79,9 @@ def watch_timeout(raw: float | None) -> float:
     return raw
 
 
-def etag_of(state: PointerState) -> str:
+def etag_of(state: PointerState, target: Target) -> str:
     """The pointer's version token: changes whenever the version, its bytes or the model does."""
-    raw = f"{state.model_id}|{state.version}|{state.digest}".encode()
+    raw = f"{state.model_id}|{target.kind}|{target.value}|{state.version}|{state.digest}".encode()
     return '"' + hashlib.blake2s(raw, digest_size=10).hexdigest() + '"'
 
 
@@ -112,7 +112,7 @@ def watch_out(state: PointerState, target: Target) -> WatchOut:
         download_uri=location,
         artifact_url=parse_artifact_uri(location).to_http_path() if location else None,
         digest=state.digest,
-        etag=etag_of(state),
+        etag=etag_of(state, target),
     )
 
 

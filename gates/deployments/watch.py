@@ -62,7 +62,7 @@ async def wait_for_move(
     while True:
         async with db.read() as s:
             state = await service.read_pointer(s, name, target)
-        if not service.is_current(service.etag_of(state), if_none_match, since):
+        if not service.is_current(service.etag_of(state, target), if_none_match, since):
             return state, True
         remaining = deadline - loop.time()
         if remaining <= 0:

@@ -14,7 +14,7 @@ from gates.audit import cli as audit_cli
 from gates.events import cli as events_cli
 from gates.events.config import EventsConfig
 from gates.identity import cli as identity_cli
-from gates.server import backup
+from gates.server import backup, cli_follow
 from tracking.core.settings import Settings, export_to_environment
 
 
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     events_cli.add_commands(sub, _add_db_flag)
     _add_verify_command(sub)
     backup.add_commands(sub, _add_db_flag)
+    cli_follow.add_commands(sub)
     return parser
 
 
@@ -427,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "server":
         return run_server(settings)
+    if getattr(args, "command_runner", None) is not None:
+        return int(args.command_runner(args, settings))
     if args.command in ("history", "pointer-at", "verify"):
         import asyncio
 
