@@ -161,6 +161,10 @@ class Follower:
                 backoff = 1.0
             except (httpx.HTTPError, FollowError, OSError) as exc:
                 self.log(f"{type(exc).__name__}: {exc}; retrying in {backoff:g} s")
+                if isinstance(exc, FollowError):
+                    # Still running the previous version: say so, so the server sees the drift.
+                    with contextlib.suppress(httpx.HTTPError):
+                        self.report()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 

@@ -3,32 +3,28 @@ report-back, desired versus actual, and drift events that only one replica emits
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from mlflow import MlflowClient
 
 from tests.conftest import LiveServer, stop_server
+from tests.gates.deployments_support import (
+    DRIFT_AFTER,
+    MLGATE,
+    SETTINGS,
+    WATCHERS,
+    deployments,
+    new_model,
+    new_version,
+    resolve,
+)
 from tests.gates.events_support import events_server, migrated_database, mlflow_client, subscribe
 from tests.gates.webhook_receiver import Receiver, receiving, wait_until
-
-MLGATE = "/api/2.0/mlgate"
-DRIFT_AFTER = 1.5
-WATCHERS = 3
-SETTINGS = {
-    "MLGATE_DRIFT_AFTER_SECONDS": str(DRIFT_AFTER),
-    "MLGATE_DRIFT_SWEEP_INTERVAL": "0.1",
-    "MLGATE_WATCH_MAX_WATCHERS": str(WATCHERS),
-}
 
 
 @pytest.fixture(scope="module")
@@ -51,30 +47,6 @@ def servers(make_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         stop_server(s)
 
 
-def _model(client: MlflowClient) -> str:
-    name = f"follow-{uuid.uuid4().hex[:10]}"
-    client.create_registered_model(name)
-    return name
-
-
-def _version(client: MlflowClient, name: str, text: str) -> str:
-    run = client.create_run("0")
-    folder = tempfile.mkdtemp()
-    Path(folder, "model.txt").write_text(text)
-    Path(folder, "sub").mkdir()
-    Path(folder, "sub", "weights.bin").write_bytes(os.urandom(2048))
-    client.log_artifacts(run.info.run_id, folder, "model")
-    source = f"runs:/{run.info.run_id}/model"
-    return str(client.create_model_version(name, source, run_id=run.info.run_id).version)
-
-
-def _resolve(server: LiveServer, uri: str) -> dict[str, Any]:
-    r = httpx.get(f"{server.url}{MLGATE}/models/resolve", params={"uri": uri})
-    assert r.status_code == 200, r.text
-    found: dict[str, Any] = r.json()
-    return found
-
-
 def _watch(server: LiveServer, etag: str | None = None, **params: Any) -> httpx.Response:
     headers = {"If-None-Match": etag} if etag else {}
     return httpx.get(f"{server.url}{MLGATE}/watch", params=params, headers=headers, timeout=90)
@@ -82,13 +54,6 @@ def _watch(server: LiveServer, etag: str | None = None, **params: Any) -> httpx.
 
 def _report(server: LiveServer, **body: Any) -> httpx.Response:
     return httpx.post(f"{server.url}{MLGATE}/deployments/report", json=body)
-
-
-def _deployments(server: LiveServer, name: str, **params: Any) -> list[dict[str, Any]]:
-    r = httpx.get(f"{server.url}{MLGATE}/deployments", params={"name": name, **params})
-    assert r.status_code == 200, r.text
-    found: list[dict[str, Any]] = r.json()["deployments"]
-    return found
 
 
 def _later(delay: float, action: Any) -> threading.Thread:
@@ -105,8 +70,8 @@ def test_watch_returns_promptly_when_an_alias_moves_on_another_replica(
 ) -> None:
     a, b = servers
     client_b = mlflow_client(b)
-    name = _model(client_b)
-    v1, v2 = _version(client_b, name, "one"), _version(client_b, name, "two")
+    name = new_model(client_b)
+    v1, v2 = new_version(client_b, name, "one"), new_version(client_b, name, "two")
     client_b.set_registered_model_alias(name, "champion", v1)
     first = _watch(a, name=name, alias="champion", timeout=5)
     assert first.status_code == 200, first.text
@@ -122,7 +87,7 @@ def test_watch_returns_promptly_when_an_alias_moves_on_another_replica(
     assert moved.status_code == 200, moved.text
     assert 0.9 < elapsed < 4.0, elapsed
     body = moved.json()
-    resolved = _resolve(a, f"models:/{name}@champion")
+    resolved = resolve(a, f"models:/{name}@champion")
     assert body["version"] == v2 == resolved["version"]
     assert body["digest"] == resolved["digest"] and len(body["digest"]) == 64
     assert body["download_uri"] == resolved["download_uri"]
@@ -133,8 +98,8 @@ def test_watch_returns_promptly_when_an_alias_moves_on_another_replica(
 def test_watch_returns_promptly_when_a_stage_moves(servers: list[LiveServer]) -> None:
     a, _ = servers
     client = mlflow_client(a)
-    name = _model(client)
-    v1, v2 = _version(client, name, "one"), _version(client, name, "two")
+    name = new_model(client)
+    v1, v2 = new_version(client, name, "one"), new_version(client, name, "two")
     empty = _watch(a, name=name, stage="production", timeout=0)
     assert empty.status_code == 200
     assert empty.json()["version"] is None and empty.json()["stage"] == "Production"
@@ -147,7 +112,7 @@ def test_watch_returns_promptly_when_a_stage_moves(servers: list[LiveServer]) ->
     again = _watch(a, moved.headers["ETag"], name=name, stage="Production", timeout=30)
     mover.join()
     assert again.status_code == 200 and again.json()["version"] == v2
-    assert again.json()["digest"] == _resolve(a, f"models:/{name}/Production")["digest"]
+    assert again.json()["digest"] == resolve(a, f"models:/{name}/Production")["digest"]
 
 
 def test_watch_answers_304_with_the_same_etag_when_nothing_moves(
@@ -155,8 +120,8 @@ def test_watch_answers_304_with_the_same_etag_when_nothing_moves(
 ) -> None:
     a, b = servers
     client = mlflow_client(a)
-    name = _model(client)
-    client.set_registered_model_alias(name, "champion", _version(client, name, "one"))
+    name = new_model(client)
+    client.set_registered_model_alias(name, "champion", new_version(client, name, "one"))
     etag = _watch(a, name=name, alias="champion", timeout=0).headers["ETag"]
     started = time.monotonic()
     unchanged = _watch(b, etag, name=name, alias="champion", timeout=1.5)
@@ -177,7 +142,7 @@ def test_watch_answers_304_with_the_same_etag_when_nothing_moves(
 def test_watch_refuses_bad_input_with_mlflow_errors(servers: list[LiveServer]) -> None:
     a, _ = servers
     client = mlflow_client(a)
-    name = _model(client)
+    name = new_model(client)
     cases = [
         ({"name": name}, 400, "INVALID_PARAMETER_VALUE"),
         ({"name": name, "stage": "Production", "alias": "x"}, 400, "INVALID_PARAMETER_VALUE"),
@@ -196,9 +161,9 @@ def test_watch_refuses_bad_input_with_mlflow_errors(servers: list[LiveServer]) -
 def test_watch_answers_404_when_the_model_is_deleted_mid_watch(servers: list[LiveServer]) -> None:
     a, _ = servers
     client = mlflow_client(a)
-    name = _model(client)
+    name = new_model(client)
     etag = _watch(a, name=name, alias="champion", timeout=0).headers["ETag"]
-    deleter = _later(0.5, lambda: client.delete_registered_model(name))
+    deleter = _later(0.5, lambda: client.delete_registerednew_model(name))
     r = _watch(a, etag, name=name, alias="champion", timeout=30)
     deleter.join()
     assert (r.status_code, r.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
@@ -209,7 +174,7 @@ def test_watchers_beyond_the_cap_answer_429_and_others_are_served(
 ) -> None:
     a, _ = servers
     client = mlflow_client(a)
-    name = _model(client)
+    name = new_model(client)
     etag = _watch(a, name=name, alias="champion", timeout=0).headers["ETag"]
     with ThreadPoolExecutor(WATCHERS) as pool:
         holding = [
@@ -233,16 +198,16 @@ def test_watchers_beyond_the_cap_answer_429_and_others_are_served(
 def test_reports_show_desired_versus_actual_per_replica(servers: list[LiveServer]) -> None:
     a, b = servers
     client = mlflow_client(a)
-    name = _model(client)
-    v1, v2 = _version(client, name, "one"), _version(client, name, "two")
+    name = new_model(client)
+    v1, v2 = new_version(client, name, "one"), new_version(client, name, "two")
     client.set_registered_model_alias(name, "champion", v2)
-    d1 = _resolve(a, f"models:/{name}/{v1}")["digest"]
-    d2 = _resolve(a, f"models:/{name}/{v2}")["digest"]
+    d1 = resolve(a, f"models:/{name}/{v1}")["digest"]
+    d2 = resolve(a, f"models:/{name}/{v2}")["digest"]
     common = {"deployment": f"{name}-prod", "name": name, "alias": "champion"}
     assert _report(a, **common, replica_id="r-1", version=v2, digest=d2).status_code == 200
     answer = _report(b, **common, replica_id="r-2", version=int(v1), digest=f"sha256:{d1}")
     assert answer.status_code == 200, answer.text
-    [shown] = _deployments(a, name)
+    [shown] = deployments(a, name)
     assert shown == answer.json()["deployment"] | {"mismatch_since": shown["mismatch_since"]}
     assert shown["desired"] == {"version": v2, "digest": d2}
     assert shown["alias"] == "champion" and shown["stage"] is None
@@ -253,12 +218,12 @@ def test_reports_show_desired_versus_actual_per_replica(servers: list[LiveServer
     assert shown["in_sync"] is False and shown["mismatch_since"] is not None
     # The replica catches up: the same row is replaced, not added to.
     _report(a, **common, replica_id="r-2", version=v2, digest=d2)
-    [caught_up] = _deployments(b, name, deployment=f"{name}-prod")
+    [caught_up] = deployments(b, name, deployment=f"{name}-prod")
     assert [r["replica_id"] for r in caught_up["replicas"]] == ["r-1", "r-2"]
     assert caught_up["in_sync"] is True and caught_up["mismatch_since"] is None
     # Desired follows the pointer at once; actual waits for the replicas.
     client.set_registered_model_alias(name, "champion", v1)
-    [moved] = _deployments(a, name)
+    [moved] = deployments(a, name)
     assert moved["desired"] == {"version": v1, "digest": d1} and moved["in_sync"] is False
 
 
@@ -267,9 +232,9 @@ def test_a_report_cannot_rebind_a_deployment_or_carry_bad_values(
 ) -> None:
     a, _ = servers
     client = mlflow_client(a)
-    name, other = _model(client), _model(client)
-    v1 = _version(client, name, "one")
-    digest = _resolve(a, f"models:/{name}/{v1}")["digest"]
+    name, other = new_model(client), new_model(client)
+    v1 = new_version(client, name, "one")
+    digest = resolve(a, f"models:/{name}/{v1}")["digest"]
     good = {"deployment": f"{name}-d", "name": name, "stage": "Production", "replica_id": "r"}
     assert _report(a, **good, version=v1, digest=digest).status_code == 200
     bad: list[tuple[dict[str, Any], int, str]] = [
@@ -290,9 +255,9 @@ def test_a_report_cannot_rebind_a_deployment_or_carry_bad_values(
         r = _report(a, **body)
         assert (r.status_code, r.json()["error_code"]) == (status, code), (body, r.text)
     # Nothing refused was written: still one deployment, one replica, the first report's.
-    [shown] = _deployments(a, name)
+    [shown] = deployments(a, name)
     assert [(r["replica_id"], r["digest"]) for r in shown["replicas"]] == [("r", digest)]
-    assert _deployments(a, other) == []
+    assert deployments(a, other) == []
     r = httpx.get(f"{a.url}{MLGATE}/deployments", params={"name": name, "deployment": "nope"})
     assert (r.status_code, r.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
 
@@ -300,14 +265,14 @@ def test_a_report_cannot_rebind_a_deployment_or_carry_bad_values(
 def test_reports_of_one_new_deployment_racing_create_it_once(servers: list[LiveServer]) -> None:
     a, b = servers
     client = mlflow_client(a)
-    name = _model(client)
+    name = new_model(client)
     body = {"deployment": f"{name}-race", "name": name, "alias": "champion"}
     with ThreadPoolExecutor(8) as pool:
         answers = list(
             pool.map(lambda i: _report((a, b)[i % 2], **body, replica_id=f"r{i}"), range(8))
         )
     assert [r.status_code for r in answers] == [200] * 8, [r.text for r in answers]
-    [shown] = _deployments(a, name)
+    [shown] = deployments(a, name)
     assert sorted(r["replica_id"] for r in shown["replicas"]) == [f"r{i}" for i in range(8)]
 
 
@@ -323,10 +288,10 @@ def test_drift_fires_once_after_the_configured_time_and_converged_after(
 ) -> None:
     a, b = servers
     client = mlflow_client(a)
-    name = _model(client)
-    v1, v2 = _version(client, name, "one"), _version(client, name, "two")
-    d1 = _resolve(a, f"models:/{name}/{v1}")["digest"]
-    d2 = _resolve(a, f"models:/{name}/{v2}")["digest"]
+    name = new_model(client)
+    v1, v2 = new_version(client, name, "one"), new_version(client, name, "two")
+    d1 = resolve(a, f"models:/{name}/{v1}")["digest"]
+    d2 = resolve(a, f"models:/{name}/{v2}")["digest"]
     client.set_registered_model_alias(name, "champion", v1)
     deployment = f"{name}-serving"
     body = {"deployment": deployment, "name": name, "alias": "champion"}
@@ -345,7 +310,7 @@ def test_drift_fires_once_after_the_configured_time_and_converged_after(
         assert (data["desired_version"], data["desired_digest"]) == (v2, d2)
         behind = {r["replica_id"]: r["in_sync"] for r in data["replicas"]}
         assert behind == {"r-1": True, "r-2": False}
-        [shown] = _deployments(b, name)
+        [shown] = deployments(b, name)
         assert shown["drifted"] is True and shown["in_sync"] is False
         # Both replicas keep sweeping; neither emits again while the drift lasts.
         time.sleep(1.0)
@@ -361,7 +326,7 @@ def test_drift_fires_once_after_the_configured_time_and_converged_after(
             "deployment.converged",
         ]
         assert both[1]["data"]["desired_digest"] == d2
-    [shown] = _deployments(a, name)
+    [shown] = deployments(a, name)
     assert shown["drifted"] is False and shown["in_sync"] is True
 
 
@@ -370,10 +335,10 @@ def test_a_difference_shorter_than_the_drift_time_fires_nothing(
 ) -> None:
     a, _ = servers
     client = mlflow_client(a)
-    name = _model(client)
-    v1, v2 = _version(client, name, "one"), _version(client, name, "two")
-    d1 = _resolve(a, f"models:/{name}/{v1}")["digest"]
-    d2 = _resolve(a, f"models:/{name}/{v2}")["digest"]
+    name = new_model(client)
+    v1, v2 = new_version(client, name, "one"), new_version(client, name, "two")
+    d1 = resolve(a, f"models:/{name}/{v1}")["digest"]
+    d2 = resolve(a, f"models:/{name}/{v2}")["digest"]
     client.set_registered_model_alias(name, "champion", v1)
     deployment = f"{name}-quick"
     body = {"deployment": deployment, "name": name, "alias": "champion", "replica_id": "r"}
@@ -385,5 +350,5 @@ def test_a_difference_shorter_than_the_drift_time_fires_nothing(
         _report(a, **body, version=v2, digest=d2)
         time.sleep(DRIFT_AFTER + 1.0)
         assert _events(receiver, deployment) == []
-    [shown] = _deployments(a, name)
+    [shown] = deployments(a, name)
     assert shown["in_sync"] and shown["mismatch_since"] is None and not shown["drifted"]
