@@ -359,8 +359,13 @@ _RULES: dict[str, _Rule] = {
     "approval_sweep_interval": _at_least(0, " seconds (0 turns the sweep off)"),
     "staging_max_age": _above(0, " seconds"),
     "staging_sweep_interval": _at_least(0, " seconds (0 turns the sweep off)"),
-    "drift_after_seconds": _at_least(0, " seconds"),
-    "drift_sweep_interval": _at_least(0, " seconds (0 turns the sweep off)"),
+    # Finite: the sweep turns the drift time into milliseconds.
+    "drift_after_seconds": _Rule(
+        "a number of seconds from 0 to 2592000 (30 days)", lambda v: 0 <= v <= 30 * 86400
+    ),
+    "drift_sweep_interval": _Rule(
+        "a number of seconds from 0 to 86400 (0 turns the sweep off)", lambda v: 0 <= v <= 86400
+    ),
     "watch_max_watchers": _between(1, 100_000),
     "max_json_body": _between(1024, 1024**3, " bytes"),
     "login_max_failures": _between(1, 1_000_000),
