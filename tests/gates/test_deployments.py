@@ -56,10 +56,26 @@ def _report(server: LiveServer, **body: Any) -> httpx.Response:
     return httpx.post(f"{server.url}{MLGATE}/deployments/report", json=body)
 
 
-def _later(delay: float, action: Any) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(delay), action()))
-    thread.start()
-    return thread
+class _Later(threading.Thread):
+    """Run ``action`` after ``delay`` seconds; ``join`` re-raises what it raised."""
+
+    def __init__(self, delay: float, action: Any) -> None:
+        super().__init__()
+        self.delay, self.action = delay, action
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        time.sleep(self.delay)
+        try:
+            self.action()
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
 
 
 # --- watch ----------------------------------------------------------------------------------------
@@ -79,7 +95,7 @@ def test_watch_returns_promptly_when_an_alias_moves_on_another_replica(
     etag = first.headers["ETag"]
     assert first.json()["etag"] == etag
     # The move is made through replica b; replica a sees it through the database.
-    mover = _later(1.0, lambda: client_b.set_registered_model_alias(name, "champion", v2))
+    mover = _Later(1.0, lambda: client_b.set_registered_model_alias(name, "champion", v2))
     started = time.monotonic()
     moved = _watch(a, etag, name=name, alias="champion", timeout=30)
     elapsed = time.monotonic() - started
@@ -103,12 +119,12 @@ def test_watch_returns_promptly_when_a_stage_moves(servers: list[LiveServer]) ->
     empty = _watch(a, name=name, stage="production", timeout=0)
     assert empty.status_code == 200
     assert empty.json()["version"] is None and empty.json()["stage"] == "Production"
-    mover = _later(0.5, lambda: client.transition_model_version_stage(name, v1, "Production"))
+    mover = _Later(0.5, lambda: client.transition_model_version_stage(name, v1, "Production"))
     moved = _watch(a, empty.headers["ETag"], name=name, stage="Production", timeout=30)
     mover.join()
     assert moved.status_code == 200 and moved.json()["version"] == v1
     # A higher version entering the stage is what models:/name/Production loads next.
-    mover = _later(0.5, lambda: client.transition_model_version_stage(name, v2, "Production"))
+    mover = _Later(0.5, lambda: client.transition_model_version_stage(name, v2, "Production"))
     again = _watch(a, moved.headers["ETag"], name=name, stage="Production", timeout=30)
     mover.join()
     assert again.status_code == 200 and again.json()["version"] == v2
@@ -163,7 +179,7 @@ def test_watch_answers_404_when_the_model_is_deleted_mid_watch(servers: list[Liv
     client = mlflow_client(a)
     name = new_model(client)
     etag = _watch(a, name=name, alias="champion", timeout=0).headers["ETag"]
-    deleter = _later(0.5, lambda: client.delete_registerednew_model(name))
+    deleter = _Later(0.5, lambda: client.delete_registered_model(name))
     r = _watch(a, etag, name=name, alias="champion", timeout=30)
     deleter.join()
     assert (r.status_code, r.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
