@@ -174,6 +174,9 @@ class Follower:
         if answer is not None:
             if answer["digest"] != self.running.digest or answer["version"] is None:
                 self.switch(answer)
+            else:
+                # Another version with the very same bytes: nothing to restart.
+                self.running.version = str(answer["version"])
             etag = str(answer["etag"])
         self.report()
         return etag
