@@ -24,6 +24,10 @@ MLGATE_EVENT_TYPES = (
     # A subscription disabled because its receiver kept failing, or enabled again.
     "subscription.disabled",
     "subscription.enabled",
+    # A deployment's replicas differed from its pointer for MLGATE_DRIFT_AFTER_SECONDS, or
+    # match it again (gates/deployments).
+    "deployment.drift",
+    "deployment.converged",
 )
 
 # ... and MLflow 3's, as ``entity.action`` (mlflow/entities/webhook.py, VALID_ENTITY_ACTIONS).

@@ -13,6 +13,7 @@ from litestar.middleware import DefineMiddleware
 
 import gates.approvals.api
 import gates.audit.api
+import gates.deployments.api
 import gates.events.api
 import gates.identity.api
 import gates.policies.api
@@ -21,6 +22,8 @@ import registry.service
 import tracking.api
 from gates.approvals.expiry import ApprovalExpirySweep
 from gates.audit.checkpoints import CheckpointLoop
+from gates.deployments.drift import DriftSweep
+from gates.deployments.watch import WATCH_LIMIT_STATE_KEY, WatchLimit
 from gates.events.config import EventsConfig
 from gates.events.worker import DeliveryWorker
 from gates.policies.jwks import OIDC_KEYS_STATE_KEY, IssuerKeys
@@ -174,6 +177,11 @@ def _start_loops(app: Litestar, settings: Settings, db: Database) -> list[_Loop]
                 interval_seconds=settings.staging_sweep_interval,
             ).start()
         )
+    # Every replica sweeps for drift; a guarded UPDATE emits each change of state once.
+    if settings.drift_sweep_interval > 0:
+        loops.append(
+            DriftSweep(db, settings.drift_sweep_interval, settings.drift_after_seconds).start()
+        )
     loops.extend(loop for loop in (sweep, worker) if loop is not None)
     return loops
 
@@ -193,6 +201,7 @@ def _lifespan(
         )
         app.state["db"] = db
         app.state["settings"] = settings
+        app.state[WATCH_LIMIT_STATE_KEY] = WatchLimit(settings.watch_max_watchers)
         artifacts = build_storage(settings)
         app.state[STORAGE_STATE_KEY] = artifacts
         external = ExternalSources(
@@ -204,6 +213,7 @@ def _lifespan(
         # The signing keys of the OIDC issuers gates trust, cached per app (per replica).
         oidc_keys = IssuerKeys.from_settings(settings)
         app.state[OIDC_KEYS_STATE_KEY] = oidc_keys
+        app.state[WATCH_LIMIT_STATE_KEY] = WatchLimit(settings.watch_max_watchers)
         loops = _start_loops(app, settings, db)
         try:
             yield
@@ -245,6 +255,7 @@ def _routers() -> list[Any]:
                 *gates.events.api.MLGATE_ROUTE_HANDLERS,
                 *gates.audit.api.MLGATE_ROUTE_HANDLERS,
                 *gates.identity.api.ROUTE_HANDLERS,
+                *gates.deployments.api.MLGATE_ROUTE_HANDLERS,
             ],
         )
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gates.approvals.models
 import gates.audit.models
+import gates.deployments.models
 import gates.events.models
 import gates.identity.models
 import gates.policies.models  # noqa: F401

@@ -50,6 +50,13 @@ from registry.service.model_versions import (
     version_artifact_root,
     versions_of_run,
 )
+from registry.service.pointers import (
+    PointerState,
+    model_id_of,
+    model_names,
+    pointer_state,
+    pointer_state_of,
+)
 from registry.service.registered_models import (
     create_registered_model,
     delete_alias,
@@ -69,6 +76,7 @@ from registry.service.registered_models import (
 __all__ = [
     "ANONYMOUS",
     "POINTER_STAGES",
+    "PointerState",
     "RecordedFingerprint",
     "VerifyReport",
     "VersionFingerprint",
@@ -86,6 +94,8 @@ __all__ = [
     "get_model_version",
     "get_registered_model",
     "get_version_by_alias",
+    "model_id_of",
+    "model_names",
     "model_out",
     "model_version_files",
     "model_version_location",
@@ -94,6 +104,8 @@ __all__ = [
     "patterns_with_readable_models",
     "pointer_at",
     "pointer_history",
+    "pointer_state",
+    "pointer_state_of",
     "recorded_fingerprint",
     "rename_registered_model",
     "resolve_model_uri",

@@ -236,3 +236,33 @@ async def load_registered_models(s: AsyncSession, model_ids: Sequence[int]) -> l
 async def search_ids(s: AsyncSession, stmt: Select, *, offset: int, limit: int) -> list[int]:
     """Run a search select (first column: primary key) for one page."""
     return [int(row[0]) for row in await s.execute(stmt.offset(offset).limit(limit))]
+
+
+async def pointer_target(
+    s: AsyncSession, model_id: int, *, stage: str | None = None, alias: str | None = None
+) -> Any:
+    """(version, storage_location, manifest_digest) of what a stage (its highest version) or
+    an alias points at, in one statement; None when it points at nothing."""
+    ids = (
+        latest_versions_select([model_id], [stage])
+        if stage is not None
+        else alias_target_select(model_id, alias or "")
+    )
+    stmt = select(
+        ModelVersion.version,
+        ModelVersion.storage_location,
+        ModelVersion.manifest_digest,
+    ).where(ModelVersion.id.in_(ids))
+    return (await s.execute(stmt)).first()
+
+
+async def model_names(s: AsyncSession, model_ids: Sequence[int]) -> dict[int, str]:
+    """The names of the models with these ids (missing ones are left out)."""
+    if not model_ids:
+        return {}
+    rows = await s.execute(
+        select(RegisteredModel.id, RegisteredModel.name).where(
+            RegisteredModel.id.in_(list(model_ids))
+        )
+    )
+    return {int(i): str(n) for i, n in rows}

@@ -88,6 +88,14 @@ class Settings:
     # sweep off in this process.
     staging_max_age: float = 86400.0
     staging_sweep_interval: float = 3600.0
+    # --- serving follows the pointer (gates/deployments) ---
+    # A deployment whose replicas differ from its pointer for this many seconds emits one
+    # deployment.drift event (and deployment.converged when they match again).
+    drift_after_seconds: float = 300.0
+    # Seconds between drift sweeps in this process (every replica may sweep); 0 turns it off.
+    drift_sweep_interval: float = 10.0
+    # Long-polls (GET /api/2.0/mlgate/watch) served at once by each process; more answer 429.
+    watch_max_watchers: int = 100
     # --- identity and hardening ---
     auth: bool = False
     # The first administrator, created at start-up when no administrator exists. There is no
@@ -359,6 +367,14 @@ _RULES: dict[str, _Rule] = {
     "approval_sweep_interval": _at_least(0, " seconds (0 turns the sweep off)"),
     "staging_max_age": _above(0, " seconds"),
     "staging_sweep_interval": _at_least(0, " seconds (0 turns the sweep off)"),
+    # Finite: the sweep turns the drift time into milliseconds.
+    "drift_after_seconds": _Rule(
+        "a number of seconds from 0 to 2592000 (30 days)", lambda v: 0 <= v <= 30 * 86400
+    ),
+    "drift_sweep_interval": _Rule(
+        "a number of seconds from 0 to 86400 (0 turns the sweep off)", lambda v: 0 <= v <= 86400
+    ),
+    "watch_max_watchers": _between(1, 100_000),
     "max_json_body": _between(1024, 1024**3, " bytes"),
     "login_max_failures": _between(1, 1_000_000),
     "login_failure_window": _between(1, 30 * 86400, " seconds"),

@@ -16,6 +16,7 @@ from gates.server.cli import (
     audit,
     backup,
     db,
+    follow,
     gates,
     history,
     identity,
@@ -45,6 +46,7 @@ FAMILIES: tuple[Family, ...] = (
     audit.FAMILY,  # audit verify|export
     subscriptions.FAMILY,  # subscriptions list|enable|disable|redeliver-dead
     verify.FAMILY,  # verify
+    follow.FAMILY,  # follow models:/name@alias --exec ...
     backup.FAMILY,  # backup, restore
 )
 

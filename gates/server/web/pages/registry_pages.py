@@ -13,6 +13,7 @@ from litestar import Request, Response, get
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import service as approvals
+from gates.deployments import service as deployments
 from gates.identity.policy import allows
 from gates.policies import service as policies
 from gates.policies.schemas import CheckResult, PolicyRules
@@ -402,6 +403,7 @@ async def model_page(request: Req, name: str) -> Response[Any]:
         ]
         pending, _ = await approvals.list_requests(s, "pending", model.name, APPROVALS_SHOWN)
         stories = await move_stories(s, model.name, history)
+        serving = await deployments.deployments_of(s, model.name)
         as_of = None
         if at_ms is not None:
             pointers = list(ACTIVE_STAGES)
@@ -428,6 +430,7 @@ async def model_page(request: Req, name: str) -> Response[Any]:
         next_history_url=with_query(base, history_token=next_history) if next_history else None,
         policies=[(b, rules_summary(b.policy.rules)) for b in bound],
         pending=pending,
+        deployments=serving,
         raw_at=raw_at,
         at_value=at_input_value(at_ms) if at_ms is not None else raw_at,
         at_ms=at_ms,
