@@ -741,3 +741,34 @@ async def pointer_names(s: AsyncSession, model_id: int, limit: int) -> list[tupl
         .limit(limit)
     )
     return [(str(kind), str(pointer)) for kind, pointer in await s.execute(stmt)]
+
+
+async def newest_pointer_event_id(
+    s: AsyncSession, model_id: int, kind: str, pointer: str
+) -> int | None:
+    """The id of the last history row written for one pointer (rows of a model are written
+    under its row lock, so a higher id is a later move)."""
+    return (
+        await s.execute(
+            select(func.max(PointerEvent.id)).where(
+                PointerEvent.model_id == model_id,
+                PointerEvent.pointer_kind == kind,
+                PointerEvent.pointer == pointer,
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def versions_with_digest(
+    s: AsyncSession, digest: str, model_name: str | None, limit: int
+) -> list[tuple[str, int]]:
+    """(model name, version) of versions whose manifest digest is ``digest``."""
+    query = (
+        select(RegisteredModel.name, ModelVersion.version)
+        .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+        .where(ModelVersion.manifest_digest == digest)
+    )
+    if model_name is not None:
+        query = query.where(RegisteredModel.name == model_name)
+    query = query.order_by(RegisteredModel.name, ModelVersion.version).limit(limit)
+    return [(name, int(version)) for name, version in (await s.execute(query)).all()]

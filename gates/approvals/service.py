@@ -29,6 +29,8 @@ from gates.approvals.schemas import (
     ApprovalOut,
     ApprovalResult,
 )
+from gates.attestations.keys import AttestationKeyring
+from gates.attestations.service import attest_approval
 from gates.policies import ports
 from gates.policies import service as policies
 from gates.policies import store as policy_store
@@ -238,10 +240,12 @@ async def approve(
     storage: ArtifactStorage | None = None,
     now: int | None = None,
     check_role: bool = True,
+    attestations: AttestationKeyring | None = None,
 ) -> ApprovalResult:
     """Record ``approver``'s approval; the one that completes the count re-evaluates the gate
     (metrics, champion, and that the artifact digest is unchanged) and then moves the pointer
-    in this transaction, or marks the request failed with the refusing decision."""
+    in this transaction, or marks the request failed with the refusing decision. With
+    ``attestations`` (the server's keyring) the move is attested in this transaction."""
     at = now_ms() if now is None else now
     row = await _pending(s, request_id, at)
     # Only authenticated principals count: a ``requested_by`` claim can bar nobody.
@@ -290,6 +294,8 @@ async def approve(
             decision_id=decision.decision_id,
             gate=decision.policy_name,
         )
+        if attestations is not None:  # --- ATTEST (issue 17)
+            await attest_approval(s, attestations, decision, row, [*already, approver])
         await store.update_request(
             s,
             row.id,

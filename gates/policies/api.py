@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from gates.attestations.keys import ATTESTATION_KEYS_STATE_KEY
 from gates.events.signing import SecretBox
 from gates.policies import ports, promotion, service
 from gates.policies.guard import OVERRIDE_HEADER, OverrideRequest, override_request
@@ -268,6 +269,7 @@ async def promote(request: Req) -> R:
             approval_ttl_hours=settings.approval_ttl_hours,
             fingerprint=fingerprint,
             secret_box=_secret_box(request),
+            attestations=request.app.state.get(ATTESTATION_KEYS_STATE_KEY),
         )
     if not result.replayed:
         # The signature was verified in the service: name its gate secret in the access line.

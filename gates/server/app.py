@@ -12,6 +12,7 @@ from litestar import Litestar, Request, Response, Router, get
 from litestar.middleware import DefineMiddleware
 
 import gates.approvals.api
+import gates.attestations.api
 import gates.audit.api
 import gates.audit.service
 import gates.events.api
@@ -22,6 +23,8 @@ import registry.api
 import registry.service
 import tracking.api
 from gates.approvals.expiry import ApprovalExpirySweep
+from gates.attestations import service as attestations
+from gates.attestations.keys import ATTESTATION_KEYS_STATE_KEY, load_keyring
 from gates.audit.checkpoints import CheckpointLoop
 from gates.events.config import EventsConfig
 from gates.events.worker import DeliveryWorker
@@ -152,6 +155,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         if not is_private_to_owner(key_path):
             log.warning("the signing key %s is readable by other users: chmod 600 it", key_path)
+        # Promotion attestations: the signer (and retired keys) published for good.
+        keyring, made = load_keyring(
+            settings.attestation_key_paths, settings.default_attestation_key_path
+        )
+        app.state[ATTESTATION_KEYS_STATE_KEY] = keyring
+        async with db.write() as s:
+            await attestations.remember_keys(s, keyring)
+        log.log(
+            logging.WARNING if made else logging.INFO,
+            "attestation key %s %s",
+            keyring.signer.public.key_id,
+            "created" if made else "loaded",
+        )
         # Every replica checkpoints; each round first reads the store's latest checkpoint.
         checkpointer = (
             CheckpointLoop(
@@ -223,6 +239,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             route_handlers=[
                 *gates.policies.api.ROUTE_HANDLERS,
                 *gates.approvals.api.ROUTE_HANDLERS,
+                *gates.attestations.api.MLGATE_ROUTE_HANDLERS,
                 *gates.events.api.MLGATE_ROUTE_HANDLERS,
                 *gates.audit.api.MLGATE_ROUTE_HANDLERS,
                 *gates.identity.api.ROUTE_HANDLERS,
@@ -263,6 +280,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version,
             server_info,
             openapi.openapi_document,
+            *gates.attestations.api.ROOT_ROUTE_HANDLERS,
             *routers,
             *artifact_routes(),
         ],

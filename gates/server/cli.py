@@ -14,7 +14,7 @@ from gates.audit import cli as audit_cli
 from gates.events import cli as events_cli
 from gates.events.config import EventsConfig
 from gates.identity import cli as identity_cli
-from gates.server import backup
+from gates.server import backup, cli_attest
 from tracking.core.settings import Settings, export_to_environment
 
 
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     events_cli.add_commands(sub, _add_db_flag)
     _add_verify_command(sub)
     backup.add_commands(sub, _add_db_flag)
+    cli_attest.add_commands(sub)
     return parser
 
 
@@ -350,6 +351,13 @@ def _run_server(settings: Settings) -> int:
             "(mode 0600); give every replica this file",
             file=sys.stderr,
         )
+    from gates.attestations.keys import AttestationKeyError, load_keyring
+
+    try:
+        load_keyring(settings.attestation_key_paths, settings.default_attestation_key_path)
+    except AttestationKeyError as exc:
+        print(f"mlgate: refusing to start: {exc}", file=sys.stderr)
+        return 2
     if settings.auth:
         refusal = _bootstrap_admin(settings)
         if refusal is not None:
@@ -427,6 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "server":
         return run_server(settings)
+    if args.command in cli_attest.COMMANDS:
+        return int(args.attest_run(args))
     if args.command in ("history", "pointer-at", "verify"):
         import asyncio
 

@@ -12,10 +12,13 @@ immutable files, resolve and verify) and ``lookups`` (shared).
 from __future__ import annotations
 
 from registry.service.history import (
+    LivePointer,
+    live_pointer,
     parse_pointer,
     pointer_at,
     pointer_history,
     versions_that_held,
+    versions_with_digest,
 )
 from registry.service.integrity import (
     RecordedFingerprint,
@@ -69,6 +72,7 @@ from registry.service.registered_models import (
 __all__ = [
     "ANONYMOUS",
     "POINTER_STAGES",
+    "LivePointer",
     "RecordedFingerprint",
     "VerifyReport",
     "VersionFingerprint",
@@ -86,6 +90,7 @@ __all__ = [
     "get_model_version",
     "get_registered_model",
     "get_version_by_alias",
+    "live_pointer",
     "model_out",
     "model_version_files",
     "model_version_location",
@@ -111,4 +116,5 @@ __all__ = [
     "version_out",
     "versions_of_run",
     "versions_that_held",
+    "versions_with_digest",
 ]
