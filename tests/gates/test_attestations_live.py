@@ -81,7 +81,8 @@ def test_webhook_promotion_is_attested_and_verifies_independently(
 
     # The audit entry names the attestation and the digest of the signed payload.
     audit = httpx.get(
-        f"{live_server.url}{MLGATE}/audit", params={"kind": "gate.attested", "subject": f"model:{name}"}
+        f"{live_server.url}{MLGATE}/audit",
+        params={"kind": "gate.attested", "subject": f"model:{name}"},
     ).json()["entries"]
     (entry,) = audit
     assert entry["payload"]["attestation_id"] == att["attestation_id"]
@@ -175,12 +176,16 @@ def test_attest_verify_accepts_the_files_and_refuses_any_tampering(
     )
     bad = attest_verify("--envelope", str(envelope), "--key", str(other), "--files", str(files))
     assert bad.returncode == 1 and "no signature verifies" in bad.stdout
-    usage = attest_verify("--envelope", str(tmp_path / "none.json"), "--key", str(other), "--files", str(files))
+    usage = attest_verify(
+        "--envelope", str(tmp_path / "none.json"), "--key", str(other), "--files", str(files)
+    )
     assert usage.returncode == 2
 
 
 def test_attestations_need_a_known_model_and_a_valid_version(live_server: LiveServer) -> None:
-    missing = httpx.get(f"{live_server.url}{MLGATE}/attestations", params={"name": "no-such-model-x"})
+    missing = httpx.get(
+        f"{live_server.url}{MLGATE}/attestations", params={"name": "no-such-model-x"}
+    )
     assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     bad = httpx.get(f"{live_server.url}{MLGATE}/attestations", params={"name": "x", "version": "a"})
     assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
