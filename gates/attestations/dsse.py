@@ -108,14 +108,12 @@ class Signer:
 def _b64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise EnvelopeError(f"{what} is not a base64 string")
+    # DSSE allows either alphabet: read URL-safe as standard, padding restored, strictly.
+    standard = value.replace("-", "+").replace("_", "/")
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
     except (binascii.Error, ValueError):
-        # DSSE allows either alphabet; accept URL-safe too.
-        try:
-            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        except (binascii.Error, ValueError):
-            raise EnvelopeError(f"{what} is not base64") from None
+        raise EnvelopeError(f"{what} is not base64") from None
 
 
 def verify_envelope(envelope: object, keys: list[VerifyingKey]) -> tuple[dict[str, Any], str]:

@@ -53,6 +53,10 @@ def add_commands(sub: Any) -> None:
         help="fetch trusted keys from a server: https://mlgate/.well-known/mlgate/attestation-keys",
     )
     verify.add_argument("--files", required=True, help="the folder holding the model's files")
+    verify.add_argument(
+        "--target", help="the target the attestation must be for (Production, @champion)"
+    )
+    verify.add_argument("--model", help="the model name the attestation must be for")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(attest_run=run)
 
@@ -155,7 +159,13 @@ def run(args: argparse.Namespace) -> int:
     if statement.get("predicateType") != PREDICATE_TYPE:
         return _report(args, False, [f"predicateType is not {PREDICATE_TYPE}"], {}, key_id)
     predicate = statement.get("predicate") or {}
-    return _report(args, True, compare(statement, on_disk), predicate, key_id)
+    problems = compare(statement, on_disk)
+    if args.target is not None and predicate.get("target") != args.target:
+        problems.append(f"target {predicate.get('target')} != expected {args.target}")
+    model = (predicate.get("model") or {}).get("name")
+    if args.model is not None and model != args.model:
+        problems.append(f"model {model} != expected {args.model}")
+    return _report(args, True, problems, predicate, key_id)
 
 
 def _report(

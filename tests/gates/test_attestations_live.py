@@ -131,11 +131,16 @@ def _attested(server: LiveServer, unique: str, tmp_path: Path) -> tuple[Path, Pa
 def test_attest_verify_accepts_the_files_and_refuses_any_tampering(
     mlflow_tracking: str, live_server: LiveServer, unique: str, tmp_path: Path
 ) -> None:
-    envelope, files, _ = _attested(live_server, unique, tmp_path)
+    envelope, files, att = _attested(live_server, unique, tmp_path)
     keys_url = f"{live_server.url}{KEYS_PATH}"
     ok = attest_verify("--envelope", str(envelope), "--keys-url", keys_url, "--files", str(files))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.startswith("OK ")
+    expected = ("--target", "Staging", "--model", att["model"])
+    args = ("--envelope", str(envelope), "--keys-url", keys_url, "--files", str(files))
+    assert attest_verify(*args, *expected).returncode == 0
+    elsewhere = attest_verify(*args, "--target", "Production")
+    assert elsewhere.returncode == 1 and "target Staging != expected Production" in elsewhere.stdout
 
     # A changed byte in one file.
     model_file = files / "MLmodel"
