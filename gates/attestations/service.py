@@ -164,7 +164,7 @@ async def attest_move(
         envelope=msgspec.json.encode(envelope).decode("utf-8"),
         created_at=at,
     )
-    await store.insert_attestation(s, **{c: getattr(row, c) for c in _COLUMNS})
+    await store.insert_attestation(s, row)
     out = render(row)
     await ports.audit(
         s,
@@ -204,9 +204,6 @@ async def attest_approval(
         approvers=approvers,
         actor=approvers[-1],
     )
-
-
-_COLUMNS = tuple(c.name for c in GateAttestation.__table__.columns)
 
 
 def may_read(scope: ResourceScope | None, name: str) -> bool:

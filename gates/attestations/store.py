@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,8 +14,8 @@ from tracking.core.db import dialect_insert
 MAX_ATTESTATIONS_LISTED = 1000
 
 
-async def insert_attestation(s: AsyncSession, **values: Any) -> None:
-    s.add(GateAttestation(**values))
+async def insert_attestation(s: AsyncSession, row: GateAttestation) -> None:
+    s.add(row)
     await s.flush()
 
 
