@@ -92,6 +92,8 @@ class ModelVersion(Base):
         # The artifact write guard: exact matches on a written path's ancestors, and a range
         # scan for roots under a deleted directory.
         Index("ix_model_versions_artifact_root", "artifact_root"),
+        # The admission oracle looks versions up by the digest of their bytes.
+        Index("ix_model_versions_manifest_digest", "manifest_digest"),
     )
 
 

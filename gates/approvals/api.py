@@ -8,6 +8,7 @@ from litestar import Request, Response, get, post
 
 from gates.approvals import service
 from gates.approvals.schemas import ApprovalAct, ApprovalRef, ApprovalResult, ListApprovals
+from gates.attestations.keys import ATTESTATION_KEYS_STATE_KEY
 from gates.policies import ports
 from gates.policies.api import decision_response
 from registry.artifacts.api import STORAGE_STATE_KEY
@@ -73,6 +74,7 @@ async def approve(request: Req) -> R:
             comment=body.comment,
             storage=request.app.state.get(STORAGE_STATE_KEY),
             check_role=ports.auth_enabled(request),
+            attestations=request.app.state.get(ATTESTATION_KEYS_STATE_KEY),
         )
     return _result(result)
 

@@ -30,6 +30,8 @@ from gates.approvals.schemas import (
     ApprovalOut,
     ApprovalResult,
 )
+from gates.attestations.keys import AttestationKeyring
+from gates.attestations.service import attest_approval
 from gates.policies import ports
 from gates.policies import service as policies
 from gates.policies import store as policy_store
@@ -234,10 +236,12 @@ async def approve(
     storage: ArtifactStorage | None = None,
     now: int | None = None,
     check_role: bool = True,
+    attestations: AttestationKeyring | None = None,
 ) -> ApprovalResult:
     """Record ``approver``'s approval; the one that completes the count re-evaluates the gate
     (metrics, champion, and that the artifact digest is unchanged) and then moves the pointer
-    in this transaction, or marks the request failed with the refusing decision."""
+    in this transaction, or marks the request failed with the refusing decision. With
+    ``attestations`` (the server's keyring) the move is attested in this transaction."""
     at = now_ms() if now is None else now
     row = await _pending(s, request_id, at)
     already = await _earlier_approvers(s, row, approver, check_role=check_role)
@@ -264,6 +268,8 @@ async def approve(
     assert policy_version is not None
     decision = await final.reevaluate(s, row, policy_version, count, approver, storage)
     await final.execute_or_fail(s, row, policy_version, decision, approver, at)
+    if attestations is not None and decision.outcome == "passed":  # --- ATTEST (issue 17)
+        await attest_approval(s, attestations, decision, row, [*already, approver])
     row = await _find(s, row.id)
     out = await _render(s, row, at)
     # Subscribers learn the outcome from gate.decided; the audit log records the execution.

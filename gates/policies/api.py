@@ -9,6 +9,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from gates.attestations.keys import ATTESTATION_KEYS_STATE_KEY
 from gates.events.signing import SecretBox
 from gates.policies import oidc_api, ports, promotion, service
 from gates.policies.guard import OVERRIDE_HEADER, OverrideRequest, override_request
@@ -272,6 +273,7 @@ async def promote(request: Req) -> R:
             approval_ttl_hours=settings.approval_ttl_hours,
             fingerprint=fingerprint,
             secret_box=_secret_box(request),
+            attestations=request.app.state.get(ATTESTATION_KEYS_STATE_KEY),
         )
     if not result.replayed:
         # The signature or token was verified: name its gate secret or subject in the access line.

@@ -24,6 +24,8 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import service as approvals
+from gates.attestations import service as attestation_service
+from gates.attestations.keys import AttestationKeyring
 from gates.events.signing import SecretBox
 from gates.policies import oidc_trusts, ports, service, store
 from gates.policies.errors import (
@@ -214,11 +216,13 @@ async def promote(
     fingerprint: VersionFingerprint | None = None,
     secret_box: SecretBox = service.UNSEALED,
     trigger: str = "webhook",
+    attestations: AttestationKeyring | None = None,
 ) -> Promotion:
     """Decide on a promotion request and act on the decision (see the module docstring).
 
     ``trigger`` is what the decision records as its origin: ``webhook`` (the HTTP endpoint)
-    or ``ui`` (the web UI's promotion form, acting as the signed-in user)."""
+    or ``ui`` (the web UI's promotion form, acting as the signed-in user). With
+    ``attestations`` (the server's keyring), a move is attested in this transaction."""
     model, target = validate_request(req)
     gate = await _gate_for_caller(s, model, target, signed, bearer, oidc)
     caller = await _authenticate(
@@ -257,6 +261,17 @@ async def promote(
     found = await store.get_decision(s, decision_id)
     assert found is not None
     out = await service.render_decision(s, found)
+    # --- ATTEST (issue 17): the move just made is signed and stored in its own transaction.
+    if attestations is not None and outcome == "passed" and not req.dry_run and out.version:
+        await attestation_service.attest_move(
+            s,
+            attestations,
+            out,
+            requester=caller.actor,
+            auth_method=caller.auth_method,
+            approvers=[],
+            actor=caller.actor,
+        )
     if not req.dry_run:
         await service.announce_decision(s, out)
     return Promotion(out)

@@ -12,6 +12,7 @@ from litestar import Litestar, Request, Response, Router, get
 from litestar.middleware import DefineMiddleware
 
 import gates.approvals.api
+import gates.attestations.api
 import gates.audit.api
 import gates.deployments.api
 import gates.events.api
@@ -21,6 +22,8 @@ import registry.api
 import registry.service
 import tracking.api
 from gates.approvals.expiry import ApprovalExpirySweep
+from gates.attestations import service as attestations
+from gates.attestations.keys import ATTESTATION_KEYS_STATE_KEY, load_keyring
 from gates.audit.checkpoints import CheckpointLoop
 from gates.deployments.drift import DriftSweep
 from gates.deployments.watch import WATCH_LIMIT_STATE_KEY, WatchLimit
@@ -142,6 +145,22 @@ def _load_signing_key(app: Litestar, settings: Settings) -> None:
         log.warning("the signing key %s is readable by other users: chmod 600 it", key_path)
 
 
+async def _load_attestation_keys(app: Litestar, settings: Settings, db: Database) -> None:
+    """Promotion attestations: the signer (and retired keys), each published for good."""
+    keyring, made = load_keyring(
+        settings.attestation_key_paths, settings.default_attestation_key_path
+    )
+    app.state[ATTESTATION_KEYS_STATE_KEY] = keyring
+    async with db.write() as s:
+        await attestations.remember_keys(s, keyring)
+    log.log(
+        logging.WARNING if made else logging.INFO,
+        "attestation key %s %s",
+        keyring.signer.public.key_id,
+        "created" if made else "loaded",
+    )
+
+
 def _start_loops(app: Litestar, settings: Settings, db: Database) -> list[_Loop]:
     """Start the background loops the settings turn on; returned in the order they stop."""
     artifacts = app.state[STORAGE_STATE_KEY]
@@ -210,6 +229,7 @@ def _lifespan(
         app.state[EXTERNAL_STATE_KEY] = external
         installed = _install_artifact_hooks(app, db)
         _load_signing_key(app, settings)
+        await _load_attestation_keys(app, settings, db)
         # The signing keys of the OIDC issuers gates trust, cached per app (per replica).
         oidc_keys = IssuerKeys.from_settings(settings)
         app.state[OIDC_KEYS_STATE_KEY] = oidc_keys
@@ -252,6 +272,7 @@ def _routers() -> list[Any]:
             route_handlers=[
                 *gates.policies.api.ROUTE_HANDLERS,
                 *gates.approvals.api.ROUTE_HANDLERS,
+                *gates.attestations.api.MLGATE_ROUTE_HANDLERS,
                 *gates.events.api.MLGATE_ROUTE_HANDLERS,
                 *gates.audit.api.MLGATE_ROUTE_HANDLERS,
                 *gates.identity.api.ROUTE_HANDLERS,
@@ -316,6 +337,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version,
             server_info,
             openapi.openapi_document,
+            *gates.attestations.api.ROOT_ROUTE_HANDLERS,
             *routers,
             *artifact_routes(),
         ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gates.approvals.models
+import gates.attestations.models
 import gates.audit.models
 import gates.deployments.models
 import gates.events.models

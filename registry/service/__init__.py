@@ -12,10 +12,13 @@ immutable files, resolve and verify) and ``lookups`` (shared).
 from __future__ import annotations
 
 from registry.service.history import (
+    LivePointer,
+    live_pointer,
     parse_pointer,
     pointer_at,
     pointer_history,
     versions_that_held,
+    versions_with_digest,
 )
 from registry.service.integrity import (
     RecordedFingerprint,
@@ -76,6 +79,7 @@ from registry.service.registered_models import (
 __all__ = [
     "ANONYMOUS",
     "POINTER_STAGES",
+    "LivePointer",
     "PointerState",
     "RecordedFingerprint",
     "VerifyReport",
@@ -94,6 +98,7 @@ __all__ = [
     "get_model_version",
     "get_registered_model",
     "get_version_by_alias",
+    "live_pointer",
     "model_id_of",
     "model_names",
     "model_out",
@@ -123,4 +128,5 @@ __all__ = [
     "version_out",
     "versions_of_run",
     "versions_that_held",
+    "versions_with_digest",
 ]

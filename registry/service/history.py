@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -161,3 +162,39 @@ async def pointer_names(s: AsyncSession, name: str | None) -> list[str]:
     model = await find_model(s, name)
     found = await store.pointer_names(s, model.id, MAX_POINTER_NAMES)
     return [pointer if kind == "stage" else f"@{pointer}" for kind, pointer in found]
+
+
+@dataclass(frozen=True, slots=True)
+class LivePointer:
+    """Where a pointer is now: the version ``models:/name/<stage>`` or ``@alias`` loads (None:
+    nothing), its manifest digest, and the id of the pointer's newest history row."""
+
+    name: str
+    version: int | None
+    digest: str | None
+    event_id: int | None
+
+
+async def live_pointer(s: AsyncSession, name: str | None, pointer: str | None) -> LivePointer:
+    """Read a pointer from the live tables (never a cache): who holds it, and its last move."""
+    model = await find_model(s, name)
+    kind, canonical = parse_pointer(pointer)
+    if kind == "stage":
+        found = await store.load_versions(s, store.latest_versions_select([model.id], [canonical]))
+    else:
+        found = await store.load_versions(s, store.alias_target_select(model.id, canonical))
+    event_id = await store.newest_pointer_event_id(s, model.id, kind, canonical)
+    if not found:
+        return LivePointer(model.name, None, None, event_id)
+    row = found[0].row
+    return LivePointer(model.name, int(row.version), row.manifest_digest, event_id)
+
+
+MAX_DIGEST_MATCHES = 100
+
+
+async def versions_with_digest(
+    s: AsyncSession, digest: str, name: str | None = None
+) -> list[tuple[str, int]]:
+    """(model, version) of the registered versions whose manifest digest is ``digest``."""
+    return await store.versions_with_digest(s, digest, name, MAX_DIGEST_MATCHES)

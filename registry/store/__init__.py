@@ -13,10 +13,12 @@ from registry.store.aliases import (
 )
 from registry.store.history import (
     insert_pointer_events,
+    newest_pointer_event_id,
     pointer_event_at,
     pointer_history,
     version_ids_of_run,
     versions_moved_onto,
+    versions_with_digest,
 )
 from registry.store.loading import (
     ModelBundle,
@@ -100,13 +102,14 @@ __all__ = [
     "model_tag",
     "model_versions_select",
     "move_to_stage",
+    "newest_pointer_event_id",
     "next_version",
     "null_string",
-    "pointer_target",
     "patterns_with_models",
     "pointer_event_at",
     "pointer_history",
     "pointer_names",
+    "pointer_target",
     "registered_model_tag",
     "rename_registered_model",
     "search_ids",
@@ -122,4 +125,5 @@ __all__ = [
     "version_protecting",
     "versions_by_alias",
     "versions_moved_onto",
+    "versions_with_digest",
 ]

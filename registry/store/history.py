@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from registry.models import ModelVersion, PointerEvent
+from registry.models import ModelVersion, PointerEvent, RegisteredModel
 
 
 async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
@@ -87,3 +87,34 @@ async def version_ids_of_run(s: AsyncSession, model_id: int, run_id: str, limit:
         .limit(limit)
     )
     return [int(v) for v in (await s.execute(stmt)).scalars()]
+
+
+async def newest_pointer_event_id(
+    s: AsyncSession, model_id: int, kind: str, pointer: str
+) -> int | None:
+    """The id of the last history row written for one pointer (rows of a model are written
+    under its row lock, so a higher id is a later move)."""
+    return (
+        await s.execute(
+            select(func.max(PointerEvent.id)).where(
+                PointerEvent.model_id == model_id,
+                PointerEvent.pointer_kind == kind,
+                PointerEvent.pointer == pointer,
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def versions_with_digest(
+    s: AsyncSession, digest: str, model_name: str | None, limit: int
+) -> list[tuple[str, int]]:
+    """(model name, version) of versions whose manifest digest is ``digest``."""
+    query = (
+        select(RegisteredModel.name, ModelVersion.version)
+        .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+        .where(ModelVersion.manifest_digest == digest)
+    )
+    if model_name is not None:
+        query = query.where(RegisteredModel.name == model_name)
+    query = query.order_by(RegisteredModel.name, ModelVersion.version).limit(limit)
+    return [(name, int(version)) for name, version in (await s.execute(query)).all()]

@@ -164,6 +164,11 @@ class Settings:
     audit_checkpoint_interval: float = 60.0
     # A directory that also receives every checkpoint (latest.json, checkpoints.jsonl).
     audit_checkpoint_dir: str = ""
+    # --- promotion attestations ---
+    # Comma-separated PEM files of the Ed25519 keys that sign promotion attestations: the
+    # first (a private key) signs, the others (private or public) are retired keys still
+    # published. Empty: attestation-key.pem in the data dir, created (mode 0600) on first start.
+    attestation_keys: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -235,6 +240,14 @@ class Settings:
             if self.signing_key_file
             else self.data_path / "signing-key.pem"
         )
+
+    @property
+    def attestation_key_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(p) for p in _split(self.attestation_keys))
+
+    @property
+    def default_attestation_key_path(self) -> Path:
+        return self.data_path / "attestation-key.pem"
 
     @property
     def allowed_host_names(self) -> tuple[str, ...]:

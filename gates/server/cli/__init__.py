@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from gates.server.cli import (
     approvals,
+    attest,
     audit,
     backup,
     db,
@@ -47,6 +48,7 @@ FAMILIES: tuple[Family, ...] = (
     subscriptions.FAMILY,  # subscriptions list|enable|disable|redeliver-dead
     verify.FAMILY,  # verify
     follow.FAMILY,  # follow models:/name@alias --exec ...
+    attest.FAMILY,  # attest verify
     backup.FAMILY,  # backup, restore
 )
 

@@ -92,6 +92,7 @@ def _refusal(settings: Settings) -> str | None:
 
 def _prepare(settings: Settings) -> str | None:
     """Migrate, load (or make) the signing key and the first admin; why not, or None."""
+    from gates.attestations.keys import AttestationKeyError, load_keyring
     from gates.server import migrate
     from tracking.core.signing import SigningKeyError, load_or_create
 
@@ -101,6 +102,11 @@ def _prepare(settings: Settings) -> str | None:
         # Made (or checked) once before any worker starts: workers then all load one key.
         key, created = load_or_create(settings.signing_key_path)
     except SigningKeyError as exc:
+        return str(exc)
+    try:
+        # Made (or checked) once too: the promotion attestation keys (first one signs).
+        load_keyring(settings.attestation_key_paths, settings.default_attestation_key_path)
+    except AttestationKeyError as exc:
         return str(exc)
     if created:
         print(

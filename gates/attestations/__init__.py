@@ -1,0 +1,1 @@
+"""Signed promotion attestations (in-toto in DSSE) and the admission oracle."""

@@ -1,0 +1,63 @@
+"""Every SQL statement of attestations: envelopes per move, and the signers' public keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gates.attestations.models import AttestationKey, GateAttestation
+from tracking.core.db import dialect_insert
+
+# A version is moved onto a target rarely; this caps one listing all the same.
+MAX_ATTESTATIONS_LISTED = 1000
+
+
+async def insert_attestation(s: AsyncSession, row: GateAttestation) -> None:
+    s.add(row)
+    await s.flush()
+
+
+async def attestations_of(
+    s: AsyncSession, model: str, version: int | None, limit: int = MAX_ATTESTATIONS_LISTED
+) -> Sequence[GateAttestation]:
+    query = select(GateAttestation).where(GateAttestation.model_name == model)
+    if version is not None:
+        query = query.where(GateAttestation.version == version)
+    query = query.order_by(GateAttestation.created_at.desc(), GateAttestation.id.desc())
+    return (await s.execute(query.limit(limit))).scalars().all()
+
+
+async def attestation_of_move(
+    s: AsyncSession, pointer_event_id: int, model: str, version: int, target: str
+) -> GateAttestation | None:
+    """The attestation of the gated move that wrote this pointer-history row, if any."""
+    return (
+        await s.execute(
+            select(GateAttestation)
+            .where(
+                GateAttestation.pointer_event_id == pointer_event_id,
+                GateAttestation.model_name == model,
+                GateAttestation.version == version,
+                GateAttestation.target == target,
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def remember_key(s: AsyncSession, key_id: str, algorithm: str, pem: str, now: int) -> None:
+    await s.execute(
+        dialect_insert(s)(AttestationKey)
+        .values(key_id=key_id, algorithm=algorithm, public_pem=pem, first_seen=now)
+        .on_conflict_do_nothing(index_elements=[AttestationKey.key_id])
+    )
+
+
+async def known_keys(s: AsyncSession, limit: int = 1000) -> Sequence[AttestationKey]:
+    return (
+        (await s.execute(select(AttestationKey).order_by(AttestationKey.first_seen).limit(limit)))
+        .scalars()
+        .all()
+    )
