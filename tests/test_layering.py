@@ -53,7 +53,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [
         # A domain reaching up into the shell.
         (
-            "registry/store.py",
+            "registry/store/__init__.py",
             "import gates.server.app",
             "Nothing below the shell imports the shell",
         ),
