@@ -248,21 +248,11 @@ async def promote(
         approval_request_id = await _act(
             s, gate, caller, candidate, outcome, decision_id, approval_ttl_hours
         )
-    await store.update_decision(
-        s,
-        decision_id,
-        outcome=outcome,
-        checks=service.encode_checks(checks),
-        run_id=candidate.run.info.run_id if candidate.run else req.run_id,
-        version=candidate.version,
-        digest=candidate.digest,
-        approval_request_id=approval_request_id,
+    out = await _record_outcome(
+        s, req, decision_id, outcome, checks, candidate, approval_request_id
     )
-    found = await store.get_decision(s, decision_id)
-    assert found is not None
-    out = await service.render_decision(s, found)
-    # --- ATTEST (issue 17): the move just made is signed and stored in its own transaction.
     if attestations is not None and outcome == "passed" and not req.dry_run and out.version:
+        # The move just made is signed and stored in this same transaction.
         await attestation_service.attest_move(
             s,
             attestations,
@@ -275,6 +265,31 @@ async def promote(
     if not req.dry_run:
         await service.announce_decision(s, out)
     return Promotion(out)
+
+
+async def _record_outcome(
+    s: AsyncSession,
+    req: PromoteRequest,
+    decision_id: str,
+    outcome: str,
+    checks: list[CheckResult],
+    candidate: Candidate,
+    approval_request_id: str | None,
+) -> DecisionOut:
+    """Write the evaluated outcome onto the claimed decision row; the decision as answered."""
+    await store.update_decision(
+        s,
+        decision_id,
+        outcome=outcome,
+        checks=service.encode_checks(checks),
+        run_id=candidate.run.info.run_id if candidate.run else req.run_id,
+        version=candidate.version,
+        digest=candidate.digest,
+        approval_request_id=approval_request_id,
+    )
+    found = await store.get_decision(s, decision_id)
+    assert found is not None
+    return await service.render_decision(s, found)
 
 
 async def _gate_for_caller(

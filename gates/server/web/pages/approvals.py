@@ -64,6 +64,25 @@ class Card:
     barred: str | None = None
 
 
+async def _who_may_act(
+    s: AsyncSession, r: Any, actor: ports.Actor, check_role: bool
+) -> tuple[bool, str | None]:
+    """Whether the inbox offers approve/reject to ``actor`` and, if duties bar them, why."""
+    barred = separation_of_duties(
+        actor.name,
+        requester=r.requester,
+        run_author=r.run_author,
+        run_id=r.run_id,
+        version=r.version,
+    )
+    can_act = (
+        r.status == "pending"
+        and barred is None
+        and await service.may_approve(s, actor, r.model, r.target, check_role=check_role)
+    )
+    return can_act, barred if r.status == "pending" else None
+
+
 async def inbox_data(
     s: AsyncSession,
     principal: Principal | None,
@@ -94,18 +113,7 @@ async def inbox_data(
             (b.policy for b in bound.get(r.model, []) if b.policy.policy_id == r.policy_id), None
         )
         holder = holders.get((r.model, r.target))
-        barred = separation_of_duties(
-            actor.name,
-            requester=r.requester,
-            run_author=r.run_author,
-            run_id=r.run_id,
-            version=r.version,
-        )
-        can_act = (
-            r.status == "pending"
-            and barred is None
-            and await service.may_approve(s, actor, r.model, r.target, check_role=check_role)
-        )
+        can_act, barred = await _who_may_act(s, r, actor, check_role)
         cards.append(
             Card(
                 request=r,
@@ -118,11 +126,11 @@ async def inbox_data(
                     runs,
                     metric_directions(gate.rules if gate else None),
                 ),
-                can_act=can_act,
                 model_href=model_url(r.model),
                 version_href=version_url(r.model, r.version),
                 can_cancel=r.status == "pending" and may_cancel(actor, r.requester),
-                barred=barred if r.status == "pending" else None,
+                can_act=can_act,
+                barred=barred,
             )
         )
     return cards, token

@@ -375,6 +375,18 @@ def at_input_value(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
+async def _pointers_as_of(s: AsyncSession, model: Any, at_ms: int) -> list[Any]:
+    """What every stage and (current or past) alias held at ``at_ms``."""
+    pointers = list(ACTIVE_STAGES)
+    for p in [*(f"@{a.alias}" for a in model.aliases), *await pointer_names(s, model.name)]:
+        if p.startswith("@") and p not in pointers:
+            pointers.append(p)
+    return [
+        await registry.pointer_at(s, model.name, p, at_ms)
+        for p in pointers[: len(ACTIVE_STAGES) + MAX_ALIASES_AS_OF]
+    ]
+
+
 @get("/models/{name:str}", opt=MODEL_READ, include_in_schema=False)
 async def model_page(request: Req, name: str) -> Response[Any]:
     raw_at = query_text(request, "at", 64)
@@ -404,16 +416,7 @@ async def model_page(request: Req, name: str) -> Response[Any]:
         pending, _ = await approvals.list_requests(s, "pending", model.name, APPROVALS_SHOWN)
         stories = await move_stories(s, model.name, history)
         serving = await deployments.deployments_of(s, model.name)
-        as_of = None
-        if at_ms is not None:
-            pointers = list(ACTIVE_STAGES)
-            for p in [*(f"@{a.alias}" for a in model.aliases), *await pointer_names(s, model.name)]:
-                if p.startswith("@") and p not in pointers:
-                    pointers.append(p)
-            as_of = [
-                await registry.pointer_at(s, model.name, p, at_ms)
-                for p in pointers[: len(ACTIVE_STAGES) + MAX_ALIASES_AS_OF]
-            ]
+        as_of = None if at_ms is None else await _pointers_as_of(s, model, at_ms)
     base = model_url(model.name)
     return page(
         request,
