@@ -239,6 +239,16 @@ def test_break_glass_is_admin_only_marked_and_never_counts_as_an_approval(
         team.admin, "GET", f"{API}/model-versions/get", params={"name": team.model, "version": "1"}
     )
     assert mv["model_version"]["current_stage"] == "Production"
+    # The forced move itself is in the audit trail like any other move, by the break-glass admin.
+    moves = team.ok(
+        team.admin,
+        "GET",
+        f"{MLGATE}/audit",
+        params={"kind": "stage.transitioned", "subject": f"model:{team.model}"},
+    )["entries"]
+    assert [(m["actor"], m["payload"]["to_stage"]) for m in moves] == [
+        (f"break-glass:{ADMIN_USER}", "Production")
+    ]
     browser = Browser(server.url)
     try:
         assert browser.login(ADMIN_USER, ADMIN_PASSWORD).status_code in (302, 303)

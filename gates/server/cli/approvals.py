@@ -95,10 +95,18 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _break_glass(args: argparse.Namespace, settings: Settings) -> int:
     from gates.approvals import service as approvals
+    from gates.server.hooks import registry_hooks
+    from registry.events import session_info
     from tracking.core.db import Database
     from tracking.core.errors import MlflowError
 
-    db = Database(settings.database_url, pool_size=1)
+    # The app's registry hooks, so the forced move writes its outbox event and audit entry and
+    # meets the gate guard (with the approval's own authorisation) exactly as in the server.
+    # No principal is bound in this process, hence no principal check (the service checks
+    # that --as names an administrator).
+    db = Database(
+        settings.database_url, pool_size=1, session_info=session_info(registry_hooks(auth=False))
+    )
     try:
         async with db.write() as s:
             result = await approvals.break_glass(
