@@ -164,6 +164,9 @@ async def attest_move(
         envelope=msgspec.json.encode(envelope).decode("utf-8"),
         created_at=at,
     )
+    # Published no later than its first signature (start-up may have met a schema behind head).
+    signer = keyring.signer.public
+    await store.remember_key(s, signer.key_id, ALGORITHM, signer.pem, at)
     await store.insert_attestation(s, row)
     out = render(row)
     await ports.audit(

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from litestar import Litestar, Request, Response, Router, get
 from litestar.middleware import DefineMiddleware
+from sqlalchemy.exc import DBAPIError
 
 import gates.approvals.api
 import gates.attestations.api
@@ -151,8 +152,13 @@ async def _load_attestation_keys(app: Litestar, settings: Settings, db: Database
         settings.attestation_key_paths, settings.default_attestation_key_path
     )
     app.state[ATTESTATION_KEYS_STATE_KEY] = keyring
-    async with db.write() as s:
-        await attestations.remember_keys(s, keyring)
+    try:
+        async with db.write() as s:
+            await attestations.remember_keys(s, keyring)
+    except DBAPIError as exc:
+        # A schema behind head (/ready says so): the server still starts; the signer is
+        # published with its first attestation, the retired keys at the next start.
+        log.warning("attestation keys not published yet (%s)", exc.__class__.__name__)
     log.log(
         logging.WARNING if made else logging.INFO,
         "attestation key %s %s",
