@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity.policy import allows, visible_scope
 from gates.server.web import charts
+from gates.server.web.pages.logged_models import run_logged_models
 from gates.server.web.render import page, with_query
 from gates.server.web.runs_table import (
     RUNS_PAGE,
@@ -471,6 +472,7 @@ async def run_page(request: Req, run_id: str) -> Response[Any]:
                 SearchModelVersions(filter=f"run_id = '{run_id}'", max_results=RUN_PAGE_VERSIONS),
                 scope=_model_scope(request),
             )
+        logged = await run_logged_models(request, s, run, versions)
     row = run_row(run)
     response = page(
         request,
@@ -492,6 +494,7 @@ async def run_page(request: Req, run_id: str) -> Response[Any]:
         datasets=run.inputs.dataset_inputs,
         context_tag=DATASET_CONTEXT_TAG,
         versions=versions,
+        logged_models=logged,
         **_chart_context(series, [row]),
         more_keys=len(keys) - len(chart_keys),
     )
