@@ -319,7 +319,9 @@ def _rows(base: str, folder: ArtifactPath, entries: list[ArtifactEntry]) -> list
     return rows
 
 
-def _empty_context(owner: ArtifactOwner, relative: ArtifactPath, page_number: int) -> dict[str, Any]:
+def _empty_context(
+    owner: ArtifactOwner, relative: ArtifactPath, page_number: int
+) -> dict[str, Any]:
     return {
         "owner": owner,
         "crumbs": _crumbs(owner.base, relative),

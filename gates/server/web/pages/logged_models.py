@@ -104,9 +104,7 @@ async def run_logged_models(
                 flavors=await _flavors(storage, logged_model_root(model)),
                 params=sorted((p.key, p.value) for p in model.data.params),
                 metrics=sorted(model.data.metrics, key=lambda m: (m.key, m.step)),
-                tags=sorted(
-                    (t.key, t.value) for t in info.tags if t.key != MODEL_VERSIONS_TAG
-                ),
+                tags=sorted((t.key, t.value) for t in info.tags if t.key != MODEL_VERSIONS_TAG),
                 versions=[v for v in versions if v.model_id == info.model_id],
             )
         )
@@ -139,9 +137,7 @@ async def logged_model_artifacts(request: Req, model_id: str) -> Response[Any]:
     return await browse(request, _owner(model))
 
 
-@get(
-    "/logged-models/{model_id:str}/artifacts/raw", opt=LOGGED_MODEL_READ, include_in_schema=False
-)
+@get("/logged-models/{model_id:str}/artifacts/raw", opt=LOGGED_MODEL_READ, include_in_schema=False)
 async def logged_model_artifact_raw(request: Req, model_id: str) -> Stream:
     model = await _logged_model(request, model_id)
     outside = (
