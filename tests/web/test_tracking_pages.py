@@ -423,7 +423,8 @@ def test_the_charts_page_embeds_downsampled_series_scatter_and_parallel_data(
     assert response.text.count('data-testid="metric-chart"') == len(charted)
     assert response.text.count('data-testid="metric-value"') == len(valued)
     # Every point carries its wall-clock time for the page's time axes.
-    assert len(series["t"]) == len(series["x"]) and set(series["t"]) == {3}
+    assert len(series["t"]) == len(series["x"])
+    assert series["t0"] == 3 and set(series["t"]) == {0}
     # Scatter: lr (a numeric param) against a metric; one point per run.
     assert 'data-testid="scatter-chart"' in response.text
     assert {p["run_id"] for p in data["scatter"]["points"]} == set(ids)

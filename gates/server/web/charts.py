@@ -68,8 +68,9 @@ def metric_charts(
 ) -> list[dict[str, Any]]:
     """One chart per metric key (sorted), each overlaying its runs' series in the given order.
 
-    Each series carries its steps (``x``), values (``y``), the wall-clock time of each point in
-    ms (``t``) and its run's start time (``start``, else its first point's time), so the page
+    Each series carries its steps (``x``), values (``y``), the wall-clock time of each point
+    (``t0 + t``, in ms) and its run's start time (``start``, else its first point's time), so the
+    page
     can switch the x axis between step, wall time and time since the run started without
     asking the server again. A chart whose every series holds one point is ``single``: the
     page shows its values rather than one-point lines.
@@ -77,15 +78,16 @@ def metric_charts(
     starts = starts or {}
     by_key: dict[str, list[dict[str, Any]]] = {}
     for item in series:
-        times = list(item.timestamps)
-        start = starts.get(item.run_id) or (min(times) if times else 0)
+        t0 = min(item.timestamps) if item.timestamps else 0
         by_key.setdefault(item.key, []).append(
             {
                 "run_id": item.run_id,
                 "label": labels.get(item.run_id, item.run_id),
                 "x": item.steps,
-                "t": times,
-                "start": start,
+                # Times as ms after ``t0`` (short numbers keep the page's JSON small).
+                "t0": t0,
+                "t": [t - t0 for t in item.timestamps],
+                "start": starts.get(item.run_id) or t0,
                 "y": [chart_number(v) for v in item.values],
                 "total": item.total,
                 "downsampled": item.downsampled,

@@ -43,11 +43,11 @@
   // seconds since the run started. The server sends every point's step and time.
   var X_MODES = {
     step: { label: "step", time: false, x: function (s, i) { return s.x[i]; } },
-    wall: { label: "time", time: true, x: function (s, i) { return s.t[i] / 1000; } },
+    wall: { label: "time", time: true, x: function (s, i) { return (s.t0 + s.t[i]) / 1000; } },
     relative: {
       label: "seconds since run start",
       time: false,
-      x: function (s, i) { return (s.t[i] - s.start) / 1000; },
+      x: function (s, i) { return (s.t0 + s.t[i] - s.start) / 1000; },
     },
   };
 
