@@ -150,3 +150,38 @@ def test_chart_series_json_stays_small_and_finite() -> None:
     assert [c["key"] for c in data][:2] == ["key0", "key1"]
     assert data[0]["series"][0]["label"] == "name-0"
     assert data[0]["series"][0]["y"][3] is None
+
+
+async def test_each_point_carries_its_wall_clock_time_also_when_downsampled(session: Any) -> None:
+    """Time axes need a time per point: exact for a short history, and the bucket's earliest
+    and latest time (in step order) for a downsampled one."""
+    run_id = await make_run(session)
+    await log_history(session, run_id, "short", [0.5, 0.25, 0.125])
+    await log_history(session, run_id, "long", [float(i % 7) for i in range(5000)])
+    short, long = sorted(
+        await service.metric_series(session, [run_id], ["short", "long"], max_points=100),
+        key=lambda s: s.key != "short",
+    )
+    # log_history stamps step i at 1000 + i ms.
+    assert short.timestamps == [1000, 1001, 1002]
+    assert long.downsampled and len(long.timestamps) == len(long.steps) <= 100
+    assert long.timestamps == [1000 + step for step in long.steps]
+
+
+def test_metric_charts_send_times_and_mark_single_value_metrics() -> None:
+    from gates.server.web.charts import metric_charts
+    from tracking.service import MetricSeries
+
+    series = [
+        MetricSeries("a", "loss", [0, 5, 9], [3.0, 2.0, 1.0], 3, False, [5000, 5600, 9000]),
+        MetricSeries("b", "loss", [0], [4.0], 1, False, [7000]),
+        MetricSeries("a", "auc", [0], [0.9], 1, False, [6000]),
+        MetricSeries("b", "auc", [2], [0.8], 1, False, [8000]),
+    ]
+    data = {c["key"]: c for c in metric_charts(series, {"a": "A", "b": "B"}, {"a": 4000})}
+    # One run with a history is enough for a chart; one point everywhere is a value.
+    assert not data["loss"]["single"] and data["auc"]["single"]
+    a = data["loss"]["series"][0]
+    assert (a["t0"], a["t"], a["start"]) == (5000, [0, 600, 4000], 4000)
+    b = data["loss"]["series"][1]
+    assert (b["t0"], b["t"], b["start"]) == (7000, [0], 7000)  # no start time: its first point

@@ -375,7 +375,10 @@ def test_compare_puts_runs_side_by_side_and_highlights_what_differs(
     acc = next(c for c in data["metrics"] if c["key"] == "acc")
     assert [s["label"] for s in acc["series"]] == ["left", "right"]
     assert acc["series"][0]["total"] == 50
-    assert html.count('data-testid="metric-chart"') == len(data["metrics"]) == 2
+    # acc has histories: a chart; f1 has one point per run: shown as values, not as a chart.
+    assert len(data["metrics"]) == 2
+    assert re.findall(r'data-testid="metric-chart" data-key="([^"]+)"', html) == ["acc"]
+    assert re.findall(r'data-testid="metric-value" data-key="([^"]+)"', html) == ["f1"]
     only = browser.get("/runs/compare", params={"run_ids": ids, "diff": "1"}).text
     assert '<tr data-key="k">' not in only and 'data-key="lr" class="changed"' in only
     assert browser.get("/runs/compare", params={"run_ids": ids[:1]}).status_code == 400
@@ -414,7 +417,14 @@ def test_the_charts_page_embeds_downsampled_series_scatter_and_parallel_data(
     assert series["total"] == steps and series["downsampled"]
     assert len(series["x"]) == len(series["y"]) <= 1000
     assert max(series["y"]) == 5.0 and min(series["y"]) == float(f"{1 / steps:.7g}")
-    assert response.text.count('data-testid="metric-chart"') == len(data["metrics"])
+    charted = [c["key"] for c in data["metrics"] if not c["single"]]
+    valued = [c["key"] for c in data["metrics"] if c["single"]]
+    assert "train_loss" in charted
+    assert response.text.count('data-testid="metric-chart"') == len(charted)
+    assert response.text.count('data-testid="metric-value"') == len(valued)
+    # Every point carries its wall-clock time for the page's time axes.
+    assert len(series["t"]) == len(series["x"])
+    assert series["t0"] == 3 and set(series["t"]) == {0}
     # Scatter: lr (a numeric param) against a metric; one point per run.
     assert 'data-testid="scatter-chart"' in response.text
     assert {p["run_id"] for p in data["scatter"]["points"]} == set(ids)

@@ -18,19 +18,24 @@ MetricSeries = store.MetricSeries
 MAX_SERIES_PER_QUERY = 400
 
 
-def _bucket_points(buckets: Sequence[store.MetricBucket]) -> tuple[list[int], list[float]]:
+def _bucket_points(
+    buckets: Sequence[store.MetricBucket],
+) -> tuple[list[int], list[float], list[int]]:
     """Each bucket becomes its extremes: two points (one if flat or a single point).
 
     Which extreme comes first follows the curve's direction (towards the next bucket), so a
-    smooth falling curve stays smooth instead of zig-zagging inside every bucket.
+    smooth falling curve stays smooth instead of zig-zagging inside every bucket. The points'
+    times are the bucket's earliest and latest, in step order.
     """
     steps: list[int] = []
     values: list[float] = []
+    times: list[int] = []
     mids = [(b.min_value + b.max_value) / 2 for b in buckets]
     for i, b in enumerate(buckets):
         if b.points == 1 or b.min_value == b.max_value:
             steps.append(b.first_step)
             values.append(b.min_value)
+            times.append(b.first_timestamp)
             continue
         if i + 1 < len(buckets):
             rising = mids[i + 1] >= mids[i]
@@ -39,7 +44,8 @@ def _bucket_points(buckets: Sequence[store.MetricBucket]) -> tuple[list[int], li
         first, last = (b.min_value, b.max_value) if rising else (b.max_value, b.min_value)
         steps.extend((b.first_step, b.last_step))
         values.extend((first, last))
-    return steps, values
+        times.extend((b.first_timestamp, b.last_timestamp))
+    return steps, values, times
 
 
 async def metric_series(
@@ -77,7 +83,7 @@ async def metric_series(
     out: list[MetricSeries] = []
     for index, (run_pk, key, _, _) in enumerate(specs):
         buckets = grouped.get(index, [])
-        steps, values = _bucket_points(buckets)
+        steps, values, times = _bucket_points(buckets)
         total = sum(b.points for b in buckets)
         out.append(
             MetricSeries(
@@ -87,6 +93,7 @@ async def metric_series(
                 values=values,
                 total=total,
                 downsampled=total > len(steps),
+                timestamps=times,
             )
         )
     order = {r: i for i, r in enumerate(dict.fromkeys(run_ids))}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, bindparam, false, func, literal, select, text, union_all
@@ -243,6 +243,9 @@ class MetricBucket:
     min_value: float
     max_value: float
     points: int
+    # Earliest and latest wall-clock time (ms) of the bucket's points, for time-based x axes.
+    first_timestamp: int = 0
+    last_timestamp: int = 0
 
 
 async def metric_history_buckets(
@@ -272,6 +275,8 @@ async def metric_history_buckets(
                 func.min(Metric.value),
                 func.max(Metric.value),
                 func.count(),
+                func.min(Metric.timestamp),
+                func.max(Metric.timestamp),
             )
             .where(Metric.run_id == run_pk, Metric.key == key, Metric.is_nan == false())
             .group_by(bucket)
@@ -282,7 +287,17 @@ async def metric_history_buckets(
         stmt = union_all(*parts).order_by("series", "bucket")
     rows = await s.execute(stmt)
     return [
-        MetricBucket(int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]), r[6])
+        MetricBucket(
+            int(r[0]),
+            int(r[1]),
+            int(r[2]),
+            int(r[3]),
+            float(r[4]),
+            float(r[5]),
+            r[6],
+            int(r[7]),
+            int(r[8]),
+        )
         for r in rows
     ]
 
@@ -313,3 +328,6 @@ class MetricSeries:
     values: list[float]
     total: int
     downsampled: bool
+    # Wall-clock time (ms) of each point, aligned with ``steps``; a downsampled bucket's two
+    # points carry its earliest and latest time.
+    timestamps: list[int] = field(default_factory=list)

@@ -61,21 +61,46 @@ def to_json(data: Any) -> Markup:
     return Markup(text)  # noqa: S704 - escaped above for the script-data context
 
 
-def metric_charts(series: Sequence[MetricSeries], labels: dict[str, str]) -> list[dict[str, Any]]:
-    """One chart per metric key (sorted), each overlaying its runs' series in the given order."""
+def metric_charts(
+    series: Sequence[MetricSeries],
+    labels: dict[str, str],
+    starts: dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """One chart per metric key (sorted), each overlaying its runs' series in the given order.
+
+    Each series carries its steps (``x``), values (``y``), the wall-clock time of each point
+    (``t0 + t``, in ms) and its run's start time (``start``, else its first point's time), so the
+    page
+    can switch the x axis between step, wall time and time since the run started without
+    asking the server again. A chart whose every series holds one point is ``single``: the
+    page shows its values rather than one-point lines.
+    """
+    starts = starts or {}
     by_key: dict[str, list[dict[str, Any]]] = {}
     for item in series:
+        t0 = min(item.timestamps) if item.timestamps else 0
         by_key.setdefault(item.key, []).append(
             {
                 "run_id": item.run_id,
                 "label": labels.get(item.run_id, item.run_id),
                 "x": item.steps,
+                # Times as ms after ``t0`` (short numbers keep the page's JSON small).
+                "t0": t0,
+                "t": [t - t0 for t in item.timestamps],
+                "start": starts.get(item.run_id) or t0,
                 "y": [chart_number(v) for v in item.values],
                 "total": item.total,
                 "downsampled": item.downsampled,
             }
         )
-    return [{"key": key, "series": by_key[key]} for key in sorted(by_key)]
+    return [
+        {
+            "key": key,
+            "series": by_key[key],
+            "single": all(len(s["x"]) <= 1 for s in by_key[key]),
+        }
+        for key in sorted(by_key)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

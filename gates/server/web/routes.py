@@ -19,6 +19,7 @@ from gates.server.web.pages import (
     approvals,
     artifacts,
     audit_pages,
+    logged_models,
     registry_actions,
     registry_pages,
     tracking_pages,
@@ -38,6 +39,7 @@ PAGE_MODULES: tuple[Any, ...] = (
     approvals,
     tracking_pages,
     artifacts,
+    logged_models,
     audit_pages,
 )
 

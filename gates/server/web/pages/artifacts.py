@@ -1,10 +1,13 @@
-"""The run artifact browser: one directory level at a time, file previews, streamed downloads.
+"""The artifact browser of runs (and, through ``browse``/``serve_raw``, of logged models): one
+directory level at a time, file previews, streamed downloads.
 
 Security, in the order a request meets it:
 
-- the guard checks read access to the run's experiment (``Permission("run", "read")``);
-- the run's own ``artifact_uri`` is resolved to a folder of mlgate's store, or the run is not
-  browsed at all (``run_artifact_root``): a recorded URI is never followed anywhere else;
+- the guard checks read access to the owner's experiment (``Permission("run", "read")``, or
+  ``Permission("logged_model", "read")`` in ``pages/logged_models.py``);
+- the owner's own recorded ``artifact_uri`` is resolved to a folder of mlgate's store below its
+  experiment, or nothing is browsed at all (``run_artifact_root``): a recorded URI is never
+  followed anywhere else;
 - the user's ``path`` is parsed once by the proxy's canonicaliser (no '..', absolute paths,
   backslashes, control characters, second-layer percent-encoding) and only that canonical
   value reaches the storage backend, which also refuses symlinks leaving the store;
@@ -17,7 +20,8 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +34,17 @@ from registry.artifacts.api import artifact_storage, content_disposition
 from registry.artifacts.paths import ArtifactPath, parse_artifact_path, run_artifact_root
 from registry.artifacts.storage import ArtifactEntry, ArtifactStorage
 from tracking import service as tracking_service
-from tracking.core.auth import Permission, permission_opt
+from tracking.core.auth import Permission, permission_opt, visibility
 from tracking.core.errors import InvalidParameter, PermissionDenied, ResourceNotFound
 from tracking.core.http import database
+from tracking.schemas import LoggedModelOut, SearchLoggedModels
 
 Req = Request[Any, Any, Any]
 
 RUN_READ = permission_opt(Permission("run", "read", "run_id"))
+# Logged models listed for a run (a run logging more is rare; the API pages through all).
+RUN_LOGGED_MODELS = 20
+_RUN_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 
 # Previews show at most this much of a text file (the rest is a download away).
 TEXT_PREVIEW_BYTES = 256 * 1024
@@ -117,10 +125,31 @@ def _page_number(raw: str | None) -> int:
     return int(raw)
 
 
-async def _run_and_root(request: Req, run_id: str) -> tuple[Any, ArtifactPath | None]:
+async def _run_and_root(
+    request: Req, run_id: str, *, with_models: bool = False
+) -> tuple[Any, ArtifactPath | None, list[LoggedModelOut]]:
     async with database(request).read() as s:
         run = await tracking_service.get_run(s, run_id)
-    return run, run_artifact_root(run.info.experiment_id, run.info.artifact_uri)
+        models = await logged_models_of_run(request, s, run) if with_models else []
+    return run, run_artifact_root(run.info.experiment_id, run.info.artifact_uri), models
+
+
+async def logged_models_of_run(request: Req, s: Any, run: Any) -> list[LoggedModelOut]:
+    """The logged models whose source is ``run``, in the run's experiment (as MLflow's UI
+    looks them up), newest first, at most ``RUN_LOGGED_MODELS``."""
+    run_id = run.info.run_id
+    if not _RUN_ID.match(run_id):
+        return []
+    found, _ = await tracking_service.search_logged_models(
+        s,
+        SearchLoggedModels(
+            experiment_ids=[run.info.experiment_id],
+            filter=f"source_run_id = '{run_id}'",
+            max_results=RUN_LOGGED_MODELS,
+        ),
+        scope=visibility(request, "experiment"),
+    )
+    return found
 
 
 async def _guarded(coro: Any) -> Any:
@@ -241,8 +270,29 @@ async def build_preview(storage: ArtifactStorage, path: ArtifactPath, size: int)
     return preview
 
 
-def _crumbs(run_id: str, relative: ArtifactPath) -> list[tuple[str, str]]:
-    base = f"/runs/{run_id}/artifacts"
+@dataclass(frozen=True, slots=True)
+class ArtifactOwner:
+    """What a browser page is about: a run or a logged model, its root and its page links.
+
+    ``root`` is None when the owner's recorded location is not a folder of mlgate's store
+    (then nothing is listed or served). ``base`` is the browser's own URL.
+    """
+
+    base: str
+    title: str
+    artifact_uri: str
+    root: ArtifactPath | None
+    back: list[tuple[str, str]]
+    missing: str  # how a missing path is named in a 404 ("run <id>", "logged model <id>")
+    # Other file sets of the same owner (a run's logged models): (label, browser URL).
+    related: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def raw(self) -> str:
+        return f"{self.base}/raw"
+
+
+def _crumbs(base: str, relative: ArtifactPath) -> list[tuple[str, str]]:
     crumbs = [("artifacts", base)]
     for i in range(len(relative.parts)):
         prefix = ArtifactPath(relative.parts[: i + 1])
@@ -250,8 +300,7 @@ def _crumbs(run_id: str, relative: ArtifactPath) -> list[tuple[str, str]]:
     return crumbs
 
 
-def _rows(run_id: str, folder: ArtifactPath, entries: list[ArtifactEntry]) -> list[dict[str, Any]]:
-    base = f"/runs/{run_id}/artifacts"
+def _rows(base: str, folder: ArtifactPath, entries: list[ArtifactEntry]) -> list[dict[str, Any]]:
     rows = []
     for entry in entries:
         target = folder.joinpath(ArtifactPath((entry.name,))).posix
@@ -270,17 +319,14 @@ def _rows(run_id: str, folder: ArtifactPath, entries: list[ArtifactEntry]) -> li
     return rows
 
 
-@get("/runs/{run_id:str}/artifacts", opt=RUN_READ, include_in_schema=False)
-async def artifact_browser(request: Req, run_id: str) -> Response[Any]:
-    relative = _parse_user_path(request.query_params.get("path"), allow_root=True)
-    page_number = _page_number(request.query_params.get("page"))
-    run, root = await _run_and_root(request, run_id)
-    context: dict[str, Any] = {
-        "run": run.info,
-        "run_name": run.info.run_name,
-        "crumbs": _crumbs(run_id, relative),
+def _empty_context(
+    owner: ArtifactOwner, relative: ArtifactPath, page_number: int
+) -> dict[str, Any]:
+    return {
+        "owner": owner,
+        "crumbs": _crumbs(owner.base, relative),
         "relative": relative.posix,
-        "outside": root is None,
+        "outside": owner.root is None,
         "entries": [],
         "folder": "",
         "selected": None,
@@ -293,53 +339,66 @@ async def artifact_browser(request: Req, run_id: str) -> Response[Any]:
         "total": 0,
         "parent_url": None,
     }
-    if root is None:
+
+
+async def _listing(
+    storage: ArtifactStorage, owner: ArtifactOwner, folder: ArtifactPath, selected: str, page: int
+) -> dict[str, Any]:
+    """One page of a folder's entries, with the pager's and the parent's links."""
+    assert owner.root is not None
+    entries = await _guarded(storage.list(owner.root.joinpath(folder)))
+    start = (page - 1) * LIST_PAGE
+    found: dict[str, Any] = {
+        "entries": _rows(owner.base, folder, entries[start : start + LIST_PAGE]),
+        "folder": folder.posix,
+        "total": len(entries),
+        "parent_url": None
+        if folder.is_root
+        else with_query(owner.base, path=folder.parent.posix or None),
+    }
+    if page > 1:
+        found["prev_url"] = with_query(
+            owner.base, path=selected, page=page - 1 if page > 2 else None
+        )
+    if start + LIST_PAGE < len(entries):
+        found["next_url"] = with_query(owner.base, path=selected, page=page + 1)
+    return found
+
+
+async def browse(request: Req, owner: ArtifactOwner) -> Response[Any]:
+    """The browser page of ``owner``'s files at the request's ``path`` (a folder or a file).
+
+    The user's path is parsed once and joined to the owner's root; nothing else is looked up.
+    """
+    relative = _parse_user_path(request.query_params.get("path"), allow_root=True)
+    page_number = _page_number(request.query_params.get("page"))
+    context = _empty_context(owner, relative, page_number)
+    if owner.root is None:
         return page(request, "artifacts.html", **context)
     storage = artifact_storage(request)
-    target = root.joinpath(relative)
+    target = owner.root.joinpath(relative)
     stat = None if relative.is_root else await _guarded(storage.stat(target))
     if not relative.is_root and stat is None:
-        raise ResourceNotFound(f"No artifact '{relative.posix}' in run {run_id}.")
+        raise ResourceNotFound(f"No artifact '{relative.posix}' in {owner.missing}.")
     is_dir = relative.is_root or (stat is not None and stat.is_dir)
     folder = relative if is_dir else relative.parent
     if not is_dir:
         assert stat is not None
-        base = f"/runs/{run_id}/artifacts/raw"
         context["selected"] = relative.posix
         context["preview"] = await build_preview(storage, target, stat.size or 0)
-        context["raw_url"] = with_query(base, path=relative.posix)
-        context["download_url"] = with_query(base, path=relative.posix, download=1)
-    entries = await _guarded(storage.list(root.joinpath(folder)))
-    start = (page_number - 1) * LIST_PAGE
-    shown = entries[start : start + LIST_PAGE]
-    listing_base = f"/runs/{run_id}/artifacts"
-    selected_path = relative.posix if not is_dir else folder.posix
-    if page_number > 1:
-        context["prev_url"] = with_query(
-            listing_base, path=selected_path, page=page_number - 1 if page_number > 2 else None
-        )
-    if start + LIST_PAGE < len(entries):
-        context["next_url"] = with_query(listing_base, path=selected_path, page=page_number + 1)
-    context.update(
-        entries=_rows(run_id, folder, shown),
-        folder=folder.posix,
-        total=len(entries),
-        parent_url=None
-        if folder.is_root
-        else with_query(listing_base, path=folder.parent.posix or None),
-    )
+        context["raw_url"] = with_query(owner.raw, path=relative.posix)
+        context["download_url"] = with_query(owner.raw, path=relative.posix, download=1)
+    selected = folder.posix if is_dir else relative.posix
+    context.update(await _listing(storage, owner, folder, selected, page_number))
     return page(request, "artifacts.html", **context)
 
 
-@get("/runs/{run_id:str}/artifacts/raw", opt=RUN_READ, include_in_schema=False)
-async def artifact_raw(request: Req, run_id: str) -> Stream:
+async def serve_raw(request: Req, root: ArtifactPath | None, outside: str) -> Stream:
+    """One file below ``root``, streamed: inline only for raster images, else an attachment."""
     relative = _parse_user_path(request.query_params.get("path"), allow_root=False)
     download = request.query_params.get("download") not in (None, "", "0", "false")
-    _, root = await _run_and_root(request, run_id)
     if root is None:
-        raise InvalidParameter(
-            f"Run {run_id}'s artifacts are stored outside mlgate; they are not served here."
-        )
+        raise InvalidParameter(outside)
     reader = await _guarded(artifact_storage(request).open(root.joinpath(relative)))
     image_type = INLINE_IMAGE_TYPES.get(_suffix(relative.name))
     inline = image_type is not None and not download
@@ -362,6 +421,48 @@ async def artifact_raw(request: Req, run_id: str) -> Stream:
             "Content-Security-Policy": RAW_CSP,
         },
     )
+
+
+def _run_owner(
+    run: Any, root: ArtifactPath | None, models: Sequence[LoggedModelOut]
+) -> ArtifactOwner:
+    info = run.info
+    name = info.run_name or info.run_id
+    return ArtifactOwner(
+        base=f"/runs/{info.run_id}/artifacts",
+        title=name,
+        artifact_uri=info.artifact_uri,
+        root=root,
+        back=[
+            (f"Experiment {info.experiment_id}", f"/experiments/{info.experiment_id}"),
+            (f"Run {name}", f"/runs/{info.run_id}"),
+        ],
+        missing=f"run {info.run_id}",
+        related=[
+            (
+                f"{m.info.name} ({m.info.model_id})",
+                f"/logged-models/{m.info.model_id}/artifacts",
+            )
+            for m in models
+        ],
+    )
+
+
+@get("/runs/{run_id:str}/artifacts", opt=RUN_READ, include_in_schema=False)
+async def artifact_browser(request: Req, run_id: str) -> Response[Any]:
+    # The path is checked before the run is looked up: a bad path is a 400 whoever asks.
+    _parse_user_path(request.query_params.get("path"), allow_root=True)
+    _page_number(request.query_params.get("page"))
+    run, root, models = await _run_and_root(request, run_id, with_models=True)
+    return await browse(request, _run_owner(run, root, models))
+
+
+@get("/runs/{run_id:str}/artifacts/raw", opt=RUN_READ, include_in_schema=False)
+async def artifact_raw(request: Req, run_id: str) -> Stream:
+    _parse_user_path(request.query_params.get("path"), allow_root=False)
+    _, root, _ = await _run_and_root(request, run_id)
+    outside = f"Run {run_id}'s artifacts are stored outside mlgate; they are not served here."
+    return await serve_raw(request, root, outside)
 
 
 ROUTE_HANDLERS = [artifact_browser, artifact_raw]

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity.policy import allows, visible_scope
 from gates.server.web import charts
+from gates.server.web.pages.logged_models import run_logged_models
 from gates.server.web.render import page, with_query
 from gates.server.web.runs_table import (
     RUNS_PAGE,
@@ -119,9 +120,11 @@ def _run_ids(request: Req) -> list[str]:
     return ids
 
 
-def _chart_context(series: Sequence[Any], labels: dict[str, str]) -> dict[str, Any]:
+def _chart_context(series: Sequence[Any], rows: Sequence[RunRow]) -> dict[str, Any]:
     """What ``_trk_metric_charts.html`` and ``#trk-chart-data`` need for metric charts."""
-    data = charts.metric_charts(series, labels)
+    data = charts.metric_charts(
+        series, {r.run_id: r.name for r in rows}, {r.run_id: r.start_time for r in rows}
+    )
     return {"metric_charts": data, "chart_data": charts.to_json({"metrics": data})}
 
 
@@ -358,7 +361,9 @@ async def experiment_charts(request: Req, experiment_id: str) -> Response[Any]:
         chart_keys = chosen[:MAX_CHART_KEYS] or metric_keys[:MAX_CHART_KEYS]
         budget = charts.series_budget(len(rows) * len(chart_keys))
         series = await tracking.metric_series(s, run_ids, chart_keys, budget) if rows else []
-    metric_data = charts.metric_charts(series, {r.run_id: r.name for r in rows})
+    metric_data = charts.metric_charts(
+        series, {r.run_id: r.name for r in rows}, {r.run_id: r.start_time for r in rows}
+    )
     points = run_points(rows)
     x_options, y_options, x, y = _scatter_axes(request, rows, metric_keys, param_keys)
     scatter = charts.scatter_data(points, x, y) if x and y else None
@@ -440,7 +445,7 @@ async def compare_runs(request: Req) -> Response[Any]:
         sections=sections,
         only_changed=only_changed,
         diff_href=with_query("/runs/compare", run_ids=run_ids, diff=None if only_changed else 1),
-        **_chart_context(series, {r.run_id: r.name for r in rows}),
+        **_chart_context(series, rows),
         more_keys=len(metric_keys) - len(chart_keys),
     )
     return _timed(response, timing)
@@ -467,6 +472,7 @@ async def run_page(request: Req, run_id: str) -> Response[Any]:
                 SearchModelVersions(filter=f"run_id = '{run_id}'", max_results=RUN_PAGE_VERSIONS),
                 scope=_model_scope(request),
             )
+        logged = await run_logged_models(request, s, run, versions)
     row = run_row(run)
     response = page(
         request,
@@ -488,7 +494,8 @@ async def run_page(request: Req, run_id: str) -> Response[Any]:
         datasets=run.inputs.dataset_inputs,
         context_tag=DATASET_CONTEXT_TAG,
         versions=versions,
-        **_chart_context(series, {run_id: row.name}),
+        logged_models=logged,
+        **_chart_context(series, [row]),
         more_keys=len(keys) - len(chart_keys),
     )
     return _timed(response, timing)

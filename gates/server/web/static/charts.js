@@ -39,12 +39,29 @@
 
   // --- metric histories (uPlot) -----------------------------------------------------------
 
-  function aligned(chart) {
-    // uPlot wants one shared x array: the union of every series' steps, nulls where absent.
+  // The x axis modes: by step, by wall-clock time (uPlot's time scale wants seconds), or by
+  // seconds since the run started. The server sends every point's step and time.
+  var X_MODES = {
+    step: { label: "step", time: false, x: function (s, i) { return s.x[i]; } },
+    wall: { label: "time", time: true, x: function (s, i) { return (s.t0 + s.t[i]) / 1000; } },
+    relative: {
+      label: "seconds since run start",
+      time: false,
+      x: function (s, i) { return (s.t0 + s.t[i] - s.start) / 1000; },
+    },
+  };
+
+  function aligned(chart, mode) {
+    // uPlot wants one shared, sorted x array: the union of every series' x values, nulls
+    // where a series has no point. Two points of one series at the same x keep the last.
+    var pick = X_MODES[mode].x;
     var seen = {};
     var xs = [];
     chart.series.forEach(function (s) {
-      s.x.forEach(function (x) { if (!(x in seen)) { seen[x] = true; xs.push(x); } });
+      for (var i = 0; i < s.x.length; i++) {
+        var x = pick(s, i);
+        if (!(x in seen)) { seen[x] = true; xs.push(x); }
+      }
     });
     xs.sort(function (a, b) { return a - b; });
     var index = {};
@@ -52,16 +69,17 @@
     var out = [xs];
     chart.series.forEach(function (s) {
       var ys = new Array(xs.length).fill(null);
-      for (var i = 0; i < s.x.length; i++) ys[index[s.x[i]]] = s.y[i];
+      for (var i = 0; i < s.x.length; i++) ys[index[pick(s, i)]] = s.y[i];
       out.push(ys);
     });
     return out;
   }
 
-  function drawMetric(container, chart, colors) {
+  function drawMetric(container, chart, colors, mode) {
     var target = container.querySelector(".trk-plot") || container;
     var width = Math.max(280, target.clientWidth || container.clientWidth - 16);
-    var series = [{ label: "step" }];
+    var spec = X_MODES[mode] || X_MODES.step;
+    var series = [{ label: spec.label }];
     chart.series.forEach(function (s) {
       series.push({
         label: s.label,
@@ -74,13 +92,14 @@
     var plot = new window.uPlot({
       width: width,
       height: 240,
-      scales: { x: { time: false } },
+      scales: { x: { time: spec.time } },
       series: series,
-      axes: [{ label: "step" }, {}],
+      axes: [{ label: spec.label }, {}],
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },
-    }, aligned(chart), target);
-    return { plot: plot, target: target };
+    }, aligned(chart, mode), target);
+    container.setAttribute("data-x-mode", mode);
+    return { plot: plot, target: target, container: container, chart: chart };
   }
 
   // --- SVG helpers ----------------------------------------------------------------------------
@@ -246,6 +265,9 @@
       if (colors[id]) chip.style.borderLeftColor = colors[id];
     });
     var plots = [];
+    // A reload may restore a radio other than the default: start from the one checked.
+    var checked = document.querySelector('input[name="trk-x-axis"]:checked');
+    var mode = checked && X_MODES[checked.value] ? checked.value : "step";
     document.querySelectorAll('[data-testid="metric-chart"]').forEach(function (container) {
       var chart = (data.metrics || [])[Number(container.getAttribute("data-index"))];
       if (!chart) return;
@@ -254,7 +276,17 @@
           "Charts need uPlot, which is not built: run `make assets`.");
         return;
       }
-      plots.push(drawMetric(container, chart, colors));
+      plots.push(drawMetric(container, chart, colors, mode));
+    });
+    document.querySelectorAll('input[name="trk-x-axis"]').forEach(function (radio) {
+      radio.addEventListener("change", function () {
+        if (!radio.checked || !X_MODES[radio.value]) return;
+        mode = radio.value;
+        plots = plots.map(function (p) {
+          p.plot.destroy();
+          return drawMetric(p.container, p.chart, colors, mode);
+        });
+      });
     });
     var scatter = document.querySelector('[data-testid="scatter-chart"]');
     if (scatter && data.scatter && scatter.tagName === "FIGURE") drawScatter(scatter, data.scatter, colors);
