@@ -55,6 +55,7 @@ from gates.identity.service.users import (
     ensure_admin,
     get_user,
     list_users,
+    refuse_self_lockout,
     update_user,
 )
 
@@ -90,6 +91,7 @@ __all__ = [
     "login_key",
     "record_login_failure",
     "require_password_session",
+    "refuse_self_lockout",
     "revoke_token",
     "session_principal",
     "token_out",

@@ -16,6 +16,7 @@ from litestar.types import ControllerRouterHandler
 from gates.server.web import session
 from gates.server.web.pages import (
     account,
+    admin_identity,
     approvals,
     artifacts,
     audit_pages,
@@ -39,6 +40,7 @@ PAGE_MODULES: tuple[Any, ...] = (
     tracking_pages,
     artifacts,
     audit_pages,
+    admin_identity,
 )
 
 
