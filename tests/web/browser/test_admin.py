@@ -1,0 +1,73 @@
+"""The administration pages driven as an admin would: create a user and sign in as them in a
+second browser context; create a token and see its secret once; grant a scoped right."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from tests.security.auth_world import ADMIN_USER
+from tests.web.browser.conftest import Browsers, sign_in
+
+NEW_PASSWORD = "a-fresh-browser-password-1"
+
+
+def test_admin_creates_a_user_who_then_signs_in_in_another_context(browsers: Browsers) -> None:
+    admin = browsers.signed_in(ADMIN_USER)
+    admin.page.get_by_test_id("nav-admin").click()
+    admin.page.wait_for_url(re.compile(r"/admin/users$"))
+    name = f"newcomer-{uuid.uuid4().hex[:6]}"
+    admin.page.get_by_test_id("new-username").fill(name)
+    admin.page.get_by_test_id("new-password").fill(NEW_PASSWORD)
+    admin.page.get_by_test_id("create-user").click()
+    admin.page.wait_for_load_state("load")
+    assert f"Created user {name}" in admin.page.get_by_test_id("flash").inner_text()
+    row = admin.page.locator(f"tr[data-user='{name}']")
+    assert row.get_by_test_id("user-status").inner_text() == "active"
+    admin.shot("admin-users")
+
+    newcomer = browsers.anonymous("newcomer")
+    sign_in(newcomer, name, NEW_PASSWORD)
+    newcomer.page.wait_for_url(re.compile(r"/models(\?|$)"))
+    assert newcomer.page.get_by_test_id("current-user").inner_text().strip() == name
+    assert newcomer.page.get_by_test_id("nav-admin").count() == 0  # not an admin
+    newcomer.assert_no_browser_errors()
+    admin.assert_no_browser_errors()
+
+
+def test_admin_creates_a_token_and_sees_the_secret_only_once(browsers: Browsers) -> None:
+    admin = browsers.signed_in(ADMIN_USER)
+    admin.goto("/admin/tokens")
+    admin.page.get_by_test_id("token-username").fill(ADMIN_USER)
+    token_name = f"ci-{uuid.uuid4().hex[:6]}"
+    admin.page.get_by_test_id("token-name").fill(token_name)
+    admin.page.get_by_test_id("create-token").click()
+    admin.page.wait_for_load_state("load")
+    secret = admin.page.get_by_test_id("token-secret-value").input_value()
+    assert len(secret) >= 20
+    assert "shown only this once" in admin.page.get_by_test_id("token-secret").inner_text()
+    admin.shot("admin-token-created")
+
+    admin.goto("/admin/tokens")
+    assert admin.page.get_by_test_id("token-secret").count() == 0
+    assert secret not in admin.page.content()
+    assert admin.page.locator("tr[data-token]", has_text=token_name).count() == 1
+    admin.assert_no_browser_errors()
+
+
+def test_admin_grants_a_target_scoped_promotion_right(browsers: Browsers) -> None:
+    admin = browsers.signed_in(ADMIN_USER)
+    admin.goto("/admin/grants")
+    admin.page.get_by_test_id("grant-username").fill("scientist")
+    admin.page.get_by_test_id("grant-resource-type").select_option("registered_model")
+    pattern = f"scoped-{uuid.uuid4().hex[:6]}-*"
+    admin.page.get_by_test_id("grant-pattern").fill(pattern)
+    admin.page.get_by_test_id("grant-role").select_option("approver")
+    admin.page.get_by_test_id("grant-targets").fill("Staging, @candidate")
+    admin.page.get_by_test_id("create-grant").press("Enter")  # keyboard-usable
+    admin.page.wait_for_load_state("load")
+    assert "Granted approver" in admin.page.get_by_test_id("flash").inner_text()
+    row = admin.page.locator("tr[data-grant]", has_text=pattern)
+    assert "Staging" in row.inner_text() and "@candidate" in row.inner_text()
+    admin.shot("admin-grants")
+    admin.assert_no_browser_errors()
