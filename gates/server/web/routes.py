@@ -16,6 +16,7 @@ from litestar.types import ControllerRouterHandler
 from gates.server.web import session
 from gates.server.web.pages import (
     account,
+    admin_gates,
     admin_identity,
     approvals,
     artifacts,
@@ -41,6 +42,7 @@ PAGE_MODULES: tuple[Any, ...] = (
     artifacts,
     audit_pages,
     admin_identity,
+    admin_gates,
 )
 
 
