@@ -1,13 +1,16 @@
 """The administration pages driven as an admin would: create a user and sign in as them in a
-second browser context; create a token and see its secret once; grant a scoped right."""
+second browser context; create a token and see its secret once; grant a scoped right; edit a
+gate policy and compare its versions."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
-from tests.security.auth_world import ADMIN_USER
-from tests.web.browser.conftest import Browsers, sign_in
+from tests.security.auth_world import ADMIN_PASSWORD, ADMIN_USER, API, MLGATE
+from tests.web.browser.conftest import Browsers, BrowserServer, sign_in
+from tests.web.browser.seed import Api
 
 NEW_PASSWORD = "a-fresh-browser-password-1"
 
@@ -70,4 +73,45 @@ def test_admin_grants_a_target_scoped_promotion_right(browsers: Browsers) -> Non
     row = admin.page.locator("tr[data-grant]", has_text=pattern)
     assert "Staging" in row.inner_text() and "@candidate" in row.inner_text()
     admin.shot("admin-grants")
+    admin.assert_no_browser_errors()
+
+
+def test_admin_edits_a_gate_policy_and_sees_the_new_version_and_the_diff(
+    browsers: Browsers, browser_server: BrowserServer
+) -> None:
+    api = Api(browser_server.url, ADMIN_USER, ADMIN_PASSWORD)
+    try:
+        model = f"edited-{uuid.uuid4().hex[:6]}"
+        api.call("POST", f"{API}/registered-models/create", json={"name": model})
+        gate = f"{model}-staging"
+        api.call(
+            "POST",
+            f"{MLGATE}/gates/create",
+            json={"name": gate, "model": model, "target": "Staging", "metrics": ["auc >= 0.8"]},
+        )
+    finally:
+        api.close()
+    admin = browsers.signed_in(ADMIN_USER)
+    admin.goto("/admin/gates")
+    admin.page.locator(f"tr[data-gate='{gate}'] a").click()
+    admin.page.wait_for_load_state("load")
+    spec = json.loads(admin.page.get_by_test_id("gate-spec").input_value())
+    spec["metrics"] = ["auc >= 0.85"]
+    spec["required_approvals"] = 2
+    admin.page.get_by_test_id("gate-spec").fill(json.dumps(spec, indent=2))
+    admin.page.get_by_test_id("gate-save").click()
+    admin.page.wait_for_load_state("load")
+    assert "version 2" in admin.page.get_by_test_id("flash").inner_text()
+    versions = admin.page.get_by_test_id("gate-versions")
+    assert versions.locator("tr[data-version='2']").count() == 1
+    assert "current" in versions.locator("tr[data-version='2']").inner_text()
+
+    admin.page.get_by_test_id("diff-from").select_option("1")
+    admin.page.get_by_test_id("diff-to").select_option("2")
+    admin.page.get_by_test_id("diff-show").click()
+    admin.page.wait_for_load_state("load")
+    diff = admin.page.get_by_test_id("gate-diff").inner_text()
+    assert '-  "required_approvals": 0' in diff and '+  "required_approvals": 2' in diff
+    assert "0.85" in diff
+    admin.shot("admin-gate-diff")
     admin.assert_no_browser_errors()
