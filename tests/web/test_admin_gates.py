@@ -160,3 +160,81 @@ def test_gate_forms_refuse_a_missing_csrf_token(web_world: World, browser_for: O
         answer = admin.post_form(f"/admin/gates/{gate}/{action}", body, follow=False)
         assert answer.status_code == 403 and "security token" in text(answer.text), action
     assert len(gate_versions(web_world, gate)) == 1 and decisions_of(web_world, model) == []
+
+
+def secrets_of(world: World, gate: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = world.admin_json(
+        "GET", f"{MLGATE}/gates/secrets/list", params={"gate": gate}
+    )["secrets"]
+    return found
+
+
+def shown_secret(page: str) -> str:
+    found = re.search(r'value="([^"]+)" data-testid="gate-secret-value"', page)
+    assert found, "no new secret on the page"
+    return found.group(1)
+
+
+def test_gate_secrets_are_created_shown_once_rotated_and_retired(
+    web_world: World, browser_for: Open
+) -> None:
+    _, _, gate = a_gate(web_world)
+    admin = browser_for("admin")
+    page = f"/admin/gates/{gate}"
+    created = admin.post_form(f"{page}/secrets/add", {}, csrf=csrf_of(admin.get(page).text))
+    assert created.headers["cache-control"] == "no-store"
+    first = shown_secret(created.text)
+    [listed] = secrets_of(web_world, gate)
+    assert listed["active"] and "secret" not in listed
+    again = admin.get(page).text
+    assert first not in again and 'data-testid="gate-secret-new"' not in again
+    assert first not in web_world.server.log.read_text(errors="replace")
+
+    rotated = admin.post_form(f"{page}/secrets/rotate", {"grace_hours": "0"}, csrf=csrf_of(again))
+    second = shown_secret(rotated.text)
+    assert second != first
+    state = {x["secret_id"]: x["active"] for x in secrets_of(web_world, gate)}
+    assert sorted(state.values()) == [False, True]  # no grace: the old one stopped at once
+
+    active = next(k for k, v in state.items() if v)
+    retired = admin.post_form(
+        f"{page}/secrets/{active}/retire", {}, csrf=csrf_of(admin.get(page).text)
+    )
+    assert flash(retired.text)[0] == "notice"
+    assert not any(x["active"] for x in secrets_of(web_world, gate))
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "expected"),
+    [
+        ("secrets/rotate", {"grace_hours": "soon"}, "whole number of hours"),
+        ("secrets/rotate", {"grace_hours": "100000"}, "grace_seconds"),
+        ("secrets/gs_nothing/retire", {}, "gs_nothing"),
+    ],
+)
+def test_gate_secret_forms_refuse_bad_input(
+    web_world: World, browser_for: Open, action: str, body: dict[str, str], expected: str
+) -> None:
+    _, _, gate = a_gate(web_world)
+    admin = browser_for("admin")
+    page = f"/admin/gates/{gate}"
+    answer = admin.post_form(f"{page}/{action}", body, csrf=csrf_of(admin.get(page).text))
+    kind, message = flash(answer.text)
+    assert kind == "error" and expected in message, message
+    assert secrets_of(web_world, gate) == []
+
+
+@pytest.mark.parametrize("level", ["owner", "anonymous", "admin-without-csrf"])
+def test_gate_secret_forms_refuse_a_non_admin_or_a_missing_csrf_token(
+    web_world: World, browser_for: Open, level: str
+) -> None:
+    _, _, gate = a_gate(web_world)
+    web_world.admin_json("POST", f"{MLGATE}/gates/secrets/add", json={"gate": gate})
+    [existing] = secrets_of(web_world, gate)
+    browser = browser_for("admin" if level == "admin-without-csrf" else level)
+    csrf = None if level == "admin-without-csrf" else csrf_of(browser.get("/login").text)
+    base = f"/admin/gates/{gate}/secrets"
+    for action in ("add", "rotate", f"{existing['secret_id']}/retire"):
+        answer = browser.post_form(f"{base}/{action}", {}, csrf=csrf, follow=False)
+        assert answer.status_code == (401 if level == "anonymous" else 403), action
+    assert secrets_of(web_world, gate) == [existing]

@@ -1,6 +1,7 @@
 """Administration pages for gate policies (admin only): the gates, each gate's versions and
-a diff between two of them, editing (which stores a new policy version) and a dry run of the
-gate against a model version.
+a diff between two of them, editing (which stores a new policy version), a dry run of the
+gate against a model version, and its signing secrets (create and rotate, the secret shown
+once in that answer with ``Cache-Control: no-store``; retire).
 
 Routes declare ``ADMIN`` like the gates API's write routes. Editing calls
 ``gates.policies.service.update_policy`` with the same ``PolicySpec`` the API decodes (unknown
@@ -22,11 +23,21 @@ from litestar import Request, Response, get, post
 
 from gates.policies import ports, promotion
 from gates.policies import service as policies
-from gates.policies.schemas import DecisionOut, PolicyRules, PolicySpec, PolicyVersionOut, PromoteRequest
+from gates.events.signing import SecretBox
+from gates.policies.service.records import MAX_ROTATION_GRACE_SECONDS
+from gates.policies.schemas import (
+    DecisionOut,
+    PolicyRules,
+    PolicySpec,
+    PolicyVersionOut,
+    PromoteRequest,
+    SecretOut,
+)
 from gates.server.web.pages.registry_pages import operator_of, version_url
 from gates.server.web.render import page, redirect_with_flash, settings_of, with_query
 from registry.artifacts.api import RAW_BODY_OPT, STORAGE_STATE_KEY
 from tracking.core.auth import ADMIN, actor_name, permission_opt
+from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, MlflowError
 from tracking.core.http import database
 
@@ -38,6 +49,7 @@ GATES = "/admin/gates"
 MAX_SPEC = 100_000
 MAX_VERSION_FIELD = 20
 MAX_MODEL_FIELD = 300
+MAX_GRACE_HOURS = MAX_ROTATION_GRACE_SECONDS // 3600  # shown to the admin; the service checks
 
 
 def gate_url(name: str) -> str:
@@ -84,10 +96,15 @@ def _pick(versions: list[PolicyVersionOut], wanted: str | None) -> PolicyVersion
 
 
 async def _gate_page(
-    request: Req, name: str, *, decision: DecisionOut | None = None, status_code: int = 200
+    request: Req,
+    name: str,
+    *,
+    decision: DecisionOut | None = None,
+    new_secret: SecretOut | None = None,
 ) -> Response[Any]:
     async with database(request).read() as s:
         gate = await policies.get_policy(s, name)
+        secrets = await policies.list_secrets(s, name)
         # Newest first; the page shows the latest page of versions (the API pages further).
         versions, more = await policies.list_policy_versions(s, name, None, None)
     q = request.query_params
@@ -95,11 +112,14 @@ async def _gate_page(
     diff_error = None
     if (q.get("from") or q.get("to")) and (old is None or new is None):
         diff_error = "Choose two versions of this gate to compare."
-    return page(
+    response = page(
         request,
         "admin_gate.html",
-        status_code=status_code,
         gate=gate,
+        secrets=secrets,
+        new_secret=new_secret,
+        now=now_ms(),
+        max_grace_hours=MAX_GRACE_HOURS,
         versions=versions,
         more_versions=more is not None,
         diff=version_diff(old, new) if old and new else None,
@@ -112,6 +132,10 @@ async def _gate_page(
         version_href=version_url(gate.model, decision.version) if decision and decision.version else None,
         base=gate_url(gate.name),
     )
+    if new_secret is not None:
+        # The secret is in this answer only: no cache, no history copy.
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @get(f"{GATES}/{{name:str}}", opt=ADMIN_PAGE, include_in_schema=False)
@@ -202,4 +226,80 @@ async def dry_run(request: Req, name: str) -> Response[Any]:
     return await _gate_page(request, name, decision=result.decision)
 
 
-ROUTE_HANDLERS = [gates_page, gate_page, edit_gate, dry_run]
+# --- gate secrets --------------------------------------------------------------------------------
+
+
+def _secret_box(request: Req) -> SecretBox:
+    """Sealed at rest under the same key as the gates API seals them."""
+    return SecretBox(settings_of(request).webhook_secret_key)
+
+
+def _grace_seconds(raw: str) -> int | None:
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise InvalidParameter(
+            f"The grace period is a whole number of hours from 0 to {MAX_GRACE_HOURS}."
+        )
+    return int(raw) * 3600  # the service refuses one beyond its bound
+
+
+@post(f"{GATES}/{{name:str}}/secrets/add", opt=ADMIN_FORM, include_in_schema=False, status_code=200)
+async def add_secret(request: Req, name: str) -> Response[Any]:
+    try:
+        async with database(request).write() as s:
+            created = await policies.add_secret(
+                s, name, actor=actor_name(request), box=_secret_box(request)
+            )
+    except MlflowError as exc:
+        return _refused(request, name, exc)
+    return await _gate_page(request, name, new_secret=created)
+
+
+@post(
+    f"{GATES}/{{name:str}}/secrets/rotate", opt=ADMIN_FORM, include_in_schema=False, status_code=200
+)
+async def rotate_secret(request: Req, name: str) -> Response[Any]:
+    try:
+        grace = _grace_seconds(await _text(request, "grace_hours", MAX_VERSION_FIELD))
+        async with database(request).write() as s:
+            created = await policies.rotate_secret(
+                s, name, grace, actor=actor_name(request), box=_secret_box(request)
+            )
+    except MlflowError as exc:
+        return _refused(request, name, exc)
+    return await _gate_page(request, name, new_secret=created)
+
+
+@post(
+    f"{GATES}/{{name:str}}/secrets/{{secret_id:str}}/retire",
+    opt=ADMIN_FORM,
+    include_in_schema=False,
+    status_code=303,
+)
+async def retire_secret(request: Req, name: str, secret_id: str) -> Response[Any]:
+    try:
+        async with database(request).write() as s:
+            await policies.revoke_secret(s, name, secret_id, actor=actor_name(request))
+    except MlflowError as exc:
+        return _refused(request, name, exc)
+    return redirect_with_flash(
+        request, gate_url(name), "notice", f"Retired secret {secret_id}: it signs nothing now."
+    )
+
+
+def _refused(request: Req, name: str, exc: MlflowError) -> Response[Any]:
+    if exc.status_code >= 500:
+        raise exc
+    return redirect_with_flash(request, gate_url(name), "error", f"Refused: {exc.message}")
+
+
+ROUTE_HANDLERS = [
+    gates_page,
+    gate_page,
+    edit_gate,
+    dry_run,
+    add_secret,
+    rotate_secret,
+    retire_secret,
+]
