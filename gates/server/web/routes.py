@@ -18,6 +18,7 @@ from gates.server.web.pages import (
     account,
     admin_gates,
     admin_identity,
+    admin_webhooks,
     approvals,
     artifacts,
     audit_pages,
@@ -43,6 +44,7 @@ PAGE_MODULES: tuple[Any, ...] = (
     audit_pages,
     admin_identity,
     admin_gates,
+    admin_webhooks,
 )
 
 
