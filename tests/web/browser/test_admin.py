@@ -10,6 +10,7 @@ import uuid
 
 from tests.security.auth_world import ADMIN_PASSWORD, ADMIN_USER, API, MLGATE
 from tests.web.browser.conftest import Browsers, BrowserServer, sign_in
+from tests.gates.webhook_receiver import Receiver
 from tests.web.browser.seed import Api
 
 NEW_PASSWORD = "a-fresh-browser-password-1"
@@ -115,3 +116,43 @@ def test_admin_edits_a_gate_policy_and_sees_the_new_version_and_the_diff(
     assert "0.85" in diff
     admin.shot("admin-gate-diff")
     admin.assert_no_browser_errors()
+
+
+def test_admin_creates_a_subscription_for_all_events_and_tests_an_mlflow_webhook(
+    browsers: Browsers, browser_server: BrowserServer
+) -> None:
+    receiver = Receiver().start()
+    api = Api(browser_server.url, ADMIN_USER, ADMIN_PASSWORD)
+    try:
+        admin = browsers.signed_in(ADMIN_USER)
+        admin.goto("/webhooks")
+        admin.page.get_by_test_id("new-webhook").click()
+        admin.page.wait_for_load_state("load")
+        name = f"everything-{uuid.uuid4().hex[:6]}"
+        admin.page.get_by_test_id("webhook-name").fill(name)
+        admin.page.get_by_test_id("webhook-url").fill(receiver.url)
+        admin.page.get_by_test_id("webhook-all-events").check()
+        admin.page.get_by_label("Start paused").check()
+        admin.page.get_by_test_id("create-webhook").click()
+        admin.page.wait_for_load_state("load")
+        assert len(admin.page.get_by_test_id("webhook-secret-value").input_value()) >= 16
+        admin.shot("admin-webhook-created")
+        admin.page.get_by_test_id("webhook-created-link").click()
+        admin.page.wait_for_load_state("load")
+        assert admin.page.get_by_test_id("webhook-secret-value").count() == 0
+
+        hook = api.call(
+            "POST",
+            f"{API}/webhooks",
+            json={"name": f"mlflow-{uuid.uuid4().hex[:6]}", "url": receiver.url,
+                  "events": [{"entity": "model_version", "action": "created"}]},
+        )["webhook"]
+        admin.goto(f"/webhooks/{hook['webhook_id']}")
+        admin.page.get_by_test_id("test-webhook-button").click()
+        admin.page.wait_for_load_state("load")
+        assert "Test delivered" in admin.page.get_by_test_id("flash").inner_text()
+        assert len(receiver.requests) == 1
+        admin.assert_no_browser_errors()
+    finally:
+        api.close()
+        receiver.stop()
