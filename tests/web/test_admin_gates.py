@@ -51,7 +51,7 @@ def edited(page: str, **change: Any) -> str:
 def test_admin_edits_a_gate_into_a_new_version_and_sees_the_diff(
     web_world: World, browser_for: Open
 ) -> None:
-    model, _, gate = a_gate(web_world)
+    _, _, gate = a_gate(web_world)
     admin = browser_for("admin")
     shown = admin.get(f"/admin/gates/{gate}")
     assert shown.status_code == 200
@@ -83,7 +83,10 @@ def test_admin_edits_a_gate_into_a_new_version_and_sees_the_diff(
         ('{"model": "m", "target": "Production", "colour": "red"}', "colour"),
         ('{"name": "other", "model": "m", "target": "Production"}', "name cannot be changed"),
         ('{"model": "m", "target": "Production", "metrics": ["val_auc >>> 1"]}', "val_auc"),
-        ('{"model": "m", "target": "Production", "required_approvals": "two"}', "required_approvals"),
+        (
+            '{"model": "m", "target": "Production", "required_approvals": "two"}',
+            "required_approvals",
+        ),
     ],
 )
 def test_editing_a_gate_refuses_bad_input_with_a_clear_message(
@@ -144,7 +147,10 @@ def test_gate_pages_and_forms_refuse_a_non_admin(
     spec = json.dumps({"model": model, "target": "Production", "required_approvals": 3})
     edit = browser.post_form(f"/admin/gates/{gate}/edit", {"spec": spec}, csrf=csrf, follow=False)
     run = browser.post_form(
-        f"/admin/gates/{gate}/dry-run", {"model": model, "version": version}, csrf=csrf, follow=False
+        f"/admin/gates/{gate}/dry-run",
+        {"model": model, "version": version},
+        csrf=csrf,
+        follow=False,
     )
     for answer in (edit, run):
         assert answer.status_code == (401 if level == "anonymous" else 403)
@@ -156,7 +162,10 @@ def test_gate_forms_refuse_a_missing_csrf_token(web_world: World, browser_for: O
     admin = browser_for("admin")
     admin.get(f"/admin/gates/{gate}")
     spec = json.dumps({"model": model, "target": "Production", "required_approvals": 3})
-    for action, body in (("edit", {"spec": spec}), ("dry-run", {"model": model, "version": version})):
+    for action, body in (
+        ("edit", {"spec": spec}),
+        ("dry-run", {"model": model, "version": version}),
+    ):
         answer = admin.post_form(f"/admin/gates/{gate}/{action}", body, follow=False)
         assert answer.status_code == 403 and "security token" in text(answer.text), action
     assert len(gate_versions(web_world, gate)) == 1 and decisions_of(web_world, model) == []

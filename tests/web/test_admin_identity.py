@@ -82,8 +82,9 @@ def forms(world: World) -> list[tuple[str, str, str, dict[str, Any], Callable[[]
             "/admin/users",
             f"/admin/users/{fresh}/password",
             {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD},
-            lambda: world.client_for(fresh, NEW_PASSWORD).get(f"{MLGATE}/whoami").status_code
-            == 200,
+            lambda: (
+                world.client_for(fresh, NEW_PASSWORD).get(f"{MLGATE}/whoami").status_code == 200
+            ),
         ),
         (
             "create token",
@@ -243,7 +244,9 @@ def test_a_new_token_secret_is_shown_once_and_works(web_world: World, browser_fo
     user = web_world.fresh("tok")
     web_world.create_user(user)
     admin = browser_for("admin")
-    answer = post_on(admin, "/admin/tokens", "/admin/tokens/create", {"username": user, "name": "ci"})
+    answer = post_on(
+        admin, "/admin/tokens", "/admin/tokens/create", {"username": user, "name": "ci"}
+    )
     assert answer.headers["cache-control"] == "no-store"
     secret = re.search(r'value="([^"]+)" [^>]*data-testid="token-secret-value"', answer.text)
     assert secret

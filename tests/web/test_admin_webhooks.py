@@ -105,11 +105,18 @@ def test_all_events_cannot_be_mixed_with_single_events(web_world: World, browser
     shown = admin.get("/admin/webhooks/new")
     answer = admin.client.post(
         "/admin/webhooks/create",
-        data={"name": name, "url": HOOK, "events": ["*", "gate.decided"], "paused": "true",
-              "csrf_token": csrf_of(shown.text)},
+        data={
+            "name": name,
+            "url": HOOK,
+            "events": ["*", "gate.decided"],
+            "paused": "true",
+            "csrf_token": csrf_of(shown.text),
+        },
         headers=admin._headers({"Origin": admin.base_url}),
     )
-    assert answer.status_code == 400 and "stands alone" in text(element(answer.text, "webhook-error"))
+    assert answer.status_code == 400 and "stands alone" in text(
+        element(answer.text, "webhook-error")
+    )
     assert named(web_world, name) == []
 
 

@@ -8,9 +8,9 @@ import json
 import re
 import uuid
 
+from tests.gates.webhook_receiver import Receiver
 from tests.security.auth_world import ADMIN_PASSWORD, ADMIN_USER, API, MLGATE
 from tests.web.browser.conftest import Browsers, BrowserServer, sign_in
-from tests.gates.webhook_receiver import Receiver
 from tests.web.browser.seed import Api
 
 NEW_PASSWORD = "a-fresh-browser-password-1"
@@ -144,8 +144,11 @@ def test_admin_creates_a_subscription_for_all_events_and_tests_an_mlflow_webhook
         hook = api.call(
             "POST",
             f"{API}/webhooks",
-            json={"name": f"mlflow-{uuid.uuid4().hex[:6]}", "url": receiver.url,
-                  "events": [{"entity": "model_version", "action": "created"}]},
+            json={
+                "name": f"mlflow-{uuid.uuid4().hex[:6]}",
+                "url": receiver.url,
+                "events": [{"entity": "model_version", "action": "created"}],
+            },
         )["webhook"]
         admin.goto(f"/webhooks/{hook['webhook_id']}")
         admin.page.get_by_test_id("test-webhook-button").click()

@@ -21,10 +21,9 @@ from urllib.parse import quote
 import msgspec
 from litestar import Request, Response, get, post
 
+from gates.events.signing import SecretBox
 from gates.policies import ports, promotion
 from gates.policies import service as policies
-from gates.events.signing import SecretBox
-from gates.policies.service.records import MAX_ROTATION_GRACE_SECONDS
 from gates.policies.schemas import (
     DecisionOut,
     PolicyRules,
@@ -33,6 +32,7 @@ from gates.policies.schemas import (
     PromoteRequest,
     SecretOut,
 )
+from gates.policies.service.records import MAX_ROTATION_GRACE_SECONDS
 from gates.server.web.pages.registry_pages import operator_of, version_url
 from gates.server.web.render import page, redirect_with_flash, settings_of, with_query
 from registry.artifacts.api import RAW_BODY_OPT, STORAGE_STATE_KEY
@@ -129,7 +129,9 @@ async def _gate_page(
         spec=spec_text(gate.model, gate.target, gate.rules),
         decision=decision,
         operator_of=operator_of,
-        version_href=version_url(gate.model, decision.version) if decision and decision.version else None,
+        version_href=version_url(gate.model, decision.version)
+        if decision and decision.version
+        else None,
         base=gate_url(gate.name),
     )
     if new_secret is not None:
@@ -182,9 +184,13 @@ async def edit_gate(request: Req, name: str) -> Response[Any]:
     except MlflowError as exc:
         if exc.status_code >= 500:
             raise
-        return redirect_with_flash(request, back, "error", f"Refused: {exc.message} Nothing changed.")
+        return redirect_with_flash(
+            request, back, "error", f"Refused: {exc.message} Nothing changed."
+        )
     if not changed:
-        return redirect_with_flash(request, back, "notice", "No change: the gate keeps its version.")
+        return redirect_with_flash(
+            request, back, "notice", "No change: the gate keeps its version."
+        )
     return redirect_with_flash(
         request, back, "notice", f"Saved gate {gate.name} as version {gate.version}."
     )

@@ -154,7 +154,9 @@ async def reset_password(request: Req, username: str) -> Response[Any]:
 # --- tokens ------------------------------------------------------------------------------------
 
 
-async def _tokens_page(request: Req, *, created: Any = None, status_code: int = 200) -> Response[Any]:
+async def _tokens_page(
+    request: Req, *, created: Any = None, status_code: int = 200
+) -> Response[Any]:
     username = request.query_params.get("username") or None
     async with database(request).read() as s:
         tokens, token = await service.list_tokens(s, username, None, _page_token(request))
@@ -184,7 +186,9 @@ def _expiry(fields: dict[str, str]) -> int | None:
     if not raw:
         return None
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_TOKEN_DAYS:
-        raise InvalidParameter(f"The lifetime is a whole number of days from 1 to {MAX_TOKEN_DAYS}.")
+        raise InvalidParameter(
+            f"The lifetime is a whole number of days from 1 to {MAX_TOKEN_DAYS}."
+        )
     return now_ms() + int(raw) * 86_400_000
 
 
@@ -269,7 +273,8 @@ async def create_grant(request: Req) -> Response[Any]:
         request,
         GRANTS,
         "notice",
-        f"Granted {grant.role} on {grant.resource_type} {grant.pattern}{scope} to {grant.username}.",
+        f"Granted {grant.role} on {grant.resource_type} {grant.pattern}{scope} "
+        f"to {grant.username}.",
     )
 
 

@@ -82,7 +82,9 @@ async def _values(request: Req) -> dict[str, Any]:
 def _request_of(values: dict[str, Any]) -> SubscriptionCreate:
     for key in ("name", "url", "model_name", "description"):
         if len(values[key]) > MAX_FIELD:
-            raise InvalidParameter(f"The {key.replace('_', ' ')} is at most {MAX_FIELD} characters.")
+            raise InvalidParameter(
+                f"The {key.replace('_', ' ')} is at most {MAX_FIELD} characters."
+            )
     events = list(values["events"])
     if not events:
         raise InvalidParameter("Choose the events to send, or 'All events'.")
@@ -118,7 +120,12 @@ async def create_subscription(request: Req) -> Response[Any]:
         values=EMPTY_FORM,
         error=None,
         event_choices=EVENT_CHOICES,
-        created={"id": sub.id, "name": sub.name, "href": subscription_url(sub.id), "secret": secret},
+        created={
+            "id": sub.id,
+            "name": sub.name,
+            "href": subscription_url(sub.id),
+            "secret": secret,
+        },
     )
     # The secret is in this answer only: no cache, no history copy.
     response.headers["Cache-Control"] = "no-store"
@@ -147,7 +154,10 @@ async def test_subscription(request: Req, subscription_id: str) -> Response[Any]
         return redirect_with_flash(request, back, "error", f"Test refused: {exc.message}")
     if result.success:
         return redirect_with_flash(
-            request, back, "notice", f"Test delivered: the receiver answered {result.response_status}."
+            request,
+            back,
+            "notice",
+            f"Test delivered: the receiver answered {result.response_status}.",
         )
     reason = result.error_message or f"the receiver answered {result.response_status}"
     return redirect_with_flash(request, back, "error", f"Test failed: {reason}.")
