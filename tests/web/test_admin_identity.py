@@ -285,3 +285,32 @@ def test_disabling_a_user_signs_them_out_and_enabling_lets_them_back(
         assert theirs.login(user, PASSWORD).status_code == 303
     finally:
         theirs.close()
+
+
+def test_an_admin_resets_their_own_password_only_with_the_current_one(
+    web_world: World, browser_for: Open
+) -> None:
+    name = web_world.fresh("boss")
+    web_world.admin_json(
+        "POST",
+        f"{MLGATE}/users/create",
+        json={"username": name, "password": PASSWORD, "is_admin": True},
+    )
+    boss = Browser(web_world.server.url)
+    try:
+        assert boss.login(name, PASSWORD).status_code == 303
+        body = {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD}
+        refused = post_on(boss, "/admin/users", f"/admin/users/{name}/password", body)
+        kind, message = flash(refused.text)
+        assert kind == "error" and "current_password" in message, message
+        assert web_world.client_for(name, PASSWORD).get(f"{MLGATE}/whoami").status_code == 200
+        done = post_on(
+            boss,
+            "/admin/users",
+            f"/admin/users/{name}/password",
+            {**body, "current_password": PASSWORD},
+        )
+        assert done.status_code in (200, 303)
+        assert web_world.client_for(name, NEW_PASSWORD).get(f"{MLGATE}/whoami").status_code == 200
+    finally:
+        boss.close()

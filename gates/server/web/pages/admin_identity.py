@@ -114,6 +114,17 @@ async def _update_user(request: Req, username: str, **change: Any) -> None:
         await service.update_user(s, username, actor=actor_name(request), **change)
 
 
+async def _check_own_password(request: Req, username: str, current: str | None) -> None:
+    """Your own password, as in the API: only with the current one (a hijacked session
+    cannot take the account)."""
+    principal = current_principal(request)
+    if principal is None or principal.name != username:
+        return
+    service.require_password_session(principal, "Changing a password")
+    async with database(request).read() as s:
+        await service.check_current_password(s, username, current)
+
+
 @post(f"{USERS}/{{username:str}}/disable", opt=ADMIN_FORM, include_in_schema=False, status_code=303)
 async def disable_user(request: Req, username: str) -> Response[Any]:
     try:
@@ -143,6 +154,7 @@ async def reset_password(request: Req, username: str) -> Response[Any]:
         password = _field(fields, "password", "The new password")
         if password != fields.get("password_again"):
             raise InvalidParameter("The two passwords differ.")
+        await _check_own_password(request, username, fields.get("current_password"))
         await _update_user(request, username, password=password)
     except MlflowError as exc:
         return _refused(request, USERS, exc)
