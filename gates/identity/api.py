@@ -175,10 +175,9 @@ async def update_user(request: Req, data: UpdateUser) -> UserResponse:
     async with database(request).write() as s:
         if is_self:
             assert principal is not None
-            if data.is_admin is False or data.disabled:
-                raise NotAllowed(
-                    "You cannot demote or disable yourself; another administrator can."
-                )
+            service.refuse_self_lockout(
+                principal.name, data.username, is_admin=data.is_admin, disabled=data.disabled
+            )
             if data.password is not None:
                 service.require_password_session(principal, "Changing a password")
                 await service.check_current_password(s, principal.name, data.current_password)

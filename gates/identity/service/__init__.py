@@ -55,6 +55,7 @@ from gates.identity.service.users import (
     ensure_admin,
     get_user,
     list_users,
+    refuse_self_lockout,
     update_user,
 )
 
@@ -89,6 +90,7 @@ __all__ = [
     "list_users",
     "login_key",
     "record_login_failure",
+    "refuse_self_lockout",
     "require_password_session",
     "revoke_token",
     "session_principal",

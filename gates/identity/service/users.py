@@ -9,7 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity import store
 from gates.identity.credentials import hash_password
-from gates.identity.errors import LastAdministrator, NoAdministrator, UserAlreadyExists
+from gates.identity.errors import (
+    LastAdministrator,
+    NoAdministrator,
+    NotAllowed,
+    UserAlreadyExists,
+)
 from gates.identity.schemas import UserOut
 from gates.identity.service.records import (
     SYSTEM_ACTOR,
@@ -122,6 +127,15 @@ async def update_user(
             s, "user.updated", row.username, {"username": row.username, **changed}, actor
         )
     return user_out(await store.get_user_by_id(s, row.id))
+
+
+def refuse_self_lockout(
+    actor: str | None, username: str, *, is_admin: bool | None, disabled: bool | None
+) -> None:
+    """An administrator cannot demote or disable themselves (another one can): shared by the
+    API and the web UI so both refuse the same way."""
+    if actor is not None and actor == username and (is_admin is False or disabled):
+        raise NotAllowed("You cannot demote or disable yourself; another administrator can.")
 
 
 async def delete_user(s: AsyncSession, username: str | None, *, actor: str = SYSTEM_ACTOR) -> None:

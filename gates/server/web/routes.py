@@ -16,6 +16,9 @@ from litestar.types import ControllerRouterHandler
 from gates.server.web import session
 from gates.server.web.pages import (
     account,
+    admin_gates,
+    admin_identity,
+    admin_webhooks,
     approvals,
     artifacts,
     audit_pages,
@@ -41,6 +44,9 @@ PAGE_MODULES: tuple[Any, ...] = (
     artifacts,
     logged_models,
     audit_pages,
+    admin_identity,
+    admin_gates,
+    admin_webhooks,
 )
 
 
