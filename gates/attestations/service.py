@@ -169,23 +169,28 @@ async def attest_move(
     await store.remember_key(s, signer.key_id, ALGORITHM, signer.pem, at)
     await store.insert_attestation(s, row)
     out = render(row)
+    await _audit_attestation(s, out, actor)
+    return out
+
+
+async def _audit_attestation(s: AsyncSession, out: AttestationOut, actor: str) -> None:
+    """The ``gate.attested`` audit entry naming the attestation (its id, payload and key)."""
     await ports.audit(
         s,
         "gate.attested",
-        f"model:{model}",
+        f"model:{out.model}",
         {
             "attestation_id": out.attestation_id,
             "payload_sha256": out.payload_sha256,
             "key_id": out.key_id,
             "decision_id": out.decision_id,
-            "model": model,
-            "version": str(version),
-            "target": target,
+            "model": out.model,
+            "version": str(out.version),
+            "target": out.target,
             "digest": out.digest,
         },
         actor,
     )
-    return out
 
 
 async def attest_approval(

@@ -252,19 +252,25 @@ async def promote(
         s, req, decision_id, outcome, checks, candidate, approval_request_id
     )
     if attestations is not None and outcome == "passed" and not req.dry_run and out.version:
-        # The move just made is signed and stored in this same transaction.
-        await attestation_service.attest_move(
-            s,
-            attestations,
-            out,
-            requester=caller.actor,
-            auth_method=caller.auth_method,
-            approvers=[],
-            actor=caller.actor,
-        )
+        await _attest(s, attestations, out, caller)
     if not req.dry_run:
         await service.announce_decision(s, out)
     return Promotion(out)
+
+
+async def _attest(
+    s: AsyncSession, attestations: AttestationKeyring, out: DecisionOut, caller: Caller
+) -> None:
+    """Sign and store the move just made, in this same transaction."""
+    await attestation_service.attest_move(
+        s,
+        attestations,
+        out,
+        requester=caller.actor,
+        auth_method=caller.auth_method,
+        approvers=[],
+        actor=caller.actor,
+    )
 
 
 async def _record_outcome(
