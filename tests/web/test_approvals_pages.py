@@ -144,6 +144,13 @@ def test_approver_approves_in_the_inbox_and_the_move_shows_on_the_timeline(
     state = request_state(web_world, pending.request_id)
     assert state["status"] == "approved"
     assert state["approved_by"] == [f"owner-{web_world.u}"]
+    # An approval completed in the inbox attests the move, as the API's does.
+    [attestation] = web_world.admin_json(
+        "GET",
+        "/api/2.0/mlgate/attestations",
+        params={"name": pending.model, "version": pending.version},
+    )["attestations"]
+    assert attestation["target"] == "Production"
 
     timeline = element(owner.get(model_path(pending.model)).text, "timeline")
     first = re.search(

@@ -101,6 +101,11 @@ def test_promotion_shows_the_dry_run_then_moves_on_confirm_and_the_timeline_name
         ("ui", f"approver-{web_world.u}", True),
         ("ui", f"approver-{web_world.u}", False),
     }
+    # The move made from the UI is attested like the webhook's, naming the signed-in user.
+    [attestation] = web_world.admin_json(
+        "GET", f"{MLGATE}/attestations", params={"name": model, "version": version}
+    )["attestations"]
+    assert attestation["target"] == "Production"
 
 
 def test_promotion_with_approvals_opens_a_request_and_a_reader_is_refused(

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gates.approvals import service
 from gates.approvals.duties import may_cancel, separation_of_duties
 from gates.approvals.schemas import STATUSES, ApprovalOut
+from gates.attestations.keys import ATTESTATION_KEYS_STATE_KEY
 from gates.policies import ports
 from gates.policies import service as policies
 from gates.policies.schemas import DecisionOut
@@ -211,6 +212,7 @@ async def approve(request: Req, request_id: str) -> Response[Any]:
                 comment=comment,
                 storage=request.app.state.get(STORAGE_STATE_KEY),
                 check_role=ports.auth_enabled(request),
+                attestations=request.app.state.get(ATTESTATION_KEYS_STATE_KEY),
             )
     except MlflowError as exc:
         if exc.status_code >= 500:

@@ -20,6 +20,7 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
+from gates.attestations.keys import ATTESTATION_KEYS_STATE_KEY
 from gates.policies import ports, promotion
 from gates.policies.errors import GatedTarget, LeavingGatedTarget, NoGateForTarget
 from gates.policies.guard import MAX_OVERRIDE_REASON, OverrideRequest, override_request
@@ -134,6 +135,7 @@ async def _promote(
             storage=request.app.state.get(STORAGE_STATE_KEY),
             approval_ttl_hours=settings_of(request).approval_ttl_hours,
             trigger="ui",
+            attestations=request.app.state.get(ATTESTATION_KEYS_STATE_KEY),
         )
     return result.decision
 
