@@ -13,7 +13,7 @@ so a refused one leaves nothing behind.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -97,6 +97,18 @@ def _refusal(exc: MlflowError) -> str:
         head = exc.message.partition(" needs an admin's override")[0]
         return f"Refused: {head}: only an admin's override, with a recorded reason, may do that."
     return exc.message
+
+
+async def _acting(request: Req, back: str, action: Callable[[], Awaitable[str]]) -> Response[Any]:
+    """Run one form's ``action`` and flash its text at ``back``; a refusal (4xx) is flashed as
+    an error instead, with nothing written (the action's transaction rolled back)."""
+    try:
+        text = await action()
+    except MlflowError as exc:
+        if exc.status_code >= 500:
+            raise
+        return _back(request, back, "error", _refusal(exc))
+    return _back(request, back, "notice", text)
 
 
 @contextmanager
@@ -203,9 +215,9 @@ async def promote_version(request: Req, name: str, version: str) -> Response[Any
 )
 async def move_version(request: Req, name: str, version: str) -> Response[Any]:
     """A stage transition or alias move, as transition-stage / set alias would make it."""
-    back = version_url(name, version)
     fields = await _fields(request)
-    try:
+
+    async def move() -> str:
         target = _required(fields, "target", "The target (a stage or @alias)")
         reason = _bounded(fields, "override_reason", "An override reason", MAX_OVERRIDE_REASON)
         comment = _bounded(fields, "comment", "The comment", MAX_COMMENT) or None
@@ -221,12 +233,10 @@ async def move_version(request: Req, name: str, version: str) -> Response[Any]:
                     await registry.transition_stage(
                         s, name, version, target, archive, actor=actor, comment=comment
                     )
-    except MlflowError as exc:
-        if exc.status_code >= 500:
-            raise
-        return _back(request, back, "error", _refusal(exc))
-    how = " (override recorded)" if reason else ""
-    return _back(request, back, "notice", f"Moved {name} version {version} to {target}{how}.")
+        how = " (override recorded)" if reason else ""
+        return f"Moved {name} version {version} to {target}{how}."
+
+    return await _acting(request, version_url(name, version), move)
 
 
 @post(
@@ -236,19 +246,17 @@ async def move_version(request: Req, name: str, version: str) -> Response[Any]:
     status_code=303,
 )
 async def remove_alias(request: Req, name: str, version: str) -> Response[Any]:
-    back = version_url(name, version)
     fields = await _fields(request)
-    try:
+
+    async def unalias() -> str:
         alias = _required(fields, "alias", "The alias").removeprefix("@")
         reason = _bounded(fields, "override_reason", "An override reason", MAX_OVERRIDE_REASON)
         with _override(request, reason):
             async with database(request).write() as s:
                 await registry.delete_alias(s, name, alias, actor=actor_name(request))
-    except MlflowError as exc:
-        if exc.status_code >= 500:
-            raise
-        return _back(request, back, "error", _refusal(exc))
-    return _back(request, back, "notice", f"Removed alias @{alias} of {name}.")
+        return f"Removed alias @{alias} of {name}."
+
+    return await _acting(request, version_url(name, version), unalias)
 
 
 # --- descriptions and tags ---------------------------------------------------------------------
@@ -256,17 +264,15 @@ async def remove_alias(request: Req, name: str, version: str) -> Response[Any]:
 
 @post("/models/{name:str}/edit", opt=MODEL_EDIT, include_in_schema=False, status_code=303)
 async def edit_model(request: Req, name: str) -> Response[Any]:
-    back = model_url(name)
     fields = await _fields(request)
-    try:
+
+    async def save() -> str:
         description = _bounded(fields, "description", "The description", MAX_TEXT)
         async with database(request).write() as s:
             await registry.update_registered_model(s, name, description)
-    except MlflowError as exc:
-        if exc.status_code >= 500:
-            raise
-        return _back(request, back, "error", exc.message)
-    return _back(request, back, "notice", "Description saved.")
+        return "Description saved."
+
+    return await _acting(request, model_url(name), save)
 
 
 @post(
@@ -276,17 +282,15 @@ async def edit_model(request: Req, name: str) -> Response[Any]:
     status_code=303,
 )
 async def edit_version(request: Req, name: str, version: str) -> Response[Any]:
-    back = version_url(name, version)
     fields = await _fields(request)
-    try:
+
+    async def save() -> str:
         description = _bounded(fields, "description", "The description", MAX_TEXT)
         async with database(request).write() as s:
             await registry.update_model_version(s, name, version, description)
-    except MlflowError as exc:
-        if exc.status_code >= 500:
-            raise
-        return _back(request, back, "error", exc.message)
-    return _back(request, back, "notice", "Description saved.")
+        return "Description saved."
+
+    return await _acting(request, version_url(name, version), save)
 
 
 async def _tag_change(request: Req, name: str, version: str | None) -> str:
@@ -311,13 +315,7 @@ async def _tag_change(request: Req, name: str, version: str | None) -> str:
 
 @post("/models/{name:str}/tags", opt=MODEL_EDIT, include_in_schema=False, status_code=303)
 async def model_tags(request: Req, name: str) -> Response[Any]:
-    try:
-        text = await _tag_change(request, name, None)
-    except MlflowError as exc:
-        if exc.status_code >= 500:
-            raise
-        return _back(request, model_url(name), "error", exc.message)
-    return _back(request, model_url(name), "notice", text)
+    return await _acting(request, model_url(name), lambda: _tag_change(request, name, None))
 
 
 @post(
@@ -327,14 +325,9 @@ async def model_tags(request: Req, name: str) -> Response[Any]:
     status_code=303,
 )
 async def version_tags(request: Req, name: str, version: str) -> Response[Any]:
-    back = version_url(name, version)
-    try:
-        text = await _tag_change(request, name, version)
-    except MlflowError as exc:
-        if exc.status_code >= 500:
-            raise
-        return _back(request, back, "error", exc.message)
-    return _back(request, back, "notice", text)
+    return await _acting(
+        request, version_url(name, version), lambda: _tag_change(request, name, version)
+    )
 
 
 # --- deleting a version ------------------------------------------------------------------------
