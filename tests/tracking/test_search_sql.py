@@ -30,6 +30,7 @@ from tracking.search import (
     run_search_select,
 )
 from tracking.search.logged_models import OrderSpec
+from tracking.search.sql import with_values_in_sql
 
 EXPERIMENTS = [1, 2]
 
@@ -195,9 +196,14 @@ async def engine(search_database_url: str) -> AsyncIterator[AsyncEngine]:
 async def _runs(
     engine: AsyncEngine, flt: str | None, order: list[str], view: str = ""
 ) -> list[str]:
+    stmt = run_search_select(EXPERIMENTS, flt, order, view)
     async with engine.connect() as conn:
-        rows = await conn.execute(run_search_select(EXPERIMENTS, flt, order, view))
-        return [row.run_uuid for row in rows]
+        found = [row.run_uuid for row in await conn.execute(stmt)]
+        if engine.dialect.name == "postgresql":
+            # The service runs the search with its values written into the SQL: same answer.
+            inlined = [row.run_uuid for row in await conn.execute(with_values_in_sql(stmt))]
+            assert inlined == found, (flt, order)
+        return found
 
 
 @pytest.mark.parametrize(
