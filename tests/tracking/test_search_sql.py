@@ -125,6 +125,9 @@ async def _seed_run_data(conn: AsyncConnection) -> None:
             {"run_id": 1, "key": "lr", "value": "0.1"},
             {"run_id": 1, "key": "path", "value": "C:\\x"},
             {"run_id": 2, "key": "lr", "value": "0.01"},
+            # Text that SQL, asyncpg or SQLAlchemy's post-compile step could take for syntax
+            # once values are written into the SQL (PostgreSQL's search does that).
+            {"run_id": 2, "key": "odd", "value": "it's $1 __[POSTCOMPILE_x] --"},
         ],
     )
     await conn.execute(
@@ -222,6 +225,8 @@ async def _runs(
         ("params.lr != '0.1'", "", ["b2"]),  # a run without the param does not match
         ("params.path = 'C:\\x'", "", ["a1"]),
         ("params.path LIKE 'C:\\%'", "", ["a1"]),  # backslash is literal, not an escape
+        ("params.odd = 'it''s $1 __[POSTCOMPILE_x] --'", "", ["b2"]),
+        ("params.odd LIKE '%''s $1 __[POSTCOMPILE_%'", "", ["b2"]),
         ("tags.team LIKE 'M%'", "", ["a1"]),  # LIKE is case-sensitive on both backends
         ("tags.team LIKE 'm%'", "", ["b2"]),
         ("tags.team ILIKE 'm%'", "", ["b2", "a1"]),
