@@ -153,8 +153,16 @@ class LatestMetric(Base):
     value: Mapped[float] = mapped_column(Float)
     is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    # Serves metric filters and ordering: key = ? AND value > ?
-    __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value"),)
+    # Serves metric filters and ordering: key = ? AND value > ?. On PostgreSQL it carries
+    # run_id and is_nan too, so a search walking a metric's order scans the index alone.
+    __table_args__ = (
+        Index(
+            "ix_latest_metrics_key_value",
+            "key",
+            "value",
+            postgresql_include=["run_id", "is_nan"],
+        ),
+    )
 
 
 class Dataset(Base):

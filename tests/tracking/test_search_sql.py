@@ -30,6 +30,7 @@ from tracking.search import (
     run_search_select,
 )
 from tracking.search.logged_models import OrderSpec
+from tracking.search.sql import with_values_in_sql
 
 EXPERIMENTS = [1, 2]
 
@@ -124,6 +125,9 @@ async def _seed_run_data(conn: AsyncConnection) -> None:
             {"run_id": 1, "key": "lr", "value": "0.1"},
             {"run_id": 1, "key": "path", "value": "C:\\x"},
             {"run_id": 2, "key": "lr", "value": "0.01"},
+            # Text that SQL, asyncpg or SQLAlchemy's post-compile step could take for syntax
+            # once values are written into the SQL (PostgreSQL's search does that).
+            {"run_id": 2, "key": "odd", "value": "it's $1 __[POSTCOMPILE_x] --"},
         ],
     )
     await conn.execute(
@@ -195,9 +199,14 @@ async def engine(search_database_url: str) -> AsyncIterator[AsyncEngine]:
 async def _runs(
     engine: AsyncEngine, flt: str | None, order: list[str], view: str = ""
 ) -> list[str]:
+    stmt = run_search_select(EXPERIMENTS, flt, order, view)
     async with engine.connect() as conn:
-        rows = await conn.execute(run_search_select(EXPERIMENTS, flt, order, view))
-        return [row.run_uuid for row in rows]
+        found = [row.run_uuid for row in await conn.execute(stmt)]
+        if engine.dialect.name == "postgresql":
+            # The service runs the search with its values written into the SQL: same answer.
+            inlined = [row.run_uuid for row in await conn.execute(with_values_in_sql(stmt))]
+            assert inlined == found, (flt, order)
+        return found
 
 
 @pytest.mark.parametrize(
@@ -216,6 +225,8 @@ async def _runs(
         ("params.lr != '0.1'", "", ["b2"]),  # a run without the param does not match
         ("params.path = 'C:\\x'", "", ["a1"]),
         ("params.path LIKE 'C:\\%'", "", ["a1"]),  # backslash is literal, not an escape
+        ("params.odd = 'it''s $1 __[POSTCOMPILE_x] --'", "", ["b2"]),
+        ("params.odd LIKE '%''s $1 __[POSTCOMPILE_%'", "", ["b2"]),
         ("tags.team LIKE 'M%'", "", ["a1"]),  # LIKE is case-sensitive on both backends
         ("tags.team LIKE 'm%'", "", ["b2"]),
         ("tags.team ILIKE 'm%'", "", ["b2", "a1"]),

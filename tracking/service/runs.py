@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tracking import store
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
+from tracking.core.db import dialect_name
 from tracking.core.errors import InvalidParameter
 from tracking.core.wire import decode_page_token, encode_page_token
 from tracking.errors import ExperimentNotFound, InactiveExperiment
@@ -152,6 +153,7 @@ async def search_runs(
 ) -> tuple[list[RunOut], str | None]:
     """One page of runs; ``scope`` (None: all) drops runs of experiments the caller can't read."""
     from tracking.search import run_search_select
+    from tracking.search.sql import with_values_in_sql
 
     limit = validate_max_results(req.max_results, 1000, MAX_SEARCH_RESULTS)
     view = parse_view_type(req.run_view_type)
@@ -163,7 +165,10 @@ async def search_runs(
     if not experiment_ids:
         return [], None
     stmt = run_search_select(experiment_ids, req.filter, list(req.order_by), view, scope)
-    pks = [row[0] for row in await s.execute(stmt.offset(offset).limit(limit + 1))]
+    stmt = stmt.offset(offset).limit(limit + 1)
+    if dialect_name(s) == "postgresql":
+        stmt = with_values_in_sql(stmt)  # every plan made knowing the values (see there)
+    pks = [row[0] for row in await s.execute(stmt)]
     token = encode_page_token(offset + limit, fingerprint) if len(pks) > limit else None
     bundles = await store.load_runs(s, pks[:limit])
     return [run_out(b) for b in bundles], token
