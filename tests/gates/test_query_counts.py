@@ -105,11 +105,11 @@ async def test_scoped_list_endpoints_do_not_grow_with_the_page_or_the_glob_gates
 
 # Statements of one promotion (a passing run registered as a new version of an existing model,
 # moved to Staging, attested, decided and announced) and of one archiving transition of an
-# ungated model, audit chain included. They were 56 and 15 on PostgreSQL (55 and 14 on SQLite) before the folds
-# (the run's source resolved in the transaction, the version rendered twice, ten reads for the
-# attestation, an outbox insert and a subscription read per event, the chain's lock, head read
-# and insert as three statements). SQLite keeps two statements per event and the chain's head
-# read and insert.
+# ungated model, audit chain included. Before the folds they were 56 and 15 on PostgreSQL (55
+# and 14 on SQLite): the new and the moved version rendered though nobody read them, ten reads
+# for the attestation, the decision re-read after its update, an outbox insert and a
+# subscription read per event, the chain's lock, head read and insert as three statements.
+# SQLite keeps two statements per event and the chain's head read and insert.
 PROMOTION_STATEMENTS = {"postgresql": 38, "sqlite": 42}
 TRANSITION_STATEMENTS = {"postgresql": 12, "sqlite": 14}
 
