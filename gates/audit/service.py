@@ -108,9 +108,11 @@ async def append(
 
     The entry is chained when the transaction commits: the chain's lock (one chain for the
     whole server, see ``store.lock_chain_and_read_head``) is taken, the head read, and every
-    entry of the transaction hashed and inserted in one statement, right before COMMIT. So the
-    chain is held for those statements and the COMMIT only, never for the rest of the
-    transaction, and unrelated transactions do not queue behind each other's work. An entry
+    entry of the transaction hashed and inserted, right before COMMIT. On PostgreSQL that is one
+    call of ``mlgate_audit_append`` (migration 0019), hashing in the database, so the lock is
+    held for one round trip and the COMMIT; elsewhere three statements. Either way the chain is
+    never held for the rest of the transaction, and unrelated transactions do not queue behind
+    each other's work. An entry
     appended inside a savepoint that rolls back is dropped with it; reads of the trail in the
     same transaction (``search``) see the pending entries, chained first.
     """
