@@ -13,7 +13,7 @@ from gates.audit.models import AuditEntry
 _L = cast(Table, AuditEntry.__table__)
 
 # pg_advisory_xact_lock key serialising appends: "audit" in ASCII. Migration 0019's
-# mlgate_audit_append takes the same key (418430020724), so both ways of appending exclude
+# mlgate_audit_append takes the same key (418581342580), so both ways of appending exclude
 # each other.
 _PG_CHAIN_LOCK = 0x6175646974
 

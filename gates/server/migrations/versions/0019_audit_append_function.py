@@ -20,7 +20,7 @@ depends_on = None
 
 # Each entry's canonical record is prefix || seq || suffix (seq is known only under the lock);
 # its hash is sha256(prev_hash || record) in lowercase hex, prev_hash of the first entry being
-# the head's hash (64 zeros for an empty chain). 418430020724 = 0x6175646974 ("audit").
+# the head's hash (64 zeros for an empty chain). 418581342580 = 0x6175646974 ("audit").
 FUNCTION = """
 CREATE OR REPLACE FUNCTION mlgate_audit_append(
     p_at bigint[], p_actor text[], p_kind text[], p_subject text[], p_payload text[],
@@ -31,7 +31,7 @@ DECLARE
     v_prev text;
     v_hash text;
 BEGIN
-    PERFORM pg_advisory_xact_lock(418430020724);
+    PERFORM pg_advisory_xact_lock(418581342580);
     SELECT seq, hash INTO v_seq, v_prev FROM audit_log ORDER BY seq DESC LIMIT 1;
     IF NOT FOUND THEN
         v_seq := 0;
