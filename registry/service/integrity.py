@@ -243,7 +243,8 @@ async def moved_version(
 ) -> tuple[RecordedFingerprint, LivePointer]:
     """What :func:`recorded_fingerprint` and :func:`~registry.service.history.live_pointer`
     answer for a version a move just put on ``pointer``, in two reads instead of ten (the
-    attestation of a gated move, in the move's transaction)."""
+    attestation of a gated move, in the move's transaction). The pointer's digest is given
+    only when this version holds it (None when another does)."""
     kind, canonical = parse_pointer(pointer)
     row = await store.moved_version(s, name, version, kind, canonical)
     if row is None:
