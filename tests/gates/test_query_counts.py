@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.approvals import service as approvals
+from gates.attestations import store as attestation_store
 from gates.attestations.dsse import Signer
 from gates.attestations.keys import AttestationKeyring
 from gates.audit import service as audit
@@ -150,6 +151,12 @@ async def test_a_promotion_runs_a_fixed_small_number_of_statements(
     outcome, count = await _promote_counted(session, storage, model, keyring)
     assert outcome == "passed"
     assert count <= PROMOTION_STATEMENTS[dialect_name(session)], count
+    # The attestation's folded reads name what the live tables say.
+    live = await registry.live_pointer(session, model, "Staging")
+    assert live.version is not None and live.event_id is not None
+    (attested, *_) = await attestation_store.attestations_of(session, model, live.version)
+    assert attested.pointer_event_id == live.event_id
+    assert attested.manifest_digest == live.digest is not None
 
 
 async def test_an_archiving_transition_runs_a_fixed_small_number_of_statements(
