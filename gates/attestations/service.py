@@ -138,8 +138,7 @@ async def attest_move(
     with an audit entry naming it (``gate.attested``)."""
     assert decision.version is not None
     model, version, target = decision.model, int(decision.version), decision.target
-    recorded = await registry.recorded_fingerprint(s, f"models:/{model}/{version}")
-    live = await registry.live_pointer(s, model, target)
+    recorded, live = await registry.moved_version(s, model, version, target)
     at = now_ms()
     statement = build_statement(
         decision,

@@ -108,9 +108,11 @@ async def append(
 
     The entry is chained when the transaction commits: the chain's lock (one chain for the
     whole server, see ``store.lock_chain_and_read_head``) is taken, the head read, and every
-    entry of the transaction hashed and inserted in one statement, right before COMMIT. So the
-    chain is held for those statements and the COMMIT only, never for the rest of the
-    transaction, and unrelated transactions do not queue behind each other's work. An entry
+    entry of the transaction hashed and inserted, right before COMMIT. On PostgreSQL that is one
+    call of ``mlgate_audit_append`` (migration 0019), hashing in the database, so the lock is
+    held for one round trip and the COMMIT; elsewhere three statements. Either way the chain is
+    never held for the rest of the transaction, and unrelated transactions do not queue behind
+    each other's work. An entry
     appended inside a savepoint that rolls back is dropped with it; reads of the trail in the
     same transaction (``search``) see the pending entries, chained first.
     """
@@ -157,11 +159,51 @@ def _on_commit(session: Session) -> None:
         write_pending(session)
 
 
+def record_around_seq(p: _Pending) -> tuple[str, str]:
+    """An entry's canonical record (see :func:`entry_hash`) split where its seq goes: the
+    record is ``prefix + str(seq) + suffix`` (keys sorted: ..., payload, seq, subject)."""
+    head = canonical_json(
+        {"actor": p.actor, "at": p.at, "kind": p.kind, "payload": json.loads(p.body)}
+    )
+    return head[:-1] + ',"seq":', ',"subject":' + canonical_json(p.subject) + "}"
+
+
 def write_pending(session: Session) -> None:
-    """Chain and insert the session's pending entries (synchronous, see ``append``)."""
+    """Chain and insert the session's pending entries (synchronous, see ``append``).
+
+    On PostgreSQL one call (``mlgate_audit_append``, migration 0019) takes the lock, reads the
+    head and inserts the entries hashed in the database, so the lock is held for that call and
+    the COMMIT only, with no round trip back to this event loop in between."""
     pending: list[_Pending] | None = session.info.get(_PENDING)
     if not pending:
         return
+    if store.can_append_in_one_call(session):
+        _append_in_database(session, pending)
+    else:
+        _append_here(session, pending)
+    pending.clear()
+    session.info[_SAVEPOINTS].clear()
+
+
+def _append_in_database(session: Session, pending: list[_Pending]) -> None:
+    split = [record_around_seq(p) for p in pending]
+    store.append_in_one_call(
+        session,
+        {
+            "at": [p.at for p in pending],
+            "actor": [p.actor for p in pending],
+            "kind": [p.kind for p in pending],
+            "subject": [p.subject for p in pending],
+            "payload": [p.body for p in pending],
+            "prefix": [prefix for prefix, _ in split],
+            "suffix": [suffix for _, suffix in split],
+        },
+    )
+
+
+def _append_here(session: Session, pending: list[_Pending]) -> None:
+    """Lock, read the head, hash here and insert: three statements (SQLite, or PostgreSQL
+    before migration 0019)."""
     head = store.lock_chain_and_read_head(session)
     seq, prev_hash = head if head else (0, GENESIS_HASH)
     rows = []
@@ -190,8 +232,6 @@ def write_pending(session: Session) -> None:
         )
         prev_hash = digest
     store.insert_entries(session, rows)
-    pending.clear()
-    session.info[_SAVEPOINTS].clear()
 
 
 async def _chain_pending(s: AsyncSession) -> None:

@@ -12,7 +12,9 @@ from gates.audit.models import AuditEntry
 
 _L = cast(Table, AuditEntry.__table__)
 
-# pg_advisory_xact_lock key serialising appends: "audit" in ASCII.
+# pg_advisory_xact_lock key serialising appends: "audit" in ASCII. Migration 0019's
+# mlgate_audit_append takes the same key (418581342580), so both ways of appending exclude
+# each other.
 _PG_CHAIN_LOCK = 0x6175646974
 
 
@@ -34,6 +36,35 @@ def lock_chain_and_read_head(s: Session) -> tuple[int, str] | None:
 def insert_entries(s: Session, rows: list[dict[str, Any]]) -> None:
     """The entries in one statement."""
     s.execute(insert(_L).values(rows))
+
+
+_HAS_APPEND = "mlgate.audit.append_function"
+_APPEND = text(
+    "SELECT mlgate_audit_append(CAST(:at AS bigint[]), CAST(:actor AS text[]), "
+    "CAST(:kind AS text[]), CAST(:subject AS text[]), CAST(:payload AS text[]), "
+    "CAST(:prefix AS text[]), CAST(:suffix AS text[]))"
+)
+
+
+def can_append_in_one_call(s: Session) -> bool:
+    """Whether the chain can be appended by ``mlgate_audit_append`` (PostgreSQL with migration
+    0019): asked once per pooled connection, so a server that met a schema behind head keeps
+    appending the three-statement way on the connections that asked before the upgrade."""
+    if s.get_bind().dialect.name != "postgresql":
+        return False
+    info = s.connection().info
+    found = info.get(_HAS_APPEND)
+    if found is None:
+        probe = text("SELECT to_regproc('mlgate_audit_append') IS NOT NULL")
+        found = info[_HAS_APPEND] = bool(s.execute(probe).scalar())
+    return bool(found)
+
+
+def append_in_one_call(s: Session, columns: dict[str, list[Any]]) -> None:
+    """Lock the chain, read its head and insert the entries in one server-side call (see
+    migration 0019). ``columns``: at, actor, kind, subject, payload, and each entry's
+    canonical record split around its seq (prefix, suffix)."""
+    s.execute(_APPEND, columns)
 
 
 async def head(s: AsyncSession) -> tuple[int, str] | None:

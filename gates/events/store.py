@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.events.models import (
@@ -57,13 +57,12 @@ async def insert_event(
     return int(result.scalar_one())
 
 
-async def subscribers_of(s: AsyncSession, event_type: str, model_name: str | None) -> list[str]:
-    """Active subscriptions that receive ``event_type`` (about ``model_name``), oldest first."""
+def _subscribers_select(event_type: str, model_name: str | None) -> Any:
     model_filter: Any = _S.c.model_name.is_(None)
     if model_name is not None:
         model_filter = or_(model_filter, _S.c.model_name == model_name)
-    result = await s.execute(
-        select(_S.c.id)
+    return (
+        select(_S.c.id, _S.c.created_at)
         .join(_SE, _SE.c.subscription_id == _S.c.id)
         .where(
             _SE.c.event_type == event_type,
@@ -72,9 +71,56 @@ async def subscribers_of(s: AsyncSession, event_type: str, model_name: str | Non
             _S.c.deleted_at.is_(None),
             model_filter,
         )
-        .order_by(_S.c.created_at, _S.c.id)
     )
-    return [str(r) for r in result.scalars()]
+
+
+async def subscribers_of(s: AsyncSession, event_type: str, model_name: str | None) -> list[str]:
+    """Active subscriptions that receive ``event_type`` (about ``model_name``), oldest first."""
+    stmt = _subscribers_select(event_type, model_name).order_by(_S.c.created_at, _S.c.id)
+    return [str(r.id) for r in (await s.execute(stmt))]
+
+
+async def insert_event_for_subscribers(
+    s: AsyncSession,
+    *,
+    event_id: str,
+    type_: str,
+    model_name: str | None,
+    payload: str,
+    created_at: int,
+) -> tuple[int, list[str]]:
+    """:func:`insert_event` and :func:`subscribers_of` in one statement (PostgreSQL: the
+    insert as a data-modifying CTE); (the event's pk, its subscribers, oldest first)."""
+    if dialect_name(s) != "postgresql":
+        pk = await insert_event(
+            s,
+            event_id=event_id,
+            type_=type_,
+            model_name=model_name,
+            payload=payload,
+            created_at=created_at,
+        )
+        return pk, await subscribers_of(s, type_, model_name)
+    event = (
+        insert(_E)
+        .values(
+            event_id=event_id,
+            type=type_,
+            model_name=model_name,
+            payload=payload,
+            created_at=created_at,
+        )
+        .returning(_E.c.id)
+        .cte("event")
+    )
+    subs = _subscribers_select(type_, model_name).subquery("subs")
+    stmt = (
+        select(event.c.id, subs.c.id.label("subscription_id"))
+        .select_from(event.outerjoin(subs, true()))
+        .order_by(subs.c.created_at, subs.c.id)
+    )
+    rows = (await s.execute(stmt)).all()
+    return int(rows[0].id), [str(r.subscription_id) for r in rows if r.subscription_id]
 
 
 async def insert_deliveries(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

@@ -32,7 +32,7 @@ async def execute_move(
     comment = f"gate {gate}: decision {decision_id}"
     permit = GateAuthorisation(model, target, version, decision_id)
     if kind == "stage":
-        await registry.transition_stage(
+        await registry.move_stage(
             s,
             model,
             str(version),

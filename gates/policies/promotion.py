@@ -160,9 +160,7 @@ async def _authenticate(
         index = matching_secret(signed, [value for _, value in secrets], raw_body)
         if index is None:
             raise BadSignature(_unverified(model, target))
-        # Receipts older than twice the window can never be replayed (the timestamp check
-        # refuses them first), so they are dropped as new ones arrive.
-        await store.forget_receipts(s, now - 2 * TOLERANCE_SECONDS * 1000)
+        await _forget_old_receipts(s, now)
         if not await store.record_receipt(s, signed.webhook_id, now):
             raise BadSignature(f"webhook-id '{signed.webhook_id}' was already received (replay).")
         actor = f"gate:{gate.policy.name}/{secrets[index][0]}"
@@ -173,6 +171,20 @@ async def _authenticate(
         raise PromotionNotAllowed(f"'{bearer.name}' may not promote model '{model}' to {target}.")
     # A token's user is an authenticated principal: a requested_by beside it is ignored.
     return Caller(bearer.name, bearer.auth_method, bearer.name, bearer.name)
+
+
+# When this process next drops old webhook receipts (epoch ms).
+_next_prune = {"at": 0}
+
+
+async def _forget_old_receipts(s: AsyncSession, now: int) -> None:
+    """Receipts older than twice the window can never be replayed (the timestamp check
+    refuses them first), so they are dropped as new ones arrive: at most once a window per
+    process, not on every call (a receipt then lives up to three windows, harmlessly)."""
+    if now < _next_prune["at"]:
+        return
+    _next_prune["at"] = now + TOLERANCE_SECONDS * 1000
+    await store.forget_receipts(s, now - 2 * TOLERANCE_SECONDS * 1000)
 
 
 def _same_requester(found: GateDecision, caller: Caller) -> bool:
@@ -249,7 +261,7 @@ async def promote(
             s, gate, caller, candidate, outcome, decision_id, approval_ttl_hours
         )
     out = await _record_outcome(
-        s, req, decision_id, outcome, checks, candidate, approval_request_id
+        s, req, gate, decision_id, outcome, checks, candidate, approval_request_id
     )
     if attestations is not None and outcome == "passed" and not req.dry_run and out.version:
         await _attest(s, attestations, out, caller)
@@ -276,6 +288,7 @@ async def _attest(
 async def _record_outcome(
     s: AsyncSession,
     req: PromoteRequest,
+    gate: service.ResolvedGate,
     decision_id: str,
     outcome: str,
     checks: list[CheckResult],
@@ -283,7 +296,7 @@ async def _record_outcome(
     approval_request_id: str | None,
 ) -> DecisionOut:
     """Write the evaluated outcome onto the claimed decision row; the decision as answered."""
-    await store.update_decision(
+    found = await store.update_decision(
         s,
         decision_id,
         outcome=outcome,
@@ -293,9 +306,7 @@ async def _record_outcome(
         digest=candidate.digest,
         approval_request_id=approval_request_id,
     )
-    found = await store.get_decision(s, decision_id)
-    assert found is not None
-    return await service.render_decision(s, found)
+    return await service.render_decision(s, found, policy_name=gate.policy.name)
 
 
 async def _gate_for_caller(
@@ -541,8 +552,9 @@ async def _register_version(
     if fingerprint is None:
         fingerprint = await ports.fingerprint_for(s, storage, create)
     # create_model_version refuses a fingerprint of another location than the source's.
-    mv = await registry.create_model_version(s, create, actor=actor, fingerprint=fingerprint)
-    candidate.version = int(mv.version)
+    _, candidate.version = await registry.register_version(
+        s, create, actor=actor, fingerprint=fingerprint
+    )
     candidate.digest = fingerprint.digest if fingerprint is not None else None
     candidate.digest_checked = True
     return _Savepoint(tx)

@@ -289,8 +289,16 @@ async def claim_decision(s: AsyncSession, **values: Any) -> bool:
     return result.scalar_one_or_none() is not None
 
 
-async def update_decision(s: AsyncSession, decision_id: str, **values: Any) -> None:
-    await s.execute(update(GateDecision).where(GateDecision.id == decision_id).values(**values))
+async def update_decision(s: AsyncSession, decision_id: str, **values: Any) -> GateDecision:
+    """Write ``values`` onto the decision; the updated row, read back by the same statement."""
+    stmt = (
+        update(GateDecision)
+        .where(GateDecision.id == decision_id)
+        .values(**values)
+        .returning(GateDecision)
+        .execution_options(populate_existing=True)
+    )
+    return (await s.execute(stmt)).scalar_one()
 
 
 async def link_superseding(s: AsyncSession, previous: str, newer: str) -> bool:

@@ -44,6 +44,7 @@ from registry.schemas import (
     ResolvedModelVersionOut,
     Version,
 )
+from registry.service.history import LivePointer, parse_pointer
 from registry.service.lookups import find_model, find_version, page_fingerprint
 from registry.uris import ModelVersionUri, parse_model_uri
 from registry.validation import LATEST_ALIAS, validate_max_results
@@ -235,6 +236,28 @@ async def recorded_fingerprint(s: AsyncSession, uri: str | None) -> RecordedFing
     return RecordedFingerprint(
         r.model_name, int(r.version), r.storage_location, r.manifest_digest, tuple(files)
     )
+
+
+async def moved_version(
+    s: AsyncSession, name: str, version: int, pointer: str
+) -> tuple[RecordedFingerprint, LivePointer]:
+    """What :func:`recorded_fingerprint` and :func:`~registry.service.history.live_pointer`
+    answer for a version a move just put on ``pointer``, in two reads instead of ten (the
+    attestation of a gated move, in the move's transaction). The pointer's digest is given
+    only when this version holds it (None when another does)."""
+    kind, canonical = parse_pointer(pointer)
+    row = await store.moved_version(s, name, version, kind, canonical)
+    if row is None:
+        await find_version(s, await find_model(s, name), version)  # names what is missing
+        raise ResourceNotFound(f"Model '{name}' has no version {version}.")  # deleted since
+    files = await _entries(s, row.id)
+    recorded = RecordedFingerprint(
+        row.name, int(row.version), row.storage_location, row.manifest_digest, tuple(files)
+    )
+    holder = None if row.holder is None else int(row.holder)
+    digest = row.manifest_digest if holder == int(row.version) else None
+    event_id = None if row.event_id is None else int(row.event_id)
+    return recorded, LivePointer(row.name, holder, digest, event_id)
 
 
 async def verify_fingerprint(

@@ -166,7 +166,21 @@ async def create_model_version(
     fingerprint: VersionFingerprint | None = None,
     external: Sequence[S3Location] = (),
 ) -> ModelVersionOut:
+    """Register a new version (see :func:`register_version`) and render it."""
+    pk, _ = await register_version(s, req, actor=actor, fingerprint=fingerprint, external=external)
+    return await render_version(s, pk)
+
+
+async def register_version(
+    s: AsyncSession,
+    req: CreateModelVersion,
+    *,
+    actor: str,
+    fingerprint: VersionFingerprint | None = None,
+    external: Sequence[S3Location] = (),
+) -> tuple[int, int]:
     """Register a new version: the next number, status READY, source checked and resolved.
+    Returns its (row id, version number), for callers that need no rendered version.
 
     ``fingerprint`` is the frozen copy of the source's files (see ``registry.service.
     integrity``): the version's files are then the copy, and its digest is the copy's (NULL
@@ -214,7 +228,7 @@ async def create_model_version(
     )
     if resolved.model_id is not None:
         # MLflow's server lists a logged model's registered versions in this tag.
-        await tracking.add_logged_model_version(s, resolved.model_id, model.name, int(out.version))
+        await tracking.add_logged_model_version(s, resolved.model_id, model.name, out[1])
     return out
 
 
@@ -230,7 +244,7 @@ class _Files:
 
 async def _insert_version(
     s: AsyncSession, checked: _CheckedCreate, files: _Files, *, actor: str, run_link: str | None
-) -> ModelVersionOut:
+) -> tuple[int, int]:
     model, resolved = checked.model, checked.resolved
     now = now_ms()
     # Resolved before taking the version number, so the model's row lock is held briefly.
@@ -274,7 +288,7 @@ async def _insert_version(
             is_prompt=checked.tags.get(PROMPT_TAG, "").lower() == "true",
         ),
     )
-    return await render_version(s, pk)
+    return pk, number
 
 
 async def get_model_version(
@@ -430,7 +444,33 @@ async def transition_stage(
     comment: str | None = None,
     permit: MovePermit | None = None,
 ) -> ModelVersionOut:
-    """Move a version to ``stage``, optionally archiving the stage's other versions.
+    """Move a version to ``stage`` (see :func:`move_stage`) and render it."""
+    pk = await move_stage(
+        s,
+        name,
+        version,
+        stage,
+        archive_existing_versions,
+        actor=actor,
+        comment=comment,
+        permit=permit,
+    )
+    return await render_version(s, pk)
+
+
+async def move_stage(
+    s: AsyncSession,
+    name: str | None,
+    version: Version | None,
+    stage: str | None,
+    archive_existing_versions: bool = False,
+    *,
+    actor: str,
+    comment: str | None = None,
+    permit: MovePermit | None = None,
+) -> int:
+    """Move a version to ``stage``, optionally archiving the stage's other versions; returns
+    the version's row id (a gate's own move needs no rendered version).
 
     One transaction with the model's row locked: concurrent transitions queue, and readers see
     the state before or after the whole move (never zero or two versions in the stage).
@@ -478,7 +518,7 @@ async def transition_stage(
             model.name, row.version, row.current_stage, target, tuple(archived), actor, comment, now
         ),
     )
-    return await render_version(s, row.id)
+    return int(row.id)
 
 
 async def get_download_uri(s: AsyncSession, name: str | None, version: Version | None) -> str:

@@ -13,6 +13,7 @@ from registry.store.aliases import (
 )
 from registry.store.history import (
     insert_pointer_events,
+    moved_version,
     newest_pointer_event_id,
     pointer_event_at,
     pointer_history,
@@ -102,6 +103,7 @@ __all__ = [
     "model_tag",
     "model_versions_select",
     "move_to_stage",
+    "moved_version",
     "newest_pointer_event_id",
     "next_version",
     "null_string",

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from registry.models import ModelVersion, PointerEvent, RegisteredModel
+from registry.models import ModelVersion, PointerEvent, RegisteredModel, RegisteredModelAlias
 
 
 async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
@@ -17,6 +17,43 @@ async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]
         keys = {k for e in events for k in e}
         table = PointerEvent.__table__  # Core: ORM bulk inserts split rows by NULL columns
         await s.execute(insert(table), [{k: e.get(k) for k in keys} for e in events])  # type: ignore[arg-type]
+
+
+async def moved_version(
+    s: AsyncSession, name: str, version: int, kind: str, pointer: str
+) -> Any | None:
+    """One version just moved onto a pointer, in one read: its row id, model name, location and
+    digest, the version holding the pointer now (``holder``) and the pointer's newest history
+    row id (``event_id``). None when the model has no such version."""
+    held = ModelVersion.__table__.alias("held")
+    if kind == "stage":
+        holder: Any = select(func.max(held.c.version)).where(
+            held.c.model_id == RegisteredModel.id, held.c.current_stage == pointer
+        )
+    else:
+        holder = select(RegisteredModelAlias.version).where(
+            RegisteredModelAlias.model_id == RegisteredModel.id,
+            RegisteredModelAlias.alias == pointer,
+        )
+    event = select(func.max(PointerEvent.id)).where(
+        PointerEvent.model_id == RegisteredModel.id,
+        PointerEvent.pointer_kind == kind,
+        PointerEvent.pointer == pointer,
+    )
+    stmt = (
+        select(
+            ModelVersion.id,
+            RegisteredModel.name,
+            ModelVersion.version,
+            ModelVersion.storage_location,
+            ModelVersion.manifest_digest,
+            holder.scalar_subquery().label("holder"),
+            event.scalar_subquery().label("event_id"),
+        )
+        .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+        .where(RegisteredModel.name == name, ModelVersion.version == version)
+    )
+    return (await s.execute(stmt)).first()
 
 
 async def pointer_history(

@@ -16,10 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.audit import service as audit
+from gates.audit import store as audit_store
 from registry import service as registry
 from tests.conftest import BACKEND, REPO_ROOT, LiveServer
 from tests.gates.events_support import migrated_database, new_version
@@ -171,6 +172,42 @@ async def test_an_open_transaction_with_an_entry_does_not_hold_the_chain(
         assert [e.kind for e in reversed(entries)] == ["test.fast", "test.slow"]
     finally:
         await db.dispose()
+
+
+@pytest.mark.skipif(BACKEND == "sqlite", reason="the one-call append is PostgreSQL's")
+async def test_the_one_call_append_and_the_three_statement_append_share_one_chain(
+    make_database: Any,
+) -> None:
+    """Connections that append through ``mlgate_audit_append`` (hashing in the database) and
+    connections that append the three-statement way (a server that met the schema before
+    migration 0019) race on one chain: it verifies, non-ASCII text and several entries per
+    transaction included, so both take the same lock and hash the same record."""
+    url = await asyncio.to_thread(migrated_database, make_database, "audit_mixed")
+    new, old = Database(url, pool_size=4), Database(url, pool_size=4)
+
+    def without_function(_dbapi: Any, record: Any) -> None:
+        record.info[audit_store._HAS_APPEND] = False
+
+    event.listen(old.write_engine.sync_engine, "connect", without_function)
+    try:
+
+        async def append(db: Database, i: int) -> None:
+            async with db.write() as s:
+                for j in range(2):
+                    payload = {"i": i, "j": j, "text": "caf\u00e9 \u2603", "x": 1.5, "n": None}
+                    await audit.append(s, "test.mixed", f"n:{i}\u00e9", payload, "t\u00e9")
+
+        await asyncio.gather(*(append(new if i % 2 else old, i) for i in range(20)))
+        result = await audit.verify(new)
+        assert result.ok and result.head_seq == 40, result
+    finally:
+        await new.dispose()
+        await old.dispose()
+
+
+def test_the_append_function_takes_the_chains_lock_key() -> None:
+    migration = REPO_ROOT / "gates/server/migrations/versions/0019_audit_append_function.py"
+    assert f"pg_advisory_xact_lock({audit_store._PG_CHAIN_LOCK})" in migration.read_text()
 
 
 def _mlgate(*args: str) -> subprocess.CompletedProcess[str]:

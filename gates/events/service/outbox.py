@@ -37,7 +37,7 @@ async def emit(
         model_name = payload["name"]
     now = now_ms()
     event_id = str(uuid.uuid4())
-    pk = await store.insert_event(
+    pk, subscribers = await store.insert_event_for_subscribers(
         session,
         event_id=event_id,
         type_=event_type,
@@ -45,7 +45,6 @@ async def emit(
         payload=msgspec.json.encode(payload).decode(),
         created_at=now,
     )
-    subscribers = await store.subscribers_of(session, event_type, model_name)
     await store.insert_deliveries(
         session,
         [

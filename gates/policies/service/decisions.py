@@ -27,8 +27,14 @@ def _with_status(d: GateDecision, names: dict[int, str], statuses: dict[str, str
     return decision_out(d, names.get(d.policy_id, ""), status)
 
 
-async def render_decision(s: AsyncSession, d: GateDecision) -> DecisionOut:
-    names = await store.policy_names(s, {d.policy_id})
+async def render_decision(
+    s: AsyncSession, d: GateDecision, *, policy_name: str | None = None
+) -> DecisionOut:
+    """``policy_name``: the deciding gate's name when the caller holds it (no lookup then)."""
+    if policy_name is not None:
+        names = {d.policy_id: policy_name}
+    else:
+        names = await store.policy_names(s, {d.policy_id})
     return _with_status(d, names, await _approval_statuses(s, [d]))
 
 
