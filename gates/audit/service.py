@@ -109,7 +109,7 @@ async def append(
     The entry is chained when the transaction commits: the chain's lock (one chain for the
     whole server, see ``store.lock_chain_and_read_head``) is taken, the head read, and every
     entry of the transaction hashed and inserted, right before COMMIT. On PostgreSQL that is one
-    call of ``mlgate_audit_append`` (migration 0019), hashing in the database, so the lock is
+    call of ``mlgate_audit_append`` (migration 0020), hashing in the database, so the lock is
     held for one round trip and the COMMIT; elsewhere three statements. Either way the chain is
     never held for the rest of the transaction, and unrelated transactions do not queue behind
     each other's work. An entry
@@ -171,7 +171,7 @@ def record_around_seq(p: _Pending) -> tuple[str, str]:
 def write_pending(session: Session) -> None:
     """Chain and insert the session's pending entries (synchronous, see ``append``).
 
-    On PostgreSQL one call (``mlgate_audit_append``, migration 0019) takes the lock, reads the
+    On PostgreSQL one call (``mlgate_audit_append``, migration 0020) takes the lock, reads the
     head and inserts the entries hashed in the database, so the lock is held for that call and
     the COMMIT only, with no round trip back to this event loop in between."""
     pending: list[_Pending] | None = session.info.get(_PENDING)
@@ -203,7 +203,7 @@ def _append_in_database(session: Session, pending: list[_Pending]) -> None:
 
 def _append_here(session: Session, pending: list[_Pending]) -> None:
     """Lock, read the head, hash here and insert: three statements (SQLite, or PostgreSQL
-    before migration 0019)."""
+    before migration 0020)."""
     head = store.lock_chain_and_read_head(session)
     seq, prev_hash = head if head else (0, GENESIS_HASH)
     rows = []

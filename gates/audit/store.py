@@ -12,7 +12,7 @@ from gates.audit.models import AuditEntry
 
 _L = cast(Table, AuditEntry.__table__)
 
-# pg_advisory_xact_lock key serialising appends: "audit" in ASCII. Migration 0019's
+# pg_advisory_xact_lock key serialising appends: "audit" in ASCII. Migration 0020's
 # mlgate_audit_append takes the same key (418581342580), so both ways of appending exclude
 # each other.
 _PG_CHAIN_LOCK = 0x6175646974
@@ -48,7 +48,7 @@ _APPEND = text(
 
 def can_append_in_one_call(s: Session) -> bool:
     """Whether the chain can be appended by ``mlgate_audit_append`` (PostgreSQL with migration
-    0019): asked once per pooled connection, so a server that met a schema behind head keeps
+    0020): asked once per pooled connection, so a server that met a schema behind head keeps
     appending the three-statement way on the connections that asked before the upgrade."""
     if s.get_bind().dialect.name != "postgresql":
         return False
@@ -62,7 +62,7 @@ def can_append_in_one_call(s: Session) -> bool:
 
 def append_in_one_call(s: Session, columns: dict[str, list[Any]]) -> None:
     """Lock the chain, read its head and insert the entries in one server-side call (see
-    migration 0019). ``columns``: at, actor, kind, subject, payload, and each entry's
+    migration 0020). ``columns``: at, actor, kind, subject, payload, and each entry's
     canonical record split around its seq (prefix, suffix)."""
     s.execute(_APPEND, columns)
 

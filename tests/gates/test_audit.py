@@ -180,7 +180,7 @@ async def test_the_one_call_append_and_the_three_statement_append_share_one_chai
 ) -> None:
     """Connections that append through ``mlgate_audit_append`` (hashing in the database) and
     connections that append the three-statement way (a server that met the schema before
-    migration 0019) race on one chain: it verifies, non-ASCII text and several entries per
+    migration 0020) race on one chain: it verifies, non-ASCII text and several entries per
     transaction included, so both take the same lock and hash the same record."""
     url = await asyncio.to_thread(migrated_database, make_database, "audit_mixed")
     new, old = Database(url, pool_size=4), Database(url, pool_size=4)
@@ -206,7 +206,7 @@ async def test_the_one_call_append_and_the_three_statement_append_share_one_chai
 
 
 def test_the_append_function_takes_the_chains_lock_key() -> None:
-    migration = REPO_ROOT / "gates/server/migrations/versions/0019_audit_append_function.py"
+    migration = REPO_ROOT / "gates/server/migrations/versions/0020_audit_append_function.py"
     assert f"pg_advisory_xact_lock({audit_store._PG_CHAIN_LOCK})" in migration.read_text()
 
 
