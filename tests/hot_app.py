@@ -3,6 +3,7 @@ and sessions (the hot paths of tracking.core.driver)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -30,17 +31,22 @@ class HotApp:
 
     @contextlib.contextmanager
     def count(self) -> Iterator[Counted]:
+        """Count what this task does (the request runs in it: ASGITransport calls the app
+        directly), not what the app's background loops do meanwhile."""
         counted = Counted()
+        task = asyncio.current_task()
         engines = {id(e): e.sync_engine for e in (self.db.write_engine, self.db.read_engine)}
 
         def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            counted.statements.append(statement)
+            if asyncio.current_task() is task:
+                counted.statements.append(statement)
 
         read, write = self.db.read, self.db.write
 
         def counting(opener: Any) -> Any:
             def open_session() -> Any:
-                counted.sessions += 1
+                if asyncio.current_task() is task:
+                    counted.sessions += 1
                 return opener()
 
             return open_session
@@ -58,8 +64,6 @@ class HotApp:
 
 async def migrated_database(make_database: Any, label: str) -> str:
     """A fresh database (``make_database``), migrated; returns its URL."""
-    import asyncio
-
     from gates.server import migrate
 
     url: str = make_database(label)
