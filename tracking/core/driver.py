@@ -37,10 +37,6 @@ class Prebuilt:
         self._build = build
         self._compiled: dict[str, Compiled] = {}
 
-    def core(self, dialect: str) -> Any:
-        """The Core statement (for a session's connection)."""
-        return self._build(dialect)
-
     def driver_sql(self, dialect: Dialect) -> Compiled:
         found = self._compiled.get(dialect.name)
         if found is None:
@@ -84,7 +80,7 @@ class DriverRows:
         self._postgres = self.dialect == "postgresql"
         # SQLite: the in-loop connection (tracking.core.sqlite_driver) and its sqlite3 handle.
         self._driver = driver
-        self._sqlite = None if self._postgres else driver._conn
+        self._sqlite = None if self._postgres else driver.sqlite_connection
         # Set when the driver itself failed: the connection is then discarded.
         self.failed = False
         # SQLite writes: BEGIN IMMEDIATE before the first statement (none: no lock taken).
