@@ -10,7 +10,8 @@ whole app: middleware, guard, handler) and reports, per request:
 - statements: SQL statements the drivers were handed (``before_cursor_execute``; SQLite's
   ``BEGIN`` included, which goes through a cursor), per request.
 
-``--layer service`` times the service call inside a session instead of the HTTP request.
+The ``health`` row (no database) is the floor: the test client, the outer layers and routing.
+``--auth`` sends an administrator's API token; ``--profile PREFIX`` writes pyinstrument profiles.
 
     PYTHONPATH=. .venv/bin/python tests/perf/bench_handlers.py --backend sqlite
     PYTHONPATH=. .venv/bin/python tests/perf/bench_handlers.py --backend postgres --auth
