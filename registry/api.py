@@ -153,8 +153,13 @@ async def delete_registered_model_tag(request: Req) -> R:
 
 
 async def _latest_versions(request: Req, body: GetLatestVersions) -> R:
-    async with database(request).read() as s:
-        versions = await service.get_latest_versions(s, body.name, body.stages)
+    db = database(request)
+    # The hot read on the driver; the full path only for errors and empty answers.
+    async with db.driver_read() as r:
+        versions = await service.latest_versions_at_once(r, body.name, body.stages)
+    if versions is None:
+        async with db.read() as s:
+            versions = await service.get_latest_versions(s, body.name, body.stages)
     return ok({"model_versions": versions})
 
 
@@ -191,8 +196,12 @@ async def delete_alias(request: Req) -> R:
 @get("/registered-models/alias", opt=VERSION_READ)
 async def get_version_by_alias(request: Req) -> R:
     q = read_query(request, GetByAlias)
-    async with database(request).read() as s:
-        version = await service.get_version_by_alias(s, q.name, q.alias)
+    db = database(request)
+    async with db.driver_read() as r:
+        version = await service.version_by_alias_at_once(r, q.name, q.alias)
+    if version is None:
+        async with db.read() as s:
+            version = await service.get_version_by_alias(s, q.name, q.alias)
     return ok({"model_version": version})
 
 
@@ -229,8 +238,12 @@ async def create_model_version(request: Req) -> R:
 @get("/model-versions/get", opt=VERSION_READ)
 async def get_model_version(request: Req) -> R:
     q = read_query(request, ModelVersionRef)
-    async with database(request).read() as s:
-        version = await service.get_model_version(s, q.name, q.version)
+    db = database(request)
+    async with db.driver_read() as r:
+        version = await service.model_version_at_once(r, q.name, q.version)
+    if version is None:
+        async with db.read() as s:
+            version = await service.get_model_version(s, q.name, q.version)
     return ok({"model_version": version})
 
 
@@ -308,8 +321,12 @@ async def transition_stage(request: Req) -> R:
 @get("/model-versions/get-download-uri", opt=VERSION_READ)
 async def get_download_uri(request: Req) -> R:
     q = read_query(request, ModelVersionRef)
-    async with database(request).read() as s:
-        uri = await service.get_download_uri(s, q.name, q.version)
+    db = database(request)
+    async with db.driver_read() as r:
+        uri = await service.download_uri_at_once(r, q.name, q.version)
+    if uri is None:
+        async with db.read() as s:
+            uri = await service.get_download_uri(s, q.name, q.version)
     return ok({"artifact_uri": uri})
 
 

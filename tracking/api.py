@@ -200,9 +200,15 @@ async def delete_experiment_tag(request: Req) -> R:
 )
 async def create_run(request: Req) -> R:
     body = await read_json(request, CreateRun)
-    async with database(request).write() as s:
-        principal = current_principal(request)
-        run = await service.create_run(s, body, user=principal.name if principal else None)
+    principal = current_principal(request)
+    new = service.check_new_run(body, principal.name if principal else None)
+    db = database(request)
+    # One statement on the driver; the session only to say why no active experiment took it.
+    async with db.driver_write() as w:
+        run = await service.create_run_at_once(w, new)
+    if run is None:
+        async with db.write() as s:
+            run = await service.start_checked_run(s, new)
     return ok({"run": run})
 
 
@@ -245,8 +251,13 @@ async def restore_run(request: Req) -> R:
 )
 async def log_metric(request: Req) -> R:
     body = await read_json(request, LogMetric)
-    async with database(request).write() as s:
-        await service.log_metric(s, body.run_id or body.run_uuid, body)
+    run_id = body.run_id or body.run_uuid
+    db = database(request)
+    async with db.driver_write() as w:
+        done = await service.log_metric_at_once(w, run_id, body)
+    if not done:
+        async with db.write() as s:
+            await service.log_metric(s, run_id, body)
     return ok()
 
 

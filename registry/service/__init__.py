@@ -78,6 +78,12 @@ from registry.service.registered_models import (
     set_registered_model_tag,
     update_registered_model,
 )
+from registry.service.resolve import (
+    download_uri_at_once,
+    latest_versions_at_once,
+    model_version_at_once,
+    version_by_alias_at_once,
+)
 
 __all__ = [
     "ANONYMOUS",
@@ -95,16 +101,19 @@ __all__ = [
     "delete_model_version_tag",
     "delete_registered_model",
     "delete_registered_model_tag",
+    "download_uri_at_once",
     "freeze_version_files",
     "get_download_uri",
     "get_latest_versions",
     "get_model_version",
     "get_registered_model",
     "get_version_by_alias",
+    "latest_versions_at_once",
     "live_pointer",
     "model_id_of",
     "model_names",
     "model_out",
+    "model_version_at_once",
     "model_version_files",
     "model_version_location",
     "models_storing",
@@ -131,6 +140,7 @@ __all__ = [
     "update_registered_model",
     "verify_fingerprint",
     "version_artifact_root",
+    "version_by_alias_at_once",
     "version_out",
     "versions_of_run",
     "versions_that_held",

@@ -26,6 +26,7 @@ from tests.web.support import Browser
 ADMIN = "outage-admin"
 ADMIN_PASSWORD = "outage-admin-password"
 MLGATE = "/api/2.0/mlgate"
+API = "/api/2.0/mlflow"
 
 
 class CuttableProxy:
@@ -157,13 +158,29 @@ def test_postgres_outage_answers_503_then_recovers_without_restart(
     def write(n: int) -> httpx.Response:
         return api.post("/api/2.0/mlflow/experiments/create", json={"name": f"out-{unique}-{n}"})
 
-    for resp in [*reads(), write(0)]:
+    model = f"out-{unique}"
+    assert api.post(f"{API}/registered-models/create", json={"name": model}).status_code == 200
+    experiment_id = write(0).json()["experiment_id"]
+    run_id = api.post(f"{API}/runs/create", json={"experiment_id": experiment_id}).json()["run"][
+        "info"
+    ]["run_id"]
+
+    def hot() -> list[httpx.Response]:
+        # The requests served on the driver connection (tracking.core.driver).
+        metric = {"run_id": run_id, "key": "m", "value": 1.0, "timestamp": 1}
+        return [
+            api.post(f"{API}/runs/create", json={"experiment_id": experiment_id}),
+            api.post(f"{API}/runs/log-metric", json=metric),
+            api.post(f"{API}/registered-models/get-latest-versions", json={"name": model}),
+        ]
+
+    for resp in [*reads(), *hot()]:
         assert resp.status_code == 200, resp.text
     assert browser.get("/models").status_code == 200
 
     proxy.cut()
     for n in range(1, 4):
-        for resp in [*reads(), write(n)]:
+        for resp in [*reads(), write(n), *hot()]:
             _assert_unavailable_json(resp)
         _assert_unavailable_page(browser.get("/models", follow=False))
         # A fresh client's credentials cannot be checked either: 503, not 401 or 500.
@@ -178,7 +195,7 @@ def test_postgres_outage_answers_503_then_recovers_without_restart(
     proxy.restore()
 
     def back() -> None:
-        for resp in [*reads(), write(99)]:
+        for resp in [*reads(), write(99), *hot()]:
             assert resp.status_code == 200, resp.text
 
     _wait_until_ok(back)
@@ -215,7 +232,15 @@ def test_sqlite_locked_beyond_the_lock_timeout_answers_503_then_recovers(
                 "/api/2.0/mlflow/experiments/create", json={"name": f"lock-{unique}-{n}"}
             )
 
-        assert write(0).status_code == 200
+        first = write(0)
+        assert first.status_code == 200
+        run = api.post(f"{API}/runs/create", json={"experiment_id": first.json()["experiment_id"]})
+        metric = {
+            "run_id": run.json()["run"]["info"]["run_id"],
+            "key": "m",
+            "value": 1.0,
+            "timestamp": 1,
+        }
         # Another process (a backup tool, a second mlgate pointed at the same file) takes the
         # write lock and keeps it.
         holder = sqlite3.connect(path, isolation_level=None, timeout=5)
@@ -223,12 +248,15 @@ def test_sqlite_locked_beyond_the_lock_timeout_answers_503_then_recovers(
         try:
             for n in range(1, 4):
                 _assert_unavailable_json(write(n))
+                # The driver connection's writes wait for the lock the same way.
+                _assert_unavailable_json(api.post(f"{API}/runs/log-metric", json=metric))
             # Reads go on under WAL.
             assert api.get("/api/2.0/mlflow/experiments/search").status_code == 200
         finally:
             holder.execute("ROLLBACK")
             holder.close()
         _wait_until_ok(lambda: _assert_status(write(99), 200))
+        _assert_status(api.post(f"{API}/runs/log-metric", json=metric), 200)
         api.close()
     finally:
         stop_server(server)

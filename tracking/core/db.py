@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from tracking.core.driver import DriverRows, driver_rows
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -192,6 +194,15 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._read_sessions() as session, session.begin():
             yield session
+
+    def driver_read(self) -> contextlib.AbstractAsyncContextManager[DriverRows]:
+        """A read connection's driver for prebuilt statements (autocommit; see driver.py)."""
+        return driver_rows(self.read_engine, write=False)
+
+    def driver_write(self) -> contextlib.AbstractAsyncContextManager[DriverRows]:
+        """The write connection's driver: one transaction on SQLite, and on PostgreSQL each
+        statement commits by itself (a write through it must be ONE statement)."""
+        return driver_rows(self.write_engine, write=True)
 
     async def dispose(self) -> None:
         await self.write_engine.dispose()

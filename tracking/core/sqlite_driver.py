@@ -125,6 +125,11 @@ class InLoopConnection:
         self._lock_wait_ms = lock_wait_ms
 
     @property
+    def sqlite_connection(self) -> sqlite3.Connection:
+        """The sqlite3 connection itself (tracking.core.driver runs prebuilt statements on it)."""
+        return self._conn
+
+    @property
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 

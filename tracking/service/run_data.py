@@ -7,12 +7,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracking import store
+from tracking.core.driver import DriverRows
 from tracking.core.errors import InvalidParameter, ResourceNotFound
 from tracking.core.wire import decode_page_token, encode_double, encode_page_token
 from tracking.errors import LoggedModelNotFound, ParamChanged
 from tracking.schemas import LogBatch, MetricIn, MetricOut
 from tracking.service.lookups import RUN_NAME_TAG, active_run, page_fingerprint, run_handle
-from tracking.store import MetricPoint, RunHandle
+from tracking.store import MetricPoint, RunHandle, prebuilt
 from tracking.validation import (
     MAX_HISTORY_PAGE,
     MAX_PARAM_VALUE_LEN,
@@ -74,6 +75,16 @@ async def log_metric(s: AsyncSession, run_id: str | None, m: Any) -> None:
         return
     handle = await active_run(s, run_id)
     await _log_metric_points(s, handle, [point])
+
+
+async def log_metric_at_once(w: DriverRows, run_id: str | None, m: Any) -> bool:
+    """``log-metric`` on the write connection's driver (one statement on PostgreSQL): True
+    when written. False sends the caller to :func:`log_metric` (a missing or inactive run to
+    report, a logged model to check); nothing was written."""
+    point = _metric_point(m)
+    if not run_id or point.model_id:
+        return False
+    return await prebuilt.write_metrics(w, run_id, [point])
 
 
 async def log_param(

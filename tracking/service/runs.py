@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,11 +13,13 @@ from tracking import store
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.db import dialect_name
+from tracking.core.driver import DriverRows
 from tracking.core.errors import InvalidParameter
 from tracking.core.wire import decode_page_token, encode_page_token
 from tracking.errors import ExperimentNotFound, InactiveExperiment
 from tracking.schemas import (
     CreateRun,
+    Id,
     RunDataOut,
     RunInfoOut,
     RunInputsOut,
@@ -37,6 +40,7 @@ from tracking.service.lookups import (
     run_handle,
 )
 from tracking.service.rendering import run_out
+from tracking.store import prebuilt
 from tracking.validation import (
     MAX_RUN_NAME_LEN,
     MAX_RUN_TAG_VALUE_LEN,
@@ -48,10 +52,43 @@ from tracking.validation import (
 )
 
 
-async def create_run(s: AsyncSession, req: CreateRun, *, user: str | None = None) -> RunOut:
-    """Start a run. ``user`` is the authenticated caller when auth is on: it becomes the run's
-    ``user_id`` and ``mlflow.user`` tag whatever the client claims; None keeps MLflow's
-    behaviour (the client's ``user_id``)."""
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A checked create-run request: everything the new run's row, tags and answer hold."""
+
+    raw_experiment_id: Id
+    experiment_id: int
+    run_uuid: str
+    name: str
+    user_id: str
+    start_time: int
+    tags: dict[str, str]
+
+    def out(self, artifact_uri: str) -> RunOut:
+        # Everything in the new run is known here: answer without reading it back.
+        return RunOut(
+            info=RunInfoOut(
+                run_id=self.run_uuid,
+                run_uuid=self.run_uuid,
+                run_name=self.name,
+                experiment_id=str(self.experiment_id),
+                user_id=self.user_id,
+                status="RUNNING",
+                start_time=self.start_time,
+                artifact_uri=artifact_uri,
+                lifecycle_stage="active",
+            ),
+            data=RunDataOut(
+                metrics=[], params=[], tags=[TagOut(k, v) for k, v in self.tags.items()]
+            ),
+            inputs=RunInputsOut(),
+        )
+
+
+def check_new_run(req: CreateRun, user: str | None) -> NewRun:
+    """Validate a create-run request (no database needed). ``user`` is the authenticated
+    caller when auth is on: it becomes the run's ``user_id`` and ``mlflow.user`` tag whatever
+    the client claims; None keeps MLflow's behaviour (the client's ``user_id``)."""
     raw_id = req.experiment_id if req.experiment_id not in (None, "") else "0"
     eid = parse_experiment_id(raw_id)
     tags = {
@@ -68,40 +105,49 @@ async def create_run(s: AsyncSession, req: CreateRun, *, user: str | None = None
     tags[RUN_NAME_TAG] = name
     if user is not None:
         tags[USER_TAG] = user
-    run_uuid = uuid.uuid4().hex
     start_time = req.start_time if req.start_time is not None else now_ms()
     user_id = user if user is not None else (req.user_id or "")
+    return NewRun(raw_id, eid, uuid.uuid4().hex, name, user_id, start_time, tags)
+
+
+async def create_run(s: AsyncSession, req: CreateRun, *, user: str | None = None) -> RunOut:
+    """Start a run (see :func:`check_new_run` for ``user``)."""
+    return await start_checked_run(s, check_new_run(req, user))
+
+
+async def start_checked_run(s: AsyncSession, new: NewRun) -> RunOut:
     started = await store.insert_run_in_active_experiment(
         s,
-        run_uuid=run_uuid,
-        experiment_id=eid,
-        name=name,
-        user_id=user_id,
-        start_time=start_time,
+        run_uuid=new.run_uuid,
+        experiment_id=new.experiment_id,
+        name=new.name,
+        user_id=new.user_id,
+        start_time=new.start_time,
     )
     if started is None:
-        experiment = await store.experiment_stage_and_location(s, eid)
+        experiment = await store.experiment_stage_and_location(s, new.experiment_id)
         if experiment is None:
-            raise ExperimentNotFound(raw_id)
-        raise InactiveExperiment(eid)
+            raise ExperimentNotFound(new.raw_experiment_id)
+        raise InactiveExperiment(new.experiment_id)
     run_pk, artifact_uri = started
-    await store.upsert_run_tags(s, run_pk, tags)
-    # Everything in the new run is known here: answer without reading it back.
-    return RunOut(
-        info=RunInfoOut(
-            run_id=run_uuid,
-            run_uuid=run_uuid,
-            run_name=name,
-            experiment_id=str(eid),
-            user_id=user_id,
-            status="RUNNING",
-            start_time=start_time,
-            artifact_uri=artifact_uri,
-            lifecycle_stage="active",
-        ),
-        data=RunDataOut(metrics=[], params=[], tags=[TagOut(k, v) for k, v in tags.items()]),
-        inputs=RunInputsOut(),
+    await store.upsert_run_tags(s, run_pk, new.tags)
+    return new.out(artifact_uri)
+
+
+async def create_run_at_once(w: DriverRows, new: NewRun) -> RunOut | None:
+    """Start a checked run on the write connection's driver: one statement on PostgreSQL.
+    None: no active experiment has its id (nothing written; :func:`start_checked_run` says
+    why)."""
+    artifact_uri = await prebuilt.start_run(
+        w,
+        run_uuid=new.run_uuid,
+        experiment_id=new.experiment_id,
+        name=new.name,
+        user_id=new.user_id,
+        start_time=new.start_time,
+        tags=new.tags,
     )
+    return None if artifact_uri is None else new.out(artifact_uri)
 
 
 async def get_run(s: AsyncSession, run_id: str | None) -> RunOut:

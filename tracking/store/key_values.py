@@ -28,9 +28,9 @@ class KeyValueTable:
         self.owner = owner
         self.keep_first = keep_first
         # Built once per dialect: building an upsert costs more than running it on SQLite.
-        self._statement = StatementCache(self._build)
+        self._statement = StatementCache(self.build)
 
-    def _build(self, dialect: str) -> Any:
+    def build(self, dialect: str) -> Any:
         stmt = insert_for(dialect)(self.table)
         conflict = [self.table.c[self.owner], self.table.c.key]
         if self.keep_first:

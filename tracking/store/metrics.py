@@ -34,13 +34,13 @@ class MetricPoint:
         return 0.0 if math.isnan(self.value) else self.value
 
 
-_SQLITE_METRIC_INSERT = (
+SQLITE_METRIC_INSERT = (
     "INSERT INTO metrics (run_id, key, step, timestamp, value, is_nan, model_id, dataset_name, "
     "dataset_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id, key, step, timestamp, value, is_nan) DO NOTHING"
 )
 # Keep the maximum (step, timestamp, value): an older point never replaces a newer one.
-_SQLITE_LATEST_UPSERT = (
+SQLITE_LATEST_UPSERT = (
     "INSERT INTO latest_metrics (run_id, key, step, timestamp, value, is_nan) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, "
     "timestamp = excluded.timestamp, value = excluded.value, is_nan = excluded.is_nan "
@@ -84,14 +84,14 @@ _PG_METRICS_WRITE = text(
     _PG_METRICS_WRITE_TEMPLATE.format(run="SELECT CAST(:run_id AS BIGINT) AS id")
 )
 # The same, finding the run by its uuid: saves the separate run lookup of a metrics-only write.
-_PG_METRICS_WRITE_BY_UUID = text(
+PG_METRICS_WRITE_BY_UUID = text(
     _PG_METRICS_WRITE_TEMPLATE.format(
         run="SELECT id FROM runs WHERE run_uuid = :run_uuid AND lifecycle_stage = 'active'"
     )
 )
 
 
-def _pg_metric_arrays(points: Sequence[MetricPoint]) -> dict[str, Any]:
+def pg_metric_arrays(points: Sequence[MetricPoint]) -> dict[str, Any]:
     latest = _latest_points(points)
     return {
         "keys": [p.key for p in points],
@@ -121,8 +121,8 @@ async def insert_metrics_by_run_uuid(
     if dialect_name(s) != "postgresql":
         return None
     conn = await s.connection()
-    params = {"run_uuid": run_uuid, **_pg_metric_arrays(points)}
-    return (await conn.execute(_PG_METRICS_WRITE_BY_UUID, params)).first() is not None
+    params = {"run_uuid": run_uuid, **pg_metric_arrays(points)}
+    return (await conn.execute(PG_METRICS_WRITE_BY_UUID, params)).first() is not None
 
 
 def _latest_points(points: Sequence[MetricPoint]) -> list[MetricPoint]:
@@ -147,34 +147,38 @@ async def insert_metrics(s: AsyncSession, run_pk: int, points: Sequence[MetricPo
         return
     conn = await s.connection()
     if dialect_name(s) == "postgresql":
-        await conn.execute(_PG_METRICS_WRITE, {"run_id": run_pk, **_pg_metric_arrays(points)})
+        await conn.execute(_PG_METRICS_WRITE, {"run_id": run_pk, **pg_metric_arrays(points)})
         return
     # SQLite: the driver's executemany with plain tuples. A statement costs microseconds here,
     # so SQLAlchemy's per-row parameter processing was most of a 100-metric batch's CPU.
-    await conn.exec_driver_sql(
-        _SQLITE_METRIC_INSERT,
-        [
-            (
-                run_pk,
-                p.key,
-                p.step,
-                p.timestamp,
-                p.stored_value,
-                p.is_nan,
-                p.model_id,
-                p.dataset_name,
-                p.dataset_digest,
-            )
-            for p in points
-        ],
-    )
-    await conn.exec_driver_sql(
-        _SQLITE_LATEST_UPSERT,
-        [
-            (run_pk, p.key, p.step, p.timestamp, p.stored_value, p.is_nan)
-            for p in _latest_points(points)
-        ],
-    )
+    await conn.exec_driver_sql(SQLITE_METRIC_INSERT, sqlite_history_rows(run_pk, points))
+    await conn.exec_driver_sql(SQLITE_LATEST_UPSERT, sqlite_latest_rows(run_pk, points))
+
+
+def sqlite_history_rows(run_pk: int, points: Sequence[MetricPoint]) -> list[tuple[Any, ...]]:
+    """The rows of :data:`SQLITE_METRIC_INSERT`, one tuple per point."""
+    return [
+        (
+            run_pk,
+            p.key,
+            p.step,
+            p.timestamp,
+            p.stored_value,
+            p.is_nan,
+            p.model_id,
+            p.dataset_name,
+            p.dataset_digest,
+        )
+        for p in points
+    ]
+
+
+def sqlite_latest_rows(run_pk: int, points: Sequence[MetricPoint]) -> list[tuple[Any, ...]]:
+    """The rows of :data:`SQLITE_LATEST_UPSERT`: each key's latest point."""
+    return [
+        (run_pk, p.key, p.step, p.timestamp, p.stored_value, p.is_nan)
+        for p in _latest_points(points)
+    ]
 
 
 _METRIC_HISTORY = (

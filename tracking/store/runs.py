@@ -63,7 +63,7 @@ def _build_run_insert_from_experiment() -> Any:
     return insert(runs).from_select(columns, source).returning(Run.id, Run.artifact_uri)
 
 
-_RUN_INSERT_FROM_EXPERIMENT = _build_run_insert_from_experiment()
+RUN_INSERT_FROM_EXPERIMENT = _build_run_insert_from_experiment()
 
 
 async def insert_run_in_active_experiment(
@@ -77,18 +77,18 @@ async def insert_run_in_active_experiment(
     conn = await s.connection()
     params = {"run_uuid": run_uuid, "experiment_id": experiment_id, "name": name,
               "user_id": user_id, "start_time": start_time}  # fmt: skip
-    row = (await conn.execute(_RUN_INSERT_FROM_EXPERIMENT, params)).first()
+    row = (await conn.execute(RUN_INSERT_FROM_EXPERIMENT, params)).first()
     return None if row is None else (int(row[0]), str(row[1]))
 
 
-_RUN_HANDLE = select(Run.id, Run.run_uuid, Run.experiment_id, Run.lifecycle_stage).where(
+RUN_HANDLE_SELECT = select(Run.id, Run.run_uuid, Run.experiment_id, Run.lifecycle_stage).where(
     Run.run_uuid == bindparam("run_uuid")
 )
 
 
 async def get_run_handle(s: AsyncSession, run_uuid: str) -> RunHandle | None:
     conn = await s.connection()
-    row = (await conn.execute(_RUN_HANDLE, {"run_uuid": run_uuid})).first()
+    row = (await conn.execute(RUN_HANDLE_SELECT, {"run_uuid": run_uuid})).first()
     return RunHandle(*row) if row else None
 
 

@@ -1,0 +1,97 @@
+"""Creating a run and logging a metric run prebuilt statements on the driver with no ORM
+session: one statement on PostgreSQL; on SQLite BEGIN IMMEDIATE and a few statements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import BACKEND
+from tests.hot_app import hot_app, migrated_database
+
+API = "/api/2.0/mlflow"
+# create-run: the run with its tags; log-metric: the run's check, history and latest value.
+EXPECTED = {"postgres": (1, 1), "sqlite": (3, 4)}[BACKEND]
+
+
+@pytest.fixture(scope="module")
+async def writes_url(make_database: Any) -> str:
+    return await migrated_database(make_database, "writes")
+
+
+async def test_create_run_and_log_metric_are_prebuilt_statements_without_a_session(
+    writes_url: str, tmp_path: Path
+) -> None:
+    async with hot_app(writes_url, tmp_path) as app:
+        exp = (await app.client.post(f"{API}/experiments/create", json={"name": "hot"})).json()
+        body = {
+            "experiment_id": exp["experiment_id"],
+            "run_name": "r1",
+            "start_time": 5,
+            "tags": [{"key": "team", "value": "a"}],
+        }
+        with app.count() as created:
+            response = await app.client.post(f"{API}/runs/create", json=body)
+        assert response.status_code == 200, response.text
+        assert (created.sessions, len(created.statements)) == (0, EXPECTED[0]), created
+        run = response.json()["run"]
+        metric = {"run_id": run["info"]["run_id"], "key": "m", "value": 0.5, "timestamp": 7}
+        with app.count() as logged:
+            response = await app.client.post(f"{API}/runs/log-metric", json=metric)
+        assert response.status_code == 200, response.text
+        assert (logged.sessions, len(logged.statements)) == (0, EXPECTED[1]), logged
+        stored = (
+            await app.client.get(f"{API}/runs/get", params={"run_id": run["info"]["run_id"]})
+        ).json()
+        assert stored["run"]["info"] == run["info"]
+        assert sorted((t["key"], t["value"]) for t in stored["run"]["data"]["tags"]) == sorted(
+            (t["key"], t["value"]) for t in run["data"]["tags"]
+        )
+        assert ("team", "a") in {(t["key"], t["value"]) for t in run["data"]["tags"]}
+        assert stored["run"]["data"]["metrics"] == [
+            {"key": "m", "value": 0.5, "timestamp": 7, "step": 0}
+        ]
+        assert run["info"]["artifact_uri"].endswith(f"/{run['info']['run_id']}/artifacts")
+
+
+async def test_hot_writes_report_the_full_paths_errors(writes_url: str, tmp_path: Path) -> None:
+    async with hot_app(writes_url, tmp_path) as app:
+        exp = (await app.client.post(f"{API}/experiments/create", json={"name": "gone"})).json()
+        eid = exp["experiment_id"]
+        run = (await app.client.post(f"{API}/runs/create", json={"experiment_id": eid})).json()
+        run_id = run["run"]["info"]["run_id"]
+        await app.client.post(f"{API}/runs/delete", json={"run_id": run_id})
+        await app.client.post(f"{API}/experiments/delete", json={"experiment_id": eid})
+        cases = [
+            ("runs/create", {"experiment_id": "987654321"}, 404, "RESOURCE_DOES_NOT_EXIST"),
+            ("runs/create", {"experiment_id": eid}, 400, "INVALID_PARAMETER_VALUE"),
+            (
+                "runs/log-metric",
+                {"run_id": "f" * 32, "key": "m", "value": 1, "timestamp": 1},
+                404,
+                "RESOURCE_DOES_NOT_EXIST",
+            ),
+            (
+                "runs/log-metric",
+                {"run_id": run_id, "key": "m", "value": 1, "timestamp": 1},
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
+            (
+                "runs/log-metric",
+                {"run_id": run_id, "key": "", "value": 1, "timestamp": 1},
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
+        ]
+        for path, body, status, code in cases:
+            response = await app.client.post(f"{API}/{path}", json=body)
+            assert (response.status_code, response.json()["error_code"]) == (status, code), (
+                path,
+                body,
+                response.text,
+            )
+        db: Any = app.db
+        assert db.write_engine.pool.checkedout() == 0
