@@ -65,7 +65,7 @@ from tracking.core.errors import EXCEPTION_HANDLERS
 from tracking.core.http import API_PREFIXES
 from tracking.core.settings import Settings, get_settings
 from tracking.core.signing import SIGNING_KEY_STATE_KEY, is_private_to_owner, load_or_create
-from tracking.core.wire import ok
+from tracking.core.wire import Encoded, ok
 
 VERSION = "0.1.0"
 
@@ -73,13 +73,13 @@ log = logging.getLogger("mlgate.server")
 
 
 @get("/health", media_type="text/plain", opt=permission_opt(PUBLIC))
-async def health() -> str:
-    return "OK"
+async def health() -> Response[bytes]:
+    return Encoded(b"OK", media_type="text/plain")
 
 
 @get("/version", media_type="text/plain", opt=permission_opt(PUBLIC))
-async def version() -> str:
-    return VERSION
+async def version() -> Response[bytes]:
+    return Encoded(VERSION.encode(), media_type="text/plain")
 
 
 @get(
@@ -331,7 +331,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if refusal is not None:
         raise RuntimeError(f"mlgate: {refusal}")
     hooks = registry_hooks(auth=settings.auth)
-    middleware: list[Any] = [gates.policies.api.override_middleware]
+    # Outermost first. The permission check is innermost: after authentication, before the
+    # route's own guards and its handler.
+    middleware: list[Any] = [
+        gates.policies.api.override_middleware,
+        security.permission_middleware(settings),
+    ]
     if settings.auth:
         middleware.insert(
             0, DefineMiddleware(authentication.AuthenticationMiddleware, settings=settings)
@@ -348,8 +353,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *artifact_routes(),
         ],
         middleware=middleware,
-        guards=[security.make_guard(settings)],
-        before_send=[hardening.add_security_headers],
         cors_config=hardening.cors_config(settings),
         request_max_body_size=settings.max_json_body,
         lifespan=[_lifespan(settings, hooks), authentication.identity_lifespan(settings)],

@@ -6,7 +6,8 @@
 - Mutations must carry ``application/json`` (checked by the guard, which knows the route):
   an HTML form or a ``text/plain`` fetch cannot send that cross-site without a CORS
   preflight, so a forged cross-site write never reaches a handler.
-- Security headers on every response, errors and 404s included.
+- Security headers on every response, errors and 404s included (added by the outermost
+  layer, :class:`gates.server.observe.RequestObserver`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from tracking.core.errors import UnsupportedMediaType
 from tracking.core.settings import Settings
@@ -78,6 +79,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class HostAllowlist:
     """Outermost ASGI wrapper: refuse requests whose Host is not this server, as MLflow JSON."""
 
+    # Verdicts kept per (Host header, server address): a server sees a handful of pairs.
+    # Beyond this many (a caller making up names), the rest are checked each time.
+    CACHE_LIMIT = 256
+
     def __init__(
         self, app: ASGIApp, allowed: tuple[str, ...], exempt: frozenset[str] = frozenset()
     ) -> None:
@@ -85,15 +90,24 @@ class HostAllowlist:
         self.allowed = allowed
         # Paths answered whatever the Host (probes and scrapers address a pod by its IP).
         self.exempt = exempt
+        self._verdicts: dict[tuple[str | None, str | None], bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and scope["path"] not in self.exempt:
             server = scope.get("server")
-            server_host = server[0] if server else None
-            if not host_allowed(_header(scope, b"host"), self.allowed, server_host):
+            if not self.allowed_host(_header(scope, b"host"), server[0] if server else None):
                 await _reject_host(scope, send)
                 return
         await self.app(scope, receive, send)
+
+    def allowed_host(self, header: str | None, server_host: str | None) -> bool:
+        key = (header, server_host)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = host_allowed(header, self.allowed, server_host)
+            if len(self._verdicts) < self.CACHE_LIMIT:
+                self._verdicts[key] = verdict
+        return verdict
 
 
 async def _reject_host(scope: Scope, send: Send) -> None:
@@ -107,19 +121,6 @@ async def _reject_host(scope: Scope, send: Send) -> None:
         {"type": "http.response.start", "status": 400, "headers": [*headers, *SECURITY_HEADERS]}
     )
     await raw({"type": "http.response.body", "body": body})
-
-
-async def add_security_headers(message: Message, scope: Scope) -> None:
-    """``before_send`` hook: the security headers on every response that lacks them."""
-    if message["type"] != "http.response.start":
-        return
-    headers: Any = message.setdefault("headers", [])
-    present = {bytes(k).lower() for k, _ in headers}
-    extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
-    if isinstance(headers, list):
-        headers.extend(extra)
-    else:  # an immutable sequence: replace it
-        message["headers"] = [*headers, *extra]
 
 
 def has_body(scope: Scope) -> bool:

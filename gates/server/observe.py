@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hmac
+import json
 import logging
 import os
 import re
 import sys
 import time
-import uuid
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -34,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 import gates.approvals.store
 import gates.events.store
 import gates.policies.store
+from gates.server.hardening import SECURITY_HEADERS
 from gates.server.observe_setup import MULTIPROC_ENV
 from registry.artifacts.api import STORAGE_STATE_KEY
 from registry.artifacts.paths import ArtifactPath
@@ -73,6 +75,14 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
+def new_request_id() -> str:
+    """A random id in the shape of ``uuid.uuid4().hex`` (version 4, RFC 4122 variant)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
+
+
 def request_id_from(value: bytes | None) -> str:
     if value is not None:
         try:
@@ -81,7 +91,7 @@ def request_id_from(value: bytes | None) -> str:
             candidate = ""
         if _REQUEST_ID.fullmatch(candidate):
             return candidate
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
 # --- logs -------------------------------------------------------------------------------
@@ -119,9 +129,93 @@ def configure_logging(settings: Settings) -> None:
             root.removeHandler(old)
     handler.mlgate = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+    global _json_handler
+    _json_handler = handler if isinstance(handler.formatter, JsonFormatter) else None
     root.setLevel(settings.log_level.upper())
     # The access line has its own switch: it is written even when MLGATE_LOG_LEVEL=warning.
     access_log.setLevel(logging.INFO if settings.access_log else logging.CRITICAL + 1)
+
+
+# mlgate's own JSON handler on the root logger (None with text logs): see write_access_line.
+_json_handler: logging.StreamHandler[Any] | None = None
+
+
+def _sole_json_handler() -> logging.StreamHandler[Any] | None:
+    """mlgate's JSON handler when it is the only place an access record would go (no other
+    handler or filter on the way, and the access line switched on), else None."""
+    handler = _json_handler
+    root = logging.root
+    if (
+        handler is None
+        or not access_log.isEnabledFor(logging.INFO)
+        or access_log.handlers
+        or access_log.filters
+        or not access_log.propagate
+        or root.filters
+        or len(root.handlers) != 1
+        or root.handlers[0] is not handler
+        or len(handler.filters) != 1
+        or handler.level > logging.INFO
+    ):
+        return None
+    return handler
+
+
+_ACCESS_JSON = (
+    '{"level": "INFO", "logger": "mlgate.access", "pid": %d, "message": %s, "method": %s, '
+    '"route": %s, "status": %d, "duration_ms": %r, "principal": %s, "request_id": %s, '
+    '"time": "%s"}'
+)
+# json.dumps' own string quoting (ensure_ascii=True), in C.
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def write_access_line(
+    method: str, route: str, status: int, duration_ms: float, principal: str, rid: str
+) -> None:
+    """The access line of one request. The JSON line is formatted here, byte for byte what the
+    JSON formatter makes of the record, without a record; text logs (or any other handler or
+    filter in the way) get the record through ``logging``."""
+    message = f"{method} {route} {status} {duration_ms:.1f}ms principal={principal} " + (
+        f"request_id={rid}"
+    )
+    handler = _sole_json_handler()
+    if handler is not None:
+        # What json.dumps writes for these fields in this order (its separators, its
+        # ASCII-escaping of strings, repr() of a float), without building the dict.
+        line = _ACCESS_JSON % (
+            os.getpid(),
+            _json_string(message),
+            _json_string(method),
+            _json_string(route),
+            status,
+            duration_ms,
+            _json_string(principal),
+            _json_string(rid),
+            datetime.fromtimestamp(time.time(), tz=UTC).isoformat(),
+        )
+        try:
+            handler.acquire()
+            try:
+                handler.stream.write(line + "\n")
+                handler.stream.flush()
+            finally:
+                handler.release()
+            return
+        except Exception:  # noqa: S110 - the logging path below reports it
+            pass
+    access_log.info(
+        "%s",
+        message,
+        extra={
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "principal": principal,
+            "request_id": rid,
+        },
+    )
 
 
 def check_log_format(settings: Settings) -> str | None:
@@ -140,13 +234,35 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+class _RouteSeries:
+    """The request counter's and latency histogram's children, bound once per label set
+    (``labels()`` checks and locks on every call); at most ``LIMIT`` sets are kept."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, method))
+            if len(self._children) < self.LIMIT:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
 class RequestObserver:
-    """Outermost ASGI wrapper: request id, metrics and the access line of every request."""
+    """Outermost ASGI wrapper: the request id, the security headers of every answer (each
+    one the answer lacks), metrics and the access line of every request."""
 
     def __init__(self, app: ASGIApp, litestar: Litestar, settings: Settings) -> None:
         self.app = app
         self.litestar = litestar
         self.settings = settings
+        self.series = _RouteSeries()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,15 +273,14 @@ class RequestObserver:
         started = time.perf_counter()
         status = 500
         raw_send: Any = send
+        rid_header = (b"x-request-id", rid.encode())
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                headers = [
-                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"
-                ]
-                message = {**message, "headers": [*headers, (b"x-request-id", rid.encode())]}
+                headers = answer_headers(message.get("headers", ()), rid_header)
+                message = {**message, "headers": headers}
             await raw_send(message)
 
         try:
@@ -176,43 +291,54 @@ class RequestObserver:
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
         route = str(scope.get("path_template") or UNMATCHED)
-        method = scope.get("method", "GET")
-        REQUESTS.labels(route, method, str(status)).inc()
-        LATENCY.labels(route, method).observe(seconds)
+        method = str(scope.get("method", "GET"))
+        self.series.observe(route, method, status, seconds)
         db = self.litestar.state.get("db")
         if db is not None:
-            POOL_IN_USE.set(pool_in_use(db))
+            show_pool_in_use(db)
         principal = scope.get(PRINCIPAL_SCOPE_KEY)
-        name = getattr(principal, "name", None) or scope.get(ACCESS_ACTOR_SCOPE_KEY) or "-"
-        duration_ms = round(seconds * 1000, 1)
+        name = str(getattr(principal, "name", None) or scope.get(ACCESS_ACTOR_SCOPE_KEY) or "-")
         # Route template only: a raw path or query string may carry names a caller chose.
-        access_log.info(
-            "%s %s %s %.1fms principal=%s request_id=%s",
-            method,
-            route,
-            status,
-            duration_ms,
-            name,
-            rid,
-            extra={
-                "method": method,
-                "route": route,
-                "status": status,
-                "duration_ms": duration_ms,
-                "principal": name,
-                "request_id": rid,
-            },
-        )
+        write_access_line(method, route, status, round(seconds * 1000, 1), name, rid)
+
+
+def answer_headers(headers: Any, rid_header: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """An answer's headers with this request's id (replacing one the app set) and each
+    security header the answer does not set itself (a page's own CSP is kept)."""
+    kept = []
+    present = set()
+    for key, value in headers:
+        name = bytes(key).lower()
+        if name != b"x-request-id":
+            kept.append((key, value))
+            present.add(name)
+    kept.append(rid_header)
+    kept.extend(header for header in SECURITY_HEADERS if header[0] not in present)
+    return kept
 
 
 def pool_in_use(db: Database) -> int:
-    engines = {id(db.write_engine): db.write_engine, id(db.read_engine): db.read_engine}
+    engines = [db.write_engine]
+    if db.read_engine is not db.write_engine:
+        engines.append(db.read_engine)
     total = 0
-    for engine in engines.values():
-        checkedout = getattr(engine.pool, "checkedout", None)
+    for engine in engines:
+        checkedout = getattr(engine.sync_engine.pool, "checkedout", None)
         if checkedout is not None:
             total += int(checkedout())
     return total
+
+
+_pool_gauge: list[int] = []  # the value this process last gave POOL_IN_USE
+
+
+def show_pool_in_use(db: Database) -> None:
+    """Set the pool gauge (a write to the shared metrics file in multiprocess mode) when its
+    value changed: setting a gauge to the value it holds changes nothing."""
+    in_use = pool_in_use(db)
+    if _pool_gauge != [in_use]:
+        POOL_IN_USE.set(in_use)
+        _pool_gauge[:] = [in_use]
 
 
 # --- /metrics ---------------------------------------------------------------------------
@@ -301,7 +427,7 @@ def process_metrics_text() -> bytes:
 async def metrics_body(db: Database | None) -> bytes:
     facts: dict[str, Any] | None = None
     if db is not None:
-        POOL_IN_USE.set(pool_in_use(db))
+        show_pool_in_use(db)
         try:
             facts = await asyncio.wait_for(database_facts(db), SCRAPE_DB_TIMEOUT)
         except Exception:
@@ -369,8 +495,6 @@ class MetricsEndpoint:
 
 
 async def _error(send: Send, status: int, code: str, message: str) -> None:
-    import json
-
     body = json.dumps({"error_code": code, "message": message}).encode()
     await _answer(send, status, body, b"application/json")
 

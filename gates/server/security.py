@@ -4,7 +4,7 @@ The shell is the only place that sees the three domains, so it is where a reques
 (found by :mod:`gates.server.authentication`) meets the objects it acts on (``tracking`` and
 ``registry`` lookups):
 
-- :func:`make_guard` builds the global guard. It refuses any route without a ``permission``
+- :func:`permission_middleware` is the global guard. It refuses any route without a ``permission``
   in its ``opt`` (fail closed: a route nobody mapped to a rule cannot be reached), refuses
   non-JSON mutation bodies, then checks the declaration against the principal's grants,
   locating the experiment or registered model the request names. Search routes get a
@@ -16,14 +16,13 @@ The shell is the only place that sees the three domains, so it is where a reques
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response
-from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import Scope
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gates.identity.errors import AuthenticationRequired
 from gates.identity.policy import allows, canonical_target, visible_scope
@@ -35,10 +34,10 @@ from registry.artifacts.paths import in_frozen_area
 from registry.uris import parse_model_uri
 from tracking import service as tracking_service
 from tracking.core.auth import (
+    PRINCIPAL_SCOPE_KEY,
     PUBLIC,
     Permission,
     Principal,
-    current_principal,
     set_visibility,
 )
 from tracking.core.db import Database
@@ -72,46 +71,50 @@ Located = str | _Unknown
 # --- authorization -------------------------------------------------------------------------
 
 
-def make_guard(
-    settings: Settings,
-) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Coroutine[Any, Any, None]]:
-    """The global guard (see the module doc)."""
+def permission_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
+    """The global guard (see the module doc), as the innermost application middleware.
 
-    async def guard(
-        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-    ) -> None:
-        read = shared_read(connection.scope)
-        try:
-            await check(connection, handler, read)
-        finally:
-            if read is not None:  # the handler runs without the authentication's read
-                await read.close()
+    It runs where a Litestar guard would: after routing and authentication, before the
+    route's own guards (the web UI's CSRF check) and the handler, and its refusals go through
+    the route's exception handlers. It is not a Litestar guard because Litestar copies the
+    route handler for every guard it calls, which cost more than the check itself.
+    """
 
-    async def check(
-        connection: ASGIConnection[Any, Any, Any, Any],
-        handler: BaseRouteHandler,
-        read: SharedRead | None,
-    ) -> None:
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+            read = shared_read(scope)
+            try:
+                await check(scope, receive, send, read)
+            finally:
+                if read is not None:  # the handler runs without the authentication's read
+                    await read.close()
+            await app(scope, receive, send)
+
+        return guarded
+
+    async def check(scope: Scope, receive: Receive, send: Send, read: SharedRead | None) -> None:
+        handler: BaseRouteHandler = scope["route_handler"]
         permission = handler.opt.get("permission")
         if not isinstance(permission, Permission):
             # Refused with auth off too, so a route added without a rule fails every test.
-            log.error("route %s has no permission declaration: refused", connection.url.path)
+            log.error("route %s has no permission declaration: refused", scope["path"])
             raise PermissionDenied("This route declares no permission rule and is refused.")
         if not handler.opt.get(RAW_BODY_OPT):
-            require_json_body(connection.scope)
+            require_json_body(scope)
         if not settings.auth or permission.resource == "public":
             return
-        principal = current_principal(connection)
-        if principal is None:
+        principal = scope.get(PRINCIPAL_SCOPE_KEY)
+        if not isinstance(principal, Principal):
             raise AuthenticationRequired()
         if principal.is_admin or permission.resource == "authenticated":
             return
         if permission.resource == "admin":
             raise PermissionDenied("This operation needs an administrator.")
-        assert isinstance(connection, Request)
-        await Authorizer(connection, principal, read).check(permission)
+        assert scope["type"] == "http"
+        request: Request[Any, Any, Any] = Request(scope, receive, send)
+        await Authorizer(request, principal, read).check(permission)
 
-    return guard
+    return middleware
 
 
 class Authorizer:

@@ -30,9 +30,88 @@ def encode_double(value: float) -> float | str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
+# Statuses answered with a body and nothing special (not 1xx, 204 or 304).
+_PLAIN_STATUSES = frozenset(range(200, 600)) - {204, 304}
+
+
+class Encoded(Response[bytes]):
+    """A response whose body is already encoded bytes.
+
+    With nothing else to add (no headers, cookies or background task of its own or from its
+    route's layers), it is answered by a two-message ASGI callable instead of Litestar's
+    ``ASGIResponse``, whose header bookkeeping cost more than encoding a small answer.
+    Anything else takes Litestar's path unchanged.
+    """
+
+    __slots__ = ()
+
+    def to_asgi_response(
+        self,
+        app: Any,
+        request: Any,
+        *,
+        background: Any = None,
+        cookies: Any = None,
+        encoded_headers: Any = None,
+        headers: Any = None,
+        is_head_response: bool = False,
+        media_type: Any = None,
+        status_code: int | None = None,
+        type_encoders: Any = None,
+    ) -> Any:
+        if (
+            self.headers
+            or self.cookies
+            or self.background
+            or background
+            or cookies
+            or encoded_headers
+            or headers
+            or is_head_response
+            or not isinstance(self.content, bytes)
+            or not isinstance(self.media_type, str)
+            or (self.status_code or 200) not in _PLAIN_STATUSES
+        ):
+            return super().to_asgi_response(
+                app,
+                request,
+                background=background,
+                cookies=cookies,
+                encoded_headers=encoded_headers,
+                headers=headers,
+                is_head_response=is_head_response,
+                media_type=media_type,
+                status_code=status_code,
+                type_encoders=type_encoders,
+            )
+        content_type = self.media_type
+        if content_type.startswith("text/"):
+            content_type = f"{content_type}; charset={self.encoding}"
+        return _EncodedAnswer(self.status_code or status_code or 200, content_type, self.content)
+
+
+class _EncodedAnswer:
+    """The ASGI answer of an :class:`Encoded` response: its start and its one body message."""
+
+    __slots__ = ("body", "content_type", "status")
+
+    def __init__(self, status: int, content_type: str, body: bytes) -> None:
+        self.status = status
+        self.content_type = content_type
+        self.body = body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [
+            (b"content-type", self.content_type.encode("latin-1")),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
 def ok(payload: Any = None) -> Response[bytes]:
     body = b"{}" if payload is None else _encoder.encode(payload)
-    return Response(content=body, status_code=200, media_type=JSON)
+    return Encoded(content=body, status_code=200, media_type=JSON)
 
 
 NUL_MESSAGE = "Text values may not contain the NUL character (U+0000)."
