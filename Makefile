@@ -63,6 +63,9 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python tests/perf/bench_tracking.py --backend sqlite
 	$(BIN)/python tests/perf/bench_tracking.py --backend postgres
 	$(BIN)/python tests/perf/bench_web.py --backend both
+	$(BIN)/python tests/perf/bench_registry.py --backend sqlite
+	$(BIN)/python tests/perf/bench_registry.py --backend postgres
+	$(BIN)/python tests/perf/bench_search_scale.py --backend postgres
 
 clean:
 	rm -rf $(VENV) mlgate-data $(FRONTEND)/node_modules gates/server/web/static/vendor
