@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from litestar import Request, Response, delete, get, patch, post
 
@@ -152,14 +153,31 @@ async def delete_registered_model_tag(request: Req) -> R:
     return ok()
 
 
-async def _latest_versions(request: Req, body: GetLatestVersions) -> R:
+T = TypeVar("T")
+
+
+async def _read_at_once(
+    request: Req,
+    fast: Callable[[Any], Awaitable[T | None]],
+    full: Callable[[Any], Awaitable[T]],
+) -> T:
+    """The hot read on the driver connection (``fast``); the session path (``full``) only when
+    it finds nothing, so errors and empty answers stay the session path's own."""
     db = database(request)
-    # The hot read on the driver; the full path only for errors and empty answers.
     async with db.driver_read() as r:
-        versions = await service.latest_versions_at_once(r, body.name, body.stages)
-    if versions is None:
+        found = await fast(r)
+    if found is None:
         async with db.read() as s:
-            versions = await service.get_latest_versions(s, body.name, body.stages)
+            found = await full(s)
+    return found
+
+
+async def _latest_versions(request: Req, body: GetLatestVersions) -> R:
+    versions = await _read_at_once(
+        request,
+        lambda r: service.latest_versions_at_once(r, body.name, body.stages),
+        lambda s: service.get_latest_versions(s, body.name, body.stages),
+    )
     return ok({"model_versions": versions})
 
 
@@ -196,12 +214,11 @@ async def delete_alias(request: Req) -> R:
 @get("/registered-models/alias", opt=VERSION_READ)
 async def get_version_by_alias(request: Req) -> R:
     q = read_query(request, GetByAlias)
-    db = database(request)
-    async with db.driver_read() as r:
-        version = await service.version_by_alias_at_once(r, q.name, q.alias)
-    if version is None:
-        async with db.read() as s:
-            version = await service.get_version_by_alias(s, q.name, q.alias)
+    version = await _read_at_once(
+        request,
+        lambda r: service.version_by_alias_at_once(r, q.name, q.alias),
+        lambda s: service.get_version_by_alias(s, q.name, q.alias),
+    )
     return ok({"model_version": version})
 
 
@@ -238,12 +255,11 @@ async def create_model_version(request: Req) -> R:
 @get("/model-versions/get", opt=VERSION_READ)
 async def get_model_version(request: Req) -> R:
     q = read_query(request, ModelVersionRef)
-    db = database(request)
-    async with db.driver_read() as r:
-        version = await service.model_version_at_once(r, q.name, q.version)
-    if version is None:
-        async with db.read() as s:
-            version = await service.get_model_version(s, q.name, q.version)
+    version = await _read_at_once(
+        request,
+        lambda r: service.model_version_at_once(r, q.name, q.version),
+        lambda s: service.get_model_version(s, q.name, q.version),
+    )
     return ok({"model_version": version})
 
 
@@ -321,12 +337,11 @@ async def transition_stage(request: Req) -> R:
 @get("/model-versions/get-download-uri", opt=VERSION_READ)
 async def get_download_uri(request: Req) -> R:
     q = read_query(request, ModelVersionRef)
-    db = database(request)
-    async with db.driver_read() as r:
-        uri = await service.download_uri_at_once(r, q.name, q.version)
-    if uri is None:
-        async with db.read() as s:
-            uri = await service.get_download_uri(s, q.name, q.version)
+    uri = await _read_at_once(
+        request,
+        lambda r: service.download_uri_at_once(r, q.name, q.version),
+        lambda s: service.get_download_uri(s, q.name, q.version),
+    )
     return ok({"artifact_uri": uri})
 
 

@@ -43,7 +43,15 @@ async def insert_event(
     payload: str,
     created_at: int,
 ) -> int:
-    result = await s.execute(
+    stmt = _insert_event_stmt(event_id, type_, model_name, payload, created_at)
+    return int((await s.execute(stmt)).scalar_one())
+
+
+def _insert_event_stmt(
+    event_id: str, type_: str, model_name: str | None, payload: str, created_at: int
+) -> Any:
+    """The event's INSERT, returning its pk."""
+    return (
         insert(_E)
         .values(
             event_id=event_id,
@@ -54,7 +62,6 @@ async def insert_event(
         )
         .returning(_E.c.id)
     )
-    return int(result.scalar_one())
 
 
 def _subscribers_select(event_type: str, model_name: str | None) -> Any:
@@ -101,18 +108,7 @@ async def insert_event_for_subscribers(
             created_at=created_at,
         )
         return pk, await subscribers_of(s, type_, model_name)
-    event = (
-        insert(_E)
-        .values(
-            event_id=event_id,
-            type=type_,
-            model_name=model_name,
-            payload=payload,
-            created_at=created_at,
-        )
-        .returning(_E.c.id)
-        .cte("event")
-    )
+    event = _insert_event_stmt(event_id, type_, model_name, payload, created_at).cte("event")
     subs = _subscribers_select(type_, model_name).subquery("subs")
     stmt = (
         select(event.c.id, subs.c.id.label("subscription_id"))
