@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -210,7 +212,11 @@ def start_server(
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            # Its own process group: stopping it takes its uvicorn workers too, and the session's
+            # end reaps any group a failed test left behind (no orphaned servers, parent 1).
+            start_new_session=True,
         )
+    _SERVER_GROUPS.add(process.pid)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -222,8 +228,19 @@ def start_server(
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    process.kill()
+    _kill_group(process.pid)
+    process.wait(timeout=10)
     raise RuntimeError(f"mlgate server did not start:\n{log.read_text()}")
+
+
+# Process groups of the servers this session started and has not reaped yet.
+_SERVER_GROUPS: set[int] = set()
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL a server's whole process group (its supervisor and any worker left)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def stop_server(server: LiveServer) -> None:
@@ -232,6 +249,16 @@ def stop_server(server: LiveServer) -> None:
         server.process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         server.process.kill()
+        server.process.wait(timeout=10)
+    # A worker that outlived its supervisor (it was killed, or ignored SIGTERM) goes too.
+    _kill_group(server.process.pid)
+    _SERVER_GROUPS.discard(server.process.pid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for pgid in list(_SERVER_GROUPS):
+        _kill_group(pgid)
+    _SERVER_GROUPS.clear()
 
 
 @pytest.fixture(scope="session")
