@@ -144,6 +144,24 @@ async def log_batch(s: AsyncSession, req: LogBatch) -> None:
         await store.update_run(s, handle.id, name=tags[RUN_NAME_TAG][:MAX_RUN_NAME_LEN])
 
 
+async def log_batch_at_once(w: DriverRows, req: LogBatch) -> bool:
+    """A metrics-only ``log-batch`` on the write connection's driver (one statement on
+    PostgreSQL, no BEGIN and COMMIT round trips): True when written.
+
+    False sends the caller to :func:`log_batch`, which validates everything again and reports
+    the error (params or tags to write, a logged model to check, a missing or inactive run, an
+    empty batch); nothing was written. The checks run in :func:`log_batch`'s order (sizes,
+    then each metric), so a refused batch raises the same error on either path.
+    """
+    if req.params or req.tags or not req.metrics or not req.run_id:
+        return False
+    validate_batch_sizes(len(req.metrics), 0, 0)
+    points = [_metric_point(m) for m in req.metrics]
+    if any(p.model_id for p in points):
+        return False
+    return await prebuilt.write_metrics(w, req.run_id, points)
+
+
 async def metric_history(
     s: AsyncSession,
     run_id: str | None,
