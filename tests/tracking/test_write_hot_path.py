@@ -179,6 +179,17 @@ async def test_a_refused_metrics_only_batch_answers_the_full_paths_errors(
                 "INVALID_PARAMETER_VALUE",
             ),
             ({"run_id": live_id, "metrics": [point] * 1001}, 400, "INVALID_PARAMETER_VALUE"),
+            # Past the columns' lengths: a 500 on PostgreSQL (and stored by SQLite) before.
+            (
+                {"run_id": live_id, "metrics": [{**point, "dataset_name": "d" * 501}]},
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
+            (
+                {"run_id": live_id, "metrics": [{**point, "dataset_digest": "f" * 37}]},
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
             (
                 {"run_id": live_id, "metrics": [{**point, "model_id": "m-nope"}]},
                 404,
@@ -204,5 +215,10 @@ async def test_a_refused_metrics_only_batch_answers_the_full_paths_errors(
         for (body, _status, _code), answer in zip(cases, answers, strict=True):
             response = await app.client.post(f"{API}/runs/log-batch", json=body)
             assert response.content == answer, body
+        for field, size in (("dataset_name", 501), ("dataset_digest", 37)):
+            metric = {"run_id": live_id, **point, field: "d" * size}
+            response = await app.client.post(f"{API}/runs/log-metric", json=metric)
+            assert response.status_code == 400, response.text
+            assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
         stored = (await app.client.get(f"{API}/runs/get", params={"run_id": live_id})).json()
         assert "metrics" not in stored["run"]["data"]

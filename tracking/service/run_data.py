@@ -15,10 +15,13 @@ from tracking.schemas import LogBatch, MetricIn, MetricOut
 from tracking.service.lookups import RUN_NAME_TAG, active_run, page_fingerprint, run_handle
 from tracking.store import MetricPoint, RunHandle, prebuilt
 from tracking.validation import (
+    MAX_DATASET_DIGEST,
+    MAX_DATASET_NAME,
     MAX_HISTORY_PAGE,
     MAX_PARAM_VALUE_LEN,
     MAX_RUN_NAME_LEN,
     MAX_RUN_TAG_VALUE_LEN,
+    check_length,
     require,
     truncate,
     validate_batch_sizes,
@@ -32,6 +35,10 @@ from tracking.validation import (
 def _metric_point(m: MetricIn | Any) -> MetricPoint:
     key = validate_key(m.key, "metric")
     value = validate_metric_value(key, m.value)
+    # The columns' own limits (the same as a logged dataset's): PostgreSQL refused a longer
+    # value with a 500, SQLite stored it.
+    check_length(m.dataset_name, MAX_DATASET_NAME, "Dataset name")
+    check_length(m.dataset_digest, MAX_DATASET_DIGEST, "Dataset digest")
     return MetricPoint(
         key=key,
         value=value,
