@@ -139,8 +139,8 @@ def burst_pool_size(pool_size: int) -> int:
     than ``pool_size`` came back at once and the surplus was closed, then reopened by the next
     burst: in a benchmark of 16 clients on 2 workers with a pool of 10, about one log-metric
     in sixteen opened a connection (a PostgreSQL fork, authentication and asyncpg's type
-    introspection, tens of ms). Kept, a connection opened for a burst serves the next one; idle ones are still
-    pinged before use and recycled after 30 minutes.
+    introspection, tens of ms). Kept, a connection opened for a burst serves the next one;
+    idle ones are still pinged before use and recycled after 30 minutes.
     """
     return 2 * pool_size
 
