@@ -297,7 +297,14 @@ async def log_batch(request: Req) -> R:
     body = await read_json(request, LogBatch)
     for tag in body.tags:
         tag.value = _user_tag_value(request, tag.key, tag.value)
-    async with database(request).write() as s:
+    db = database(request)
+    if body.metrics and not body.params and not body.tags:
+        # Metrics only (what autologging and training loops send): one statement on the
+        # driver, no session; anything else, or a refusal to explain, takes the full path.
+        async with db.driver_write() as w:
+            if await service.log_batch_at_once(w, body):
+                return ok()
+    async with db.write() as s:
         await service.log_batch(s, body)
     return ok()
 

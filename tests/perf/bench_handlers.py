@@ -115,6 +115,13 @@ def http_ops(client: httpx.AsyncClient, fx: dict[str, str]) -> dict[str, Callabl
     model, run_id, eid = fx["model"], fx["run_id"], fx["experiment_id"]
     step = iter(range(10**9))
 
+    def batch() -> dict[str, Any]:
+        n = next(step)
+        metrics = [
+            {"key": f"k{i:02d}", "value": i / 100, "timestamp": 1, "step": n} for i in range(100)
+        ]
+        return {"run_id": run_id, "metrics": metrics}
+
     async def call(method: str, path: str, **kw: Any) -> None:
         response = await client.request(method, f"{API}/{path}", **kw)
         if response.status_code != 200:
@@ -153,6 +160,7 @@ def http_ops(client: httpx.AsyncClient, fx: dict[str, str]) -> dict[str, Callabl
             "runs/log-metric",
             json={"run_id": run_id, "key": "m", "value": 0.5, "timestamp": 1, "step": next(step)},
         ),
+        "runs/log-batch (100 metrics)": lambda: call("POST", "runs/log-batch", json=batch()),
     }
 
 

@@ -878,6 +878,8 @@ def render(
                 f"| {op.title} | {n} | {cells[0]} | {cells[1]} | - | {cells[2]} | {cells[3]} "
                 f"| - | - | - | {op.target} | n/a ({why}) |"
             )
+            if not g.skipped and g.n:
+                cost_rows.append((op, g, m))  # mlgate alone (--servers mlgate): its costs
             continue
         thr = fmt_ratio(ratio(g.rps, m.rps))
         out.append(
@@ -913,7 +915,7 @@ def render(
             errs += f": {(g.first_error or m.first_error)[:160]}"
         out.append(
             f"| {op.title} | {per(g, g.server_cpu, 1e3)} | {per(m, m.server_cpu, 1e3)} "
-            f"| {fmt_ratio(ratio(g.server_cpu / g.n, m.server_cpu / m.n))} "
+            f"| {fmt_ratio(ratio(g.server_cpu / g.n, m.server_cpu / m.n) if m.n else 0.0)} "
             f"| {per(g, g.db_cpu, 1e3)} / {per(m, m.db_cpu, 1e3)} "
             f"| {core(g, g.server_cpu)} / {core(m, m.server_cpu)} "
             f"| {core(g, g.other_cpu)} / {core(m, m.other_cpu)} "

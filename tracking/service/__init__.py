@@ -70,6 +70,7 @@ from tracking.service.rendering import (
 from tracking.service.run_data import (
     delete_tag,
     log_batch,
+    log_batch_at_once,
     log_metric,
     log_metric_at_once,
     log_param,
@@ -134,6 +135,7 @@ __all__ = [
     "get_run_outputs",
     "get_runs",
     "log_batch",
+    "log_batch_at_once",
     "log_inputs",
     "log_logged_model_params",
     "log_metric",

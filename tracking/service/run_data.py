@@ -15,10 +15,13 @@ from tracking.schemas import LogBatch, MetricIn, MetricOut
 from tracking.service.lookups import RUN_NAME_TAG, active_run, page_fingerprint, run_handle
 from tracking.store import MetricPoint, RunHandle, prebuilt
 from tracking.validation import (
+    MAX_DATASET_DIGEST,
+    MAX_DATASET_NAME,
     MAX_HISTORY_PAGE,
     MAX_PARAM_VALUE_LEN,
     MAX_RUN_NAME_LEN,
     MAX_RUN_TAG_VALUE_LEN,
+    check_length,
     require,
     truncate,
     validate_batch_sizes,
@@ -32,6 +35,10 @@ from tracking.validation import (
 def _metric_point(m: MetricIn | Any) -> MetricPoint:
     key = validate_key(m.key, "metric")
     value = validate_metric_value(key, m.value)
+    # The columns' own limits (the same as a logged dataset's): PostgreSQL refused a longer
+    # value with a 500, SQLite stored it.
+    check_length(m.dataset_name, MAX_DATASET_NAME, "Dataset name")
+    check_length(m.dataset_digest, MAX_DATASET_DIGEST, "Dataset digest")
     return MetricPoint(
         key=key,
         value=value,
@@ -142,6 +149,24 @@ async def log_batch(s: AsyncSession, req: LogBatch) -> None:
     await store.upsert_run_tags(s, handle.id, tags)
     if RUN_NAME_TAG in tags:
         await store.update_run(s, handle.id, name=tags[RUN_NAME_TAG][:MAX_RUN_NAME_LEN])
+
+
+async def log_batch_at_once(w: DriverRows, req: LogBatch) -> bool:
+    """A metrics-only ``log-batch`` on the write connection's driver (one statement on
+    PostgreSQL, no BEGIN and COMMIT round trips): True when written.
+
+    False sends the caller to :func:`log_batch`, which validates everything again and reports
+    the error (params or tags to write, a logged model to check, a missing or inactive run, an
+    empty batch); nothing was written. The checks run in :func:`log_batch`'s order (sizes,
+    then each metric), so a refused batch raises the same error on either path.
+    """
+    if req.params or req.tags or not req.metrics or not req.run_id:
+        return False
+    validate_batch_sizes(len(req.metrics), 0, 0)
+    points = [_metric_point(m) for m in req.metrics]
+    if any(p.model_id for p in points):
+        return False
+    return await prebuilt.write_metrics(w, req.run_id, points)
 
 
 async def metric_history(
