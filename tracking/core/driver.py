@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.orm import Session
+from sqlalchemy.util import await_, greenlet_spawn
 
 
 class Prebuilt:
@@ -200,3 +201,22 @@ async def session_rows(s: AsyncSession) -> DriverRows:
     if conn.dialect.name == "postgresql" and adapter._transaction is None:  # type: ignore[union-attr]
         await adapter._start_transaction()  # type: ignore[union-attr]
     return DriverRows(conn.engine, fairy, write=False)
+
+
+def run_in_session(session: Session, stmt: Prebuilt, params: Mapping[str, Any]) -> list[Any]:
+    """Run ``stmt`` on ``session``'s connection, inside its transaction, from synchronous code
+    that runs in SQLAlchemy's greenlet (a session event such as ``before_commit``); its rows."""
+    conn = session.connection()
+    fairy = conn.connection
+    compiled = stmt.driver_sql(conn.dialect)
+    sql, args = compiled.sql, compiled.args(params)
+    dispatch = conn.engine.dispatch
+    if dispatch.before_cursor_execute:
+        dispatch.before_cursor_execute(None, None, sql, args, None, False)
+    driver: Any = fairy.driver_connection
+    if conn.dialect.name == "postgresql":
+        adapter: Any = fairy.dbapi_connection
+        if adapter._transaction is None:  # see session_rows
+            await_(adapter._start_transaction())
+        return list(await_(driver.fetch(sql, *args)))
+    return list(driver.sqlite_connection.execute(sql, args).fetchall())
