@@ -57,7 +57,7 @@ async def transition_stage(
     done = await _move(s, name, version, stage, archive_existing_versions, actor, comment, permit)
     if done.rows is None:
         return await render_version(s, done.pk)
-    made = prebuilt.VersionRow(*done.row, done.model_name)
+    made = prebuilt.VersionRow._make((*done.row, done.model_name))
     (bundle,) = await prebuilt.with_children(done.rows, [made])
     return version_out(bundle)
 

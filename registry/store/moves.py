@@ -136,7 +136,7 @@ async def move(
     params = {"model_id": model_id, "version": version, "stage": stage, "now": now}
     moved, archived = None, []
     for row in await r.all(stmt, params):
-        made = MovedRow._make(row)
+        made: Any = MovedRow._make(row)
         if made.version == version:
             moved = made
         else:
