@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, or_, select, text
+from sqlalchemy import Table, bindparam, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from gates.audit.models import AuditEntry
+from tracking.core.driver import Prebuilt, run_in_session
 
 _L = cast(Table, AuditEntry.__table__)
 
@@ -18,24 +20,43 @@ _L = cast(Table, AuditEntry.__table__)
 _PG_CHAIN_LOCK = 0x6175646974
 
 
+_LOCK = Prebuilt(lambda _d: text("SELECT pg_advisory_xact_lock(:k)"))
+_HEAD = Prebuilt(lambda _d: select(_L.c.seq, _L.c.hash).order_by(_L.c.seq.desc()).limit(1))
+_ENTRY_COLUMNS = ("seq", "at", "actor", "kind", "subject", "payload", "prev_hash", "hash")
+
+
 def lock_chain_and_read_head(s: Session) -> tuple[int, str] | None:
     """Hold the chain until this transaction ends, and read its head: (seq, hash) or None.
 
     PostgreSQL: a transaction-scoped advisory lock; the head is read after taking it, in a
     fresh READ COMMITTED snapshot, so it sees the previous appender's committed row. SQLite:
     writes already run one at a time (BEGIN IMMEDIATE), nothing to add. Synchronous: it runs
-    in the session's commit (see ``gates.audit.service``), inside SQLAlchemy's greenlet.
+    in the session's commit (see ``gates.audit.service``), inside SQLAlchemy's greenlet; the
+    statements are prebuilt and sent on the transaction's own connection.
     """
-    bind = s.get_bind()
-    if bind.dialect.name == "postgresql":
-        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
-    row = s.execute(select(_L.c.seq, _L.c.hash).order_by(_L.c.seq.desc()).limit(1)).first()
-    return None if row is None else (int(row.seq), str(row.hash))
+    if s.get_bind().dialect.name == "postgresql":
+        run_in_session(s, _LOCK, {"k": _PG_CHAIN_LOCK})
+    rows = run_in_session(s, _HEAD, {})
+    return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+@functools.cache
+def _insert(count: int) -> Prebuilt:
+    def build(_dialect: str) -> Any:
+        return insert(_L).values(
+            [
+                {c: bindparam(f"{c}_{i}", type_=_L.c[c].type) for c in _ENTRY_COLUMNS}
+                for i in range(count)
+            ]
+        )
+
+    return Prebuilt(build)
 
 
 def insert_entries(s: Session, rows: list[dict[str, Any]]) -> None:
     """The entries in one statement."""
-    s.execute(insert(_L).values(rows))
+    params = {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in _ENTRY_COLUMNS}
+    run_in_session(s, _insert(len(rows)), params)
 
 
 _HAS_APPEND = "mlgate.audit.append_function"
@@ -44,6 +65,7 @@ _APPEND = text(
     "CAST(:kind AS text[]), CAST(:subject AS text[]), CAST(:payload AS text[]), "
     "CAST(:prefix AS text[]), CAST(:suffix AS text[]))"
 )
+_APPEND_CALL = Prebuilt(lambda _d: _APPEND)
 
 
 def can_append_in_one_call(s: Session) -> bool:
@@ -64,7 +86,7 @@ def append_in_one_call(s: Session, columns: dict[str, list[Any]]) -> None:
     """Lock the chain, read its head and insert the entries in one server-side call (see
     migration 0020). ``columns``: at, actor, kind, subject, payload, and each entry's
     canonical record split around its seq (prefix, suffix)."""
-    s.execute(_APPEND, columns)
+    run_in_session(s, _APPEND_CALL, columns)
 
 
 async def head(s: AsyncSession) -> tuple[int, str] | None:

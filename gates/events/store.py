@@ -6,7 +6,22 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, exists, func, insert, or_, select, true, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.events.models import (
@@ -17,6 +32,7 @@ from gates.events.models import (
     WebhookSubscriptionEvent,
 )
 from tracking.core.db import dialect_name
+from tracking.core.driver import DriverRows, Prebuilt
 
 _E = cast(Table, OutboxEvent.__table__)
 _S = cast(Table, WebhookSubscription.__table__)
@@ -117,6 +133,63 @@ async def insert_event_for_subscribers(
     )
     rows = (await s.execute(stmt)).all()
     return int(rows[0].id), [str(r.subscription_id) for r in rows if r.subscription_id]
+
+
+def _build_event_for_subscribers(dialect: str) -> Any:
+    """:func:`insert_event_for_subscribers`'s statement for an event about one model, with
+    parameters (PostgreSQL; elsewhere the INSERT alone, and :data:`SUBSCRIBERS_OF_MODEL`)."""
+    event = (
+        insert(_E)
+        .values(
+            event_id=bindparam("event_id", type_=String),
+            type=bindparam("type", type_=String),
+            model_name=bindparam("model_name", type_=String),
+            payload=bindparam("payload", type_=Text),
+            created_at=bindparam("created_at", type_=BigInteger),
+        )
+        .returning(_E.c.id)
+    )
+    if dialect != "postgresql":
+        return event
+    cte = event.cte("event")
+    subs = _subscribers_of_model().subquery("subs")
+    return (
+        select(cte.c.id, subs.c.id.label("subscription_id"))
+        .select_from(cte.outerjoin(subs, true()))
+        .order_by(subs.c.created_at, subs.c.id)
+    )
+
+
+def _subscribers_of_model() -> Any:
+    return _subscribers_select(
+        bindparam("type", type_=String),  # type: ignore[arg-type]
+        bindparam("model_name", type_=String),  # type: ignore[arg-type]
+    )
+
+
+EVENT_FOR_SUBSCRIBERS = Prebuilt(_build_event_for_subscribers)
+SUBSCRIBERS_OF_MODEL = Prebuilt(
+    lambda _d: _subscribers_of_model().order_by(_S.c.created_at, _S.c.id)
+)
+
+
+async def insert_model_event_on_driver(
+    r: DriverRows, *, event_id: str, type_: str, model_name: str, payload: str, created_at: int
+) -> tuple[int, list[str]]:
+    """:func:`insert_event_for_subscribers` for an event about ``model_name``, prebuilt, on the
+    driver of the caller's transaction (``session_rows``)."""
+    params = {
+        "event_id": event_id,
+        "type": type_,
+        "model_name": model_name,
+        "payload": payload,
+        "created_at": created_at,
+    }
+    rows = await r.all(EVENT_FOR_SUBSCRIBERS, params)
+    if r.dialect == "postgresql":
+        return int(rows[0][0]), [str(sub) for _pk, sub in rows if sub]
+    subs = await r.all(SUBSCRIBERS_OF_MODEL, {"type": type_, "model_name": model_name})
+    return int(rows[0][0]), [str(sub) for sub, _created in subs]
 
 
 async def insert_deliveries(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

@@ -80,14 +80,22 @@ async def guard_pointer_move(s: AsyncSession, move: PointerMove) -> str | None:
     for the pointer history, so the timeline shows it."""
     if isinstance(move.permit, GateAuthorisation) and move.permit.covers(move):
         return None  # the gate's own move after its decision (leaving a stage is part of it)
-    notes: list[str] = []
-    if move.action in ENTERING_ACTIONS and move.version is not None:
-        target = _target_of(move)
-        gate = await service.gate_for(s, move.name, target)
-        if gate is not None:
-            notes.append(await _refuse_or_override(s, move, target, gate, leaving=False))
+    entering = (
+        _target_of(move) if move.action in ENTERING_ACTIONS and move.version is not None else None
+    )
     left = _left_target(move)
-    if left is not None:
+    wanted = [t for t in (entering, left) if t is not None]
+    if not wanted:
+        return None
+    # One read tells which of the targets some enabled gate guards (usually none); only those
+    # are resolved to their gate, entering first, as before.
+    gated = await service.gated_targets(s, move.name, wanted)
+    notes: list[str] = []
+    if entering is not None and entering in gated:
+        gate = await service.gate_for(s, move.name, entering)
+        if gate is not None:
+            notes.append(await _refuse_or_override(s, move, entering, gate, leaving=False))
+    if left is not None and left in gated:
         gate = await service.gate_for(s, move.name, left)
         if gate is not None:
             notes.append(await _refuse_or_override(s, move, left, gate, leaving=True))

@@ -6,7 +6,18 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.policies.models import (
@@ -19,6 +30,7 @@ from gates.policies.models import (
 )
 from tracking.core.auth import ResourceScope
 from tracking.core.db import dialect_insert, dialect_name
+from tracking.core.driver import DriverRows, Prebuilt
 from tracking.search.sql import scope_predicate
 
 # --- visibility ----------------------------------------------------------------------------------
@@ -132,6 +144,24 @@ async def enabled_policies_for_target(s: AsyncSession, target: str) -> list[Gate
         .order_by(GatePolicy.id)
     )
     return list((await s.execute(stmt)).scalars())
+
+
+def _build_enabled_patterns(_dialect: str) -> Any:
+    # Two targets at most (the one a move enters, the one it leaves), as two parameters so the
+    # statement never changes; the same index as enabled_policies_for_target.
+    targets = (bindparam("first", type_=String), bindparam("second", type_=String))
+    return select(GatePolicy.target, GatePolicy.model_pattern).where(
+        GatePolicy.target.in_(targets), GatePolicy.enabled.is_(True)
+    )
+
+
+ENABLED_PATTERNS = Prebuilt(_build_enabled_patterns)
+
+
+async def enabled_patterns(r: DriverRows, first: str, second: str) -> list[tuple[str, str]]:
+    """(target, model pattern) of every enabled policy on ``first`` or ``second``."""
+    rows = await r.all(ENABLED_PATTERNS, {"first": first, "second": second})
+    return [(str(target), str(pattern)) for target, pattern in rows]
 
 
 # --- policy versions -----------------------------------------------------------------------------

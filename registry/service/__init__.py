@@ -47,15 +47,14 @@ from registry.service.model_versions import (
     get_download_uri,
     get_model_version,
     model_version_location,
-    move_stage,
     register_version,
     search_model_versions,
     set_model_version_tag,
-    transition_stage,
     update_model_version,
     version_artifact_root,
     versions_of_run,
 )
+from registry.service.moves import move_stage, transition_stage
 from registry.service.pointers import (
     PointerState,
     model_id_of,

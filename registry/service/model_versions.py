@@ -13,7 +13,7 @@ from registry.artifacts.freeze import EMPTY_ROOT
 from registry.artifacts.manifest import manifest_digest
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
 from registry.errors import InvalidSource, ModelVersionNotFound, RegisteredModelNotFound
-from registry.events import MovePermit, PointerMove
+from registry.events import PointerMove
 from registry.prompts import (
     PROMPT_SOURCE_PLACEHOLDERS,
     PromptVersionOutsidePrompt,
@@ -41,11 +41,9 @@ from registry.sources import (
     resolve_version_source,
 )
 from registry.validation import (
-    ARCHIVING_STAGES,
     DEFAULT_SEARCH_VERSIONS,
     MAX_SEARCH_VERSIONS,
     MAX_VERSION_TAGS,
-    canonical_stage,
     parse_version,
     validate_description,
     validate_max_results,
@@ -431,94 +429,6 @@ async def delete_model_version_tag(
     await events.emit(
         s, events.ModelVersionTagDeleted(model.name, row.version, key, now, is_prompt=prompt)
     )
-
-
-async def transition_stage(
-    s: AsyncSession,
-    name: str | None,
-    version: Version | None,
-    stage: str | None,
-    archive_existing_versions: bool = False,
-    *,
-    actor: str,
-    comment: str | None = None,
-    permit: MovePermit | None = None,
-) -> ModelVersionOut:
-    """Move a version to ``stage`` (see :func:`move_stage`) and render it."""
-    pk = await move_stage(
-        s,
-        name,
-        version,
-        stage,
-        archive_existing_versions,
-        actor=actor,
-        comment=comment,
-        permit=permit,
-    )
-    return await render_version(s, pk)
-
-
-async def move_stage(
-    s: AsyncSession,
-    name: str | None,
-    version: Version | None,
-    stage: str | None,
-    archive_existing_versions: bool = False,
-    *,
-    actor: str,
-    comment: str | None = None,
-    permit: MovePermit | None = None,
-) -> int:
-    """Move a version to ``stage``, optionally archiving the stage's other versions; returns
-    the version's row id (a gate's own move needs no rendered version).
-
-    One transaction with the model's row locked: concurrent transitions queue, and readers see
-    the state before or after the whole move (never zero or two versions in the stage).
-    ``permit`` is what an upper layer making this move itself was allowed (the guards read it).
-    """
-    target = canonical_stage(stage)
-    if archive_existing_versions and target not in ARCHIVING_STAGES:
-        raise InvalidParameter(
-            f"Model version transition cannot archive existing model versions because '{target}' "
-            "is not an Active stage. Valid stages are Staging and Production."
-        )
-    model = await find_model(s, name, lock=True)
-    row = await find_version(s, model, version)
-    before = await store.stage_holders(s, model.id)
-    note = await events.check_pointer_move(
-        s,
-        PointerMove(
-            "transition",
-            model.name,
-            "stage",
-            target,
-            row.version,
-            before.get(target),
-            actor,
-            comment,
-            from_stage=row.current_stage,
-            archive_existing_versions=archive_existing_versions,
-            permit=permit,
-        ),
-    )
-    comment = events.with_note(comment, note)
-    now = now_ms()
-    archived = await store.move_to_stage(
-        s, model.id, row.version, target, archive_others=archive_existing_versions, now=now
-    )
-    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
-    after = await store.stage_holders(s, model.id)
-    history = stage_changes(
-        model, before, after, row.version, "transition", actor, comment, now, explicit=target
-    )
-    await store.insert_pointer_events(s, history)
-    await events.emit(
-        s,
-        events.StageTransitioned(
-            model.name, row.version, row.current_stage, target, tuple(archived), actor, comment, now
-        ),
-    )
-    return int(row.id)
 
 
 async def get_download_uri(s: AsyncSession, name: str | None, version: Version | None) -> str:

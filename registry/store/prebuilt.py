@@ -123,7 +123,12 @@ async def versions_with_children(
     rows = await r.all(stmt, params)
     if not rows:
         return []
-    made: list[Any] = [VersionRow._make(row) for row in rows]
+    return await with_children(r, [VersionRow._make(row) for row in rows])
+
+
+async def with_children(r: DriverRows, made: Sequence[Any]) -> list[VersionBundle]:
+    """Version rows (:data:`VersionRow`, at least one) with their tags and aliases, in one
+    statement."""
     bundles = {row.id: VersionBundle(row) for row in made}
     # Tags and aliases in one statement (kind 0: a tag, kind 1: an alias, in alias order).
     bind = {"ids": id_list_value(list(bundles), r.dialect)}

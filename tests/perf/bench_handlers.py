@@ -114,6 +114,10 @@ async def seed(client: httpx.AsyncClient) -> dict[str, str]:
 def http_ops(client: httpx.AsyncClient, fx: dict[str, str]) -> dict[str, Callable[[], Awaitable]]:
     model, run_id, eid = fx["model"], fx["run_id"], fx["experiment_id"]
     step = iter(range(10**9))
+    # Archiving transitions alternate v1 and v2 into Production (each archives the other and
+    # v4): every call moves a version, archives one, writes history, an outbox event and an
+    # audit entry.
+    moving = iter(range(10**9))
 
     def batch() -> dict[str, Any]:
         n = next(step)
@@ -153,6 +157,16 @@ def http_ops(client: httpx.AsyncClient, fx: dict[str, str]) -> dict[str, Callabl
         ),
         "model-versions/get": lambda: call(
             "GET", "model-versions/get", params={"name": model, "version": "4"}
+        ),
+        "transition": lambda: call(
+            "POST",
+            "model-versions/transition-stage",
+            json={
+                "name": model,
+                "version": str(1 + next(moving) % 2),
+                "stage": "Production",
+                "archive_existing_versions": True,
+            },
         ),
         "runs/create": lambda: call("POST", "runs/create", json={"experiment_id": eid}),
         "runs/log-metric": lambda: call(

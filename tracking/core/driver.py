@@ -23,8 +23,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+from sqlalchemy.util import await_, greenlet_spawn
 
 
 class Prebuilt:
@@ -180,3 +181,42 @@ async def driver_rows(engine: AsyncEngine, *, write: bool) -> AsyncIterator[Driv
         raise
     finally:
         await greenlet_spawn(fairy.close)
+
+
+async def session_rows(s: AsyncSession) -> DriverRows:
+    """The driver of ``s``'s own connection, inside the session's transaction.
+
+    For a request that must stay one transaction (a stage move: its row lock, its outbox event
+    and audit entry commit or roll back together) but whose statements are prebuilt: they run
+    on the connection the session already holds, between its BEGIN and its COMMIT, and the
+    session still commits, rolls back and returns the connection. Nothing the session has
+    loaded is refreshed, so only tables the session does not hold objects of are written here.
+    """
+    conn = await s.connection()  # begins the session's transaction (SQLite: BEGIN IMMEDIATE)
+    fairy = await conn.get_raw_connection()
+    adapter = fairy.dbapi_connection
+    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement; a statement
+    # sent past it must find the transaction begun, and begun by the adapter, so that its
+    # COMMIT or ROLLBACK ends it.
+    if conn.dialect.name == "postgresql" and adapter._transaction is None:  # type: ignore[union-attr]
+        await adapter._start_transaction()  # type: ignore[union-attr]
+    return DriverRows(conn.engine, fairy, write=False)
+
+
+def run_in_session(session: Session, stmt: Prebuilt, params: Mapping[str, Any]) -> list[Any]:
+    """Run ``stmt`` on ``session``'s connection, inside its transaction, from synchronous code
+    that runs in SQLAlchemy's greenlet (a session event such as ``before_commit``); its rows."""
+    conn = session.connection()
+    fairy = conn.connection
+    compiled = stmt.driver_sql(conn.dialect)
+    sql, args = compiled.sql, compiled.args(params)
+    dispatch = conn.engine.dispatch
+    if dispatch.before_cursor_execute:
+        dispatch.before_cursor_execute(None, None, sql, args, None, False)
+    driver: Any = fairy.driver_connection
+    if conn.dialect.name == "postgresql":
+        adapter: Any = fairy.dbapi_connection
+        if adapter._transaction is None:  # see session_rows
+            await_(adapter._start_transaction())
+        return list(await_(driver.fetch(sql, *args)))
+    return list(driver.sqlite_connection.execute(sql, args).fetchall())

@@ -14,6 +14,7 @@ from gates.events.event_types import is_well_formed
 from registry import events as registry_events
 from registry.events import RegistryEvent
 from tracking.core.clock import now_ms
+from tracking.core.driver import session_rows
 
 
 async def emit(
@@ -22,6 +23,7 @@ async def emit(
     payload: dict[str, Any],
     *,
     model_name: str | None = None,
+    prebuilt: bool = False,
 ) -> str:
     """Record ``event_type`` in the outbox, in ``session``'s transaction; returns its event id.
 
@@ -29,7 +31,9 @@ async def emit(
     subscription to ``event_type`` gets a delivery row in the same statement batch, so a
     subscriber never misses an event that happened nor gets one that did not. ``model_name``
     (default: ``payload["name"]``) is the registered model the event is about, used by
-    subscriptions filtered to one model. ``payload`` must be JSON-serialisable.
+    subscriptions filtered to one model. ``payload`` must be JSON-serialisable. ``prebuilt``:
+    write the event with prebuilt statements on the transaction's own connection (the caller
+    has nothing unflushed the event must follow).
     """
     if not is_well_formed(event_type):
         raise ValueError(f"malformed event type {event_type!r} (expected 'entity.action')")
@@ -37,14 +41,25 @@ async def emit(
         model_name = payload["name"]
     now = now_ms()
     event_id = str(uuid.uuid4())
-    pk, subscribers = await store.insert_event_for_subscribers(
-        session,
-        event_id=event_id,
-        type_=event_type,
-        model_name=model_name,
-        payload=msgspec.json.encode(payload).decode(),
-        created_at=now,
-    )
+    body = msgspec.json.encode(payload).decode()
+    if prebuilt and model_name is not None:
+        pk, subscribers = await store.insert_model_event_on_driver(
+            await session_rows(session),
+            event_id=event_id,
+            type_=event_type,
+            model_name=model_name,
+            payload=body,
+            created_at=now,
+        )
+    else:
+        pk, subscribers = await store.insert_event_for_subscribers(
+            session,
+            event_id=event_id,
+            type_=event_type,
+            model_name=model_name,
+            payload=body,
+            created_at=now,
+        )
     await store.insert_deliveries(
         session,
         [
@@ -227,5 +242,8 @@ def registry_event_payloads(event: RegistryEvent) -> Payloads:
 
 async def record_registry_event(session: AsyncSession, event: RegistryEvent) -> None:
     """A registry listener (the app's first, gates.server.hooks): changes into the outbox."""
+    # A stage move writes through prebuilt statements (registry.service.moves): its event
+    # follows them the same way.
+    prebuilt = isinstance(event, registry_events.StageTransitioned)
     for event_type, payload in registry_event_payloads(event):
-        await emit(session, event_type, payload, model_name=event.name)
+        await emit(session, event_type, payload, model_name=event.name, prebuilt=prebuilt)

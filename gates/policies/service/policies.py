@@ -14,6 +14,7 @@ from gates.policies.schemas import ApplyResult, PolicyOut, PolicySpec, PolicyVer
 from gates.policies.service.records import page_limit, policy_out, policy_version_out
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
+from tracking.core.driver import session_rows
 from tracking.core.wire import decode_page_token, encode_page_token
 
 # --- visibility ----------------------------------------------------------------------------------
@@ -291,6 +292,14 @@ async def gate_for(s: AsyncSession, model: str, target: str) -> ResolvedGate | N
     return ResolvedGate(
         chosen, await store.get_policy_version(s, chosen.id, chosen.current_version)
     )
+
+
+async def gated_targets(s: AsyncSession, model: str, targets: list[str]) -> set[str]:
+    """Which of ``targets`` (one or two) an enabled gate guards for ``model``: one prebuilt read
+    on the transaction's connection, so a move onto and off ungated targets costs one
+    statement; :func:`gate_for` then picks the gate of a guarded one."""
+    found = await store.enabled_patterns(await session_rows(s), targets[0], targets[-1])
+    return {t for t, pattern in found if rules.pattern_matches(pattern, model)}
 
 
 # --- reads for the web UI ------------------------------------------------------------------------

@@ -1,0 +1,210 @@
+"""Stage moves: ``transition-stage`` and a gate's own move, inside the request's transaction.
+
+The statements run prebuilt on the session's own connection (``tracking.core.driver
+.session_rows``), one transaction with the model's row locked as before; a request that names
+something missing or malformed takes the session path (:func:`_move_on_session`), which names
+the error exactly as it always has. The stage holders before and after the move come from one
+read of the holders among the *other* versions (under the model's lock nothing else moves), and
+the answer is rendered from the row the move's UPDATE returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry import events, store
+from registry.events import MovePermit, PointerMove
+from registry.schemas import ModelVersionOut, Version
+from registry.service.history import stage_changes
+from registry.service.lookups import find_model, find_version, render_version, version_out
+from registry.store import moves, prebuilt
+from registry.validation import (
+    ARCHIVING_STAGES,
+    canonical_stage,
+    parse_version,
+    validate_model_name,
+)
+from tracking.core.clock import now_ms
+from tracking.core.driver import DriverRows, session_rows
+from tracking.core.errors import InvalidParameter, MlflowError
+
+
+@dataclass(frozen=True, slots=True)
+class _Moved:
+    pk: int
+    # The moved version's row after the move, and the driver it was read on (None: the move
+    # took the session path, whose caller renders by re-reading).
+    row: Any = None
+    model_name: str = ""
+    rows: DriverRows | None = None
+
+
+async def transition_stage(
+    s: AsyncSession,
+    name: str | None,
+    version: Version | None,
+    stage: str | None,
+    archive_existing_versions: bool = False,
+    *,
+    actor: str,
+    comment: str | None = None,
+    permit: MovePermit | None = None,
+) -> ModelVersionOut:
+    """Move a version to ``stage`` (see :func:`move_stage`) and render it."""
+    done = await _move(s, name, version, stage, archive_existing_versions, actor, comment, permit)
+    if done.rows is None:
+        return await render_version(s, done.pk)
+    made = prebuilt.VersionRow._make((*done.row, done.model_name))
+    (bundle,) = await prebuilt.with_children(done.rows, [made])
+    return version_out(bundle)
+
+
+async def move_stage(
+    s: AsyncSession,
+    name: str | None,
+    version: Version | None,
+    stage: str | None,
+    archive_existing_versions: bool = False,
+    *,
+    actor: str,
+    comment: str | None = None,
+    permit: MovePermit | None = None,
+) -> int:
+    """Move a version to ``stage``, optionally archiving the stage's other versions; returns
+    the version's row id (a gate's own move needs no rendered version).
+
+    One transaction with the model's row locked: concurrent transitions queue, and readers see
+    the state before or after the whole move (never zero or two versions in the stage).
+    ``permit`` is what an upper layer making this move itself was allowed (the guards read it).
+    """
+    done = await _move(s, name, version, stage, archive_existing_versions, actor, comment, permit)
+    return done.pk
+
+
+def _target_stage(stage: str | None, archive_existing_versions: bool) -> str:
+    target = canonical_stage(stage)
+    if archive_existing_versions and target not in ARCHIVING_STAGES:
+        raise InvalidParameter(
+            f"Model version transition cannot archive existing model versions because '{target}' "
+            "is not an Active stage. Valid stages are Staging and Production."
+        )
+    return target
+
+
+async def _move(
+    s: AsyncSession,
+    name: str | None,
+    version: Version | None,
+    stage: str | None,
+    archive: bool,
+    actor: str,
+    comment: str | None,
+    permit: MovePermit | None,
+) -> _Moved:
+    target = _target_stage(stage, archive)
+    try:
+        checked, number = validate_model_name(name), parse_version(version)
+    except MlflowError:
+        return await _move_on_session(s, name, version, target, archive, actor, comment, permit)
+    r = await session_rows(s)
+    model = await moves.model_for_move(r, checked)
+    row = None if model is None else await moves.version_row(r, model.id, number)
+    if model is None or row is None:
+        # The session path names what is missing (it locks the model again: a no-op).
+        return await _move_on_session(s, name, version, target, archive, actor, comment, permit)
+    others = await moves.holders_but(r, model.id, number)
+    before = dict(others)
+    before[row.current_stage] = max(others.get(row.current_stage, number), number)
+    note = await events.check_pointer_move(
+        s,
+        PointerMove(
+            "transition",
+            model.name,
+            "stage",
+            target,
+            row.version,
+            before.get(target),
+            actor,
+            comment,
+            from_stage=row.current_stage,
+            archive_existing_versions=archive,
+            permit=permit,
+        ),
+    )
+    comment = events.with_note(comment, note)
+    now = now_ms()
+    moved, archived = await moves.move(
+        r, model.id, row.version, target, archive_others=archive, now=now
+    )
+    await moves.touch_model(r, model.id, now)
+    after = dict(others)
+    if archive:
+        after.pop(target, None)  # every other version of the stage went to Archived
+        if archived:
+            after["Archived"] = max(after.get("Archived", archived[-1]), archived[-1])
+    after[target] = max(after.get(target, row.version), row.version)
+    history = stage_changes(
+        model, before, after, row.version, "transition", actor, comment, now, explicit=target
+    )
+    await moves.insert_history(r, history)
+    await events.emit(
+        s,
+        events.StageTransitioned(
+            model.name, row.version, row.current_stage, target, tuple(archived), actor, comment, now
+        ),
+    )
+    return _Moved(int(row.id), moved, model.name, r)
+
+
+async def _move_on_session(
+    s: AsyncSession,
+    name: str | None,
+    version: Version | None,
+    target: str,
+    archive: bool,
+    actor: str,
+    comment: str | None,
+    permit: MovePermit | None,
+) -> _Moved:
+    """The move through the session (a request naming something missing or malformed: the
+    error it answers is named here)."""
+    model = await find_model(s, name, lock=True)
+    row = await find_version(s, model, version)
+    before = await store.stage_holders(s, model.id)
+    note = await events.check_pointer_move(
+        s,
+        PointerMove(
+            "transition",
+            model.name,
+            "stage",
+            target,
+            row.version,
+            before.get(target),
+            actor,
+            comment,
+            from_stage=row.current_stage,
+            archive_existing_versions=archive,
+            permit=permit,
+        ),
+    )
+    comment = events.with_note(comment, note)
+    now = now_ms()
+    archived = await store.move_to_stage(
+        s, model.id, row.version, target, archive_others=archive, now=now
+    )
+    await store.update_registered_model(s, model.id, last_updated_timestamp=now)
+    after = await store.stage_holders(s, model.id)
+    history = stage_changes(
+        model, before, after, row.version, "transition", actor, comment, now, explicit=target
+    )
+    await store.insert_pointer_events(s, history)
+    await events.emit(
+        s,
+        events.StageTransitioned(
+            model.name, row.version, row.current_stage, target, tuple(archived), actor, comment, now
+        ),
+    )
+    return _Moved(int(row.id))
