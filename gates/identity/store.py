@@ -136,7 +136,7 @@ async def token_principal_rows(s: AsyncSession, prefix: str) -> list[Any]:
 # Every column is a plain type, so the driver's values are the session's (SQLite's booleans
 # come back as 0/1, which the caller only tests for truth).
 TokenPrincipalRow = namedtuple(  # type: ignore[misc]
-    "TokenPrincipalRow", [c.key for c in _TOKEN_PRINCIPAL.selected_columns]
+    "TokenPrincipalRow", [str(c.key) for c in _TOKEN_PRINCIPAL.selected_columns]
 )
 TOKEN_PRINCIPAL = Prebuilt(lambda _dialect: _TOKEN_PRINCIPAL)
 
