@@ -15,6 +15,9 @@ from sqlalchemy import event
 
 from tracking.core.db import Database
 
+# The first administrator of an app made with ``auth=True``.
+HOT_ADMIN = ("hot-admin", "a long enough admin password")
+
 
 @dataclass
 class Counted:
@@ -72,8 +75,9 @@ async def migrated_database(make_database: Any, label: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def hot_app(url: str, tmp_path: Path) -> AsyncIterator[HotApp]:
-    """An app with auth off on the database at ``url``, the client speaking to it in-process.
+async def hot_app(url: str, tmp_path: Path, *, auth: bool = False) -> AsyncIterator[HotApp]:
+    """An app on the database at ``url``, the client speaking to it in-process; auth off, or
+    on with :data:`HOT_ADMIN` as the first administrator.
 
     Enter it inside the test (its lifespan's task group must end in the task that began it).
     """
@@ -88,6 +92,9 @@ async def hot_app(url: str, tmp_path: Path) -> AsyncIterator[HotApp]:
             approval_sweep_interval=0,
             staging_sweep_interval=0,
             audit_checkpoint_interval=0,
+            auth=auth,
+            admin_username=HOT_ADMIN[0] if auth else "",
+            admin_password=HOT_ADMIN[1] if auth else "",
         )
     )
     async with app.lifespan():

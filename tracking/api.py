@@ -215,8 +215,13 @@ async def create_run(request: Req) -> R:
 @get("/runs/get", opt=RUN_READ)
 async def get_run(request: Req) -> R:
     q = read_query(request, RunRef)
-    async with database(request).read() as s:
-        run = await service.get_run(s, q.id)
+    db = database(request)
+    # On the driver; the session only to name the error when there is no such run.
+    async with db.driver_read() as r:
+        run = await service.get_run_at_once(r, q.id)
+    if run is None:
+        async with db.read() as s:
+            run = await service.get_run(s, q.id)
     return ok({"run": run})
 
 
@@ -336,8 +341,15 @@ async def log_outputs(request: Req) -> R:
 
 
 async def _search_runs(request: Req, body: SearchRuns) -> R:
-    async with database(request).read() as s:
-        runs, token = await service.search_runs(s, body, scope=visibility(request, "experiment"))
+    db = database(request)
+    scope = visibility(request, "experiment")
+    # The query and the page's runs on the driver; the session only to refuse a bad request.
+    async with db.driver_read() as r:
+        found = await service.search_runs_at_once(r, body, scope=scope)
+    if found is None:
+        async with db.read() as s:
+            found = await service.search_runs(s, body, scope=scope)
+    runs, token = found
     return ok(_page("runs", runs, token))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.identity.models import ApiToken, Grant, LoginFailure, User, WebSession
 from tracking.core.db import dialect_insert
+from tracking.core.driver import DriverRows, Prebuilt
 
 _USER = User.__table__
 _TOKEN = ApiToken.__table__
@@ -127,6 +129,23 @@ async def token_principal_rows(s: AsyncSession, prefix: str) -> list[Any]:
     one row with NULL grant columns for none or an administrator); empty when unknown."""
     conn = await s.connection()
     return list((await conn.execute(_TOKEN_PRINCIPAL, {"prefix": prefix})).all())
+
+
+# The same statement on a pooled connection's driver (tracking.core.driver): authentication
+# runs on every request, and a session around its one read cost more than the read itself.
+# Every column is a plain type, so the driver's values are the session's (SQLite's booleans
+# come back as 0/1, which the caller only tests for truth).
+TokenPrincipalRow = namedtuple(  # type: ignore[misc]
+    "TokenPrincipalRow", [str(c.key) for c in _TOKEN_PRINCIPAL.selected_columns]
+)
+TOKEN_PRINCIPAL = Prebuilt(lambda _dialect: _TOKEN_PRINCIPAL)
+
+
+async def token_principal_rows_at_once(r: DriverRows, prefix: str) -> list[Any]:
+    """:func:`token_principal_rows` on the driver: no session, one statement."""
+    return [
+        TokenPrincipalRow._make(row) for row in await r.all(TOKEN_PRINCIPAL, {"prefix": prefix})
+    ]
 
 
 def _token_select() -> Any:

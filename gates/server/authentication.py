@@ -136,12 +136,13 @@ SHARED_READ_SCOPE_KEY = "mlgate.shared_read"
 
 
 class SharedRead:
-    """One read transaction for a request's authentication and its guard's authorization.
+    """One read transaction for a request's authorization checks, opened only when the guard
+    must locate an object (a bearer token is read on the driver, without a session).
 
     Each transaction costs a pool checkout (with its ping on PostgreSQL), BEGIN and the end,
-    about as much as the statements themselves; sharing one saves that on every
-    authenticated request. The guard closes it before the handler runs, so no request holds
-    it while it works; the middleware closes it in any case. Reopens lazily after a close.
+    about as much as the statements themselves; sharing one saves that when several checks
+    run. The guard closes it before the handler runs, so no request holds it while it works;
+    the middleware closes it in any case. Reopens lazily after a close.
     """
 
     def __init__(self, db: Database) -> None:
@@ -197,7 +198,7 @@ class AuthenticationMiddleware:
         scope[SHARED_READ_SCOPE_KEY] = read  # type: ignore[literal-required]
         try:
             if header is not None and header.strip():
-                principal = await self.authenticate(scope, header, read)
+                principal = await self.authenticate(scope, header)
             elif web_session.is_web_path(scope["path"]) or scope.get(MLFLOW_UI_SCOPE_KEY):
                 # MLflow's UI (forwarded from /mlflow/, where cross-site writes were refused)
                 # runs in the browser, which holds only the UI's session cookie.
@@ -220,7 +221,7 @@ class AuthenticationMiddleware:
         scope[web_session.SESSION_CSRF_SCOPE_KEY] = found.csrf_secret  # type: ignore[literal-required]
         return found.principal
 
-    async def authenticate(self, scope: Scope, header: str, read: SharedRead) -> Principal | None:
+    async def authenticate(self, scope: Scope, header: str) -> Principal | None:
         db: Database = scope["app"].state["db"]
         client = client_address(scope)
         scheme, _, credentials = header.strip().partition(" ")
@@ -241,12 +242,13 @@ class AuthenticationMiddleware:
                 # A CI job's OIDC token, checked by the gate it asks against the issuers that
                 # gate trusts (gates.policies.oidc_trusts); it names no mlgate principal.
                 return None
-            # The read stays open for the guard (the token-authenticated request is the hot
-            # path: CI and production clients); Basic keeps its own, as argon2 may run.
-            async with read.use() as s:
-                principal = await identity.verify_token(s, credentials.strip())
+            # The token-authenticated request is the hot path (CI and production clients):
+            # one statement on a pooled connection's driver, no session. Nothing is cached,
+            # so a revoked token is refused at its next request on every replica. The guard
+            # opens the shared read only if it must locate an object.
+            async with db.driver_read() as r:
+                principal = await identity.verify_token_at_once(r, credentials.strip())
             if principal is None:
-                await read.close()
                 await self._failed(db, identity.BEARER_LOGIN, client)
             return principal
         raise InvalidCredentials()

@@ -86,7 +86,7 @@ def permission_middleware(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
             try:
                 await check(scope, receive, send, read)
             finally:
-                if read is not None:  # the handler runs without the authentication's read
+                if read is not None:  # the handler runs without the guard's read
                     await read.close()
             await app(scope, receive, send)
 

@@ -111,8 +111,26 @@ async def seed(client: httpx.AsyncClient) -> dict[str, str]:
     return {"model": model, "experiment_id": eid, "run_id": run["run_id"]}
 
 
+async def seed_search(client: httpx.AsyncClient, runs: int) -> str:
+    """An experiment of ``runs`` runs shaped like bench_tracking's (4 params, 5 tags, 3
+    metrics each); returns its id."""
+    from tests.perf.bench_tracking import run_specs
+
+    new = await client.post(f"{API}/experiments/create", json={"name": "bench-search"})
+    eid = str((await _check(new))["experiment_id"])
+    for spec in run_specs(runs):
+        body = {"experiment_id": eid, "user_id": "bench", "run_name": spec["name"],
+                "start_time": spec["start_time"], "tags": spec["tags"]}  # fmt: skip
+        created = await _check(await client.post(f"{API}/runs/create", json=body))
+        batch = {"run_id": created["run"]["info"]["run_id"], "params": spec["params"],
+                 "metrics": spec["metrics"]}  # fmt: skip
+        await _check(await client.post(f"{API}/runs/log-batch", json=batch))
+    return eid
+
+
 def http_ops(client: httpx.AsyncClient, fx: dict[str, str]) -> dict[str, Callable[[], Awaitable]]:
     model, run_id, eid = fx["model"], fx["run_id"], fx["experiment_id"]
+    search_eid = fx.get("search_experiment_id", eid)
     step = iter(range(10**9))
     # Archiving transitions alternate v1 and v2 into Production (each archives the other and
     # v4): every call moves a version, archives one, writes history, an outbox event and an
@@ -175,6 +193,22 @@ def http_ops(client: httpx.AsyncClient, fx: dict[str, str]) -> dict[str, Callabl
             json={"run_id": run_id, "key": "m", "value": 0.5, "timestamp": 1, "step": next(step)},
         ),
         "runs/log-batch (100 metrics)": lambda: call("POST", "runs/log-batch", json=batch()),
+        # bench_tracking's searches (``--search-runs`` runs in the searched experiment).
+        "runs/search-filtered-100": lambda: call(
+            "POST",
+            "runs/search",
+            json={
+                "experiment_ids": [search_eid],
+                "filter": "metrics.m1 > 0.5 AND params.model = 'rf' AND tags.team = 'a'",
+                "max_results": 100,
+                "order_by": ["metrics.m1 DESC"],
+            },
+        ),
+        "runs/search-page-1000": lambda: call(
+            "POST", "runs/search", json={"experiment_ids": [search_eid], "max_results": 1000}
+        ),
+        "runs/get": lambda: call("GET", "runs/get", params={"run_id": run_id}),
+        "experiments/search": lambda: call("POST", "experiments/search", json={"max_results": 100}),
     }
 
 
@@ -196,6 +230,9 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--ops", default="")
     parser.add_argument("--auth", action="store_true")
+    parser.add_argument(
+        "--search-runs", type=int, default=0, help="seed this many runs for the search ops"
+    )
     parser.add_argument("--keep-db", action="store_true", help="keep the database, print its URL")
     parser.add_argument("--profile", default="", help="write a pyinstrument text profile here")
     parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432")
@@ -233,6 +270,8 @@ async def main() -> None:
                     token = await _token(client)
                     client.headers["Authorization"] = f"Bearer {token}"
                 fx = await seed(client)
+                if args.search_runs:
+                    fx["search_experiment_id"] = await seed_search(client, args.search_runs)
                 counter = StatementCounter(app.state["db"])
                 ops = http_ops(client, fx)
                 wanted = [o for o in args.ops.split(",") if o] or list(ops)

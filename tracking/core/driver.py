@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.util import await_, greenlet_spawn
+from sqlalchemy.util import LRUCache, await_, greenlet_spawn
 
 
 class Prebuilt:
@@ -110,6 +110,27 @@ class DriverRows:
             self.failed = True
             raise
 
+    async def all_built(self, stmt: Any) -> list[Sequence[Any]]:
+        """The rows of a Core select built for this request (a search), its values bound in it.
+
+        Compiled like a session's execution: through a statement cache keyed by the
+        statement's structure (its values extracted), with the parameters' bind conversions
+        and ``literal_execute`` values rendered into the SQL at execution.
+        """
+        if self._begin_pending:
+            await self._begin_immediate()
+        sql, args = _built_args(stmt, self._dialect)
+        if self._dispatch.before_cursor_execute:
+            self._dispatch.before_cursor_execute(None, None, sql, args, None, False)
+        try:
+            if self._postgres:
+                return list(await self._driver.fetch(sql, *args))
+            assert self._sqlite is not None
+            return self._sqlite.execute(sql, args).fetchall()
+        except BaseException:
+            self.failed = True
+            raise
+
     async def first(self, stmt: Prebuilt, params: Mapping[str, Any]) -> Sequence[Any] | None:
         rows = await self.all(stmt, params)
         return rows[0] if rows else None
@@ -145,6 +166,36 @@ class DriverRows:
             self.failed = True
             raise
         self.in_transaction = True
+
+
+# Compiled forms of per-request statements, keyed like SQLAlchemy's own cache (the dialect and
+# the statement's structure, never its values): SQL text, not database state.
+_BUILT_CACHE: Any = LRUCache(500)
+
+
+def _built_args(stmt: Any, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The driver's SQL and positional arguments for ``stmt``, as Connection.execute makes
+    them (sqlalchemy.engine.default.DefaultExecutionContext._init_compiled)."""
+    compiled, extracted, collected, _stats = stmt._compile_w_cache(
+        dialect,
+        compiled_cache=_BUILT_CACHE,
+        column_keys=[],
+        for_executemany=False,
+        schema_translate_map=None,
+        linting=dialect.compiler_linting,
+    )
+    params = compiled.construct_params(
+        extracted_parameters=extracted, escape_names=False, _collected_params=collected
+    )
+    processors = compiled._bind_processors
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        expanded = compiled._process_parameters_for_postcompile(params)
+        sql, order = expanded.statement, expanded.positiontup
+        processors = {**processors, **expanded.processors}
+    else:
+        sql, order = compiled.string, compiled.positiontup
+    args = [processors[k](params[k]) if k in processors else params[k] for k in order or ()]
+    return sql, args
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.db import dialect_name
 from tracking.core.driver import DriverRows
-from tracking.core.errors import InvalidParameter
+from tracking.core.errors import InvalidParameter, MlflowError
 from tracking.core.wire import decode_page_token, encode_page_token
 from tracking.errors import ExperimentNotFound, InactiveExperiment
 from tracking.schemas import (
@@ -194,10 +194,23 @@ async def restore_run(s: AsyncSession, run_id: str | None) -> None:
     await store.update_run(s, handle.id, lifecycle_stage="active", deleted_time=None)
 
 
-async def search_runs(
-    s: AsyncSession, req: SearchRuns, *, scope: ResourceScope | None = None
-) -> tuple[list[RunOut], str | None]:
-    """One page of runs; ``scope`` (None: all) drops runs of experiments the caller can't read."""
+@dataclass(frozen=True, slots=True)
+class _RunPage:
+    """A checked search_runs request: its page's query and where the page starts."""
+
+    stmt: Any  # the ordered select of run keys, offset and limited (one run past the page)
+    offset: int
+    limit: int
+    fingerprint: str
+
+    def token(self, found: int) -> str | None:
+        over = found > self.limit
+        return encode_page_token(self.offset + self.limit, self.fingerprint) if over else None
+
+
+def _run_page(req: SearchRuns, scope: ResourceScope | None, dialect: str) -> _RunPage | None:
+    """Check the request (raising MLflow's errors) and build its query; None: no experiment
+    named, an empty page."""
     from tracking.search import run_search_select
     from tracking.search.sql import with_values_in_sql
 
@@ -209,15 +222,49 @@ async def search_runs(
     )
     offset = decode_page_token(req.page_token, fingerprint)
     if not experiment_ids:
-        return [], None
+        return None
     stmt = run_search_select(experiment_ids, req.filter, list(req.order_by), view, scope)
     stmt = stmt.offset(offset).limit(limit + 1)
-    if dialect_name(s) == "postgresql":
+    if dialect == "postgresql":
         stmt = with_values_in_sql(stmt)  # every plan made knowing the values (see there)
-    pks = [row[0] for row in await s.execute(stmt)]
-    token = encode_page_token(offset + limit, fingerprint) if len(pks) > limit else None
-    bundles = await store.load_runs(s, pks[:limit])
-    return [run_out(b) for b in bundles], token
+    return _RunPage(stmt, offset, limit, fingerprint)
+
+
+async def search_runs(
+    s: AsyncSession, req: SearchRuns, *, scope: ResourceScope | None = None
+) -> tuple[list[RunOut], str | None]:
+    """One page of runs; ``scope`` (None: all) drops runs of experiments the caller can't read."""
+    page = _run_page(req, scope, dialect_name(s))
+    if page is None:
+        return [], None
+    pks = [row[0] for row in await s.execute(page.stmt)]
+    bundles = await store.load_runs(s, pks[: page.limit])
+    return [run_out(b) for b in bundles], page.token(len(pks))
+
+
+async def search_runs_at_once(
+    r: DriverRows, req: SearchRuns, *, scope: ResourceScope | None = None
+) -> tuple[list[RunOut], str | None] | None:
+    """:func:`search_runs` on a read connection's driver, no session: the same query and the
+    same loading statements, so the same page. None: the request is refused (the session path
+    names the error)."""
+    try:
+        page = _run_page(req, scope, r.dialect)
+    except MlflowError:
+        return None
+    if page is None:
+        return [], None
+    pks = [row[0] for row in await r.all_built(page.stmt)]
+    bundles = await prebuilt.load_runs(r, pks[: page.limit])
+    return [run_out(b) for b in bundles], page.token(len(pks))
+
+
+async def get_run_at_once(r: DriverRows, run_id: str | None) -> RunOut | None:
+    """:func:`get_run` on the driver; None: no such run (or no id), which the session path
+    refuses with MLflow's error."""
+    pk = await prebuilt.run_pk(r, run_id) if run_id else None
+    found = await prebuilt.load_runs(r, [pk]) if pk is not None else []
+    return run_out(found[0]) if found else None
 
 
 async def get_runs(s: AsyncSession, run_ids: Sequence[str]) -> list[RunOut]:

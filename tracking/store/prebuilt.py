@@ -1,17 +1,24 @@
-"""Starting a run and logging metrics as prebuilt statements on the driver (tracking.core.driver).
+"""Starting a run, logging metrics and loading runs as prebuilt statements on the driver
+(tracking.core.driver).
 
-PostgreSQL: each is ONE statement (data-modifying CTEs), so it commits by itself with no BEGIN
-and COMMIT round trips. SQLite: a few statements in one ``BEGIN IMMEDIATE`` transaction, each a
-few microseconds on the in-loop driver.
+PostgreSQL: each write is ONE statement (data-modifying CTEs), so it commits by itself with no
+BEGIN and COMMIT round trips. SQLite: a few statements in one ``BEGIN IMMEDIATE`` transaction,
+each a few microseconds on the in-loop driver. Loading runs (a search's page, ``runs/get``)
+sends the very statements :func:`tracking.store.runs.load_runs` sends through a session, so
+the database returns the same rows in the same order.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict, namedtuple
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from tracking.core.db import id_list_value, in_id_list
 from tracking.core.driver import DriverRows, Prebuilt
+from tracking.models import Dataset, DatasetInputTag, Run
 from tracking.store.metrics import (
     PG_METRICS_WRITE_BY_UUID,
     SQLITE_LATEST_UPSERT,
@@ -21,7 +28,13 @@ from tracking.store.metrics import (
     sqlite_history_rows,
     sqlite_latest_rows,
 )
-from tracking.store.runs import RUN_HANDLE_SELECT, RUN_INSERT_FROM_EXPERIMENT, RUN_TAGS
+from tracking.store.runs import (
+    RUN_HANDLE_SELECT,
+    RUN_INSERT_FROM_EXPERIMENT,
+    RUN_TAGS,
+    RunBundle,
+    _build_load_runs,
+)
 
 # The run (in an ACTIVE experiment, checked in the same statement) and its tags. The tags'
 # foreign key is checked at the end of the statement, when the run row exists.
@@ -93,3 +106,62 @@ async def write_metrics(w: DriverRows, run_uuid: str, points: Sequence[MetricPoi
     await w.executemany_native(SQLITE_METRIC_INSERT, sqlite_history_rows(handle[0], points))
     await w.executemany_native(SQLITE_LATEST_UPSERT, sqlite_latest_rows(handle[0], points))
     return True
+
+
+# Rows with attribute access, like the session's rows (rendering reads runs and datasets by name).
+RunRow = namedtuple("RunRow", [c.key for c in Run.__table__.c])  # type: ignore[misc]
+InputRow = namedtuple(  # type: ignore[misc]
+    "InputRow", ["id", "run_id", *(c.key for c in Dataset.__table__.c)]
+)
+
+
+def _load_statement(index: int) -> Prebuilt:
+    return Prebuilt(lambda dialect: _build_load_runs(dialect)[index])
+
+
+_LOAD = [_load_statement(i) for i in range(6)]
+LOAD_RUN_ROWS, LOAD_PARAMS, LOAD_TAGS, LOAD_METRICS, LOAD_INPUTS, LOAD_MODEL_LINKS = _LOAD
+LOAD_INPUT_TAGS = Prebuilt(
+    lambda dialect: select(
+        DatasetInputTag.input_id, DatasetInputTag.key, DatasetInputTag.value
+    ).where(in_id_list(DatasetInputTag.input_id, dialect))
+)
+
+
+async def load_runs(r: DriverRows, run_pks: Sequence[int]) -> list[RunBundle]:
+    """:func:`tracking.store.runs.load_runs` on the driver: the runs in the order given, six
+    statements (seven with dataset inputs) however many runs there are."""
+    if not run_pks:
+        return []
+    ids = list(run_pks)
+    bind = {"ids": id_list_value(ids, r.dialect)}
+    bundles = {
+        row[0]: RunBundle(RunRow._make(row), [], [], [], [], [], [])
+        for row in await r.all(LOAD_RUN_ROWS, bind)
+    }
+    for run_id, key, value in await r.all(LOAD_PARAMS, bind):
+        bundles[run_id].params.append((key, value))
+    for run_id, key, value in await r.all(LOAD_TAGS, bind):
+        bundles[run_id].tags.append((key, value))
+    for m in await r.all(LOAD_METRICS, bind):
+        bundles[m[0]].metrics.append(m)
+    inputs: list[Any] = [InputRow._make(row) for row in await r.all(LOAD_INPUTS, bind)]
+    if inputs:
+        input_tags: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        input_bind = {"ids": id_list_value([i.id for i in inputs], r.dialect)}
+        for input_id, key, value in await r.all(LOAD_INPUT_TAGS, input_bind):
+            input_tags[input_id].append((key, value))
+        for i in inputs:
+            bundles[i.run_id].dataset_inputs.append((i, input_tags.get(i.id, [])))
+    for run_id, model_id, direction, step in await r.all(LOAD_MODEL_LINKS, bind):
+        if direction == "input":
+            bundles[run_id].model_inputs.append(model_id)
+        else:
+            bundles[run_id].model_outputs.append((model_id, step))
+    return [bundles[i] for i in ids if i in bundles]
+
+
+async def run_pk(r: DriverRows, run_uuid: str) -> int | None:
+    """The key of the run ``run_uuid`` (deleted or not), or None."""
+    row = await r.first(RUN_HANDLE, {"run_uuid": run_uuid})
+    return None if row is None else int(row[0])

@@ -25,6 +25,7 @@ from gates.identity.service.authentication import (
     session_principal,
     verified_passwords,
     verify_token,
+    verify_token_at_once,
 )
 from gates.identity.service.grants import (
     create_grant,
@@ -103,4 +104,5 @@ __all__ = [
     "validate_username",
     "verified_passwords",
     "verify_token",
+    "verify_token_at_once",
 ]

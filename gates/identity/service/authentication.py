@@ -8,7 +8,9 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +26,7 @@ from gates.identity.service.grants import grant_rules
 from gates.identity.service.records import USERNAME_RE, grant_rule
 from tracking.core.auth import Principal
 from tracking.core.clock import now_ms
+from tracking.core.driver import DriverRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +190,23 @@ async def verify_token(s: AsyncSession, secret: str) -> Principal | None:
     prefix = token_prefix(secret)
     if prefix is None:
         return None
-    rows = await store.token_principal_rows(s, prefix)
+    return token_principal(await store.token_principal_rows(s, prefix), secret)
+
+
+async def verify_token_at_once(r: DriverRows, secret: str) -> Principal | None:
+    """:func:`verify_token` on a pooled connection's driver, without a session. Nothing is
+    kept in memory: every request reads the token, its user and the grants again, so a
+    revocation, an expiry, a disabled user or a changed grant applies to the next request
+    (on every replica)."""
+    prefix = token_prefix(secret)
+    if prefix is None:
+        return None
+    return token_principal(await store.token_principal_rows_at_once(r, prefix), secret)
+
+
+def token_principal(rows: Sequence[Any], secret: str) -> Principal | None:
+    """The principal the rows of the token's statement describe, if ``secret`` is that token's
+    and it is live."""
     if not rows:
         return None
     row = rows[0]
