@@ -502,10 +502,8 @@ async def _candidate(
     assert req.run_id is not None
     run = await load_run(s, req.run_id)
     candidate = Candidate(model, target, run)
-    try:
-        versions = await registry.versions_of_run(s, model, run.info.run_id)
-    except ResourceNotFound:
-        versions, candidate.model_exists = [], False
+    candidate.model_row, versions = await registry.run_versions(s, model, run.info.run_id)
+    candidate.model_exists = candidate.model_row is not None
     candidate.related_versions = [int(v.version) for v in versions]
     source = f"runs:/{run.info.run_id}/{parse_artifact_path(req.artifact_path).posix}"
     same = [v for v in versions if v.source == source]
@@ -549,11 +547,14 @@ async def _register_version(
             )
         fingerprint = None  # taken before the model existed: the location was not checked
     create = create_request(req, model, candidate.run.info.run_id)
+    # The model's row and the run (with its model outputs) were read in this transaction:
+    # the source check resolves against them instead of reading them again.
+    known = registry.KnownSource(model=candidate.model_row, run=candidate.run)
     if fingerprint is None:
-        fingerprint = await ports.fingerprint_for(s, storage, create)
+        fingerprint = await ports.fingerprint_for(s, storage, create, known=known)
     # create_model_version refuses a fingerprint of another location than the source's.
     _, candidate.version = await registry.register_version(
-        s, create, actor=actor, fingerprint=fingerprint
+        s, create, actor=actor, fingerprint=fingerprint, known=known
     )
     candidate.digest = fingerprint.digest if fingerprint is not None else None
     candidate.digest_checked = True

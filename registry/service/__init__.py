@@ -37,10 +37,12 @@ from registry.service.lookups import (
     POINTER_STAGES,
     model_out,
     models_storing,
+    run_versions,
     source_references,
     version_out,
 )
 from registry.service.model_versions import (
+    KnownSource,
     create_model_version,
     delete_model_version,
     delete_model_version_tag,
@@ -91,6 +93,7 @@ __all__ = [
     "LivePointer",
     "PointerState",
     "RecordedFingerprint",
+    "KnownSource",
     "VerifyReport",
     "VersionFingerprint",
     "check_artifact_writable",
@@ -127,6 +130,7 @@ __all__ = [
     "pointer_state_of",
     "recorded_fingerprint",
     "register_version",
+    "run_versions",
     "rename_registered_model",
     "resolve_model_uri",
     "search_model_versions",
