@@ -371,17 +371,18 @@ async def _claim_decision(
         return None
     assert req.idempotency_key is not None
     key = req.idempotency_key
+    # Claim first: a new key (the usual case) is then one statement. A taken key inserts
+    # nothing (on PostgreSQL a concurrent claim of it waits here until that request ends),
+    # and the stored decision is read as before.
+    claimed = await store.claim_decision(
+        s, created_at=now_ms(), idempotency_key=key, request_hash=request_hash, **base
+    )
+    if claimed:
+        return None
     stored = await _existing(s, model, target, key, request_hash, caller)
     if stored is not None and not (req.reopen and stored.closed):
         return stored
-    if stored is None:
-        claimed = await store.claim_decision(
-            s, created_at=now_ms(), idempotency_key=key, request_hash=request_hash, **base
-        )
-        if claimed:
-            return None
-        # A concurrent request with this key won; it has committed by now.
-    else:
+    if stored is not None:
         previous = stored.decision.decision_id
         # Link first: of two concurrent reopens only one sets the link (the other waits on the
         # row lock, then finds it set and replays the winner's decision).

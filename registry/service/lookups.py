@@ -150,10 +150,9 @@ async def run_versions(
 ) -> tuple[Any, list[ModelVersionOut]]:
     """The model's row and its versions registered from ``run_id``, newest first (at most
     ``limit``); (None, []) when there is no such model."""
-    try:
-        model = await find_model(s, name)
-    except RegisteredModelNotFound:
+    checked = validate_model_name(name)
+    model, ids = await store.model_and_version_ids_of_run(s, checked, run_id, min(limit, 1000))
+    if model is None:
         return None, []
-    ids = await store.version_ids_of_run(s, model.id, run_id, min(limit, 1000))
     found = {b.row.version: version_out(b) for b in await store.load_versions(s, ids)}
     return model, [found[v] for v in sorted(found, reverse=True)]

@@ -126,6 +126,25 @@ async def version_ids_of_run(s: AsyncSession, model_id: int, run_id: str, limit:
     return [int(v) for v in (await s.execute(stmt)).scalars()]
 
 
+async def model_and_version_ids_of_run(
+    s: AsyncSession, name: str, run_id: str, limit: int
+) -> tuple[Any | None, list[int]]:
+    """The model's row (as ``get_model_row`` reads it) and the primary keys of its versions
+    registered from ``run_id``, newest first, in one read; (None, []) without such a model."""
+    rm, mv = RegisteredModel.__table__, ModelVersion.__table__
+    stmt = (
+        select(rm, mv.c.id.label("run_version_pk"))
+        .select_from(rm.outerjoin(mv, (mv.c.model_id == rm.c.id) & (mv.c.run_id == run_id)))
+        .where(rm.c.name == name)
+        .order_by(mv.c.version.desc())
+        .limit(limit)
+    )
+    rows = (await s.execute(stmt)).all()
+    if not rows:
+        return None, []
+    return rows[0], [int(r.run_version_pk) for r in rows if r.run_version_pk is not None]
+
+
 async def newest_pointer_event_id(
     s: AsyncSession, model_id: int, kind: str, pointer: str
 ) -> int | None:

@@ -158,9 +158,13 @@ async def get_run(s: AsyncSession, run_id: str | None) -> RunOut:
 
 async def get_run_outputs(s: AsyncSession, run_id: str | None) -> RunOut:
     """The run's info and model inputs/outputs only; its params, tags, metrics and dataset
-    inputs are left empty (what resolving a ``runs:/`` source needs, in three reads)."""
-    handle = await run_handle(s, run_id)
-    return run_out((await store.load_runs(s, [handle.id], data=False))[0])
+    inputs are left empty (what resolving a ``runs:/`` source needs, in two reads)."""
+    require(run_id, "run_id")
+    assert run_id is not None
+    bundle = await store.load_run_by_uuid(s, run_id, data=False)
+    if bundle is None:
+        raise RunNotFound(run_id)
+    return run_out(bundle)
 
 
 async def get_run_for_checks(s: AsyncSession, run_id: str | None) -> RunOut:

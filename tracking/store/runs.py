@@ -244,31 +244,35 @@ _RUN_BY_UUID = select(Run.__table__).where(Run.run_uuid == bindparam("run_uuid")
 _NO_TEXT, _NO_FLOAT = cast_(null(), Text), cast_(null(), Float)
 _NO_BOOL, _NO_INT = cast_(null(), Boolean), cast_(null(), BigInteger)
 _CHILD_PARAM, _CHILD_TAG, _CHILD_METRIC, _CHILD_LINK = 0, 1, 2, 3
+_RUN_LINKS = select(
+    literal(_CHILD_LINK).label("kind"), RunModelLink.model_id.label("key"),
+    RunModelLink.direction.label("text"), _NO_FLOAT.label("value"), _NO_BOOL.label("is_nan"),
+    _NO_INT.label("timestamp"), RunModelLink.step.label("step"),
+).where(RunModelLink.run_id == bindparam("run_pk"))  # fmt: skip
 _RUN_CHILDREN = union_all(
-    select(literal(_CHILD_PARAM).label("kind"), Param.key.label("key"),
-           Param.value.label("text"), _NO_FLOAT.label("value"), _NO_BOOL.label("is_nan"),
-           _NO_INT.label("timestamp"), _NO_INT.label("step"))
+    select(literal(_CHILD_PARAM), Param.key, Param.value, _NO_FLOAT, _NO_BOOL, _NO_INT, _NO_INT)
     .where(Param.run_id == bindparam("run_pk")),
     select(literal(_CHILD_TAG), Tag.key, Tag.value, _NO_FLOAT, _NO_BOOL, _NO_INT, _NO_INT)
     .where(Tag.run_id == bindparam("run_pk")),
     select(literal(_CHILD_METRIC), LatestMetric.key, _NO_TEXT, LatestMetric.value,
            LatestMetric.is_nan, LatestMetric.timestamp, LatestMetric.step)
     .where(LatestMetric.run_id == bindparam("run_pk")),
-    select(literal(_CHILD_LINK), RunModelLink.model_id, RunModelLink.direction, _NO_FLOAT,
-           _NO_BOOL, _NO_INT, RunModelLink.step)
-    .where(RunModelLink.run_id == bindparam("run_pk")),
+    _RUN_LINKS,
 )  # fmt: skip
 
 
-async def load_run_by_uuid(s: AsyncSession, run_uuid: str) -> RunBundle | None:
+async def load_run_by_uuid(
+    s: AsyncSession, run_uuid: str, *, data: bool = True
+) -> RunBundle | None:
     """A run with its params, tags, latest metrics and model links (dataset inputs left
-    empty), in two queries; None when no run has that id."""
+    empty), in two queries; None when no run has that id. ``data=False``: the run and its
+    model links only."""
     conn = await s.connection()
     row = (await conn.execute(_RUN_BY_UUID, {"run_uuid": run_uuid})).first()
     if row is None:
         return None
     bundle = RunBundle(row, [], [], [], [], [], [])
-    children = await conn.execute(_RUN_CHILDREN, {"run_pk": row.id})
+    children = await conn.execute(_RUN_CHILDREN if data else _RUN_LINKS, {"run_pk": row.id})
     for kind, key, text, value, is_nan, timestamp, step in children.tuples():
         if kind == _CHILD_PARAM:
             bundle.params.append((key, text))
