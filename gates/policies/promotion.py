@@ -519,13 +519,17 @@ async def _candidate(
 
 
 class _Savepoint:
-    def __init__(self, tx: object) -> None:
+    """The savepoint a registration ran in, or None when it needed none (see below)."""
+
+    def __init__(self, tx: object | None) -> None:
         self._tx = tx
 
     async def commit(self) -> None:
-        await self._tx.commit()  # type: ignore[attr-defined]
+        if self._tx is not None:
+            await self._tx.commit()  # type: ignore[attr-defined]
 
     async def rollback(self) -> None:
+        assert self._tx is not None, "a registration without a savepoint cannot fail its digest"
         await self._tx.rollback()  # type: ignore[attr-defined]
 
 
@@ -538,9 +542,14 @@ async def _register_version(
     actor: str,
     fingerprint: VersionFingerprint | None,
 ) -> _Savepoint:
-    """Register the run's version inside a savepoint, so a missing digest can undo it."""
+    """Register the run's version inside a savepoint, so a missing digest can undo it.
+
+    Only the digest check can change after registering (every other check has passed), so
+    with a fingerprint taken before the transaction, of an existing model and with a digest,
+    nothing can undo the registration: it then runs without a savepoint (two statements)."""
     assert candidate.run is not None
-    tx = await s.begin_nested()
+    certain = candidate.model_exists and fingerprint is not None and bool(fingerprint.digest)
+    tx = None if certain else await s.begin_nested()
     if not candidate.model_exists:
         with contextlib.suppress(RegisteredModelAlreadyExists):
             await registry.create_registered_model(
