@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.models import ModelVersion, PointerEvent, RegisteredModel, RegisteredModelAlias
@@ -19,14 +19,10 @@ async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]
         await s.execute(insert(table), [{k: e.get(k) for k in keys} for e in events])  # type: ignore[arg-type]
 
 
-async def moved_version(
-    s: AsyncSession, name: str, version: int, kind: str, pointer: str
-) -> Any | None:
-    """One version just moved onto a pointer, in one read: its row id, model name, location and
-    digest, the version holding the pointer now (``holder``) and the pointer's newest history
-    row id (``event_id``). None when the model has no such version."""
+def _build_moved_version(stage: bool) -> Any:
     held = ModelVersion.__table__.alias("held")
-    if kind == "stage":
+    pointer, kind = bindparam("pointer"), bindparam("kind")
+    if stage:
         holder: Any = select(func.max(held.c.version)).where(
             held.c.model_id == RegisteredModel.id, held.c.current_stage == pointer
         )
@@ -40,7 +36,7 @@ async def moved_version(
         PointerEvent.pointer_kind == kind,
         PointerEvent.pointer == pointer,
     )
-    stmt = (
+    return (
         select(
             ModelVersion.id,
             RegisteredModel.name,
@@ -51,9 +47,25 @@ async def moved_version(
             event.scalar_subquery().label("event_id"),
         )
         .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
-        .where(RegisteredModel.name == name, ModelVersion.version == version)
+        .where(
+            RegisteredModel.name == bindparam("name"), ModelVersion.version == bindparam("version")
+        )
     )
-    return (await s.execute(stmt)).first()
+
+
+# Built once (an attestation runs it on every gated move): stage pointers, then aliases.
+_MOVED_VERSION = {True: _build_moved_version(True), False: _build_moved_version(False)}
+
+
+async def moved_version(
+    s: AsyncSession, name: str, version: int, kind: str, pointer: str
+) -> Any | None:
+    """One version just moved onto a pointer, in one read: its row id, model name, location and
+    digest, the version holding the pointer now (``holder``) and the pointer's newest history
+    row id (``event_id``). None when the model has no such version."""
+    stmt = _MOVED_VERSION[kind == "stage"]
+    params = {"name": name, "version": version, "kind": kind, "pointer": pointer}
+    return (await s.execute(stmt, params)).first()
 
 
 async def pointer_history(
