@@ -65,9 +65,8 @@ from tracking.schemas import RunOut
 
 @dataclass(frozen=True, slots=True)
 class KnownSource:
-    """What a caller has already read in this transaction, so registering does not read it
-    again: the registered model's row (from :func:`run_versions`) and the source's run with
-    its model outputs (``tracking.get_run_for_checks``). Either may be None."""
+    """Rows a caller already read in this transaction, not read again to register: the
+    model's row (``run_versions``) and the source's run with its model outputs."""
 
     model: Any = None
     run: RunOut | None = None
@@ -123,10 +122,8 @@ async def _check_create(
             f"A model version can be created with at most {MAX_VERSION_TAGS} tags."
         )
     description = validate_description(req.description)
-    if known is not None and known.model is not None and known.model.name == name:
-        model = known.model
-    else:
-        model = await find_model(s, name)
+    reused = known.model if known is not None else None
+    model = reused if reused is not None and reused.name == name else await find_model(s, name)
     if is_prompt_request(req.tags):
         return _CheckedCreate(tags, description, model, await _prompt_source(s, model, req))
     parsed = parse_version_source(req.source)
