@@ -21,7 +21,8 @@ async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]
 
 def _build_moved_version(stage: bool) -> Any:
     held = ModelVersion.__table__.alias("held")
-    pointer, kind = bindparam("pointer"), bindparam("kind")
+    pointer: Any = bindparam("pointer")
+    kind: Any = bindparam("kind")
     if stage:
         holder: Any = select(func.max(held.c.version)).where(
             held.c.model_id == RegisteredModel.id, held.c.current_stage == pointer
