@@ -241,10 +241,13 @@ async def resolve_version_source(
     run_id: str | None,
     model_id: str | None,
     external: Sequence[S3Location] = (),
+    run: RunOut | None = None,
 ) -> ResolvedSource:
     """Check ``raw`` (and the run_id/model_id sent with it) against tracking; see the module doc.
 
     ``external``: the allow-listed object-store prefixes (``MLGATE_EXTERNAL_SOURCES``).
+    ``run``: a ``runs:/`` source's run with its model outputs, when the caller has already
+    read it in this transaction (it is then not read again).
     """
     parsed = parse_version_source(raw)
     assert raw is not None
@@ -258,7 +261,7 @@ async def resolve_version_source(
     if isinstance(parsed, LoggedModelSource):
         return await _resolve_logged_model(s, raw, parsed, run_id, model_id)
     if isinstance(parsed, RunSource):
-        return await _resolve_run(s, raw, parsed, run_id, model_id)
+        return await _resolve_run(s, raw, parsed, run_id, model_id, run)
     return await _resolve_artifacts(s, raw, parsed, run_id, model_id)
 
 
@@ -307,10 +310,14 @@ async def _resolve_run(
     parsed: RunSource,
     run_id: str | None,
     model_id: str | None,
+    known: RunOut | None = None,
 ) -> ResolvedSource:
     if run_id is not None and run_id != parsed.run_id:
         raise InvalidSource(raw, f"run_id '{run_id}' does not match the source's run")
-    run = await _run(s, parsed.run_id, raw)
+    if known is not None and known.info.run_id == parsed.run_id:
+        run = known
+    else:
+        run = await _run(s, parsed.run_id, raw)
     logged = await _model_logged_by_run(s, run, parsed.path.posix) if parsed.path.parts else None
     if logged is not None:
         if model_id is not None and model_id != logged.info.model_id:

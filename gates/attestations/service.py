@@ -165,8 +165,7 @@ async def attest_move(
     )
     # Published no later than its first signature (start-up may have met a schema behind head).
     signer = keyring.signer.public
-    await store.remember_key(s, signer.key_id, ALGORITHM, signer.pem, at)
-    await store.insert_attestation(s, row)
+    await store.insert_attestation(s, row, algorithm=ALGORITHM, pem=signer.pem)
     out = render(row)
     await _audit_attestation(s, out, actor)
     return out

@@ -4,19 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.attestations.models import AttestationKey, GateAttestation
-from tracking.core.db import dialect_insert
+from tracking.core.db import dialect_insert, dialect_name
 
 # A version is moved onto a target rarely; this caps one listing all the same.
 MAX_ATTESTATIONS_LISTED = 1000
 
 
-async def insert_attestation(s: AsyncSession, row: GateAttestation) -> None:
-    s.add(row)
-    await s.flush()
+_ATTESTATION_COLUMNS = (
+    "id", "decision_id", "model_name", "version", "target", "manifest_digest",
+    "pointer_event_id", "key_id", "payload_sha256", "envelope", "created_at",
+)  # fmt: skip
+
+
+async def insert_attestation(
+    s: AsyncSession, row: GateAttestation, *, algorithm: str, pem: str
+) -> None:
+    """Store ``row`` and publish its signer's public key (kept once per key id). PostgreSQL:
+    one statement (the key's insert a data-modifying CTE of the attestation's); SQLite: two."""
+    key = (
+        dialect_insert(s)(AttestationKey)
+        .values(key_id=row.key_id, algorithm=algorithm, public_pem=pem, first_seen=row.created_at)
+        .on_conflict_do_nothing(index_elements=[AttestationKey.key_id])
+    )
+    values = {c: getattr(row, c) for c in _ATTESTATION_COLUMNS}
+    attestation = insert(GateAttestation).values(**values)
+    if dialect_name(s) == "postgresql":
+        await s.execute(attestation.add_cte(key.cte("attestation_key")))
+        return
+    await s.execute(key)
+    await s.execute(attestation)
 
 
 async def attestations_of(

@@ -6,6 +6,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +39,8 @@ class Candidate:
     digest: str | None = None
     digest_checked: bool = False
     model_exists: bool = True
+    # The registered model's row as read in this transaction (None before it exists).
+    model_row: Any = None
     # Earlier versions registered from the same run count for "has passed Staging".
     related_versions: list[int] = field(default_factory=list)
     # The version's own tags (empty until it exists).
@@ -74,7 +77,9 @@ def _kv(items: list[object]) -> dict[str, str]:
 
 
 async def load_run(s: AsyncSession, run_id: str) -> RunOut:
-    return await tracking.get_run(s, run_id)
+    """The run as the checks read it (info, params, tags, latest metrics, model outputs; no
+    dataset inputs), in two reads; the same run then resolves a ``runs:/`` source."""
+    return await tracking.get_run_for_checks(s, run_id)
 
 
 async def find_champion(s: AsyncSession, model: str, target: str) -> Champion | None:
@@ -93,7 +98,7 @@ async def find_champion(s: AsyncSession, model: str, target: str) -> Champion | 
     run = None
     if holder.run_id:
         try:
-            run = await tracking.get_run(s, holder.run_id)
+            run = await load_run(s, holder.run_id)
         except ResourceNotFound:
             run = None
     return Champion(int(holder.version), run)

@@ -103,12 +103,17 @@ async def version_digest(s: AsyncSession, name: str, version: int) -> str | None
 
 
 async def fingerprint_for(
-    s: AsyncSession, storage: ArtifactStorage | None, req: CreateModelVersion
+    s: AsyncSession,
+    storage: ArtifactStorage | None,
+    req: CreateModelVersion,
+    *,
+    known: registry.KnownSource | None = None,
 ) -> VersionFingerprint | None:
-    """The frozen copy of the files a create request would register (copied and hashed now)."""
+    """The frozen copy of the files a create request would register (copied and hashed now);
+    ``known``: rows already read in this transaction (see ``registry.KnownSource``)."""
     if storage is None:
         return None
-    location = await registry.model_version_location(s, req)
+    location = await registry.model_version_location(s, req, known=known)
     if location is None:  # a prompt version (no files) or a copy (shares its source's)
         return None
     return await registry.freeze_version_files(storage, location)

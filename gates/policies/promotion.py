@@ -371,17 +371,18 @@ async def _claim_decision(
         return None
     assert req.idempotency_key is not None
     key = req.idempotency_key
+    # Claim first: a new key (the usual case) is then one statement. A taken key inserts
+    # nothing (on PostgreSQL a concurrent claim of it waits here until that request ends),
+    # and the stored decision is read as before.
+    claimed = await store.claim_decision(
+        s, created_at=now_ms(), idempotency_key=key, request_hash=request_hash, **base
+    )
+    if claimed:
+        return None
     stored = await _existing(s, model, target, key, request_hash, caller)
     if stored is not None and not (req.reopen and stored.closed):
         return stored
-    if stored is None:
-        claimed = await store.claim_decision(
-            s, created_at=now_ms(), idempotency_key=key, request_hash=request_hash, **base
-        )
-        if claimed:
-            return None
-        # A concurrent request with this key won; it has committed by now.
-    else:
+    if stored is not None:
         previous = stored.decision.decision_id
         # Link first: of two concurrent reopens only one sets the link (the other waits on the
         # row lock, then finds it set and replays the winner's decision).
@@ -502,10 +503,8 @@ async def _candidate(
     assert req.run_id is not None
     run = await load_run(s, req.run_id)
     candidate = Candidate(model, target, run)
-    try:
-        versions = await registry.versions_of_run(s, model, run.info.run_id)
-    except ResourceNotFound:
-        versions, candidate.model_exists = [], False
+    candidate.model_row, versions = await registry.run_versions(s, model, run.info.run_id)
+    candidate.model_exists = candidate.model_row is not None
     candidate.related_versions = [int(v.version) for v in versions]
     source = f"runs:/{run.info.run_id}/{parse_artifact_path(req.artifact_path).posix}"
     same = [v for v in versions if v.source == source]
@@ -520,13 +519,17 @@ async def _candidate(
 
 
 class _Savepoint:
-    def __init__(self, tx: object) -> None:
+    """The savepoint a registration ran in, or None when it needed none (see below)."""
+
+    def __init__(self, tx: object | None) -> None:
         self._tx = tx
 
     async def commit(self) -> None:
-        await self._tx.commit()  # type: ignore[attr-defined]
+        if self._tx is not None:
+            await self._tx.commit()  # type: ignore[attr-defined]
 
     async def rollback(self) -> None:
+        assert self._tx is not None, "a registration without a savepoint cannot fail its digest"
         await self._tx.rollback()  # type: ignore[attr-defined]
 
 
@@ -539,9 +542,14 @@ async def _register_version(
     actor: str,
     fingerprint: VersionFingerprint | None,
 ) -> _Savepoint:
-    """Register the run's version inside a savepoint, so a missing digest can undo it."""
+    """Register the run's version inside a savepoint, so a missing digest can undo it.
+
+    Only the digest check can change after registering (every other check has passed), so
+    with a fingerprint taken before the transaction, of an existing model and with a digest,
+    nothing can undo the registration: it then runs without a savepoint (two statements)."""
     assert candidate.run is not None
-    tx = await s.begin_nested()
+    certain = candidate.model_exists and fingerprint is not None and bool(fingerprint.digest)
+    tx = None if certain else await s.begin_nested()
     if not candidate.model_exists:
         with contextlib.suppress(RegisteredModelAlreadyExists):
             await registry.create_registered_model(
@@ -549,11 +557,14 @@ async def _register_version(
             )
         fingerprint = None  # taken before the model existed: the location was not checked
     create = create_request(req, model, candidate.run.info.run_id)
+    # The model's row and the run (with its model outputs) were read in this transaction:
+    # the source check resolves against them instead of reading them again.
+    known = registry.KnownSource(model=candidate.model_row, run=candidate.run)
     if fingerprint is None:
-        fingerprint = await ports.fingerprint_for(s, storage, create)
+        fingerprint = await ports.fingerprint_for(s, storage, create, known=known)
     # create_model_version refuses a fingerprint of another location than the source's.
     _, candidate.version = await registry.register_version(
-        s, create, actor=actor, fingerprint=fingerprint
+        s, create, actor=actor, fingerprint=fingerprint, known=known
     )
     candidate.digest = fingerprint.digest if fingerprint is not None else None
     candidate.digest_checked = True

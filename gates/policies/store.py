@@ -137,13 +137,21 @@ async def list_policies(
     return list((await s.execute(stmt)).scalars())
 
 
-async def enabled_policies_for_target(s: AsyncSession, target: str) -> list[GatePolicy]:
+async def enabled_gates_for_target(
+    s: AsyncSession, target: str
+) -> list[tuple[GatePolicy, GatePolicyVersion | None]]:
+    """The enabled policies on ``target``, each with its current version, in one query."""
     stmt = (
-        select(GatePolicy)
+        select(GatePolicy, GatePolicyVersion)
+        .outerjoin(
+            GatePolicyVersion,
+            (GatePolicyVersion.policy_id == GatePolicy.id)
+            & (GatePolicyVersion.version == GatePolicy.current_version),
+        )
         .where(GatePolicy.target == target, GatePolicy.enabled.is_(True))
         .order_by(GatePolicy.id)
     )
-    return list((await s.execute(stmt)).scalars())
+    return [(p, v) for p, v in (await s.execute(stmt)).tuples()]
 
 
 def _build_enabled_patterns(_dialect: str) -> Any:

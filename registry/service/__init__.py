@@ -37,10 +37,12 @@ from registry.service.lookups import (
     POINTER_STAGES,
     model_out,
     models_storing,
+    run_versions,
     source_references,
     version_out,
 )
 from registry.service.model_versions import (
+    KnownSource,
     create_model_version,
     delete_model_version,
     delete_model_version_tag,
@@ -87,6 +89,7 @@ from registry.service.resolve import (
 __all__ = [
     "ANONYMOUS",
     "POINTER_STAGES",
+    "KnownSource",
     "LivePointer",
     "PointerState",
     "RecordedFingerprint",
@@ -128,6 +131,7 @@ __all__ = [
     "register_version",
     "rename_registered_model",
     "resolve_model_uri",
+    "run_versions",
     "search_model_versions",
     "search_registered_models",
     "set_alias",

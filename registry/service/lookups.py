@@ -143,3 +143,16 @@ async def models_storing(s: AsyncSession, path: ArtifactPath) -> list[str]:
     """Registered models with a version whose files include ``path`` (model readers may
     download them even without access to the experiment that logged them)."""
     return await store.model_names_storing(s, path)
+
+
+async def run_versions(
+    s: AsyncSession, name: str | None, run_id: str, limit: int = 100
+) -> tuple[Any, list[ModelVersionOut]]:
+    """The model's row and its versions registered from ``run_id``, newest first (at most
+    ``limit``); (None, []) when there is no such model."""
+    checked = validate_model_name(name)
+    model, ids = await store.model_and_version_ids_of_run(s, checked, run_id, min(limit, 1000))
+    if model is None:
+        return None, []
+    found = {b.row.version: version_out(b) for b in await store.load_versions(s, ids)}
+    return model, [found[v] for v in sorted(found, reverse=True)]

@@ -56,8 +56,18 @@ from tracking.core.clock import now_ms
 from tracking.core.errors import InvalidParameter, InvalidState, MlflowError, ResourceNotFound
 from tracking.core.object_uris import S3Location, is_s3_uri
 from tracking.core.wire import decode_page_token, encode_page_token
+from tracking.schemas import RunOut
 
 # --- model versions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KnownSource:
+    """Rows a caller already read in this transaction, not read again to register: the
+    model's row (``run_versions``) and the source's run with its model outputs."""
+
+    model: Any = None
+    run: RunOut | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +107,11 @@ async def _resolve_copy(
 
 
 async def _check_create(
-    s: AsyncSession, req: CreateModelVersion, external: Sequence[S3Location] = ()
+    s: AsyncSession,
+    req: CreateModelVersion,
+    external: Sequence[S3Location] = (),
+    *,
+    known: KnownSource | None = None,
 ) -> _CheckedCreate:
     name = validate_model_name(req.name)
     tags = checked_tags(req.tags)
@@ -106,7 +120,8 @@ async def _check_create(
             f"A model version can be created with at most {MAX_VERSION_TAGS} tags."
         )
     description = validate_description(req.description)
-    model = await find_model(s, name)
+    reused = known.model if known is not None else None
+    model = reused if reused is not None and reused.name == name else await find_model(s, name)
     if is_prompt_request(req.tags):
         return _CheckedCreate(tags, description, model, await _prompt_source(s, model, req))
     parsed = parse_version_source(req.source)
@@ -114,7 +129,12 @@ async def _check_create(
         resolved, src = await _resolve_copy(s, parsed, req)
         return _CheckedCreate(tags, description, model, resolved, src)
     resolved = await resolve_version_source(
-        s, req.source, run_id=req.run_id, model_id=req.model_id, external=external
+        s,
+        req.source,
+        run_id=req.run_id,
+        model_id=req.model_id,
+        external=external,
+        run=known.run if known is not None else None,
     )
     return _CheckedCreate(tags, description, model, resolved)
 
@@ -141,7 +161,11 @@ def _is_prompt_version(row: Any) -> bool:
 
 
 async def model_version_location(
-    s: AsyncSession, req: CreateModelVersion, *, external: Sequence[S3Location] = ()
+    s: AsyncSession,
+    req: CreateModelVersion,
+    *,
+    external: Sequence[S3Location] = (),
+    known: KnownSource | None = None,
 ) -> str | None:
     """Check a create request as :func:`create_model_version` will; return where its files are.
 
@@ -150,7 +174,7 @@ async def model_version_location(
     (a prompt version has no files; a copy of a registered version shares that version's frozen
     files).
     """
-    checked = await _check_create(s, req, external)
+    checked = await _check_create(s, req, external, known=known)
     if checked.copy_of is not None or checked.resolved.storage_location == EMPTY_ROOT.to_uri():
         return None
     return checked.resolved.storage_location
@@ -176,6 +200,7 @@ async def register_version(
     actor: str,
     fingerprint: VersionFingerprint | None = None,
     external: Sequence[S3Location] = (),
+    known: KnownSource | None = None,
 ) -> tuple[int, int]:
     """Register a new version: the next number, status READY, source checked and resolved.
     Returns its (row id, version number), for callers that need no rendered version.
@@ -187,9 +212,9 @@ async def register_version(
     protected by the write guard as versions registered before frozen copies were. The version
     is READY either way: the client polls for READY and has uploaded its files before.
     A copy of a registered version (``models:/name/3``) shares that version's files, digest and
-    manifest rows instead.
+    manifest rows instead. ``known``: rows the caller already read in this transaction.
     """
-    checked = await _check_create(s, req, external)
+    checked = await _check_create(s, req, external, known=known)
     model, resolved, src = checked.model, checked.resolved, checked.copy_of
     if src is not None:
         files = [(r.path, int(r.size), r.sha256) for r in await store.version_files(s, src.id)]

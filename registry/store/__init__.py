@@ -13,6 +13,7 @@ from registry.store.aliases import (
 )
 from registry.store.history import (
     insert_pointer_events,
+    model_and_version_ids_of_run,
     moved_version,
     newest_pointer_event_id,
     pointer_event_at,
@@ -96,6 +97,7 @@ __all__ = [
     "latest_versions_select",
     "load_registered_models",
     "load_versions",
+    "model_and_version_ids_of_run",
     "model_ids_by_names",
     "model_named",
     "model_names",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.models import ModelVersion, PointerEvent, RegisteredModel, RegisteredModelAlias
@@ -19,14 +19,11 @@ async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]
         await s.execute(insert(table), [{k: e.get(k) for k in keys} for e in events])  # type: ignore[arg-type]
 
 
-async def moved_version(
-    s: AsyncSession, name: str, version: int, kind: str, pointer: str
-) -> Any | None:
-    """One version just moved onto a pointer, in one read: its row id, model name, location and
-    digest, the version holding the pointer now (``holder``) and the pointer's newest history
-    row id (``event_id``). None when the model has no such version."""
+def _build_moved_version(stage: bool) -> Any:
     held = ModelVersion.__table__.alias("held")
-    if kind == "stage":
+    pointer: Any = bindparam("pointer")
+    kind: Any = bindparam("kind")
+    if stage:
         holder: Any = select(func.max(held.c.version)).where(
             held.c.model_id == RegisteredModel.id, held.c.current_stage == pointer
         )
@@ -40,7 +37,7 @@ async def moved_version(
         PointerEvent.pointer_kind == kind,
         PointerEvent.pointer == pointer,
     )
-    stmt = (
+    return (
         select(
             ModelVersion.id,
             RegisteredModel.name,
@@ -51,9 +48,25 @@ async def moved_version(
             event.scalar_subquery().label("event_id"),
         )
         .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
-        .where(RegisteredModel.name == name, ModelVersion.version == version)
+        .where(
+            RegisteredModel.name == bindparam("name"), ModelVersion.version == bindparam("version")
+        )
     )
-    return (await s.execute(stmt)).first()
+
+
+# Built once (an attestation runs it on every gated move): stage pointers, then aliases.
+_MOVED_VERSION = {True: _build_moved_version(True), False: _build_moved_version(False)}
+
+
+async def moved_version(
+    s: AsyncSession, name: str, version: int, kind: str, pointer: str
+) -> Any | None:
+    """One version just moved onto a pointer, in one read: its row id, model name, location and
+    digest, the version holding the pointer now (``holder``) and the pointer's newest history
+    row id (``event_id``). None when the model has no such version."""
+    stmt = _MOVED_VERSION[kind == "stage"]
+    params = {"name": name, "version": version, "kind": kind, "pointer": pointer}
+    return (await s.execute(stmt, params)).first()
 
 
 async def pointer_history(
@@ -124,6 +137,25 @@ async def version_ids_of_run(s: AsyncSession, model_id: int, run_id: str, limit:
         .limit(limit)
     )
     return [int(v) for v in (await s.execute(stmt)).scalars()]
+
+
+async def model_and_version_ids_of_run(
+    s: AsyncSession, name: str, run_id: str, limit: int
+) -> tuple[Any | None, list[int]]:
+    """The model's row (as ``get_model_row`` reads it) and the primary keys of its versions
+    registered from ``run_id``, newest first, in one read; (None, []) without such a model."""
+    rm, mv = RegisteredModel.__table__, ModelVersion.__table__
+    stmt = (
+        select(rm, mv.c.id.label("run_version_pk"))
+        .select_from(rm.outerjoin(mv, (mv.c.model_id == rm.c.id) & (mv.c.run_id == run_id)))
+        .where(rm.c.name == name)
+        .order_by(mv.c.version.desc())
+        .limit(limit)
+    )
+    rows = (await s.execute(stmt)).all()
+    if not rows:
+        return None, []
+    return rows[0], [int(r.run_version_pk) for r in rows if r.run_version_pk is not None]
 
 
 async def newest_pointer_event_id(

@@ -110,8 +110,13 @@ async def test_scoped_list_endpoints_do_not_grow_with_the_page_or_the_glob_gates
 # and 14 on SQLite): the new and the moved version rendered though nobody read them, ten reads
 # for the attestation, the decision re-read after its update, an outbox insert and a
 # subscription read per event, the chain's lock, head read and insert as three statements.
-# SQLite keeps two statements per event and the chain's head read and insert.
-PROMOTION_STATEMENTS = {"postgresql": 38, "sqlite": 42}
+# SQLite keeps two statements per event and the chain's head read and insert. Then 38 and 42:
+# the run read three times (7 + 4 reads, 4 again for the source check), the model read
+# twice, the gate and its version in two reads, the decision key read before its claim, a
+# savepoint around a registration nothing could undo, the attestation's key a statement of
+# its own (PostgreSQL).
+# With the prebuilt move merged in: 22 and 27.
+PROMOTION_STATEMENTS = {"postgresql": 22, "sqlite": 27}
 # The transition then went to 10 and 12: its statements prebuilt on the transaction's own
 # connection (tests/registry/test_transition_hot_path.py), one holders read instead of two, one
 # read for the gates of the stages it enters and leaves, the answer rendered from the move's
@@ -122,6 +127,13 @@ TRANSITION_STATEMENTS = {"postgresql": 10, "sqlite": 12}
 async def _promote_counted(
     session: AsyncSession, storage: LocalStorage, model: str, keyring: AttestationKeyring
 ) -> tuple[str, int]:
+    outcome, statements = await _promote_statements(session, storage, model, keyring)
+    return outcome, len(statements)
+
+
+async def _promote_statements(
+    session: AsyncSession, storage: LocalStorage, model: str, keyring: AttestationKeyring
+) -> tuple[str, list[str]]:
     run_id = await make_run(session, metrics={"auc": 0.9}, storage=storage)
     req = PromoteRequest(
         model=model, target="Staging", run_id=run_id, idempotency_key=uuid.uuid4().hex
@@ -141,7 +153,7 @@ async def _promote_counted(
             attestations=keyring,
         )
         await session.run_sync(audit.write_pending)  # what COMMIT adds
-    return done.decision.outcome, len(statements)
+    return done.decision.outcome, statements
 
 
 async def test_a_promotion_runs_a_fixed_small_number_of_statements(
@@ -161,6 +173,39 @@ async def test_a_promotion_runs_a_fixed_small_number_of_statements(
     (attested, *_) = await attestation_store.attestations_of(session, model, live.version)
     assert attested.pointer_event_id == live.event_id
     assert attested.manifest_digest == live.digest is not None
+
+
+async def test_a_promotion_reads_the_run_the_gate_and_the_model_once_each(
+    session: AsyncSession, tmp_path: Path, unique: str
+) -> None:
+    """The run is read once (its row, then params, tags, metrics and model links together,
+    no dataset inputs), for the checks and the registration's source check alike; the gate
+    with its version, and the model with the run's versions, are one read each; the decision
+    is claimed without a read first; a registration that nothing can undo (fingerprinted
+    before the transaction, with a digest) takes no savepoint."""
+    storage = LocalStorage(tmp_path / "artifacts")
+    keyring = AttestationKeyring(Signer.from_private(Ed25519PrivateKey.generate()))
+    model = f"qr-{unique}"
+    await make_gate(session, model, "Staging", metrics=["auc >= 0.5"])
+    await _promote_statements(session, storage, model, keyring)  # creates the model
+    outcome, statements = await _promote_statements(session, storage, model, keyring)
+    assert outcome == "passed"
+    flat = [" ".join(s.split()).lower() for s in statements]
+
+    def reads(table: str) -> list[str]:
+        return [s for s in flat if s.startswith(("select", "with")) and f"from {table} " in s]
+
+    assert len(reads("runs")) == 1, reads("runs")
+    assert len(reads("params")) == 1 and not reads("dataset_inputs"), flat
+    assert len(reads("gate_policy_versions")) == 0, flat  # joined to the policy's read
+    assert len(reads("gate_policies")) == 1, flat
+    assert not reads("gate_decisions"), flat  # claimed by its insert
+    assert not [s for s in flat if "savepoint" in s], flat
+    # The model is read once with the run's versions; the other read is the move's own,
+    # locking one (FOR NO KEY UPDATE on PostgreSQL).
+    model_reads = reads("registered_models")
+    assert len([s for s in model_reads if "join model_versions" in s]) == 1, model_reads
+    assert len([s for s in model_reads if "join" not in s]) == 1, model_reads
 
 
 async def test_an_archiving_transition_runs_a_fixed_small_number_of_statements(

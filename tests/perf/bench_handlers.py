@@ -11,6 +11,8 @@ whole app: middleware, guard, handler) and reports, per request:
   ``BEGIN`` included, which goes through a cursor), per request.
 
 The ``health`` row (no database) is the floor: the test client, the outer layers and routing.
+``--ops gate-promote`` (not in the default set) times a signed gate promotion that registers a
+new version and moves it; its runs are made before timing (warm-up plus ``--requests``).
 ``--auth`` sends an administrator's API token; ``--profile PREFIX`` writes pyinstrument profiles.
 
     PYTHONPATH=. .venv/bin/python tests/perf/bench_handlers.py --backend sqlite
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import sys
@@ -43,6 +46,7 @@ from sqlalchemy import event  # noqa: E402
 
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+MLGATE = "/api/2.0/mlgate"
 ADMIN = ("root", "a long enough admin password")
 
 
@@ -212,6 +216,64 @@ def http_ops(client: httpx.AsyncClient, fx: dict[str, str]) -> dict[str, Callabl
     }
 
 
+async def _finished_run(client: httpx.AsyncClient, eid: str) -> str:
+    """A FINISHED run with the metrics and tag the bench gate checks, and a model folder."""
+    run = (await _check(await client.post(f"{API}/runs/create", json={"experiment_id": eid})))[
+        "run"
+    ]["info"]
+    metrics = [
+        {"key": "val_auc", "value": 0.95, "timestamp": 1, "step": 0},
+        {"key": "latency_ms", "value": 20.0, "timestamp": 1, "step": 0},
+    ]
+    batch = {
+        "run_id": run["run_id"],
+        "metrics": metrics,
+        "tags": [{"key": "git_commit", "value": "abc"}],
+    }
+    await _check(await client.post(f"{API}/runs/log-batch", json=batch))
+    root = run["artifact_uri"].removeprefix("mlflow-artifacts:/").strip("/")
+    for name, size in (("MLmodel", 200), ("model.pkl", 16 * 1024)):
+        put = await client.put(f"{ARTIFACTS}/{root}/model/{name}", content=os.urandom(size))
+        if put.status_code != 200:
+            raise RuntimeError(f"upload -> {put.status_code}: {put.text}")
+    done = {"run_id": run["run_id"], "status": "FINISHED"}
+    await _check(await client.post(f"{API}/runs/update", json=done))
+    return str(run["run_id"])
+
+
+async def gate_promote_op(client: httpx.AsyncClient, runs: int) -> Callable[[], Awaitable]:
+    """A signed gate promotion (as ``bench_registry.py --ops promote``): each call registers
+    a new FINISHED run's model as a new version and moves it to Staging. ``runs`` are made
+    first (not timed), one per call."""
+    from gates.policies.signatures import signed_headers
+
+    gate = {"name": "bench-staging", "model": "gp-*", "target": "Staging",
+            "metrics": ["val_auc >= 0.9", "latency_ms <= 50"], "required_tags": ["git_commit"]}  # fmt: skip
+    await _check(await client.post(f"{MLGATE}/gates/create", json=gate))
+    secret = await _check(
+        await client.post(f"{MLGATE}/gates/secrets/add", json={"gate": gate["name"]})
+    )
+    exp = await _check(await client.post(f"{API}/experiments/create", json={"name": "gate"}))
+    made = iter([await _finished_run(client, exp["experiment_id"]) for _ in range(runs)])
+
+    async def promote() -> None:
+        run = next(made)
+        body = {"model": "gp-bench", "target": "Staging", "run_id": run, "idempotency_key": run}
+        raw = json.dumps(body).encode()
+        headers = signed_headers(
+            secret["secret"]["secret"], f"msg_{uuid.uuid4().hex}", int(time.time()), raw
+        )
+        response = await client.post(
+            f"{MLGATE}/gates/promote",
+            content=raw,
+            headers={**headers, "content-type": "application/json"},
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"promote -> {response.status_code}: {response.text}")
+
+    return promote
+
+
 async def measure(op: Callable[[], Awaitable], n: int, counter: StatementCounter) -> tuple:
     for _ in range(min(200, n)):
         await op()
@@ -275,6 +337,9 @@ async def main() -> None:
                 counter = StatementCounter(app.state["db"])
                 ops = http_ops(client, fx)
                 wanted = [o for o in args.ops.split(",") if o] or list(ops)
+                if "gate-promote" in wanted:
+                    runs = min(200, args.requests) + args.requests
+                    ops["gate-promote"] = await gate_promote_op(client, runs)
                 print(f"backend={args.backend} auth={args.auth} n={args.requests}")
                 print("| request | CPU ms/req | statements/req |\n|---|---:|---:|")
                 for name in wanted:

@@ -16,7 +16,7 @@ from tracking.core.db import dialect_name
 from tracking.core.driver import DriverRows
 from tracking.core.errors import InvalidParameter, MlflowError
 from tracking.core.wire import decode_page_token, encode_page_token
-from tracking.errors import ExperimentNotFound, InactiveExperiment
+from tracking.errors import ExperimentNotFound, InactiveExperiment, RunNotFound
 from tracking.schemas import (
     CreateRun,
     Id,
@@ -46,6 +46,7 @@ from tracking.validation import (
     MAX_RUN_TAG_VALUE_LEN,
     MAX_SEARCH_RESULTS,
     check_length,
+    require,
     truncate,
     validate_key,
     validate_max_results,
@@ -157,9 +158,25 @@ async def get_run(s: AsyncSession, run_id: str | None) -> RunOut:
 
 async def get_run_outputs(s: AsyncSession, run_id: str | None) -> RunOut:
     """The run's info and model inputs/outputs only; its params, tags, metrics and dataset
-    inputs are left empty (what resolving a ``runs:/`` source needs, in three reads)."""
-    handle = await run_handle(s, run_id)
-    return run_out((await store.load_runs(s, [handle.id], data=False))[0])
+    inputs are left empty (what resolving a ``runs:/`` source needs, in two reads)."""
+    require(run_id, "run_id")
+    assert run_id is not None
+    bundle = await store.load_run_by_uuid(s, run_id, data=False)
+    if bundle is None:
+        raise RunNotFound(run_id)
+    return run_out(bundle)
+
+
+async def get_run_for_checks(s: AsyncSession, run_id: str | None) -> RunOut:
+    """The run's info, params, tags, latest metrics and model inputs/outputs in two reads,
+    its dataset inputs left empty: what checking a run against a gate's policy and resolving
+    a ``runs:/`` source need. Errors as :func:`get_run`."""
+    require(run_id, "run_id")
+    assert run_id is not None
+    bundle = await store.load_run_by_uuid(s, run_id)
+    if bundle is None:
+        raise RunNotFound(run_id)
+    return run_out(bundle)
 
 
 async def update_run(s: AsyncSession, req: UpdateRun) -> RunInfoOut:

@@ -7,7 +7,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracking.core.db import StatementCache, dialect_name, id_list_value, in_id_list
@@ -219,6 +235,56 @@ async def _load_model_links(
             bundles[run_id].model_inputs.append(model_id)
         else:
             bundles[run_id].model_outputs.append((model_id, step))
+
+
+# A run found by its id with its params, tags, latest metrics and model links, in two reads
+# (the row, then one UNION ALL of the four child tables): what evaluating a run against a
+# policy and resolving a ``runs:/`` source need. Dataset inputs are not read.
+_RUN_BY_UUID = select(Run.__table__).where(Run.run_uuid == bindparam("run_uuid"))
+_NO_TEXT, _NO_FLOAT = cast_(null(), Text), cast_(null(), Float)
+_NO_BOOL, _NO_INT = cast_(null(), Boolean), cast_(null(), BigInteger)
+_CHILD_PARAM, _CHILD_TAG, _CHILD_METRIC, _CHILD_LINK = 0, 1, 2, 3
+_RUN_LINKS = select(
+    literal(_CHILD_LINK).label("kind"), RunModelLink.model_id.label("key"),
+    RunModelLink.direction.label("text"), _NO_FLOAT.label("value"), _NO_BOOL.label("is_nan"),
+    _NO_INT.label("timestamp"), RunModelLink.step.label("step"),
+).where(RunModelLink.run_id == bindparam("run_pk"))  # fmt: skip
+_RUN_CHILDREN = union_all(
+    select(literal(_CHILD_PARAM), Param.key, Param.value, _NO_FLOAT, _NO_BOOL, _NO_INT, _NO_INT)
+    .where(Param.run_id == bindparam("run_pk")),
+    select(literal(_CHILD_TAG), Tag.key, Tag.value, _NO_FLOAT, _NO_BOOL, _NO_INT, _NO_INT)
+    .where(Tag.run_id == bindparam("run_pk")),
+    select(literal(_CHILD_METRIC), LatestMetric.key, _NO_TEXT, LatestMetric.value,
+           LatestMetric.is_nan, LatestMetric.timestamp, LatestMetric.step)
+    .where(LatestMetric.run_id == bindparam("run_pk")),
+    _RUN_LINKS,
+)  # fmt: skip
+
+
+async def load_run_by_uuid(
+    s: AsyncSession, run_uuid: str, *, data: bool = True
+) -> RunBundle | None:
+    """A run with its params, tags, latest metrics and model links (dataset inputs left
+    empty), in two queries; None when no run has that id. ``data=False``: the run and its
+    model links only."""
+    conn = await s.connection()
+    row = (await conn.execute(_RUN_BY_UUID, {"run_uuid": run_uuid})).first()
+    if row is None:
+        return None
+    bundle = RunBundle(row, [], [], [], [], [], [])
+    children = await conn.execute(_RUN_CHILDREN if data else _RUN_LINKS, {"run_pk": row.id})
+    for kind, key, text, value, is_nan, timestamp, step in children.tuples():
+        if kind == _CHILD_PARAM:
+            bundle.params.append((key, text))
+        elif kind == _CHILD_TAG:
+            bundle.tags.append((key, text))
+        elif kind == _CHILD_METRIC:
+            bundle.metrics.append((row.id, key, value, bool(is_nan), timestamp, step))
+        elif text == "input":
+            bundle.model_inputs.append(key)
+        else:
+            bundle.model_outputs.append((key, step))
+    return bundle
 
 
 async def run_pks_by_uuids(s: AsyncSession, run_uuids: Sequence[str]) -> dict[str, int]:

@@ -282,16 +282,18 @@ async def gate_for(s: AsyncSession, model: str, target: str) -> ResolvedGate | N
     """The enabled gate guarding ``target`` of ``model``: an exact name beats a pattern,
     and a longer pattern beats a shorter one."""
     matching = [
-        p
-        for p in await store.enabled_policies_for_target(s, target)
+        (p, v)
+        for p, v in await store.enabled_gates_for_target(s, target)
         if rules.pattern_matches(p.model_pattern, model)
     ]
     if not matching:
         return None
-    chosen = max(matching, key=lambda p: (rules.specificity(p.model_pattern), -p.id))
-    return ResolvedGate(
-        chosen, await store.get_policy_version(s, chosen.id, chosen.current_version)
+    chosen, version = max(
+        matching, key=lambda pv: (rules.specificity(pv[0].model_pattern), -pv[0].id)
     )
+    if version is None:  # never written so; fails as the separate read did
+        version = await store.get_policy_version(s, chosen.id, chosen.current_version)
+    return ResolvedGate(chosen, version)
 
 
 async def gated_targets(s: AsyncSession, model: str, targets: list[str]) -> set[str]:
