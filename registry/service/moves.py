@@ -118,23 +118,9 @@ async def _move(
     others = await moves.holders_but(r, model.id, number)
     before = dict(others)
     before[row.current_stage] = max(others.get(row.current_stage, number), number)
-    note = await events.check_pointer_move(
-        s,
-        PointerMove(
-            "transition",
-            model.name,
-            "stage",
-            target,
-            row.version,
-            before.get(target),
-            actor,
-            comment,
-            from_stage=row.current_stage,
-            archive_existing_versions=archive,
-            permit=permit,
-        ),
+    comment = await _guarded_comment(
+        s, model.name, row, target, before.get(target), actor, comment, archive, permit
     )
-    comment = events.with_note(comment, note)
     now = now_ms()
     moved, archived = await moves.move(
         r, model.id, row.version, target, archive_others=archive, now=now
@@ -150,12 +136,7 @@ async def _move(
         model, before, after, row.version, "transition", actor, comment, now, explicit=target
     )
     await moves.insert_history(r, history)
-    await events.emit(
-        s,
-        events.StageTransitioned(
-            model.name, row.version, row.current_stage, target, tuple(archived), actor, comment, now
-        ),
-    )
+    await _announce(s, model.name, row, target, archived, actor, comment, now)
     return _Moved(int(row.id), moved, model.name, r)
 
 
@@ -174,23 +155,9 @@ async def _move_on_session(
     model = await find_model(s, name, lock=True)
     row = await find_version(s, model, version)
     before = await store.stage_holders(s, model.id)
-    note = await events.check_pointer_move(
-        s,
-        PointerMove(
-            "transition",
-            model.name,
-            "stage",
-            target,
-            row.version,
-            before.get(target),
-            actor,
-            comment,
-            from_stage=row.current_stage,
-            archive_existing_versions=archive,
-            permit=permit,
-        ),
+    comment = await _guarded_comment(
+        s, model.name, row, target, before.get(target), actor, comment, archive, permit
     )
-    comment = events.with_note(comment, note)
     now = now_ms()
     archived = await store.move_to_stage(
         s, model.id, row.version, target, archive_others=archive, now=now
@@ -201,10 +168,55 @@ async def _move_on_session(
         model, before, after, row.version, "transition", actor, comment, now, explicit=target
     )
     await store.insert_pointer_events(s, history)
+    await _announce(s, model.name, row, target, archived, actor, comment, now)
+    return _Moved(int(row.id))
+
+
+async def _guarded_comment(
+    s: AsyncSession,
+    model_name: str,
+    row: Any,
+    target: str,
+    holder: int | None,
+    actor: str,
+    comment: str | None,
+    archive: bool,
+    permit: MovePermit | None,
+) -> str | None:
+    """Ask the gate guard about the move (a refusal raises); the comment, with its note."""
+    note = await events.check_pointer_move(
+        s,
+        PointerMove(
+            "transition",
+            model_name,
+            "stage",
+            target,
+            row.version,
+            holder,
+            actor,
+            comment,
+            from_stage=row.current_stage,
+            archive_existing_versions=archive,
+            permit=permit,
+        ),
+    )
+    return events.with_note(comment, note)
+
+
+async def _announce(
+    s: AsyncSession,
+    model_name: str,
+    row: Any,
+    target: str,
+    archived: Any,
+    actor: str,
+    comment: str | None,
+    now: int,
+) -> None:
+    """The move's outbox event (``row`` as it was before the move: its stage is the source)."""
     await events.emit(
         s,
         events.StageTransitioned(
-            model.name, row.version, row.current_stage, target, tuple(archived), actor, comment, now
+            model_name, row.version, row.current_stage, target, tuple(archived), actor, comment, now
         ),
     )
-    return _Moved(int(row.id))
