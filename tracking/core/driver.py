@@ -90,17 +90,16 @@ class DriverRows:
 
     def _args(self, stmt: Prebuilt, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         compiled = stmt.driver_sql(self._dialect)
-        sql, args = compiled.sql, compiled.args(params)
+        return compiled.sql, compiled.args(params)
+
+    async def _fetch(self, sql: str, args: list[Any]) -> list[Sequence[Any]]:
+        """Send ``sql`` to the driver (after the write lock, if one is pending); its rows."""
+        if self._begin_pending:
+            await self._begin_immediate()
         if self._dispatch.before_cursor_execute:
             # Statement counters (tests, benchmarks) see these statements like any other;
             # there is no Connection or cursor to pass.
             self._dispatch.before_cursor_execute(None, None, sql, args, None, False)
-        return sql, args
-
-    async def all(self, stmt: Prebuilt, params: Mapping[str, Any]) -> list[Sequence[Any]]:
-        if self._begin_pending:
-            await self._begin_immediate()
-        sql, args = self._args(stmt, params)
         try:
             if self._postgres:
                 return list(await self._driver.fetch(sql, *args))
@@ -109,6 +108,9 @@ class DriverRows:
         except BaseException:
             self.failed = True
             raise
+
+    async def all(self, stmt: Prebuilt, params: Mapping[str, Any]) -> list[Sequence[Any]]:
+        return await self._fetch(*self._args(stmt, params))
 
     async def all_built(self, stmt: Any) -> list[Sequence[Any]]:
         """The rows of a Core select built for this request (a search), its values bound in it.
@@ -117,19 +119,7 @@ class DriverRows:
         statement's structure (its values extracted), with the parameters' bind conversions
         and ``literal_execute`` values rendered into the SQL at execution.
         """
-        if self._begin_pending:
-            await self._begin_immediate()
-        sql, args = _built_args(stmt, self._dialect)
-        if self._dispatch.before_cursor_execute:
-            self._dispatch.before_cursor_execute(None, None, sql, args, None, False)
-        try:
-            if self._postgres:
-                return list(await self._driver.fetch(sql, *args))
-            assert self._sqlite is not None
-            return self._sqlite.execute(sql, args).fetchall()
-        except BaseException:
-            self.failed = True
-            raise
+        return await self._fetch(*_built_args(stmt, self._dialect))
 
     async def first(self, stmt: Prebuilt, params: Mapping[str, Any]) -> Sequence[Any] | None:
         rows = await self.all(stmt, params)
