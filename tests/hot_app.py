@@ -25,6 +25,8 @@ class Counted:
 
     statements: list[str] = field(default_factory=list)
     sessions: int = 0
+    # Every statement sent meanwhile, from any task (a group commit's flush runs in its own).
+    all_statements: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class HotApp:
         engines = {id(e): e.sync_engine for e in (self.db.write_engine, self.db.read_engine)}
 
         def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            counted.all_statements.append(statement)
             if asyncio.current_task() is task:
                 counted.statements.append(statement)
 

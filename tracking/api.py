@@ -8,6 +8,7 @@ from litestar import Request, Response, delete, get, patch, post
 
 from tracking import service
 from tracking.core.auth import Permission, current_principal, permission_opt, visibility
+from tracking.core.group_commit import GroupFailed
 from tracking.core.http import database
 from tracking.core.wire import ok, read_json, read_query
 from tracking.schemas import (
@@ -258,12 +259,30 @@ async def log_metric(request: Req) -> R:
     body = await read_json(request, LogMetric)
     run_id = body.run_id or body.run_uuid
     db = database(request)
-    async with db.driver_write() as w:
-        done = await service.log_metric_at_once(w, run_id, body)
+    writes = _metric_writes(request)
+    if writes is not None:
+        try:
+            done = await service.log_metric_grouped(writes, run_id, body)
+        except GroupFailed:
+            writes = None  # this write alone, on the usual path (it reports its own error)
+    if writes is None:
+        async with db.driver_write() as w:
+            done = await service.log_metric_at_once(w, run_id, body)
     if not done:
         async with db.write() as s:
             await service.log_metric(s, run_id, body)
     return ok()
+
+
+def _metric_writes(request: Req) -> service.MetricWrites | None:
+    """The app's group commit of metric writes (PostgreSQL; None on SQLite), made at first use:
+    concurrent log-metric and metrics-only log-batch requests of this process share a
+    statement and its commit (tracking.core.group_commit)."""
+    state = request.app.state
+    if "metric_writes" not in state:
+        state["metric_writes"] = service.metric_writes(database(request))
+    writes: service.MetricWrites | None = state["metric_writes"]
+    return writes
 
 
 @post("/runs/log-parameter", status_code=200, opt=RUN_EDIT)
@@ -306,9 +325,17 @@ async def log_batch(request: Req) -> R:
     if body.metrics and not body.params and not body.tags:
         # Metrics only (what autologging and training loops send): one statement on the
         # driver, no session; anything else, or a refusal to explain, takes the full path.
-        async with db.driver_write() as w:
-            if await service.log_batch_at_once(w, body):
-                return ok()
+        writes = _metric_writes(request)
+        if writes is not None:
+            try:
+                if await service.log_batch_grouped(writes, body):
+                    return ok()
+            except GroupFailed:
+                writes = None
+        if writes is None:
+            async with db.driver_write() as w:
+                if await service.log_batch_at_once(w, body):
+                    return ok()
     async with db.write() as s:
         await service.log_batch(s, body)
     return ok()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracking import store
+from tracking.core.db import Database
 from tracking.core.driver import DriverRows
 from tracking.core.errors import InvalidParameter, ResourceNotFound
+from tracking.core.group_commit import GroupCommit
 from tracking.core.wire import decode_page_token, encode_double, encode_page_token
 from tracking.errors import LoggedModelNotFound, ParamChanged
 from tracking.schemas import LogBatch, MetricIn, MetricOut
@@ -94,6 +97,46 @@ async def log_metric_at_once(w: DriverRows, run_id: str | None, m: Any) -> bool:
     return await prebuilt.write_metrics(w, run_id, [point])
 
 
+# What one flush of grouped metric writes may carry, in points: a full log-batch (1,000, as
+# MLflow's limit) goes alone; a hundred log-metric requests or ten 100-metric batches together.
+MAX_GROUP_POINTS = 1000
+# Two flushes at once: a worker's next group need not wait for a large one's commit.
+MAX_FLUSHES_IN_FLIGHT = 2
+
+MetricWrites = GroupCommit[tuple[str, Sequence[MetricPoint]], bool]
+
+
+def metric_writes(db: Database) -> MetricWrites | None:
+    """PostgreSQL: the group commit of this app's metrics-only writes (log-metric, log-batch),
+    each flush ONE statement on the driver; None on SQLite, where a write is a few
+    microseconds on the process's single writer connection and there is no commit to share.
+    """
+    if db.is_sqlite:
+        return None
+
+    async def flush(writes: Sequence[tuple[str, Sequence[MetricPoint]]]) -> list[bool]:
+        async with db.driver_write() as w:
+            return await prebuilt.write_metric_groups(w, writes)
+
+    return GroupCommit(
+        flush,
+        weight=lambda write: len(write[1]),
+        max_weight=MAX_GROUP_POINTS,
+        max_in_flight=MAX_FLUSHES_IN_FLIGHT,
+    )
+
+
+async def log_metric_grouped(writes: MetricWrites, run_id: str | None, m: Any) -> bool:
+    """:func:`log_metric_at_once` through the group commit: True when written (committed).
+    False sends the caller to :func:`log_metric`; :class:`GroupFailed` to
+    :func:`log_metric_at_once` (the flush failed; this write may or may not be stored, and
+    writing it again is a no-op if it was)."""
+    point = _metric_point(m)
+    if not run_id or point.model_id:
+        return False
+    return await writes.submit((run_id, [point]))
+
+
 async def log_param(
     s: AsyncSession, run_id: str | None, key: str | None, value: str | None
 ) -> None:
@@ -167,6 +210,17 @@ async def log_batch_at_once(w: DriverRows, req: LogBatch) -> bool:
     if any(p.model_id for p in points):
         return False
     return await prebuilt.write_metrics(w, req.run_id, points)
+
+
+async def log_batch_grouped(writes: MetricWrites, req: LogBatch) -> bool:
+    """:func:`log_batch_at_once` through the group commit (see :func:`log_metric_grouped`)."""
+    if req.params or req.tags or not req.metrics or not req.run_id:
+        return False
+    validate_batch_sizes(len(req.metrics), 0, 0)
+    points = [_metric_point(m) for m in req.metrics]
+    if any(p.model_id for p in points):
+        return False
+    return await writes.submit((req.run_id, points))
 
 
 async def metric_history(

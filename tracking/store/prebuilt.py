@@ -65,6 +65,52 @@ RUN_TAG_UPSERT = Prebuilt(RUN_TAGS.build)
 RUN_HANDLE = Prebuilt(lambda _dialect: RUN_HANDLE_SELECT)
 PG_METRICS_BY_UUID = Prebuilt(lambda _dialect: PG_METRICS_WRITE_BY_UUID)
 
+# Several requests' metric writes in one statement (tracking.core.group_commit), each to its own
+# run or several to one: the runs are looked up by uuid (ACTIVE only), each point names its
+# run by its index in that list, and the final SELECT returns the indexes of the runs written
+# to (a request whose run is not among them wrote nothing). Each (run, key) comes once in the
+# latest values (an upsert may not touch a row twice in one statement), the maximum over every
+# request of the group, so the outcome is the one of the requests' statements in any order.
+# The latest rows are upserted in (run, key) order, so two groups that move the same rows lock
+# them in the same order instead of deadlocking.
+_PG_METRIC_GROUPS = text("""
+    WITH run AS (
+        SELECT r.id, u.i
+        FROM unnest(CAST(:run_uuids AS TEXT[])) WITH ORDINALITY AS u(run_uuid, i)
+        JOIN runs AS r ON r.run_uuid = u.run_uuid AND r.lifecycle_stage = 'active'
+    ),
+    history AS (
+        INSERT INTO metrics (run_id, key, step, timestamp, value, is_nan,
+                             model_id, dataset_name, dataset_digest)
+        SELECT run.id, p.key, p.step, p.ts, p.value, p.is_nan,
+               p.model_id, p.dataset_name, p.dataset_digest
+        FROM unnest(CAST(:runs AS BIGINT[]), CAST(:keys AS TEXT[]), CAST(:steps AS BIGINT[]),
+                    CAST(:tss AS BIGINT[]), CAST(:values AS FLOAT8[]),
+                    CAST(:nans AS BOOLEAN[]), CAST(:model_ids AS TEXT[]),
+                    CAST(:dataset_names AS TEXT[]), CAST(:dataset_digests AS TEXT[]))
+             AS p(run_i, key, step, ts, value, is_nan, model_id, dataset_name, dataset_digest)
+        JOIN run ON run.i = p.run_i
+        ON CONFLICT (run_id, key, step, timestamp, value, is_nan) DO NOTHING
+    ),
+    latest AS (
+        INSERT INTO latest_metrics AS lm (run_id, key, step, timestamp, value, is_nan)
+        SELECT run.id, l.key, l.step, l.ts, l.value, l.is_nan
+        FROM unnest(CAST(:latest_runs AS BIGINT[]), CAST(:latest_keys AS TEXT[]),
+                    CAST(:latest_steps AS BIGINT[]), CAST(:latest_tss AS BIGINT[]),
+                    CAST(:latest_values AS FLOAT8[]), CAST(:latest_nans AS BOOLEAN[]))
+             AS l(run_i, key, step, ts, value, is_nan)
+        JOIN run ON run.i = l.run_i
+        ORDER BY run.id, l.key COLLATE "C"
+        ON CONFLICT (run_id, key) DO UPDATE
+        SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value,
+            is_nan = excluded.is_nan
+        WHERE (excluded.step, excluded.timestamp, excluded.value)
+              > (lm.step, lm.timestamp, lm.value)
+    )
+    SELECT i FROM run
+""")
+PG_METRIC_GROUPS = Prebuilt(lambda _dialect: _PG_METRIC_GROUPS)
+
 
 async def start_run(
     w: DriverRows,
@@ -106,6 +152,63 @@ async def write_metrics(w: DriverRows, run_uuid: str, points: Sequence[MetricPoi
     await w.executemany_native(SQLITE_METRIC_INSERT, sqlite_history_rows(handle[0], points))
     await w.executemany_native(SQLITE_LATEST_UPSERT, sqlite_latest_rows(handle[0], points))
     return True
+
+
+async def write_metric_groups(
+    w: DriverRows, writes: Sequence[tuple[str, Sequence[MetricPoint]]]
+) -> list[bool]:
+    """PostgreSQL: several ``(run uuid, points)`` writes in one statement (which commits by
+    itself); for each, whether its run was an ACTIVE run (False: that write wrote nothing)."""
+    run_index: dict[str, int] = {}
+    runs: list[int] = []
+    keys: list[str] = []
+    steps: list[int] = []
+    tss: list[int] = []
+    values: list[float] = []
+    nans: list[bool] = []
+    model_ids: list[str | None] = []
+    dataset_names: list[str | None] = []
+    dataset_digests: list[str | None] = []
+    latest: dict[tuple[int, str], MetricPoint] = {}
+    for run_uuid, points in writes:
+        i = run_index.setdefault(run_uuid, len(run_index) + 1)  # unnest's ordinality: from 1
+        for p in points:
+            runs.append(i)
+            keys.append(p.key)
+            steps.append(p.step)
+            tss.append(p.timestamp)
+            values.append(p.stored_value)
+            nans.append(p.is_nan)
+            model_ids.append(p.model_id)
+            dataset_names.append(p.dataset_name)
+            dataset_digests.append(p.dataset_digest)
+            cur = latest.get((i, p.key))
+            if cur is None or (p.step, p.timestamp, p.stored_value) > (
+                cur.step,
+                cur.timestamp,
+                cur.stored_value,
+            ):
+                latest[(i, p.key)] = p
+    params = {
+        "run_uuids": list(run_index),
+        "runs": runs,
+        "keys": keys,
+        "steps": steps,
+        "tss": tss,
+        "values": values,
+        "nans": nans,
+        "model_ids": model_ids,
+        "dataset_names": dataset_names,
+        "dataset_digests": dataset_digests,
+        "latest_runs": [i for i, _ in latest],
+        "latest_keys": [k for _, k in latest],
+        "latest_steps": [p.step for p in latest.values()],
+        "latest_tss": [p.timestamp for p in latest.values()],
+        "latest_values": [p.stored_value for p in latest.values()],
+        "latest_nans": [p.is_nan for p in latest.values()],
+    }
+    written = {row[0] for row in await w.all(PG_METRIC_GROUPS, params)}
+    return [run_index[run_uuid] in written for run_uuid, _ in writes]
 
 
 # Rows with attribute access, like the session's rows (rendering reads runs and datasets by name).
