@@ -196,6 +196,43 @@ async def test_a_refused_metrics_only_batch_answers_the_full_paths_errors(
                 404,
                 "RESOURCE_DOES_NOT_EXIST",
             ),
+            # A later point refused: the first refused point's error, whichever check.
+            (
+                {"run_id": live_id, "metrics": [point, {**point, "timestamp": -1}]},
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
+            (
+                {"run_id": live_id, "metrics": [point, {"key": "m", "value": 1}]},
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
+            (
+                {
+                    "run_id": live_id,
+                    "metrics": [
+                        point,
+                        {**point, "key": "a/../b", "value": None},
+                        {**point, "key": ""},
+                    ],
+                },
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
+            (
+                {"run_id": live_id, "metrics": [point, {**point, "key": "x", "value": None}]},
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
+            # A logged model named, then a refused point: the refusal, not the model's 404.
+            (
+                {
+                    "run_id": live_id,
+                    "metrics": [{**point, "model_id": "m-nope"}, {**point, "key": ""}],
+                },
+                400,
+                "INVALID_PARAMETER_VALUE",
+            ),
         ]
         db: Any = app.db
         answers = []
@@ -213,6 +250,7 @@ async def test_a_refused_metrics_only_batch_answers_the_full_paths_errors(
         from tracking import service
 
         monkeypatch.setattr(service, "log_batch_at_once", never)
+        monkeypatch.setattr(service, "log_batch_grouped", never)
         for (body, _status, _code), answer in zip(cases, answers, strict=True):
             response = await app.client.post(f"{API}/runs/log-batch", json=body)
             assert response.content == answer, body

@@ -51,6 +51,7 @@ from tracking.store.logged_models import (
 )
 from tracking.store.metrics import (
     MetricBucket,
+    MetricColumns,
     MetricPoint,
     MetricSeries,
     insert_metrics,
@@ -81,6 +82,7 @@ __all__ = [
     "KeyValueTable",
     "LoggedModelBundle",
     "MetricBucket",
+    "MetricColumns",
     "MetricPoint",
     "MetricSeries",
     "RunBundle",

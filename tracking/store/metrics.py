@@ -34,6 +34,38 @@ class MetricPoint:
         return 0.0 if math.isnan(self.value) else self.value
 
 
+@dataclass(slots=True)
+class MetricColumns:
+    """A write's points as columns (the arrays a PostgreSQL write sends): built straight from
+    the request, without a :class:`MetricPoint` per point. ``values`` are stored values (NaN
+    as 0 with its ``nans`` flag set)."""
+
+    keys: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    nans: list[bool] = field(default_factory=list)
+    model_ids: list[str | None] = field(default_factory=list)
+    dataset_names: list[str | None] = field(default_factory=list)
+    dataset_digests: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def of(cls, points: Sequence[MetricPoint]) -> MetricColumns:
+        return cls(
+            [p.key for p in points],
+            [p.step for p in points],
+            [p.timestamp for p in points],
+            [p.stored_value for p in points],
+            [p.is_nan for p in points],
+            [p.model_id for p in points],
+            [p.dataset_name for p in points],
+            [p.dataset_digest for p in points],
+        )
+
+
 SQLITE_METRIC_INSERT = (
     "INSERT INTO metrics (run_id, key, step, timestamp, value, is_nan, model_id, dataset_name, "
     "dataset_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -23,6 +23,7 @@ from tracking.store.metrics import (
     PG_METRICS_WRITE_BY_UUID,
     SQLITE_LATEST_UPSERT,
     SQLITE_METRIC_INSERT,
+    MetricColumns,
     MetricPoint,
     pg_metric_arrays,
     sqlite_history_rows,
@@ -155,57 +156,49 @@ async def write_metrics(w: DriverRows, run_uuid: str, points: Sequence[MetricPoi
 
 
 async def write_metric_groups(
-    w: DriverRows, writes: Sequence[tuple[str, Sequence[MetricPoint]]]
+    w: DriverRows, writes: Sequence[tuple[str, MetricColumns]]
 ) -> list[bool]:
     """PostgreSQL: several ``(run uuid, points)`` writes in one statement (which commits by
     itself); for each, whether its run was an ACTIVE run (False: that write wrote nothing)."""
     run_index: dict[str, int] = {}
     runs: list[int] = []
-    keys: list[str] = []
-    steps: list[int] = []
-    tss: list[int] = []
-    values: list[float] = []
-    nans: list[bool] = []
-    model_ids: list[str | None] = []
-    dataset_names: list[str | None] = []
-    dataset_digests: list[str | None] = []
-    latest: dict[tuple[int, str], MetricPoint] = {}
+    history = MetricColumns()
+    # Each (run, key)'s maximum (step, timestamp, value), and that point's NaN flag.
+    latest: dict[tuple[int, str], tuple[int, int, float, bool]] = {}
     for run_uuid, points in writes:
         i = run_index.setdefault(run_uuid, len(run_index) + 1)  # unnest's ordinality: from 1
-        for p in points:
-            runs.append(i)
-            keys.append(p.key)
-            steps.append(p.step)
-            tss.append(p.timestamp)
-            values.append(p.stored_value)
-            nans.append(p.is_nan)
-            model_ids.append(p.model_id)
-            dataset_names.append(p.dataset_name)
-            dataset_digests.append(p.dataset_digest)
-            cur = latest.get((i, p.key))
-            if cur is None or (p.step, p.timestamp, p.stored_value) > (
-                cur.step,
-                cur.timestamp,
-                cur.stored_value,
-            ):
-                latest[(i, p.key)] = p
+        runs += [i] * len(points)
+        history.keys += points.keys
+        history.steps += points.steps
+        history.timestamps += points.timestamps
+        history.values += points.values
+        history.nans += points.nans
+        history.model_ids += points.model_ids
+        history.dataset_names += points.dataset_names
+        history.dataset_digests += points.dataset_digests
+        for key, step, ts, value, nan in zip(
+            points.keys, points.steps, points.timestamps, points.values, points.nans, strict=True
+        ):
+            cur = latest.get((i, key))
+            if cur is None or (step, ts, value) > cur[:3]:
+                latest[(i, key)] = (step, ts, value, nan)
     params = {
         "run_uuids": list(run_index),
         "runs": runs,
-        "keys": keys,
-        "steps": steps,
-        "tss": tss,
-        "values": values,
-        "nans": nans,
-        "model_ids": model_ids,
-        "dataset_names": dataset_names,
-        "dataset_digests": dataset_digests,
+        "keys": history.keys,
+        "steps": history.steps,
+        "tss": history.timestamps,
+        "values": history.values,
+        "nans": history.nans,
+        "model_ids": history.model_ids,
+        "dataset_names": history.dataset_names,
+        "dataset_digests": history.dataset_digests,
         "latest_runs": [i for i, _ in latest],
         "latest_keys": [k for _, k in latest],
-        "latest_steps": [p.step for p in latest.values()],
-        "latest_tss": [p.timestamp for p in latest.values()],
-        "latest_values": [p.stored_value for p in latest.values()],
-        "latest_nans": [p.is_nan for p in latest.values()],
+        "latest_steps": [p[0] for p in latest.values()],
+        "latest_tss": [p[1] for p in latest.values()],
+        "latest_values": [p[2] for p in latest.values()],
+        "latest_nans": [p[3] for p in latest.values()],
     }
     written = {row[0] for row in await w.all(PG_METRIC_GROUPS, params)}
     return [run_index[run_uuid] in written for run_uuid, _ in writes]
