@@ -75,12 +75,26 @@ async def test_concurrent_writers_on_shared_and_separate_runs_store_every_point(
             body = {"run_id": run_id, **metric}
             return (await app.client.post(f"{API}/runs/log-metric", json=body)).status_code
 
+        async def send_large(i: int) -> int:
+            # Larger batches (written alone, not grouped) on the same runs meanwhile.
+            metrics = [{"key": f"b{j}", "value": i, "timestamp": i, "step": i} for j in range(30)]
+            body = {"run_id": runs[i % 2], "metrics": metrics}
+            return (await app.client.post(f"{API}/runs/log-batch", json=body)).status_code
+
         before = _flushes(app.client._transport.app)  # type: ignore[attr-defined]
-        statuses = await asyncio.gather(*(send(i, p) for i, p in enumerate(points)))
-        assert statuses == [200] * len(points)
+        statuses = await asyncio.gather(
+            *(send(i, p) for i, p in enumerate(points)), *(send_large(i) for i in range(8))
+        )
+        assert statuses == [200] * (len(points) + 8)
+        for r, run_id in enumerate(runs[:2]):
+            latest = await _latest(app, run_id)
+            for j in (0, 29):
+                history = await _history(app, run_id, f"b{j}")
+                assert sorted(history) == [(i, i, i) for i in range(8) if i % 2 == r]
+                assert latest[f"b{j}"] == (6 + r, 6 + r, 6 + r)
         flushes = _flushes(app.client._transport.app) - before  # type: ignore[attr-defined]
         if BACKEND == "postgres":
-            assert 0 < flushes < len(points) / 4, flushes  # they were grouped
+            assert 0 < flushes < len(points) / 4 + 8, flushes  # they were grouped
         else:
             assert flushes == 0  # SQLite: no group commit
 
@@ -244,3 +258,8 @@ async def test_group_commit_answers_each_caller_and_fails_a_group_to_each_caller
     ]
     assert seen == [[0], [1, 2, -1, 3], [4, 5]]
     assert group.flushes == 3
+    # A write flushed alone: its own flush, the same failure.
+    assert await group.alone(7) == 70
+    with pytest.raises(GroupFailed):
+        await group.alone(-1)
+    assert seen[-2:] == [[7], [-1]]

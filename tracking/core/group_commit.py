@@ -63,6 +63,18 @@ class GroupCommit(Generic[Item, Result]):
             task.add_done_callback(self._tasks.discard)
         return await future
 
+    async def alone(self, item: Item) -> Result:
+        """``item`` flushed by itself, now, in the caller's task (a write large enough that
+        sharing its statement saves little, and waiting for a flush in flight costs more):
+        the same flush, the same :class:`GroupFailed` on failure."""
+        self.flushes += 1
+        self.items += 1
+        try:
+            results = list(await self._flush([item]))
+        except Exception as exc:
+            raise GroupFailed(repr(exc)) from exc
+        return results[0]
+
     def _next_group(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         total = 0
         taken = 0
