@@ -263,3 +263,50 @@ async def test_group_commit_answers_each_caller_and_fails_a_group_to_each_caller
     with pytest.raises(GroupFailed):
         await group.alone(-1)
     assert seen[-2:] == [[7], [-1]]
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL's plan cache")
+async def test_the_grouped_statement_is_planned_once_not_at_every_flush(
+    group_url: str, tmp_path: Path
+) -> None:
+    """Prepared and run like the driver runs it, the grouped write switches to its generic
+    plan (a statement planned afresh at every flush cost most of a small group's CPU)."""
+    from sqlalchemy.dialects.postgresql import asyncpg as pg_dialect
+
+    from tracking.store.metrics import MetricColumns
+    from tracking.store.prebuilt import PG_METRIC_GROUPS, write_metric_groups
+
+    async with hot_app(group_url, tmp_path) as app:
+        exp = await app.client.post(f"{API}/experiments/create", json={"name": "plans"})
+        runs = [await _run(app, exp.json()["experiment_id"]) for _ in range(3)]
+    compiled = PG_METRIC_GROUPS.driver_sql(pg_dialect.dialect())
+    conn = await asyncpg.connect(group_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        # A runs table of some size, analyzed, as the planner meets it in use.
+        await conn.execute(
+            "INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, "
+            "lifecycle_stage, artifact_uri) SELECT md5('plans' || g), experiment_id, 'r', 'u', "
+            "'RUNNING', 0, 'active', 'x' FROM experiments, generate_series(1, 20000) AS g "
+            "WHERE name = 'plans'"
+        )
+        await conn.execute("ANALYZE runs")
+        prepared = await conn.prepare(compiled.sql)
+
+        class Rows:
+            async def all(self, _stmt: Any, params: Any) -> list[Any]:
+                return list(await prepared.fetch(*compiled.args(params)))
+
+        for step in range(12):
+            columns = MetricColumns(["p"], [step], [step], [1.0], [False], [None], [None], [None])
+            written = await write_metric_groups(
+                Rows(),  # type: ignore[arg-type]
+                [(runs[0], columns), (runs[1], columns), ("f" * 32, columns)],
+            )
+            assert written == [True, True, False]
+        plans = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+            compiled.sql,
+        )
+    finally:
+        await conn.close()
+    assert plans["generic_plans"] >= 6, plans

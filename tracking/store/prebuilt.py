@@ -73,11 +73,14 @@ PG_METRICS_BY_UUID = Prebuilt(lambda _dialect: PG_METRICS_WRITE_BY_UUID)
 # latest values (an upsert may not touch a row twice in one statement), the maximum over every
 # request of the group, so the outcome is the one of the requests' statements in any order.
 # The latest rows are upserted in (run, key) order, so two groups that move the same rows lock
-# them in the same order instead of deadlocking.
+# them in the same order instead of deadlocking. Each array is read through a scalar subquery:
+# bound as a plain parameter, PostgreSQL's custom plans know its length and always looked
+# cheaper than the generic plan, so it planned the statement afresh at every execution (about
+# 0.15 ms of database CPU per flush); behind the subquery the generic plan is used.
 _PG_METRIC_GROUPS = text("""
     WITH run AS (
         SELECT r.id, u.i
-        FROM unnest(CAST(:run_uuids AS TEXT[])) WITH ORDINALITY AS u(run_uuid, i)
+        FROM unnest((SELECT CAST(:run_uuids AS TEXT[]))) WITH ORDINALITY AS u(run_uuid, i)
         JOIN runs AS r ON r.run_uuid = u.run_uuid AND r.lifecycle_stage = 'active'
     ),
     history AS (
@@ -85,10 +88,12 @@ _PG_METRIC_GROUPS = text("""
                              model_id, dataset_name, dataset_digest)
         SELECT run.id, p.key, p.step, p.ts, p.value, p.is_nan,
                p.model_id, p.dataset_name, p.dataset_digest
-        FROM unnest(CAST(:runs AS BIGINT[]), CAST(:keys AS TEXT[]), CAST(:steps AS BIGINT[]),
-                    CAST(:tss AS BIGINT[]), CAST(:values AS FLOAT8[]),
-                    CAST(:nans AS BOOLEAN[]), CAST(:model_ids AS TEXT[]),
-                    CAST(:dataset_names AS TEXT[]), CAST(:dataset_digests AS TEXT[]))
+        FROM unnest((SELECT CAST(:runs AS BIGINT[])), (SELECT CAST(:keys AS TEXT[])),
+                    (SELECT CAST(:steps AS BIGINT[])), (SELECT CAST(:tss AS BIGINT[])),
+                    (SELECT CAST(:values AS FLOAT8[])), (SELECT CAST(:nans AS BOOLEAN[])),
+                    (SELECT CAST(:model_ids AS TEXT[])),
+                    (SELECT CAST(:dataset_names AS TEXT[])),
+                    (SELECT CAST(:dataset_digests AS TEXT[])))
              AS p(run_i, key, step, ts, value, is_nan, model_id, dataset_name, dataset_digest)
         JOIN run ON run.i = p.run_i
         ON CONFLICT (run_id, key, step, timestamp, value, is_nan) DO NOTHING
@@ -96,9 +101,12 @@ _PG_METRIC_GROUPS = text("""
     latest AS (
         INSERT INTO latest_metrics AS lm (run_id, key, step, timestamp, value, is_nan)
         SELECT run.id, l.key, l.step, l.ts, l.value, l.is_nan
-        FROM unnest(CAST(:latest_runs AS BIGINT[]), CAST(:latest_keys AS TEXT[]),
-                    CAST(:latest_steps AS BIGINT[]), CAST(:latest_tss AS BIGINT[]),
-                    CAST(:latest_values AS FLOAT8[]), CAST(:latest_nans AS BOOLEAN[]))
+        FROM unnest((SELECT CAST(:latest_runs AS BIGINT[])),
+                    (SELECT CAST(:latest_keys AS TEXT[])),
+                    (SELECT CAST(:latest_steps AS BIGINT[])),
+                    (SELECT CAST(:latest_tss AS BIGINT[])),
+                    (SELECT CAST(:latest_values AS FLOAT8[])),
+                    (SELECT CAST(:latest_nans AS BOOLEAN[])))
              AS l(run_i, key, step, ts, value, is_nan)
         JOIN run ON run.i = l.run_i
         ORDER BY run.id, l.key COLLATE "C"
@@ -182,9 +190,7 @@ async def write_metric_groups(
             cur = latest.get((i, key))
             if cur is None or (step, ts, value) > cur[:3]:
                 latest[(i, key)] = (step, ts, value, nan)
-    params = {
-        "run_uuids": list(run_index),
-        "runs": runs,
+    params: dict[str, Any] = {
         "keys": history.keys,
         "steps": history.steps,
         "tss": history.timestamps,
@@ -200,6 +206,14 @@ async def write_metric_groups(
         "latest_values": [p[2] for p in latest.values()],
         "latest_nans": [p[3] for p in latest.values()],
     }
+    if len(writes) == 1:
+        # One write: the one-run statement. PostgreSQL plans the grouped one afresh at every
+        # execution (its custom plans, which know the arrays' sizes, always look cheaper than
+        # a generic plan), which cost a lone write about 0.3 ms of database CPU more.
+        params["run_uuid"] = writes[0][0]
+        return [await w.first(PG_METRICS_BY_UUID, params) is not None]
+    params["run_uuids"] = list(run_index)
+    params["runs"] = runs
     written = {row[0] for row in await w.all(PG_METRIC_GROUPS, params)}
     return [run_index[run_uuid] in written for run_uuid, _ in writes]
 
