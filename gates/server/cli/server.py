@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from gates.events.config import EventsConfig
 from gates.server.cli.family import Family, Subcommands, add_db_flag
+from gates.server.workers import serve as serve_workers
 from tracking.core.settings import Settings, export_to_environment
 
 
@@ -131,22 +133,25 @@ def _run_server(settings: Settings) -> int:
         print(f"mlgate: refusing to start: {refusal}", file=sys.stderr)
         return 2
     export_to_environment(settings)
-    uvicorn.run(
-        "gates.server.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers if settings.workers > 1 else None,
-        log_level=settings.log_level,
+    options: dict[str, Any] = {
+        "app": "gates.server.app:create_app",
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
         # mlgate's own logging (gates/server/observe.py) formats every line, uvicorn's
         # included; its access line replaces uvicorn's, which stays off (no duplicates).
-        log_config=None,
-        access_log=False,
+        "log_config": None,
+        "access_log": False,
         # Only a configured proxy may say who the client is and whether it spoke HTTPS: the
         # client address keys login throttling, the scheme the UI's same-origin check.
-        proxy_headers=bool(settings.forwarded_allow_ips),
-        forwarded_allow_ips=settings.forwarded_allow_ips or None,
-    )
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": settings.forwarded_allow_ips or None,
+    }
+    if settings.workers > 1:
+        # Each worker listens on its own socket, so connections spread over the workers.
+        return serve_workers(options, settings.workers)
+    uvicorn.run(**options)
     return 0
 
 
