@@ -12,7 +12,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -152,6 +154,26 @@ async def enabled_gates_for_target(
         .order_by(GatePolicy.id)
     )
     return [(p, v) for p, v in (await s.execute(stmt)).tuples()]
+
+
+async def enabled_gates_with_secrets(
+    s: AsyncSession, target: str, now: int
+) -> list[tuple[GatePolicy, GatePolicyVersion | None, GateSecret | None]]:
+    """``enabled_gates_for_target`` with each policy's active secrets joined (one row per
+    secret, newest first; one row with None for a policy without any), in one query: what a
+    signed webhook needs before its signature is checked."""
+    stmt = (
+        select(GatePolicy, GatePolicyVersion, GateSecret)
+        .outerjoin(
+            GatePolicyVersion,
+            (GatePolicyVersion.policy_id == GatePolicy.id)
+            & (GatePolicyVersion.version == GatePolicy.current_version),
+        )
+        .outerjoin(GateSecret, (GateSecret.policy_id == GatePolicy.id) & _active(now))
+        .where(GatePolicy.target == target, GatePolicy.enabled.is_(True))
+        .order_by(GatePolicy.id, GateSecret.id.desc())
+    )
+    return [(p, v, x) for p, v, x in (await s.execute(stmt)).tuples()]
 
 
 def _build_enabled_patterns(_dialect: str) -> Any:
@@ -325,6 +347,45 @@ async def claim_decision(s: AsyncSession, **values: Any) -> bool:
         .returning(GateDecision.id)
     )
     return result.scalar_one_or_none() is not None
+
+
+async def claim_decision_after_receipt(
+    s: AsyncSession, webhook_id: str, now: int, **values: Any
+) -> tuple[bool, bool]:
+    """``record_receipt`` and then, only when the receipt is new, ``claim_decision``:
+    (receipt recorded, decision claimed). On PostgreSQL one statement (the receipt's insert
+    as a data-modifying CTE that the claim's ``INSERT ... SELECT`` requires a row of), so a
+    signed promotion's transaction waits for one round trip instead of two; a concurrent
+    claim of the same key still waits on it, as ``claim_decision``'s does."""
+    if dialect_name(s) != "postgresql":
+        if not await record_receipt(s, webhook_id, now):
+            return False, False
+        return True, await claim_decision(s, **values)
+    receipt = (
+        dialect_insert(s)(WebhookReceipt)
+        .values(webhook_id=webhook_id, received_at=now)
+        .on_conflict_do_nothing()
+        .returning(WebhookReceipt.webhook_id)
+        .cte("receipt")
+    )
+    columns = GateDecision.__table__.c
+    names = list(values)
+    row = select(*[literal(values[n], type_=columns[n].type) for n in names]).where(
+        exists(select(receipt.c.webhook_id))
+    )
+    claim = (
+        dialect_insert(s)(GateDecision)
+        .from_select(names, row)
+        .on_conflict_do_nothing()
+        .returning(GateDecision.id)
+        .cte("claim")
+    )
+    both = select(
+        select(func.count()).select_from(receipt).scalar_subquery(),
+        select(func.count()).select_from(claim).scalar_subquery(),
+    )
+    recorded, claimed = (await s.execute(both)).one()
+    return bool(recorded), bool(claimed)
 
 
 async def update_decision(s: AsyncSession, decision_id: str, **values: Any) -> GateDecision:

@@ -23,6 +23,7 @@ from registry.artifacts.storage import LocalStorage
 from tests.gates.factories import ADMIN, make_gate, make_run, signed
 from tests.registry.test_query_counts import count_queries
 from tracking.core.clock import now_ms
+from tracking.core.db import dialect_name
 from tracking.core.errors import MlflowError, error_response
 
 CI = Actor("ci-admin", is_admin=True, authenticated=True)
@@ -140,7 +141,8 @@ async def test_a_signed_promotion_reads_the_gate_its_secrets_and_the_run_before_
     session: AsyncSession, tmp_path: Path, unique: str
 ) -> None:
     """The transaction records the webhook's receipt (a replay is refused there) but reads
-    neither the gate, its secrets, the run, nor the model with the run's versions."""
+    neither the gate, its secrets, the run, nor the model with the run's versions; before it,
+    the gate and its active secrets are read together."""
     storage = LocalStorage(tmp_path / "artifacts")
     model = f"ps-{unique}"
     gate = await make_gate(session, model, "Staging", metrics=["auc >= 0.5"])
@@ -153,10 +155,14 @@ async def test_a_signed_promotion_reads_the_gate_its_secrets_and_the_run_before_
         )
         raw = msgspec.json.encode(req)
         signed_by = _signed(secret, raw)
-        prepared = await promotion.prepare(
-            session, req, raw_body=raw, signed=signed_by, bearer=None, storage=storage
-        )
+        with count_queries(session) as before:
+            prepared = await promotion.prepare(
+                session, req, raw_body=raw, signed=signed_by, bearer=None, storage=storage
+            )
         assert prepared.fingerprint is not None or attempt == 0
+        # The gate and its active secrets are one read.
+        gate_reads = [s for s in before if "gate_policies" in s or "gate_secrets" in s]
+        assert len(gate_reads) == 1 and "gate_secrets" in gate_reads[0], before
         with count_queries(session) as statements:
             done = await promotion.promote(
                 session,
@@ -174,5 +180,49 @@ async def test_a_signed_promotion_reads_the_gate_its_secrets_and_the_run_before_
     for table in ("gate_secrets", "gate_policies", "runs", "params"):
         assert not [s for s in reads if f"from {table} " in s], (table, reads)
     assert not [s for s in reads if "join model_versions" in s], reads
-    assert len([s for s in flat if s.startswith("insert into gate_webhook_receipts")]) == 1, flat
+    receipts = [s for s in flat if "insert into gate_webhook_receipts" in s]
+    assert len(receipts) == 1, flat
+    # On PostgreSQL the receipt and the claim of the decision are one statement.
+    folded = "insert into gate_decisions" in receipts[0]
+    assert folded == (dialect_name(session) == "postgresql"), receipts
     assert not [s for s in flat if "savepoint" in s], flat
+
+
+async def test_a_replayed_webhook_id_claims_no_decision_and_a_new_one_claims_its_key(
+    session: AsyncSession, tmp_path: Path, unique: str
+) -> None:
+    """The receipt is recorded before the claim (in one statement on PostgreSQL): a replayed
+    webhook-id is refused and leaves no decision row; a new id records its receipt and claims."""
+    storage = LocalStorage(tmp_path / "artifacts")
+    model = f"pr-{unique}"
+    gate = await make_gate(session, model, "Staging", metrics=["auc >= 0.5"])
+    secret = (await policies.add_secret(session, gate, actor=ADMIN)).secret
+    assert secret is not None
+    run_id = await make_run(session, metrics={"auc": 0.9}, storage=storage)
+    await store.record_receipt(session, f"msg_{unique}", now_ms())
+
+    async def promote(webhook_id: str, key: str) -> str:
+        req = PromoteRequest(model=model, target="Staging", run_id=run_id, idempotency_key=key)
+        raw = msgspec.json.encode(req)
+        signed_by = _signed(secret, raw, webhook_id=webhook_id)
+        prepared = await promotion.prepare(
+            session, req, raw_body=raw, signed=signed_by, bearer=None, storage=storage
+        )
+        done = await promotion.promote(
+            session,
+            req,
+            raw_body=raw,
+            signed=signed_by,
+            bearer=None,
+            storage=storage,
+            approval_ttl_hours=1,
+            prepared=prepared,
+        )
+        return done.decision.outcome
+
+    with pytest.raises(MlflowError, match="already received"):
+        await promote(f"msg_{unique}", "replayed")
+    assert await store.decision_by_key(session, model, "Staging", "replayed") is None
+    assert await promote(f"msg_new_{unique}", "fresh") == "passed"
+    assert await store.decision_by_key(session, model, "Staging", "fresh") is not None
+    assert not await store.record_receipt(session, f"msg_new_{unique}", now_ms())

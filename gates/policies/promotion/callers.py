@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +23,7 @@ from gates.policies.errors import (
     OidcTokenRefused,
     PromotionNotAllowed,
 )
+from gates.policies.models import GateSecret
 from gates.policies.ports import Actor
 from gates.policies.rules import canonical_target
 from gates.policies.schemas import PromoteRequest
@@ -99,8 +101,10 @@ async def authenticate(
     model: str,
     target: str,
     secret_box: SecretBox,
+    secrets: list[GateSecret] | None = None,
 ) -> Caller:
-    """The caller, proved (reads only); a signed webhook's receipt is still to be recorded."""
+    """The caller, proved (reads only); a signed webhook's receipt is still to be recorded.
+    ``secrets``: the gate's active secret rows when they were read with it (``signed_gate``)."""
     now = now_ms()
     if oidc is not None:
         # The token was verified before this transaction (the issuer's keys come over the
@@ -114,11 +118,14 @@ async def authenticate(
         return Caller(oidc.actor, "oidc", claim or oidc.actor, claim, identity)
     if signed is not None:
         check_timestamp(signed, now // 1000)
-        secrets = await service.active_secret_values(s, gate.policy.id, secret_box)
-        index = matching_secret(signed, [value for _, value in secrets], raw_body)
+        if secrets is None:
+            opened = await service.active_secret_values(s, gate.policy.id, secret_box)
+        else:
+            opened = service.open_secrets(secrets, secret_box)
+        index = matching_secret(signed, [value for _, value in opened], raw_body)
         if index is None:
             raise BadSignature(_unverified(model, target))
-        actor = f"gate:{gate.policy.name}/{secrets[index][0]}"
+        actor = f"gate:{gate.policy.name}/{opened[index][0]}"
         claim = req.requested_by[:256] if req.requested_by else None
         return Caller(actor, "hmac", claim or actor, claim, webhook_id=signed.webhook_id)
     assert bearer is not None
@@ -128,14 +135,19 @@ async def authenticate(
     return Caller(bearer.name, bearer.auth_method, bearer.name, bearer.name)
 
 
-async def record_receipt(s: AsyncSession, caller: Caller) -> None:
-    """Record a signed webhook's id in the decision's transaction; a replay is refused."""
+async def claim_with_receipt(s: AsyncSession, caller: Caller, **decision: Any) -> bool:
+    """Claim a decision row (``store.claim_decision``), recording first, in the same statement
+    where the database allows, a signed webhook's id: a replay is refused and claims nothing."""
     if caller.webhook_id is None:
-        return
+        return await store.claim_decision(s, **decision)
     now = now_ms()
     await _forget_old_receipts(s, now)
-    if not await store.record_receipt(s, caller.webhook_id, now):
+    recorded, claimed = await store.claim_decision_after_receipt(
+        s, caller.webhook_id, now, **decision
+    )
+    if not recorded:
         raise BadSignature(f"webhook-id '{caller.webhook_id}' was already received (replay).")
+    return claimed
 
 
 # When this process next drops old webhook receipts (epoch ms).
@@ -150,6 +162,18 @@ async def _forget_old_receipts(s: AsyncSession, now: int) -> None:
         return
     _next_prune["at"] = now + TOLERANCE_SECONDS * 1000
     await store.forget_receipts(s, now - 2 * TOLERANCE_SECONDS * 1000)
+
+
+async def signed_gate(
+    s: AsyncSession, model: str, target: str
+) -> tuple[service.ResolvedGate, list[GateSecret]]:
+    """What ``gate_for_caller`` finds for a signed caller, with the gate's active secrets
+    read in the same query (the signature is checked against them next)."""
+    found = await service.gate_with_secrets_for(s, model, target)
+    if found is None:
+        # As gate_for_caller answers a signed caller: nothing tells gated targets apart.
+        raise BadSignature(_unverified(model, target))
+    return found
 
 
 async def gate_for_caller(

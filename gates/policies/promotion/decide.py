@@ -23,8 +23,8 @@ from gates.policies.ports import Actor
 from gates.policies.promotion.callers import (
     Caller,
     authenticate,
+    claim_with_receipt,
     gate_for_caller,
-    record_receipt,
     request_fingerprint,
     validate_request,
 )
@@ -130,7 +130,6 @@ async def promote(
             prepared.caller,
         )
         candidate, fingerprint = prepared.candidate, prepared.fingerprint
-    await record_receipt(s, caller)
     decision_id = service.new_id()
     stored = await _claim_decision(s, req, gate, caller, model, target, decision_id, trigger)
     if stored is not None:
@@ -223,15 +222,15 @@ async def _claim_decision(
         "id": decision_id,
     }
     if req.dry_run:
-        await store.claim_decision(s, created_at=now_ms(), **base)
+        await claim_with_receipt(s, caller, created_at=now_ms(), **base)
         return None
     assert req.idempotency_key is not None
     key = req.idempotency_key
     # Claim first: a new key (the usual case) is then one statement. A taken key inserts
     # nothing (on PostgreSQL a concurrent claim of it waits here until that request ends),
     # and the stored decision is read as before.
-    claimed = await store.claim_decision(
-        s, created_at=now_ms(), idempotency_key=key, request_hash=request_hash, **base
+    claimed = await claim_with_receipt(
+        s, caller, created_at=now_ms(), idempotency_key=key, request_hash=request_hash, **base
     )
     if claimed:
         return None

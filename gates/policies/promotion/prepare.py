@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.events.signing import SecretBox
-from gates.policies import oidc_trusts, ports, service, store
+from gates.policies import oidc_trusts, ports, service
 from gates.policies.evaluation import Candidate
 from gates.policies.ports import Actor
 from gates.policies.promotion.callers import (
     Caller,
     authenticate,
     gate_for_caller,
+    signed_gate,
     validate_request,
 )
 from gates.policies.promotion.candidates import create_request, load_candidate
@@ -68,7 +69,11 @@ async def prepare(
 ) -> Prepared:
     """Read (on a read session) what a promotion needs before its transaction; see above."""
     model, target = validate_request(req)
-    gate = await gate_for_caller(s, model, target, signed, bearer, oidc)
+    secrets = None
+    if signed is not None and oidc is None:
+        gate, secrets = await signed_gate(s, model, target)
+    else:
+        gate = await gate_for_caller(s, model, target, signed, bearer, oidc)
     caller = await authenticate(
         s,
         gate,
@@ -80,13 +85,14 @@ async def prepare(
         model=model,
         target=target,
         secret_box=secret_box,
+        secrets=secrets,
     )
     prepared = Prepared(model, target, gate, caller)
     if req.run_id is None:
         return prepared
-    key = None if req.dry_run else req.idempotency_key
-    if key and await store.decision_by_key(s, model, target, key):
-        return prepared  # a retry: the stored decision is returned, nothing is read
+    # A retry of a stored key (rare) is not looked for here: that read would cost every
+    # promotion a statement, and a retry's candidate and fingerprint are simply not used
+    # (its frozen copy exists already, so publishing it again only links and unlinks).
     try:
         candidate = await load_candidate(s, req, model, target)
     except MlflowError:
