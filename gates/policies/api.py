@@ -259,8 +259,20 @@ async def promote(request: Req) -> R:
     oidc = None if token is None else await oidc_api.verify_oidc_caller(request, body, token)
     settings = request.app.state["settings"]
     storage = request.app.state.get(STORAGE_STATE_KEY)
+    secret_box = _secret_box(request)
+    # What needs no lock is read (and the files frozen) before the write transaction, which
+    # then holds its connection for the writes only (see promotion.prepare).
     async with database(request).read() as s:
-        fingerprint = await promotion.fingerprint_run(s, storage, body)
+        prepared = await promotion.prepare(
+            s,
+            body,
+            raw_body=raw,
+            signed=signed,
+            bearer=bearer,
+            oidc=oidc,
+            storage=storage,
+            secret_box=secret_box,
+        )
     async with database(request).write() as s:
         result = await promotion.promote(
             s,
@@ -271,9 +283,9 @@ async def promote(request: Req) -> R:
             oidc=oidc,
             storage=storage,
             approval_ttl_hours=settings.approval_ttl_hours,
-            fingerprint=fingerprint,
-            secret_box=_secret_box(request),
+            secret_box=secret_box,
             attestations=request.app.state.get(ATTESTATION_KEYS_STATE_KEY),
+            prepared=prepared,
         )
     if not result.replayed:
         # The signature or token was verified: name its gate secret or subject in the access line.

@@ -115,8 +115,9 @@ async def test_scoped_list_endpoints_do_not_grow_with_the_page_or_the_glob_gates
 # twice, the gate and its version in two reads, the decision key read before its claim, a
 # savepoint around a registration nothing could undo, the attestation's key a statement of
 # its own (PostgreSQL).
-# With the prebuilt move merged in: 22 and 27.
-PROMOTION_STATEMENTS = {"postgresql": 22, "sqlite": 27}
+# With the prebuilt move merged in: 22 and 27. Then 18 and 23: the gate, the run (two reads)
+# and the model with the run's versions are read before the transaction (promotion.prepare).
+PROMOTION_STATEMENTS = {"postgresql": 18, "sqlite": 23}
 # The transition then went to 10 and 12: its statements prebuilt on the transaction's own
 # connection (tests/registry/test_transition_hot_path.py), one holders read instead of two, one
 # read for the gates of the stages it enters and leaves, the answer rendered from the move's
@@ -127,18 +128,23 @@ TRANSITION_STATEMENTS = {"postgresql": 10, "sqlite": 12}
 async def _promote_counted(
     session: AsyncSession, storage: LocalStorage, model: str, keyring: AttestationKeyring
 ) -> tuple[str, int]:
-    outcome, statements = await _promote_statements(session, storage, model, keyring)
+    outcome, _, statements = await _promote_statements(session, storage, model, keyring)
     return outcome, len(statements)
 
 
 async def _promote_statements(
     session: AsyncSession, storage: LocalStorage, model: str, keyring: AttestationKeyring
-) -> tuple[str, list[str]]:
+) -> tuple[str, list[str], list[str]]:
+    """A promotion as the API runs it: (outcome, statements read before the transaction,
+    statements of the transaction, COMMIT's audit append included)."""
     run_id = await make_run(session, metrics={"auc": 0.9}, storage=storage)
     req = PromoteRequest(
         model=model, target="Staging", run_id=run_id, idempotency_key=uuid.uuid4().hex
     )
-    fingerprint = await promotion.fingerprint_run(session, storage, req)  # outside, as the API
+    with count_queries(session) as before:
+        prepared = await promotion.prepare(
+            session, req, raw_body=b"", signed=None, bearer=CI, storage=storage
+        )
     await session.run_sync(audit_store.can_append_in_one_call)  # probed once per connection
     with count_queries(session) as statements:
         done = await promotion.promote(
@@ -149,11 +155,19 @@ async def _promote_statements(
             bearer=CI,
             storage=storage,
             approval_ttl_hours=1,
-            fingerprint=fingerprint,
             attestations=keyring,
+            prepared=prepared,
         )
         await session.run_sync(audit.write_pending)  # what COMMIT adds
-    return done.decision.outcome, statements
+    return done.decision.outcome, before, statements
+
+
+def _flat(statements: list[str]) -> list[str]:
+    return [" ".join(s.split()).lower() for s in statements]
+
+
+def _reads(flat: list[str], table: str) -> list[str]:
+    return [s for s in flat if s.startswith(("select", "with")) and f"from {table} " in s]
 
 
 async def test_a_promotion_runs_a_fixed_small_number_of_statements(
@@ -182,30 +196,30 @@ async def test_a_promotion_reads_the_run_the_gate_and_the_model_once_each(
     no dataset inputs), for the checks and the registration's source check alike; the gate
     with its version, and the model with the run's versions, are one read each; the decision
     is claimed without a read first; a registration that nothing can undo (fingerprinted
-    before the transaction, with a digest) takes no savepoint."""
+    before the transaction, with a digest) takes no savepoint. All of these reads run before
+    the transaction, which reads none of them again; a retried key is not looked for before
+    it (the claim finds it)."""
     storage = LocalStorage(tmp_path / "artifacts")
     keyring = AttestationKeyring(Signer.from_private(Ed25519PrivateKey.generate()))
     model = f"qr-{unique}"
     await make_gate(session, model, "Staging", metrics=["auc >= 0.5"])
     await _promote_statements(session, storage, model, keyring)  # creates the model
-    outcome, statements = await _promote_statements(session, storage, model, keyring)
+    outcome, before, statements = await _promote_statements(session, storage, model, keyring)
     assert outcome == "passed"
-    flat = [" ".join(s.split()).lower() for s in statements]
-
-    def reads(table: str) -> list[str]:
-        return [s for s in flat if s.startswith(("select", "with")) and f"from {table} " in s]
-
-    assert len(reads("runs")) == 1, reads("runs")
-    assert len(reads("params")) == 1 and not reads("dataset_inputs"), flat
-    assert len(reads("gate_policy_versions")) == 0, flat  # joined to the policy's read
-    assert len(reads("gate_policies")) == 1, flat
-    assert not reads("gate_decisions"), flat  # claimed by its insert
+    flat, pre = _flat(statements), _flat(before)
+    both = pre + flat
+    for table in ("runs", "params", "gate_policies"):
+        assert len(_reads(both, table)) == 1, (table, both)
+        assert not _reads(flat, table), (table, flat)
+    assert not _reads(both, "dataset_inputs"), both
+    assert not _reads(both, "gate_policy_versions"), both  # joined to the policy's read
+    assert not _reads(both, "gate_decisions"), both  # no retry read; claimed by its insert
     assert not [s for s in flat if "savepoint" in s], flat
-    # The model is read once with the run's versions; the other read is the move's own,
-    # locking one (FOR NO KEY UPDATE on PostgreSQL).
-    model_reads = reads("registered_models")
-    assert len([s for s in model_reads if "join model_versions" in s]) == 1, model_reads
-    assert len([s for s in model_reads if "join" not in s]) == 1, model_reads
+    # The model is read once with the run's versions, before; the transaction's one read is
+    # the move's own, locking it (FOR NO KEY UPDATE on PostgreSQL).
+    joined = [s for s in _reads(both, "registered_models") if "join model_versions" in s]
+    assert len(joined) == 1 and joined[0] in pre, both
+    assert len([s for s in _reads(flat, "registered_models") if "join" not in s]) == 1, flat
 
 
 async def test_an_archiving_transition_runs_a_fixed_small_number_of_statements(

@@ -376,6 +376,95 @@ async def test_snapshot_hashes_the_copy_and_later_writes_to_the_source_do_not_re
     assert again.root == tree.root and again.files == tree.files
 
 
+def _count_publish_work(storage: ArtifactStorage, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record what publishing does: directory fsyncs and renames (local), copies and checks
+    of objects into the published area (S3)."""
+    done: list[str] = []
+    if isinstance(storage, LocalStorage):
+        from registry.artifacts.storage import local
+
+        fsync, rename = local._fsync_directory, os.rename
+
+        def counted_fsync(name: str) -> None:
+            done.append(f"fsync {name}")
+            fsync(name)
+
+        def counted_rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            done.append(f"rename {dst}")
+            rename(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(local, "_fsync_directory", counted_fsync)
+        monkeypatch.setattr(local.os, "rename", counted_rename)
+        return done
+    assert isinstance(storage, S3Storage)
+    client = storage._client
+    for method in ("copy_object", "upload_part_copy", "head_object"):
+        real = getattr(client, method)
+
+        def counted(*args: Any, _real: Any = real, _name: str = method, **kwargs: Any) -> Any:
+            if f"/{FROZEN_AREA}/sha256/" in f"/{kwargs.get('Key', '')}":
+                done.append(f"{_name} {kwargs['Key']}")
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(client, method, counted)
+    return done
+
+
+async def test_freezing_bytes_already_frozen_publishes_nothing_again(
+    storage: ArtifactStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second freeze of the same bytes finds their tree and neither syncs its staged copy
+    (local: only the published tree's parent is synced, in case its publisher's rename is not
+    durable yet) nor copies anything (S3); the tree is served unchanged, staging is empty."""
+    from registry.artifacts.freeze import freeze_tree
+
+    small, other = b"model bytes", os.urandom(2048)
+    await _put(storage, "0/a/model/MLmodel", small)
+    await _put(storage, "0/a/model/sub/weights.bin", other)
+    work = _count_publish_work(storage, monkeypatch)
+    first = await freeze_tree(storage, parse_artifact_path("0/a/model"))
+    # Local: the staged tree's two folders, the parent after the rename; S3: copy and check.
+    assert len(work) >= 3, work
+    work.clear()
+    await _put(storage, "0/b/model/MLmodel", small)
+    await _put(storage, "0/b/model/sub/weights.bin", other)
+    again = await freeze_tree(storage, parse_artifact_path("0/b/model"))
+    assert again.root == first.root and again.files == first.files
+    if isinstance(storage, LocalStorage):
+        parent = os.path.dirname(os.path.join(storage.root, *first.root.parts))
+        assert work == [f"fsync {parent}"], work
+    else:
+        assert work == [], work
+    assert await _read(storage, f"{first.root}/MLmodel") == small
+    assert await _read(storage, f"{first.root}/sub/weights.bin") == other
+    assert await storage.list(parse_artifact_path(f"{FROZEN_AREA}/staging")) == []
+
+
+async def test_a_partly_published_tree_is_completed_by_the_next_freeze_of_its_bytes(
+    storage: ArtifactStorage,
+) -> None:
+    """S3 has no atomic tree rename: a publish that failed midway leaves some of the tree (or
+    an object that failed its check). The next freeze of the same bytes copies what is missing
+    or differs, and keeps only what already holds the staged bytes."""
+    from registry.artifacts.freeze import freeze_tree
+
+    if isinstance(storage, LocalStorage):
+        pytest.skip("a local tree is published by one atomic rename, never in part")
+    assert isinstance(storage, S3Storage)
+    await _put(storage, "0/a/model/MLmodel", b"first file")
+    await _put(storage, "0/a/model/weights.bin", b"second file")
+    tree = await freeze_tree(storage, parse_artifact_path("0/a/model"))
+    # One object missing, the other replaced by wrong bytes (as a failed check leaves it).
+    await storage.delete(parse_artifact_path(f"{tree.root}/MLmodel"))
+    await _put(storage, f"{tree.root}/weights.bin", b"not the frozen bytes")
+    await _put(storage, "0/b/MLmodel", b"first file")
+    await _put(storage, "0/b/weights.bin", b"second file")
+    again = await freeze_tree(storage, parse_artifact_path("0/b"))
+    assert again.root == tree.root
+    assert await _read(storage, f"{tree.root}/MLmodel") == b"first file"
+    assert await _read(storage, f"{tree.root}/weights.bin") == b"second file"
+
+
 async def test_the_upload_sweep_removes_a_killed_freeze_and_never_a_published_tree(
     storage: ArtifactStorage,
 ) -> None:

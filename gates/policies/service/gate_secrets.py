@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gates.events.signing import SecretBox, SecretUnavailable
 from gates.policies import ports, store
 from gates.policies.errors import SecretNotFound, TooManySecrets
-from gates.policies.models import GatePolicy
+from gates.policies.models import GatePolicy, GateSecret
 from gates.policies.schemas import SecretOut
 from gates.policies.service.policies import find_policy
 from gates.policies.service.records import (
@@ -118,8 +118,14 @@ async def active_secret_values(
     A secret sealed under another key (or with the key unset) cannot verify anything: it is
     left out and logged, and a request signed with it fails as a bad signature.
     """
+    return open_secrets(await store.active_secrets(s, policy_id, now_ms()), box)
+
+
+def open_secrets(found: list[GateSecret], box: SecretBox = UNSEALED) -> list[tuple[str, str]]:
+    """(secret id, secret) of the active secret rows ``found`` that this server can open (see
+    :func:`active_secret_values`)."""
     opened: list[tuple[str, str]] = []
-    for x in await store.active_secrets(s, policy_id, now_ms()):
+    for x in found:
         try:
             opened.append((x.secret_id, open_gate_secret(box, x.secret)))
         except SecretUnavailable as exc:

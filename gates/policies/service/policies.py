@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.policies import ports, rules, store
 from gates.policies.errors import GateAlreadyExists, GateNotFound, InvalidPolicy
-from gates.policies.models import GatePolicy, GatePolicyVersion
+from gates.policies.models import GatePolicy, GatePolicyVersion, GateSecret
 from gates.policies.schemas import ApplyResult, PolicyOut, PolicySpec, PolicyVersionOut
 from gates.policies.service.records import page_limit, policy_out, policy_version_out
 from tracking.core.auth import ResourceScope
@@ -281,11 +281,29 @@ class ResolvedGate:
 async def gate_for(s: AsyncSession, model: str, target: str) -> ResolvedGate | None:
     """The enabled gate guarding ``target`` of ``model``: an exact name beats a pattern,
     and a longer pattern beats a shorter one."""
-    matching = [
-        (p, v)
-        for p, v in await store.enabled_gates_for_target(s, target)
-        if rules.pattern_matches(p.model_pattern, model)
-    ]
+    return await _choose_gate(s, model, await store.enabled_gates_for_target(s, target))
+
+
+async def gate_with_secrets_for(
+    s: AsyncSession, model: str, target: str
+) -> tuple[ResolvedGate, list[GateSecret]] | None:
+    """:func:`gate_for` and that gate's active secrets (newest first), read in one query."""
+    gates: dict[int, tuple[GatePolicy, GatePolicyVersion | None]] = {}
+    secrets: dict[int, list[GateSecret]] = {}
+    for policy, version, secret in await store.enabled_gates_with_secrets(s, target, now_ms()):
+        gates[policy.id] = (policy, version)
+        if secret is not None:
+            secrets.setdefault(policy.id, []).append(secret)
+    chosen = await _choose_gate(s, model, list(gates.values()))
+    if chosen is None:
+        return None
+    return chosen, secrets.get(chosen.policy.id, [])
+
+
+async def _choose_gate(
+    s: AsyncSession, model: str, gates: list[tuple[GatePolicy, GatePolicyVersion | None]]
+) -> ResolvedGate | None:
+    matching = [(p, v) for p, v in gates if rules.pattern_matches(p.model_pattern, model)]
     if not matching:
         return None
     chosen, version = max(

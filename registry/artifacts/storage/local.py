@@ -313,6 +313,15 @@ class LocalStorage:
         def move() -> None:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             self._resolve(final)
+            if _is_directory(dst):
+                # The same digest was frozen before: the bytes are already there, so nothing
+                # staged needs to be made durable. A tree is only ever visible here after its
+                # publisher fsynced its entries and renamed it in whole; the one step that may
+                # not be durable yet is that rename (its publisher may not have reached its
+                # fsync of the parent), so that fsync is done here too before answering.
+                _fsync_directory(os.path.dirname(dst))
+                _remove_tree_or_file(src)
+                return
             # The staged files' data is on disk already (uploads are fsynced; so are copies);
             # make their new directory entries durable before the tree becomes visible.
             for folder, _, _ in os.walk(src):
@@ -380,6 +389,14 @@ def _make_read_only(name: str) -> None:
     # Belt and braces against an operator's in-place edit; not owning the file is no error.
     with contextlib.suppress(PermissionError):
         os.chmod(name, 0o444)
+
+
+def _is_directory(name: str) -> bool:
+    """Whether ``name`` is a directory itself (a symlink to one is not)."""
+    try:
+        return stat.S_ISDIR(os.lstat(name).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _fsync_directory(name: str) -> None:

@@ -390,18 +390,29 @@ class S3Storage:
     ) -> None:
         staged_prefix, final_prefix = self._dir_prefix(staged), self._dir_prefix(final)
 
-        def staged_objects() -> list[tuple[str, int, str]]:
+        def objects_under(prefix: str) -> list[tuple[str, int, str]]:
             found = []
             paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=staged_prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for obj in page.get("Contents", ()):
-                    found.append((obj["Key"][len(staged_prefix) :], int(obj["Size"]), obj["ETag"]))
+                    found.append((obj["Key"][len(prefix) :], int(obj["Size"]), obj["ETag"]))
             return found
 
-        objects = await self._call(staged, staged_objects)
+        objects = await self._call(staged, objects_under, staged_prefix)
         if {rel for rel, _, _ in objects} != set(expected):
             raise StorageUnavailable(f"The staged copy under '{staged}' is incomplete.")
+        # The same digest may have been published before (wholly, or in part by a publish that
+        # failed midway): an object already there with the staged copy's size and ETag holds
+        # the same bytes (the area is content-addressed and no client may write it), so it is
+        # not copied and checked again. Any other object there (a wrong size, another ETag,
+        # as after a failed check or on stores whose copies get new ETags) is copied over.
+        published = {
+            (rel, size, etag)
+            for rel, size, etag in await self._call(final, objects_under, final_prefix)
+        }
         for rel, size, etag in objects:
+            if (rel, size, etag) in published:
+                continue
             target = final.joinpath(rel)
             try:
                 await self._call(
