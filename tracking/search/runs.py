@@ -63,8 +63,16 @@ _datasets: Table = cast(Table, Dataset.__table__)
 @cache
 def _order_alias(table: Table, index: int) -> Any:
     """The join of the ``index``-th order key, built once (its column collection alone cost
-    more than the rest of the clause): statements are immutable, so one alias serves them all."""
+    more than the rest of the clause). Statements are immutable, so one alias serves them all;
+    it holds no bound parameter, which ``with_values_in_sql`` would mark in place."""
     return table.alias(f"order_{index}")
+
+
+@cache
+def _value_prefix(table: Table) -> ColumnElement[str]:
+    """The indexed prefix expression of a param or tag table's value, built once (it holds
+    no bound parameter, which ``with_values_in_sql`` would mark in place)."""
+    return value_prefix(table.c.value)
 
 
 _RUN_COLUMNS: dict[str, ColumnElement[Any]] = {
@@ -135,7 +143,7 @@ def _key_value_clause(table: Any, comparison: Comparison, *, drive: bool) -> Col
     if comparison.op != "=":
         return key_value_predicate(_runs, c.run_id == _runs.c.id, c.key, c.value, comparison)
     value = str(comparison.value)
-    match = value_prefix(c.value) == value[:VALUE_PREFIX_CHARS]
+    match = _value_prefix(table) == value[:VALUE_PREFIX_CHARS]
     if len(value) >= VALUE_PREFIX_CHARS:
         match = and_(match, c.value == value)
     if not drive:
