@@ -1,12 +1,14 @@
-"""Runs and metric points written straight from driver rows to MLflow's JSON bytes.
+"""Runs written straight from driver rows to MLflow's JSON bytes.
 
-A 1,000-run page built a msgspec struct for every run, param, tag and metric before encoding
-them, which cost more CPU than reading the rows. Here each run and each point becomes its JSON
-text directly, byte for byte what encoding :func:`tracking.service.rendering.run_out`'s
-structs gives (``tests/tracking/test_search_hot_path.py`` compares the two): the same field
-order, empty lists and unset fields left out the same way, and every string and number
-spelled by msgspec's own encoder. Numbers are encoded a whole column at a time (one encoder
-call; a number's JSON never holds a comma, so the list's text splits back into items).
+A 1,000-run page built about 16,000 msgspec structs (a run's info, data and inputs, each
+param, tag and metric) before encoding them; building them, and the garbage collections that
+many new objects set off, cost more CPU than reading the rows. Here each run becomes its JSON
+text directly (bytes, which the collector does not track), byte for byte what encoding
+:func:`tracking.service.rendering.run_out`'s structs gives (``test_search_hot_path.py``
+compares the two): the same field order, empty lists and unset fields left out the same way,
+and every string and number spelled by msgspec's own encoder. Numbers are encoded a whole
+column at a time (one encoder call; a number's JSON never holds a comma, so the list's text
+splits back into items).
 """
 
 from __future__ import annotations
@@ -144,38 +146,3 @@ def _inputs_and_outputs(rows: RunPageRows) -> tuple[dict[int, bytes], dict[int, 
     }
     outputs = {pk: _enc(RunOutputsOut(model_outputs=links)) for pk, links in model_outputs.items()}
     return inputs, outputs
-
-
-def history_json(rows: Sequence[Sequence[Any]]) -> list[msgspec.Raw]:
-    """Metric history rows (key, value, is_nan, timestamp, step, model_id, dataset_name,
-    dataset_digest) as their ``MetricOut`` JSON, in order."""
-    values = _each_json([_history_value(row[1], row[2]) for row in rows])
-    timestamps = _each_json([row[3] for row in rows])
-    steps = _each_json([row[4] for row in rows])
-    keys: dict[str, bytes] = {}
-    out = []
-    for row, value, timestamp, step in zip(rows, values, timestamps, steps, strict=True):
-        key = row[0]
-        encoded_key = keys.get(key)
-        if encoded_key is None:
-            encoded_key = keys[key] = _enc(key)
-        point = b'{"key":%b,"value":%b,"timestamp":%b,"step":%b' % (
-            encoded_key,
-            value,
-            timestamp,
-            step,
-        )
-        model_id, dataset_name, dataset_digest = row[5], row[6], row[7]
-        if model_id is not None:
-            point += b',"model_id":' + _enc(model_id)
-        if dataset_name is not None:
-            point += b',"dataset_name":' + _enc(dataset_name)
-        if dataset_digest is not None:
-            point += b',"dataset_digest":' + _enc(dataset_digest)
-        out.append(_raw(point + b"}"))
-    return out
-
-
-def _history_value(value: float, is_nan: Any) -> float | str:
-    # As the session path: "NaN" when flagged, otherwise encode_double.
-    return "NaN" if is_nan else encode_double(value)

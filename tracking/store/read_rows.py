@@ -1,5 +1,5 @@
-"""A search's page of runs and a metric's history as plain driver rows, for the renderers that
-write them straight to JSON (tracking.service.run_json).
+"""A search's page of runs and a metric's history as plain driver rows (the runs for the
+renderer that writes them straight to JSON, tracking.service.run_json).
 
 The runs are read by the very statements :func:`tracking.store.prebuilt.load_runs` sends, so
 the database returns the same rows in the same order; only the Python objects built from them
