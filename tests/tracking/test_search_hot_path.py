@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.hot_app import HotApp, hot_app, migrated_database
+from tests.hot_app import HOT_ADMIN, HotApp, hot_app, migrated_database
 from tracking import service
 from tracking.core.auth import ResourceScope
 from tracking.core.errors import MlflowError
@@ -277,3 +277,56 @@ async def test_awkward_strings_empty_runs_and_end_times_match_the_session_path(
             async with app.db.read() as s:
                 expected = await service.get_run(s, run_id)
             assert response.content == msgspec.json.encode({"run": expected})
+
+
+async def test_a_users_grants_scope_the_driver_search_as_the_session_path(
+    make_database: Any, tmp_path: Path
+) -> None:
+    from gates.identity import service as identity  # the grants' home (tests may cross domains)
+
+    url = await migrated_database(make_database, "search-hot-grants")
+    async with hot_app(url, tmp_path, auth=True) as app:
+        admin = {"Authorization": "Basic " + _basic(*HOT_ADMIN)}
+        unique = uuid.uuid4().hex[:8]
+        experiments = []
+        for kind in "ab":
+            name = f"vis-{kind}-{unique}"
+            created = await app.client.post(
+                f"{API}/experiments/create", json={"name": name}, headers=admin
+            )
+            eid = created.json()["experiment_id"]
+            experiments.append(eid)
+            for i in range(3):
+                body = {"experiment_id": eid, "run_name": f"{kind}{i}", "start_time": i}
+                made = await app.client.post(f"{API}/runs/create", json=body, headers=admin)
+                assert made.status_code == 200, made.text
+        async with app.db.write() as s:
+            await identity.create_user(s, "vis-user", None, is_admin=False)
+            token = await identity.create_token(s, "vis-user", "ci")
+            await identity.create_grant(
+                s, "vis-user", "experiment", f"vis-a-{unique}*", "reader", actor="t"
+            )
+        user = {"Authorization": f"Bearer {token.secret}"}
+        body = {"experiment_ids": experiments, "max_results": 2}
+        scope = ResourceScope(patterns=(f"vis-a-{unique}*",))
+        pages = 0
+        while True:
+            with app.count() as counted:
+                response = await app.client.post(f"{API}/runs/search", json=body, headers=user)
+            assert response.status_code == 200, response.text
+            assert counted.sessions == 0
+            assert response.content == await _session_bytes(app, body, scope), body
+            runs = response.json().get("runs", [])
+            assert {r["info"]["experiment_id"] for r in runs} <= {experiments[0]}
+            pages += 1
+            token_out = response.json().get("next_page_token")
+            if not token_out:
+                break
+            body = {**body, "page_token": token_out}
+        assert pages == 2  # three visible runs, two a page: the hidden ones count for nothing
+
+
+def _basic(username: str, password: str) -> str:
+    import base64
+
+    return base64.b64encode(f"{username}:{password}".encode()).decode()
