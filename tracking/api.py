@@ -219,7 +219,7 @@ async def get_run(request: Req) -> R:
     db = database(request)
     # On the driver; the session only to name the error when there is no such run.
     async with db.driver_read() as r:
-        run = await service.get_run_at_once(r, q.id)
+        run: Any = await service.get_run_at_once(r, q.id)
     if run is None:
         async with db.read() as s:
             run = await service.get_run(s, q.id)
@@ -372,6 +372,7 @@ async def _search_runs(request: Req, body: SearchRuns) -> R:
     scope = visibility(request, "experiment")
     # The query and the page's runs on the driver; the session only to refuse a bad request.
     async with db.driver_read() as r:
+        found: tuple[list[Any], str | None] | None
         found = await service.search_runs_at_once(r, body, scope=scope)
     if found is None:
         async with db.read() as s:
@@ -393,10 +394,20 @@ async def search_runs_get(request: Req) -> R:
 @get("/metrics/get-history", opt=RUN_READ)
 async def get_metric_history(request: Req) -> R:
     q = read_query(request, GetMetricHistory)
-    async with database(request).read() as s:
-        metrics, token = await service.metric_history(
-            s, q.run_id or q.run_uuid, q.metric_key, q.max_results, q.page_token
+    run_id = q.run_id or q.run_uuid
+    db = database(request)
+    # One statement on the driver; the session for a refusal, a missing run or an empty page.
+    async with db.driver_read() as r:
+        found: tuple[list[Any], str | None] | None
+        found = await service.metric_history_at_once(
+            r, run_id, q.metric_key, q.max_results, q.page_token
         )
+    if found is None:
+        async with db.read() as s:
+            found = await service.metric_history(
+                s, run_id, q.metric_key, q.max_results, q.page_token
+            )
+    metrics, token = found
     return ok(_page("metrics", metrics, token))
 
 

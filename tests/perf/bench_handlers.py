@@ -112,7 +112,17 @@ async def seed(client: httpx.AsyncClient) -> dict[str, str]:
         await _check(await client.post(f"{API}/model-versions/transition-stage", json=move))
     alias = {"name": model, "alias": "champion", "version": "4"}
     await _check(await client.post(f"{API}/registered-models/alias", json=alias))
-    return {"model": model, "experiment_id": eid, "run_id": run["run_id"]}
+    history = (await _check(await client.post(f"{API}/runs/create", json={"experiment_id": eid})))[
+        "run"
+    ]["info"]["run_id"]
+    points = [
+        {"key": "loss", "value": 1.0 / (s + 1), "timestamp": 1_700_000_000_000 + s, "step": s}
+        for s in range(1000)
+    ]
+    await _check(
+        await client.post(f"{API}/runs/log-batch", json={"run_id": history, "metrics": points})
+    )
+    return {"model": model, "experiment_id": eid, "run_id": run["run_id"], "history_run": history}
 
 
 async def seed_search(client: httpx.AsyncClient, runs: int) -> str:
@@ -212,6 +222,12 @@ def http_ops(client: httpx.AsyncClient, fx: dict[str, str]) -> dict[str, Callabl
             "POST", "runs/search", json={"experiment_ids": [search_eid], "max_results": 1000}
         ),
         "runs/get": lambda: call("GET", "runs/get", params={"run_id": run_id}),
+        # bench_tracking's history read: 1,000 points of one metric.
+        "metrics/get-history-1000": lambda: call(
+            "GET",
+            "metrics/get-history",
+            params={"run_id": fx["history_run"], "metric_key": "loss", "max_results": 25000},
+        ),
         "experiments/search": lambda: call("POST", "experiments/search", json={"max_results": 100}),
     }
 

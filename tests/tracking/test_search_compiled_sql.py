@@ -193,3 +193,22 @@ def test_logged_model_select_scopes_by_experiment_and_orders_totally(dialect: ob
 def test_bad_logged_model_order_by(order: list[tuple[str, bool]], message: str) -> None:
     with pytest.raises(InvalidParameter, match=message):
         logged_model_search_select([1], None, order)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
+def test_run_search_is_core_only_and_shared_order_aliases_keep_statements_independent(
+    dialect: object,
+) -> None:
+    # Built from tables and one cached alias per (table, order position): no ORM entity (its
+    # attribute work cost about 1 ms per search), and a later search reusing an alias leaves
+    # an earlier statement's SQL as it was.
+    filtered = ("metrics.a > 1 AND params.p = 'x'", ["metrics.a DESC", "params.p", "tags.t"])
+    first = run_search_select([1], *filtered, "ACTIVE_ONLY")
+    before = sql_of(first, dialect)
+    other = run_search_select([2], "metrics.b < 0", ["tags.t", "metrics.a", "params.q DESC"], None)
+    again = run_search_select([1], *filtered, "ACTIVE_ONLY")
+    assert sql_of(first, dialect) == before == sql_of(again, dialect)
+    assert {"order_0", "order_1", "order_2"} <= set(re.findall(r"order_\d", before))
+    assert "order_2.key" in sql_of(other, dialect).replace('"', "")
+    for stmt in (first, other):
+        assert stmt._propagate_attrs.get("compile_state_plugin") != "orm"

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.hot_app import HotApp, hot_app, migrated_database
+from tests.hot_app import HOT_ADMIN, HotApp, hot_app, migrated_database
 from tracking import service
 from tracking.core.auth import ResourceScope
 from tracking.core.errors import MlflowError
@@ -211,3 +211,122 @@ async def test_get_run_reads_on_the_driver_and_matches_the_session(
         assert missing.status_code == 404
         assert missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
         assert (await app.client.get(f"{API}/runs/get")).status_code == 400
+
+
+# Strings msgspec must escape (quotes, backslashes, control characters), non-ASCII text and
+# empty values, written by the JSON renderer exactly as the structs' encoder writes them.
+_AWKWARD = ['say "hi"', "back\\slash", "tab\there\nnewline\r\x01\x1f\x7f", "é ü 漢字 🚀",
+            "\u2028\u2029", "", "</script>", "comma,\"quote\",comma"]  # fmt: skip
+
+
+async def test_awkward_strings_empty_runs_and_end_times_match_the_session_path(
+    search_url: str, tmp_path: Path
+) -> None:
+    async with hot_app(search_url, tmp_path) as app:
+        unique = uuid.uuid4().hex[:8]
+        eid = (await _post(app, "experiments/create", {"name": f"hot-awkward-{unique}"}))[
+            "experiment_id"
+        ]
+        awkward_runs = []
+        for i, text in enumerate(_AWKWARD):
+            body = {"experiment_id": eid, "run_name": f"{text}-{i}", "user_id": text,
+                    "start_time": 2000 + i}  # fmt: skip
+            run_id = (await _post(app, "runs/create", body))["run"]["info"]["run_id"]
+            awkward_runs.append(run_id)
+            await _post(app, "runs/log-batch", {
+                "run_id": run_id,
+                "params": [{"key": f"p{i}", "value": text}, {"key": "empty", "value": ""}],
+                "tags": [{"key": f"t{i}", "value": text}],
+                "metrics": [{"key": f"m{i}", "value": -0.0 if i % 2 else 1e-7, "timestamp": 0,
+                             "step": -3}, {"key": "big", "value": 1.7976931348623157e308,
+                             "timestamp": 2**62, "step": 2**40}],
+            })  # fmt: skip
+        # A run with no params, tags or metrics of its own (only its name tag is deleted), and
+        # a finished run with an end time.
+        bare = (await _post(app, "runs/create", {"experiment_id": eid, "start_time": 1}))["run"][
+            "info"
+        ]["run_id"]
+        await _post(app, "runs/delete-tag", {"run_id": bare, "key": "mlflow.runName"})
+        await _post(
+            app,
+            "runs/update",
+            {"run_id": awkward_runs[0], "status": "FINISHED", "end_time": 2**53 + 1},
+        )
+        for body in (
+            {"experiment_ids": [eid]},
+            {"experiment_ids": [eid], "max_results": 2, "order_by": ["attributes.run_name"]},
+            {"experiment_ids": [eid], "filter": "params.empty = ''"},
+        ):
+            while True:
+                with app.count() as counted:
+                    response = await app.client.post(f"{API}/runs/search", json=body)
+                assert response.status_code == 200, response.text
+                assert counted.sessions == 0
+                assert response.content == await _session_bytes(app, body), body
+                token = response.json().get("next_page_token")
+                if not token:
+                    break
+                body = {**body, "page_token": token}
+        page = (await _post(app, "runs/search", {"experiment_ids": [eid]}))["runs"]
+        by_id = {r["info"]["run_id"]: r for r in page}
+        assert by_id[bare]["data"] == {}
+        assert by_id[awkward_runs[0]]["info"]["end_time"] == 2**53 + 1
+        assert {r["info"]["user_id"] for r in page} >= set(_AWKWARD)
+        for run_id in (bare, awkward_runs[0], awkward_runs[2]):
+            response = await app.client.get(f"{API}/runs/get", params={"run_id": run_id})
+            async with app.db.read() as s:
+                expected = await service.get_run(s, run_id)
+            assert response.content == msgspec.json.encode({"run": expected})
+
+
+async def test_a_users_grants_scope_the_driver_search_as_the_session_path(
+    make_database: Any, tmp_path: Path
+) -> None:
+    from gates.identity import service as identity  # the grants' home (tests may cross domains)
+
+    url = await migrated_database(make_database, "search-hot-grants")
+    async with hot_app(url, tmp_path, auth=True) as app:
+        admin = {"Authorization": "Basic " + _basic(*HOT_ADMIN)}
+        unique = uuid.uuid4().hex[:8]
+        experiments = []
+        for kind in "ab":
+            name = f"vis-{kind}-{unique}"
+            created = await app.client.post(
+                f"{API}/experiments/create", json={"name": name}, headers=admin
+            )
+            eid = created.json()["experiment_id"]
+            experiments.append(eid)
+            for i in range(3):
+                body = {"experiment_id": eid, "run_name": f"{kind}{i}", "start_time": i}
+                made = await app.client.post(f"{API}/runs/create", json=body, headers=admin)
+                assert made.status_code == 200, made.text
+        async with app.db.write() as s:
+            await identity.create_user(s, "vis-user", None, is_admin=False)
+            token = await identity.create_token(s, "vis-user", "ci")
+            await identity.create_grant(
+                s, "vis-user", "experiment", f"vis-a-{unique}*", "reader", actor="t"
+            )
+        user = {"Authorization": f"Bearer {token.secret}"}
+        body = {"experiment_ids": experiments, "max_results": 2}
+        scope = ResourceScope(patterns=(f"vis-a-{unique}*",))
+        pages = 0
+        while True:
+            with app.count() as counted:
+                response = await app.client.post(f"{API}/runs/search", json=body, headers=user)
+            assert response.status_code == 200, response.text
+            assert counted.sessions == 0
+            assert response.content == await _session_bytes(app, body, scope), body
+            runs = response.json().get("runs", [])
+            assert {r["info"]["experiment_id"] for r in runs} <= {experiments[0]}
+            pages += 1
+            token_out = response.json().get("next_page_token")
+            if not token_out:
+                break
+            body = {**body, "page_token": token_out}
+        assert pages == 2  # three visible runs, two a page: the hidden ones count for nothing
+
+
+def _basic(username: str, password: str) -> str:
+    import base64
+
+    return base64.b64encode(f"{username}:{password}".encode()).decode()

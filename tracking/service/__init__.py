@@ -62,6 +62,7 @@ from tracking.service.lookups import (
     generate_run_name,
     parse_experiment_id,
 )
+from tracking.service.metrics_history import metric_history_at_once
 from tracking.service.rendering import (
     experiment_out,
     logged_model_out,
@@ -156,6 +157,7 @@ __all__ = [
     "log_param",
     "logged_model_out",
     "metric_history",
+    "metric_history_at_once",
     "metric_series",
     "metric_writes",
     "parse_experiment_id",

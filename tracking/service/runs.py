@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracking import store
@@ -40,7 +41,9 @@ from tracking.service.lookups import (
     run_handle,
 )
 from tracking.service.rendering import run_out
+from tracking.service.run_json import runs_json
 from tracking.store import prebuilt
+from tracking.store.read_rows import load_run_page_rows
 from tracking.validation import (
     MAX_RUN_NAME_LEN,
     MAX_RUN_TAG_VALUE_LEN,
@@ -261,10 +264,11 @@ async def search_runs(
 
 async def search_runs_at_once(
     r: DriverRows, req: SearchRuns, *, scope: ResourceScope | None = None
-) -> tuple[list[RunOut], str | None] | None:
+) -> tuple[list[msgspec.Raw], str | None] | None:
     """:func:`search_runs` on a read connection's driver, no session: the same query and the
-    same loading statements, so the same page. None: the request is refused (the session path
-    names the error)."""
+    same loading statements, so the same page, each run written straight to its JSON
+    (:mod:`tracking.service.run_json`). None: the request is refused (the session path names
+    the error)."""
     try:
         page = _run_page(req, scope, r.dialect)
     except MlflowError:
@@ -272,16 +276,16 @@ async def search_runs_at_once(
     if page is None:
         return [], None
     pks = [row[0] for row in await r.all_built(page.stmt)]
-    bundles = await prebuilt.load_runs(r, pks[: page.limit])
-    return [run_out(b) for b in bundles], page.token(len(pks))
+    shown = pks[: page.limit]
+    return runs_json(await load_run_page_rows(r, shown), shown), page.token(len(pks))
 
 
-async def get_run_at_once(r: DriverRows, run_id: str | None) -> RunOut | None:
-    """:func:`get_run` on the driver; None: no such run (or no id), which the session path
-    refuses with MLflow's error."""
+async def get_run_at_once(r: DriverRows, run_id: str | None) -> msgspec.Raw | None:
+    """:func:`get_run` on the driver, as the run's JSON; None: no such run (or no id), which
+    the session path refuses with MLflow's error."""
     pk = await prebuilt.run_pk(r, run_id) if run_id else None
-    found = await prebuilt.load_runs(r, [pk]) if pk is not None else []
-    return run_out(found[0]) if found else None
+    found = runs_json(await load_run_page_rows(r, [pk]), [pk]) if pk is not None else []
+    return found[0] if found else None
 
 
 async def get_runs(s: AsyncSession, run_ids: Sequence[str]) -> list[RunOut]:
