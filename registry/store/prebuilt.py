@@ -29,9 +29,8 @@ from sqlalchemy import (
 )
 
 from registry.models import ModelVersion, ModelVersionTag, RegisteredModel, RegisteredModelAlias
-from registry.store.loading import VersionBundle, _build_tags_and_aliases, _build_version_location
+from registry.store.loading import VersionBundle, _build_version_location
 from registry.store.tables import MV, RM
-from tracking.core.db import id_list_value
 from tracking.core.driver import DriverRows, Prebuilt
 
 # A version row as the driver returns it, with attribute access like an ORM row.
@@ -71,14 +70,10 @@ def _json_list(dialect: str, item: Any, key: Any, source: Any, where: Any) -> An
     )
 
 
-def _version_rows(ids: Any, dialect: str) -> Any:
-    """The versions ``ids`` selects (a select of version ids, or a condition on the version and
-    its model) by model, then number, with their model's name, tags and aliases: one statement,
-    so one snapshot and one round trip.
-
-    Each row is a version's columns, its model's name, then its tags (``[[key, value], ...]``)
-    and its aliases (``[alias, ...]``) as JSON text, each in key order, NULL when none.
-    """
+def children_json(dialect: str) -> tuple[Any, Any]:
+    """A version row's tags (``[[key, value], ...]``) and aliases (``[alias, ...]``) as JSON
+    text, each in key order, NULL when none: two scalar subqueries correlated with
+    ``model_versions``."""
     tag, alias = ModelVersionTag, RegisteredModelAlias
     array = func.json_build_array if dialect == "postgresql" else func.json_array
     tags = _json_list(
@@ -91,12 +86,32 @@ def _version_rows(ids: Any, dialect: str) -> Any:
         alias,
         and_(alias.model_id == ModelVersion.model_id, alias.version == ModelVersion.version),
     )
+    return tags.label("tags_json"), aliases.label("aliases_json")
+
+
+def bundle_of(row: Any, tags: str | None, aliases: str | None) -> VersionBundle:
+    """A :data:`VersionRow` with the tags and aliases of :func:`children_json`."""
+    bundle = VersionBundle(row)
+    if tags is not None:
+        bundle.tags = [(k, v) for k, v in _decode_json(tags)]
+    if aliases is not None:
+        bundle.aliases = _decode_json(aliases)
+    return bundle
+
+
+def _version_rows(ids: Any, dialect: str) -> Any:
+    """The versions ``ids`` selects (a select of version ids, or a condition on the version and
+    its model) by model, then number, with their model's name, tags and aliases: one statement,
+    so one snapshot and one round trip (each row: the version's columns, its model's name, then
+    :func:`children_json`).
+    """
+    tags, aliases = children_json(dialect)
     return (
         select(
             *MV.c,
             RegisteredModel.name.label("model_name"),
-            tags.label("tags_json"),
-            aliases.label("aliases_json"),
+            tags,
+            aliases,
         )
         .join(RM, RegisteredModel.id == ModelVersion.model_id)
         .where(ModelVersion.id.in_(ids.scalar_subquery()) if isinstance(ids, Select) else ids)
@@ -165,7 +180,6 @@ LATEST_IN_STAGES = Prebuilt(_build_latest_in_stages)
 ALIAS_TARGET = Prebuilt(_build_alias_target)
 HIGHEST_VERSION = Prebuilt(_build_highest)
 VERSION_BY_NUMBER = Prebuilt(_build_by_number)
-TAGS_AND_ALIASES = Prebuilt(_build_tags_and_aliases)
 
 
 async def location_of(r: DriverRows, name: str, version: int) -> Location | None:
@@ -179,29 +193,8 @@ async def versions_with_children(
 ) -> list[VersionBundle]:
     """The versions ``stmt`` (a :func:`_version_rows` statement) selects, in its order, with
     their tags and aliases: one statement."""
-    out = []
-    for *columns, tags, aliases in await r.all(stmt, params):
-        bundle = VersionBundle(VersionRow._make(columns))
-        if tags is not None:
-            bundle.tags = [(k, v) for k, v in _decode_json(tags)]
-        if aliases is not None:
-            bundle.aliases = _decode_json(aliases)
-        out.append(bundle)
-    return out
-
-
-async def with_children(r: DriverRows, made: Sequence[Any]) -> list[VersionBundle]:
-    """Version rows (:data:`VersionRow`, at least one) with their tags and aliases, in one
-    statement."""
-    bundles = {row.id: VersionBundle(row) for row in made}
-    # Tags and aliases in one statement (kind 0: a tag, kind 1: an alias, in alias order).
-    bind = {"ids": id_list_value(list(bundles), r.dialect)}
-    for version_id, kind, key, value in await r.all(TAGS_AND_ALIASES, bind):
-        if kind == 0:
-            bundles[version_id].tags.append((key, value))
-        else:
-            bundles[version_id].aliases.append(key)
-    return list(bundles.values())
+    rows = await r.all(stmt, params)
+    return [bundle_of(VersionRow._make(columns), tags, aliases) for *columns, tags, aliases in rows]
 
 
 def stages_value(stages: Sequence[str], dialect: str) -> Any:
