@@ -28,18 +28,16 @@ from registry.validation import (
     validate_model_name,
 )
 from tracking.core.clock import now_ms
-from tracking.core.driver import DriverRows, session_rows
+from tracking.core.driver import session_rows
 from tracking.core.errors import InvalidParameter, MlflowError
 
 
 @dataclass(frozen=True, slots=True)
 class _Moved:
     pk: int
-    # The moved version's row after the move, and the driver it was read on (None: the move
-    # took the session path, whose caller renders by re-reading).
-    row: Any = None
-    model_name: str = ""
-    rows: DriverRows | None = None
+    # The moved version after the move, with its tags and aliases (None: the move took the
+    # session path, whose caller renders by re-reading).
+    answer: store.VersionBundle | None = None
 
 
 async def transition_stage(
@@ -55,11 +53,9 @@ async def transition_stage(
 ) -> ModelVersionOut:
     """Move a version to ``stage`` (see :func:`move_stage`) and render it."""
     done = await _move(s, name, version, stage, archive_existing_versions, actor, comment, permit)
-    if done.rows is None:
+    if done.answer is None:
         return await render_version(s, done.pk)
-    made = prebuilt.VersionRow._make((*done.row, done.model_name))
-    (bundle,) = await prebuilt.with_children(done.rows, [made])
-    return version_out(bundle)
+    return version_out(done.answer)
 
 
 async def move_stage(
@@ -111,11 +107,13 @@ async def _move(
         return await _move_on_session(s, name, version, target, archive, actor, comment, permit)
     r = await session_rows(s)
     model = await moves.model_for_move(r, checked)
-    row = None if model is None else await moves.version_row(r, model.id, number)
-    if model is None or row is None:
+    # Read after the lock: on PostgreSQL a statement that waited for the lock would still see
+    # the versions as they were before the move that held it.
+    found = None if model is None else await moves.version_for_move(r, model.id, number)
+    if model is None or found is None:
         # The session path names what is missing (it locks the model again: a no-op).
         return await _move_on_session(s, name, version, target, archive, actor, comment, permit)
-    others = await moves.holders_but(r, model.id, number)
+    row, others = found.row, found.holders
     before = dict(others)
     before[row.current_stage] = max(others.get(row.current_stage, number), number)
     comment = await _guarded_comment(
@@ -137,7 +135,10 @@ async def _move(
     )
     await moves.insert_history(r, history)
     await _announce(s, model.name, row, target, archived, actor, comment, now)
-    return _Moved(int(row.id), moved, model.name, r)
+    answer = prebuilt.bundle_of(
+        prebuilt.VersionRow._make((*moved, model.name)), found.tags, found.aliases
+    )
+    return _Moved(int(row.id), answer)
 
 
 async def _move_on_session(

@@ -12,7 +12,6 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    case,
     cast,
     func,
     literal_column,
@@ -69,7 +68,9 @@ def _build_tags_and_aliases(dialect: str) -> Any:
         .where(in_id_list(ModelVersion.id, dialect))
     )
     both = union_all(tags, aliases).subquery()
-    return select(both).order_by(both.c.kind, case((both.c.kind == 1, both.c.key)))
+    # Tags and aliases each in key order (the resolve statements of store.prebuilt answer in
+    # the same order).
+    return select(both).order_by(both.c.kind, both.c.key)
 
 
 _TAGS_AND_ALIASES = StatementCache(_build_tags_and_aliases)

@@ -2,7 +2,8 @@
 
 ``transition-stage`` and a gate's own move run them on the session's connection
 (``session_rows``): the model's row lock, the version, the stage holders, the move itself, the
-model's timestamp, the pointer history and the answer's tags and aliases. Each is the statement
+model's timestamp and the pointer history (the answer's tags and aliases come with the
+version's row). Each is the statement
 the session path sends (``registry.store``), built once per dialect.
 """
 
@@ -11,11 +12,14 @@ from __future__ import annotations
 import functools
 from collections import namedtuple
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, bindparam, case, func, insert, or_, select, update
+import msgspec
+from sqlalchemy import String, Text, bindparam, case, cast, func, insert, or_, select, update
 
 from registry.models import ModelVersion, PointerEvent, RegisteredModel
+from registry.store import prebuilt
 from registry.store.tables import MV, RM
 from tracking.core.driver import DriverRows, Prebuilt
 
@@ -44,23 +48,31 @@ def _build_model_for_move(dialect: str) -> Any:
     return stmt.with_for_update(key_share=True) if dialect == "postgresql" else stmt
 
 
-def _build_version(_dialect: str) -> Any:
-    return select(MV).where(
-        ModelVersion.model_id == bindparam("model_id"),
-        ModelVersion.version == bindparam("version"),
-    )
-
-
-def _build_holders_but(_dialect: str) -> Any:
+def _build_version(dialect: str) -> Any:
+    """The moved version's row, the stage holders among the model's other versions (JSON
+    ``[[stage, highest version], ...]``), and the version's tags and aliases (for the answer:
+    a move changes neither): one statement, sent once the model's row is locked."""
+    model_id: Any = bindparam("model_id")
+    version: Any = bindparam("version")
     # The highest version in each stage among the model's versions other than the moved one:
     # with the moved version's stage before and after, the holders before and after the move.
-    return (
-        select(ModelVersion.current_stage, func.max(ModelVersion.version))
-        .where(
-            ModelVersion.model_id == bindparam("model_id"),
-            ModelVersion.version != bindparam("version"),
+    others = (
+        select(
+            ModelVersion.current_stage.label("stage"), func.max(ModelVersion.version).label("top")
         )
+        .where(ModelVersion.model_id == model_id, ModelVersion.version != version)
         .group_by(ModelVersion.current_stage)
+        .subquery()
+    )
+    pairs: Any
+    if dialect == "postgresql":
+        pairs = cast(func.json_agg(func.json_build_array(others.c.stage, others.c.top)), Text)
+    else:
+        pairs = func.json_group_array(func.json_array(others.c.stage, others.c.top))
+    holders = select(pairs).scalar_subquery().label("holders_json")
+    tags, aliases = prebuilt.children_json(dialect)
+    return select(*MV.c, holders, tags, aliases).where(
+        ModelVersion.model_id == model_id, ModelVersion.version == version
     )
 
 
@@ -90,7 +102,6 @@ def _build_touch_model(_dialect: str) -> Any:
 
 MODEL_FOR_MOVE = Prebuilt(_build_model_for_move)
 VERSION = Prebuilt(_build_version)
-HOLDERS_BUT = Prebuilt(_build_holders_but)
 MOVE_ARCHIVING = Prebuilt(lambda _d: _build_move(True))
 MOVE_ONLY = Prebuilt(lambda _d: _build_move(False))
 TOUCH_MODEL = Prebuilt(_build_touch_model)
@@ -118,14 +129,25 @@ async def model_for_move(r: DriverRows, name: str) -> Any:
     return None if row is None else ModelRow._make(row)
 
 
-async def version_row(r: DriverRows, model_id: int, version: int) -> Any:
-    row = await r.first(VERSION, {"model_id": model_id, "version": version})
-    return None if row is None else MovedRow._make(row)
+@dataclass(frozen=True, slots=True)
+class VersionForMove:
+    row: Any  # a MovedRow
+    # The highest version in each stage among the model's other versions.
+    holders: dict[str, int]
+    tags: str | None  # JSON text (store.prebuilt.children_json)
+    aliases: str | None
 
 
-async def holders_but(r: DriverRows, model_id: int, version: int) -> dict[str, int]:
-    rows = await r.all(HOLDERS_BUT, {"model_id": model_id, "version": version})
-    return {stage: int(top) for stage, top in rows}
+async def version_for_move(r: DriverRows, model_id: int, version: int) -> VersionForMove | None:
+    """The version to move with what the move needs (None: no such version)."""
+    found = await r.first(VERSION, {"model_id": model_id, "version": version})
+    if found is None:
+        return None
+    *columns, holders, tags, aliases = found
+    pairs = msgspec.json.decode(holders) if holders is not None else []
+    return VersionForMove(
+        MovedRow._make(columns), {stage: int(top) for stage, top in pairs}, tags, aliases
+    )
 
 
 async def move(

@@ -2,9 +2,10 @@
 
 What ``load_model("models:/name/<stage>")``, ``models:/name@alias`` and serving systems send
 most: a version's download location, the latest versions in some stages, an alias's version, a
-version by number. Each is one statement for the version rows (the model found by name inside
-it) and, when there are versions, one for their tags and aliases. Lists travel as one parameter
-(an array on PostgreSQL, JSON text on SQLite), so each statement's SQL never changes.
+version by number. Each is ONE statement (the model found by name inside it): the version rows
+and, in the same result, their tags and aliases, so an answer comes from one snapshot and one
+round trip. Lists travel as one parameter (an array on PostgreSQL, JSON text on SQLite), so
+each statement's SQL never changes.
 """
 
 from __future__ import annotations
@@ -13,12 +14,23 @@ from collections import namedtuple
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import String, and_, any_, bindparam, func, literal_column, select
+import msgspec
+from sqlalchemy import (
+    Select,
+    String,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 
-from registry.models import ModelVersion, RegisteredModel, RegisteredModelAlias
-from registry.store.loading import VersionBundle, _build_tags_and_aliases, _build_version_location
+from registry.models import ModelVersion, ModelVersionTag, RegisteredModel, RegisteredModelAlias
+from registry.store.loading import VersionBundle, _build_version_location
 from registry.store.tables import MV, RM
-from tracking.core.db import id_list_value
 from tracking.core.driver import DriverRows, Prebuilt
 
 # A version row as the driver returns it, with attribute access like an ORM row.
@@ -26,18 +38,83 @@ VersionRow = namedtuple("VersionRow", [*(c.name for c in MV.c), "model_name"])  
 Location = namedtuple("Location", ["storage_location", "source", "artifact_root"])
 
 _NAME = bindparam("name", type_=String)
+_decode_json = msgspec.json.decode
 
 
 def _model_id() -> Any:
     return select(RegisteredModel.id).where(RegisteredModel.name == _NAME).scalar_subquery()
 
 
-def _version_rows(ids: Any) -> Any:
-    """Version rows with their model's name, for the version ids ``ids`` selects."""
+def _json_list(dialect: str, item: Any, key: Any, source: Any, where: Any) -> Any:
+    """JSON text of ``item`` for each row of ``source`` matching ``where`` (correlated with the
+    version row), in ``key`` order; NULL when there are none."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+        agg = func.json_agg(aggregate_order_by(item, key))
+        return select(cast(agg, Text)).select_from(source).where(where).scalar_subquery()
+    # SQLite (3.40 has no ORDER BY inside an aggregate): aggregate an ordered subquery, which
+    # SQLite never flattens into an aggregate, so its order is the list's order.
+    ordered = (
+        select(item.label("item"))
+        .select_from(source)
+        .where(where)
+        .order_by(key)
+        .correlate(ModelVersion)
+        .subquery()
+    )
     return (
-        select(*MV.c, RegisteredModel.name.label("model_name"))
+        select(func.json_group_array(func.json(ordered.c.item)))
+        .having(func.count() > literal_column("0"))
+        .scalar_subquery()
+    )
+
+
+def children_json(dialect: str) -> tuple[Any, Any]:
+    """A version row's tags (``[[key, value], ...]``) and aliases (``[alias, ...]``) as JSON
+    text, each in key order, NULL when none: two scalar subqueries correlated with
+    ``model_versions``."""
+    tag, alias = ModelVersionTag, RegisteredModelAlias
+    array = func.json_build_array if dialect == "postgresql" else func.json_array
+    tags = _json_list(
+        dialect, array(tag.key, tag.value), tag.key, tag, tag.version_id == ModelVersion.id
+    )
+    aliases = _json_list(
+        dialect,
+        func.to_json(alias.alias) if dialect == "postgresql" else func.json_quote(alias.alias),
+        alias.alias,
+        alias,
+        and_(alias.model_id == ModelVersion.model_id, alias.version == ModelVersion.version),
+    )
+    return tags.label("tags_json"), aliases.label("aliases_json")
+
+
+def bundle_of(row: Any, tags: str | None, aliases: str | None) -> VersionBundle:
+    """A :data:`VersionRow` with the tags and aliases of :func:`children_json`."""
+    bundle = VersionBundle(row)
+    if tags is not None:
+        bundle.tags = [(k, v) for k, v in _decode_json(tags)]
+    if aliases is not None:
+        bundle.aliases = _decode_json(aliases)
+    return bundle
+
+
+def _version_rows(ids: Any, dialect: str) -> Any:
+    """The versions ``ids`` selects (a select of version ids, or a condition on the version and
+    its model) by model, then number, with their model's name, tags and aliases: one statement,
+    so one snapshot and one round trip (each row: the version's columns, its model's name, then
+    :func:`children_json`).
+    """
+    tags, aliases = children_json(dialect)
+    return (
+        select(
+            *MV.c,
+            RegisteredModel.name.label("model_name"),
+            tags,
+            aliases,
+        )
         .join(RM, RegisteredModel.id == ModelVersion.model_id)
-        .where(ModelVersion.id.in_(ids.scalar_subquery()))
+        .where(ModelVersion.id.in_(ids.scalar_subquery()) if isinstance(ids, Select) else ids)
         .order_by(ModelVersion.model_id, ModelVersion.version)
     )
 
@@ -62,10 +139,10 @@ def _build_latest_in_stages(dialect: str) -> Any:
         latest,
         and_(ModelVersion.model_id == latest.c.model_id, ModelVersion.version == latest.c.version),
     )
-    return _version_rows(ids)
+    return _version_rows(ids, dialect)
 
 
-def _build_alias_target(_dialect: str) -> Any:
+def _build_alias_target(dialect: str) -> Any:
     ids = (
         select(ModelVersion.id)
         .join(
@@ -80,25 +157,22 @@ def _build_alias_target(_dialect: str) -> Any:
             RegisteredModelAlias.alias == bindparam("alias", type_=String),
         )
     )
-    return _version_rows(ids)
+    return _version_rows(ids, dialect)
 
 
-def _build_highest(_dialect: str) -> Any:
+def _build_highest(dialect: str) -> Any:
     ids = (
         select(ModelVersion.id)
         .where(ModelVersion.model_id == _model_id())
         .order_by(ModelVersion.version.desc())
         .limit(1)
     )
-    return _version_rows(ids)
+    return _version_rows(ids, dialect)
 
 
-def _build_by_number(_dialect: str) -> Any:
-    return (
-        select(*MV.c, RegisteredModel.name.label("model_name"))
-        .join(RM, RegisteredModel.id == ModelVersion.model_id)
-        .where(RegisteredModel.name == _NAME, ModelVersion.version == bindparam("version"))
-    )
+def _build_by_number(dialect: str) -> Any:
+    found = and_(RegisteredModel.name == _NAME, ModelVersion.version == bindparam("version"))
+    return _version_rows(found, dialect)
 
 
 VERSION_LOCATION = Prebuilt(_build_version_location)
@@ -106,7 +180,6 @@ LATEST_IN_STAGES = Prebuilt(_build_latest_in_stages)
 ALIAS_TARGET = Prebuilt(_build_alias_target)
 HIGHEST_VERSION = Prebuilt(_build_highest)
 VERSION_BY_NUMBER = Prebuilt(_build_by_number)
-TAGS_AND_ALIASES = Prebuilt(_build_tags_and_aliases)
 
 
 async def location_of(r: DriverRows, name: str, version: int) -> Location | None:
@@ -118,26 +191,10 @@ async def location_of(r: DriverRows, name: str, version: int) -> Location | None
 async def versions_with_children(
     r: DriverRows, stmt: Prebuilt, params: dict[str, Any]
 ) -> list[VersionBundle]:
-    """The versions ``stmt`` selects (in its order) with their tags and aliases: two statements,
-    one when there are none."""
+    """The versions ``stmt`` (a :func:`_version_rows` statement) selects, in its order, with
+    their tags and aliases: one statement."""
     rows = await r.all(stmt, params)
-    if not rows:
-        return []
-    return await with_children(r, [VersionRow._make(row) for row in rows])
-
-
-async def with_children(r: DriverRows, made: Sequence[Any]) -> list[VersionBundle]:
-    """Version rows (:data:`VersionRow`, at least one) with their tags and aliases, in one
-    statement."""
-    bundles = {row.id: VersionBundle(row) for row in made}
-    # Tags and aliases in one statement (kind 0: a tag, kind 1: an alias, in alias order).
-    bind = {"ids": id_list_value(list(bundles), r.dialect)}
-    for version_id, kind, key, value in await r.all(TAGS_AND_ALIASES, bind):
-        if kind == 0:
-            bundles[version_id].tags.append((key, value))
-        else:
-            bundles[version_id].aliases.append(key)
-    return list(bundles.values())
+    return [bundle_of(VersionRow._make(columns), tags, aliases) for *columns, tags, aliases in rows]
 
 
 def stages_value(stages: Sequence[str], dialect: str) -> Any:

@@ -1,4 +1,4 @@
-"""Resolving a model is one or two prebuilt statements on the driver, with no ORM session,
+"""Resolving a model is one prebuilt statement on the driver per request, with no ORM session,
 and answers exactly what the session-based service answers (errors included)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from tests.hot_app import HotApp, hot_app, migrated_database
 from tests.registry.factories import ACTOR, make_model, make_run, make_version
 from tracking.core.db import Database
 from tracking.core.errors import MlflowError
+from tracking.core.wire import ok
 
 API = "/api/2.0/mlflow"
 
@@ -62,17 +63,17 @@ async def test_resolve_requests_are_prebuilt_statements_without_a_session(
                 "POST",
                 "registered-models/get-latest-versions",
                 {"name": name, "stages": ["Production"]},
-                2,
+                1,
             ),
             (
                 "GET",
                 "registered-models/get-latest-versions",
                 {"name": name, "stages": "Staging"},
-                2,
+                1,
             ),
-            ("GET", "registered-models/alias", {"name": name, "alias": "champion"}, 2),
-            ("GET", "registered-models/alias", {"name": name, "alias": "latest"}, 2),
-            ("GET", "model-versions/get", {"name": name, "version": "4"}, 2),
+            ("GET", "registered-models/alias", {"name": name, "alias": "champion"}, 1),
+            ("GET", "registered-models/alias", {"name": name, "alias": "latest"}, 1),
+            ("GET", "model-versions/get", {"name": name, "version": "4"}, 1),
         ]
         for method, path, args, statements in cases:
             kw = {"json": args} if method == "POST" else {"params": args}
@@ -205,3 +206,102 @@ async def test_pool_connections_are_returned_after_hot_reads(
                 f"{API}/model-versions/get-download-uri", params={"name": "nope-x", "version": "1"}
             )
         assert app.db.read_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+# What ``mlflow.pyfunc.load_model("models:/<name>/<stage>")`` sends with MLflow 3.17's client:
+# ``get_latest_versions`` tries the proto's endpoints in order, POST first (GET only when the
+# server answers ENDPOINT_NOT_FOUND), its JSON body indented by ``message_to_json``; then
+# ``get-download-uri`` as GET query parameters.
+MLFLOW_CLIENT_LATEST_BODY = b'{\n  "name": "%s",\n  "stages": [\n    "Production"\n  ]\n}'
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "args"),
+    [
+        ("POST", "registered-models/get-latest-versions", None),  # the MLflow client's bytes
+        ("POST", "registered-models/get-latest-versions", {"name": "{model}"}),
+        ("POST", "registered-models/get-latest-versions", {"name": "{model}", "stages": []}),
+        (
+            "POST",
+            "registered-models/get-latest-versions",
+            {"name": "{model}", "stages": ["production", "STAGING", "Production"]},
+        ),
+        (
+            "GET",
+            "registered-models/get-latest-versions",
+            [("name", "{model}"), ("stages", "Production"), ("stages", "None")],
+        ),
+        ("GET", "registered-models/get-latest-versions", [("name", "{model}")]),
+        ("GET", "registered-models/alias", [("name", "{model}"), ("alias", "champion")]),
+        ("GET", "model-versions/get", [("name", "{model}"), ("version", "3")]),
+    ],
+)
+async def test_every_resolve_shape_is_one_statement_with_the_session_paths_bytes(
+    resolve_world: tuple[str, str],
+    tmp_path: Path,
+    method: str,
+    path: str,
+    args: Any,
+) -> None:
+    url, name = resolve_world
+    async with hot_app(url, tmp_path) as app:
+        if args is None:
+            raw = MLFLOW_CLIENT_LATEST_BODY % name.encode()
+            filled: dict[str, Any] = msgspec.json.decode(raw)
+            kw: dict[str, Any] = {
+                "content": raw,
+                "headers": {"Content-Type": "application/json"},
+            }
+        elif method == "POST":
+            filled = {
+                k: v.replace("{model}", name) if isinstance(v, str) else v for k, v in args.items()
+            }
+            kw = {"json": filled}
+        else:
+            pairs = [(k, v.replace("{model}", name)) for k, v in args]
+            filled = {}
+            for k, v in pairs:
+                if k == "stages":
+                    filled.setdefault(k, []).append(v)
+                else:
+                    filled[k] = v
+            kw = {"params": pairs}
+        with app.count() as counted:
+            response = await app.client.request(method, f"{API}/{path}", **kw)
+        assert response.status_code == 200, response.text
+        assert counted.sessions == 0
+        assert len(counted.statements) == 1, counted.statements
+        async with app.db.read() as s:
+            expected = await _SERVICE[path](s, filled)
+        key = "model_versions" if path.endswith("get-latest-versions") else "model_version"
+        assert response.content == ok({key: expected}).content
+        if key == "model_versions":
+            assert expected  # a found answer: the driver path answered it
+
+
+async def test_tags_and_aliases_come_in_key_order_on_both_paths(
+    resolve_world: tuple[str, str], tmp_path: Path
+) -> None:
+    url, _ = resolve_world
+    async with hot_app(url, tmp_path) as app:
+        async with app.db.write() as s:
+            name = await make_model(s)
+            # Written out of key order: the answer lists them by key, whatever the plan.
+            odd = 'a "quoted" \\ value\nwith ü, 🎉 and ["json"]'
+            await make_version(s, name, tags={"zeta": "1", "alpha": odd, "mid": "3"})
+            await make_version(s, name)  # no tags, no aliases
+            await service.transition_stage(s, name, "1", "Production", actor=ACTOR)
+            await service.transition_stage(s, name, "2", "Staging", actor=ACTOR)
+            for alias in ("zz", "aa", "mm"):
+                await service.set_alias(s, name, alias, "1", actor=ACTOR)
+        response = await app.client.post(
+            f"{API}/registered-models/get-latest-versions", json={"name": name}
+        )
+        async with app.db.read() as s:
+            expected = await service.get_latest_versions(s, name, None)
+        assert response.content == ok({"model_versions": expected}).content
+        production, staging = response.json()["model_versions"]
+        assert "tags" not in staging and "aliases" not in staging  # empty lists are left out
+        assert [t["key"] for t in production["tags"]] == ["alpha", "mid", "zeta"]
+        assert production["tags"][0]["value"] == odd
+        assert production["aliases"] == ["aa", "mm", "zz"]

@@ -50,6 +50,10 @@ async def test_an_archiving_transition_sends_no_statement_through_sqlalchemy(
     assert moved.current_stage == "Production"
     assert [s for s in through_sqlalchemy if not s.upper().startswith(_CONTROL)] == []
     assert len(prebuilt) >= 8, prebuilt
+    # The moved version is read once, after the model's lock, with the other versions' stage
+    # holders and its own tags and aliases (the answer's): no statement reads them again.
+    version_reads = [s for s in prebuilt if "model_version_tags" in s or "max(" in s.lower()]
+    assert len(version_reads) == 1, version_reads
 
 
 # (stages of versions 1..4, version moved, target, archive_existing_versions)
