@@ -202,3 +202,37 @@ async def gate_for_caller(
             raise BadSignature(_unverified(model, target))
         raise NoGateForTarget(model, target)
     return gate
+
+
+async def identify(
+    s: AsyncSession,
+    req: PromoteRequest,
+    *,
+    signed: SignedRequest | None,
+    raw_body: bytes,
+    bearer: Actor | None,
+    oidc: oidc_trusts.OidcCaller | None,
+    secret_box: SecretBox,
+) -> tuple[str, str, service.ResolvedGate, Caller]:
+    """The request's model and target, the gate guarding them and the caller proved against it
+    (reads only; a signed caller's gate and secrets are one query)."""
+    model, target = validate_request(req)
+    secrets = None
+    if signed is not None and oidc is None:
+        gate, secrets = await signed_gate(s, model, target)
+    else:
+        gate = await gate_for_caller(s, model, target, signed, bearer, oidc)
+    caller = await authenticate(
+        s,
+        gate,
+        req,
+        signed=signed,
+        raw_body=raw_body,
+        bearer=bearer,
+        oidc=oidc,
+        model=model,
+        target=target,
+        secret_box=secret_box,
+        secrets=secrets,
+    )
+    return model, target, gate, caller

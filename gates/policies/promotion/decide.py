@@ -22,11 +22,9 @@ from gates.policies.moves import execute_move
 from gates.policies.ports import Actor
 from gates.policies.promotion.callers import (
     Caller,
-    authenticate,
     claim_with_receipt,
-    gate_for_caller,
+    identify,
     request_fingerprint,
-    validate_request,
 )
 from gates.policies.promotion.candidates import load_candidate, register_candidate
 from gates.policies.promotion.prepare import Prepared
@@ -107,18 +105,13 @@ async def promote(
     request before this transaction (its gate, caller, candidate and fingerprint are used
     instead of being read here)."""
     if prepared is None:
-        model, target = validate_request(req)
-        gate = await gate_for_caller(s, model, target, signed, bearer, oidc)
-        caller = await authenticate(
+        model, target, gate, caller = await identify(
             s,
-            gate,
             req,
             signed=signed,
             raw_body=raw_body,
             bearer=bearer,
             oidc=oidc,
-            model=model,
-            target=target,
             secret_box=secret_box,
         )
         candidate = None

@@ -29,10 +29,7 @@ from gates.policies.evaluation import Candidate
 from gates.policies.ports import Actor
 from gates.policies.promotion.callers import (
     Caller,
-    authenticate,
-    gate_for_caller,
-    signed_gate,
-    validate_request,
+    identify,
 )
 from gates.policies.promotion.candidates import create_request, load_candidate
 from gates.policies.schemas import PromoteRequest
@@ -68,24 +65,14 @@ async def prepare(
     secret_box: SecretBox = service.UNSEALED,
 ) -> Prepared:
     """Read (on a read session) what a promotion needs before its transaction; see above."""
-    model, target = validate_request(req)
-    secrets = None
-    if signed is not None and oidc is None:
-        gate, secrets = await signed_gate(s, model, target)
-    else:
-        gate = await gate_for_caller(s, model, target, signed, bearer, oidc)
-    caller = await authenticate(
+    model, target, gate, caller = await identify(
         s,
-        gate,
         req,
         signed=signed,
         raw_body=raw_body,
         bearer=bearer,
         oidc=oidc,
-        model=model,
-        target=target,
         secret_box=secret_box,
-        secrets=secrets,
     )
     prepared = Prepared(model, target, gate, caller)
     if req.run_id is None:
