@@ -45,6 +45,21 @@ def metric_value(value: float, is_nan: bool) -> float | str:
     return "NaN" if is_nan else encode_double(value)
 
 
+def dataset_input_out(d: Any, tags: Sequence[tuple[str, str]]) -> DatasetInputOut:
+    """A run's dataset input (its dataset row and the input's tags) on the wire."""
+    return DatasetInputOut(
+        tags=[TagOut(k, v) for k, v in tags],
+        dataset=DatasetOut(
+            name=d.name,
+            digest=d.digest,
+            source_type=d.source_type,
+            source=d.source,
+            schema=d.schema,
+            profile=d.profile,
+        ),
+    )
+
+
 def run_out(b: store.RunBundle, experiment_id: int | None = None) -> RunOut:
     r = b.row
     return RunOut(
@@ -75,20 +90,7 @@ def run_out(b: store.RunBundle, experiment_id: int | None = None) -> RunOut:
             tags=[TagOut(k, v) for k, v in b.tags],
         ),
         inputs=RunInputsOut(
-            dataset_inputs=[
-                DatasetInputOut(
-                    tags=[TagOut(k, v) for k, v in tags],
-                    dataset=DatasetOut(
-                        name=d.name,
-                        digest=d.digest,
-                        source_type=d.source_type,
-                        source=d.source,
-                        schema=d.schema,
-                        profile=d.profile,
-                    ),
-                )
-                for d, tags in b.dataset_inputs
-            ],
+            dataset_inputs=[dataset_input_out(d, tags) for d, tags in b.dataset_inputs],
             model_inputs=[ModelInputOut(m) for m in b.model_inputs],
         ),
         outputs=RunOutputsOut(model_outputs=[ModelOutputOut(m, st) for m, st in b.model_outputs]),

@@ -22,13 +22,12 @@ import msgspec
 from tracking.core.wire import encode_double
 from tracking.schemas import (
     DatasetInputOut,
-    DatasetOut,
     ModelInputOut,
     ModelOutputOut,
     RunInputsOut,
     RunOutputsOut,
-    TagOut,
 )
+from tracking.service.rendering import dataset_input_out
 from tracking.store.read_rows import RUN_COLUMN, RunPageRows
 
 _enc = msgspec.json.Encoder().encode
@@ -118,19 +117,7 @@ def _inputs_and_outputs(rows: RunPageRows) -> tuple[dict[int, bytes], dict[int, 
         return {}, {}
     datasets: dict[int, list[DatasetInputOut]] = {}
     for d, tags in rows.inputs:
-        datasets.setdefault(d.run_id, []).append(
-            DatasetInputOut(
-                tags=[TagOut(k, v) for k, v in tags],
-                dataset=DatasetOut(
-                    name=d.name,
-                    digest=d.digest,
-                    source_type=d.source_type,
-                    source=d.source,
-                    schema=d.schema,
-                    profile=d.profile,
-                ),
-            )
-        )
+        datasets.setdefault(d.run_id, []).append(dataset_input_out(d, tags))
     model_inputs: dict[int, list[ModelInputOut]] = {}
     model_outputs: dict[int, list[ModelOutputOut]] = {}
     for run_id, model_id, direction, step in rows.links:
