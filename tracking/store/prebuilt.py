@@ -10,15 +10,15 @@ the database returns the same rows in the same order.
 
 from __future__ import annotations
 
-from collections import defaultdict, namedtuple
+from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select, text
 
-from tracking.core.db import id_list_value, in_id_list
+from tracking.core.db import in_id_list
 from tracking.core.driver import DriverRows, Prebuilt
-from tracking.models import Dataset, DatasetInputTag, Run
+from tracking.models import Dataset, DatasetInputTag
 from tracking.store.metrics import (
     PG_METRICS_WRITE_BY_UUID,
     SQLITE_LATEST_UPSERT,
@@ -33,7 +33,6 @@ from tracking.store.runs import (
     RUN_HANDLE_SELECT,
     RUN_INSERT_FROM_EXPERIMENT,
     RUN_TAGS,
-    RunBundle,
     _build_load_runs,
 )
 
@@ -218,8 +217,8 @@ async def write_metric_groups(
     return [run_index[run_uuid] in written for run_uuid, _ in writes]
 
 
-# Rows with attribute access, like the session's rows (rendering reads runs and datasets by name).
-RunRow = namedtuple("RunRow", [c.key for c in Run.__table__.c])  # type: ignore[misc]
+# Dataset input rows with attribute access, like the session's rows (rendering reads them by
+# name).
 InputRow = namedtuple(  # type: ignore[misc]
     "InputRow", ["id", "run_id", *(c.key for c in Dataset.__table__.c)]
 )
@@ -236,39 +235,6 @@ LOAD_INPUT_TAGS = Prebuilt(
         DatasetInputTag.input_id, DatasetInputTag.key, DatasetInputTag.value
     ).where(in_id_list(DatasetInputTag.input_id, dialect))
 )
-
-
-async def load_runs(r: DriverRows, run_pks: Sequence[int]) -> list[RunBundle]:
-    """:func:`tracking.store.runs.load_runs` on the driver: the runs in the order given, six
-    statements (seven with dataset inputs) however many runs there are."""
-    if not run_pks:
-        return []
-    ids = list(run_pks)
-    bind = {"ids": id_list_value(ids, r.dialect)}
-    bundles = {
-        row[0]: RunBundle(RunRow._make(row), [], [], [], [], [], [])
-        for row in await r.all(LOAD_RUN_ROWS, bind)
-    }
-    for run_id, key, value in await r.all(LOAD_PARAMS, bind):
-        bundles[run_id].params.append((key, value))
-    for run_id, key, value in await r.all(LOAD_TAGS, bind):
-        bundles[run_id].tags.append((key, value))
-    for m in await r.all(LOAD_METRICS, bind):
-        bundles[m[0]].metrics.append(m)
-    inputs: list[Any] = [InputRow._make(row) for row in await r.all(LOAD_INPUTS, bind)]
-    if inputs:
-        input_tags: dict[int, list[tuple[str, str]]] = defaultdict(list)
-        input_bind = {"ids": id_list_value([i.id for i in inputs], r.dialect)}
-        for input_id, key, value in await r.all(LOAD_INPUT_TAGS, input_bind):
-            input_tags[input_id].append((key, value))
-        for i in inputs:
-            bundles[i.run_id].dataset_inputs.append((i, input_tags.get(i.id, [])))
-    for run_id, model_id, direction, step in await r.all(LOAD_MODEL_LINKS, bind):
-        if direction == "input":
-            bundles[run_id].model_inputs.append(model_id)
-        else:
-            bundles[run_id].model_outputs.append((model_id, step))
-    return [bundles[i] for i in ids if i in bundles]
 
 
 async def run_pk(r: DriverRows, run_uuid: str) -> int | None:

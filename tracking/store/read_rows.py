@@ -1,9 +1,9 @@
 """A search's page of runs and a metric's history as plain driver rows (the runs for the
 renderer that writes them straight to JSON, tracking.service.run_json).
 
-The runs are read by the very statements :func:`tracking.store.prebuilt.load_runs` sends, so
-the database returns the same rows in the same order; only the Python objects built from them
-are left out.
+The runs are read by the very statements :func:`tracking.store.runs.load_runs` sends (prebuilt
+in :mod:`tracking.store.prebuilt`), so the database returns the same rows in the same order; only
+the Python objects built from them are left out.
 """
 
 from __future__ import annotations
