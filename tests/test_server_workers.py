@@ -170,3 +170,53 @@ def test_a_port_in_use_stops_the_server_at_once(database_url: str, tmp_path: Pat
         )
     assert done.returncode == 3, done.stderr[-2000:]
     assert b"cannot bind" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_hung_worker_is_killed_and_replaced(database_url: str, tmp_path: Path) -> None:
+    # A stopped process is the hung worker: alive, holding its socket, its event loop silent.
+    server = start_server(
+        database_url, tmp_path, workers=2, extra_env={"MLGATE_WORKER_TIMEOUT": "3"}
+    )
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        _wait_for(lambda: len(_workers(server.process.pid, port)) == 2, 60, "two workers")
+        first = _workers(server.process.pid, port)
+        time.sleep(1.5)  # both have stamped their first heartbeat
+        os.kill(first[0], signal.SIGSTOP)
+        _wait_for(
+            lambda: (
+                first[0] not in _workers(server.process.pid, port)
+                and len(_workers(server.process.pid, port)) == 2
+            ),
+            60,
+            "the hung worker's replacement",
+        )
+        assert not Path(f"/proc/{first[0]}").exists()
+        assert "has not answered" in server.log.read_text(errors="replace")
+        # The healthy worker was left alone, and the server answers on every connection.
+        assert first[1] in _workers(server.process.pid, port)
+        assert _burst(server.url, 8) == [200] * 24
+    finally:
+        stop_server(server)
+
+
+def test_workers_exit_when_the_supervisor_is_killed(database_url: str, tmp_path: Path) -> None:
+    server = start_server(database_url, tmp_path, workers=2)
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        _wait_for(lambda: len(_workers(server.process.pid, port)) == 2, 60, "two workers")
+        workers = _workers(server.process.pid, port)
+        server.process.kill()  # SIGKILL: the supervisor cannot stop its workers itself
+        server.process.wait(timeout=10)
+
+        def gone() -> bool:
+            return all(
+                not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+                for pid in workers
+            )
+
+        # Without PR_SET_PDEATHSIG they would serve on, unsupervised, holding the port.
+        _wait_for(gone, 40, "the orphaned workers to exit")
+        _wait_for(lambda: not _listening_inodes(port), 10, "the port to be released")
+    finally:
+        stop_server(server)

@@ -274,14 +274,16 @@ async def log_metric(request: Req) -> R:
     return ok()
 
 
+# Where the composition root keeps this app's group commit of metric writes.
+METRIC_WRITES_STATE_KEY = "metric_writes"
+
+
 def _metric_writes(request: Req) -> service.MetricWrites | None:
-    """The app's group commit of metric writes (PostgreSQL; None on SQLite), made at first use:
-    concurrent log-metric and metrics-only log-batch requests of this process share a
-    statement and its commit (tracking.core.group_commit)."""
-    state = request.app.state
-    if "metric_writes" not in state:
-        state["metric_writes"] = service.metric_writes(database(request))
-    writes: service.MetricWrites | None = state["metric_writes"]
+    """The app's group commit of metric writes (PostgreSQL; None on SQLite, or when the app was
+    built without one): concurrent log-metric and metrics-only log-batch requests of this
+    process share a statement and its commit (tracking.core.group_commit). The app's lifespan
+    makes it, beside the database it writes to."""
+    writes: service.MetricWrites | None = request.app.state.get(METRIC_WRITES_STATE_KEY)
     return writes
 
 

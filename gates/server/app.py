@@ -22,6 +22,7 @@ import gates.policies.api
 import registry.api
 import registry.service
 import tracking.api
+import tracking.service
 from gates.approvals.expiry import ApprovalExpirySweep
 from gates.attestations import service as attestations
 from gates.attestations.keys import ATTESTATION_KEYS_STATE_KEY, load_keyring
@@ -226,6 +227,8 @@ def _lifespan(
         )
         app.state["db"] = db
         app.state["settings"] = settings
+        # PostgreSQL: this worker's concurrent metric writes share statements and commits.
+        app.state[tracking.api.METRIC_WRITES_STATE_KEY] = tracking.service.metric_writes(db)
         app.state[WATCH_LIMIT_STATE_KEY] = WatchLimit(settings.watch_max_watchers)
         artifacts = build_storage(settings)
         app.state[STORAGE_STATE_KEY] = artifacts

@@ -12,16 +12,28 @@ port already in use fails at once and a port of 0 becomes one fixed port for eve
 restarts a worker that dies, stops everything on SIGINT or SIGTERM (each worker drains its
 requests, as uvicorn does on that signal), and exits with uvicorn's startup-failure status if a
 worker cannot start.
+
+Two faults a supervisor must survive are handled too:
+- a hung worker (alive, but its event loop stuck): each worker's loop stamps a shared clock
+  every second, and a worker whose stamp is older than ``MLGATE_WORKER_TIMEOUT`` is killed
+  and replaced, as uvicorn's health pings do;
+- a supervisor killed with SIGKILL: every worker asked the kernel for SIGTERM when its parent
+  dies (``PR_SET_PDEATHSIG``), so it drains and exits rather than serving on, unsupervised.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
 import threading
+import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -32,6 +44,10 @@ logger = logging.getLogger("mlgate.server")
 STARTUP_FAILURE = 3
 # How long a stopping worker may take to finish its requests before it is killed.
 STOP_GRACE_SECONDS = 30.0
+# How often a worker's event loop stamps its heartbeat.
+HEARTBEAT_SECONDS = 1.0
+# prctl(2) option: the signal this process gets when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 
 
 def listener(host: str, port: int) -> socket.socket:
@@ -48,21 +64,57 @@ def listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(options: dict[str, Any], port: int) -> None:
-    """One worker process: uvicorn on its own socket."""
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies; exit now if it already has."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the supervisor died before the request took effect
+        sys.exit(0)
+
+
+async def _heartbeat(stamp: ctypes.c_double) -> None:
+    while True:
+        stamp.value = time.monotonic()
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+def _worker(options: dict[str, Any], port: int, parent: int, stamp: ctypes.c_double) -> None:
+    """One worker process: uvicorn on its own socket, with a heartbeat from its event loop."""
     import uvicorn
 
+    _die_with_parent(parent)
     config = uvicorn.Config(**options, port=port)
     sock = listener(config.host, port)
     server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+
+    async def main() -> None:
+        beat = asyncio.create_task(_heartbeat(stamp))
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            beat.cancel()
+
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main())
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 
 
-def serve(options: dict[str, Any], workers: int) -> int:
+def _hung(stamp: ctypes.c_double, timeout: float) -> float | None:
+    """Seconds since the worker's last heartbeat, if past ``timeout`` (None before its first:
+    start-up, migrations included, is not timed)."""
+    last = stamp.value
+    if last == 0.0:
+        return None
+    silent = time.monotonic() - last
+    return silent if silent > timeout else None
+
+
+def serve(options: dict[str, Any], workers: int, timeout: float = 30.0) -> int:
     """Run ``workers`` uvicorn workers with ``options`` (``uvicorn.Config`` keywords, ``host``
-    and ``port`` included) until SIGINT or SIGTERM; the exit status."""
+    and ``port`` included) until SIGINT or SIGTERM; the exit status. A worker whose event loop
+    is silent for ``timeout`` seconds is killed and replaced."""
     host, port = options["host"], options["port"]
     try:
         reserved = listener(host, port)
@@ -79,9 +131,15 @@ def serve(options: dict[str, Any], workers: int) -> int:
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
+    stamps: dict[int, ctypes.c_double] = {}
+
     def start() -> BaseProcess:
-        process = context.Process(target=_worker, args=(worker_options, port), daemon=False)
+        stamp: ctypes.c_double = context.RawValue(ctypes.c_double, 0.0)
+        process = context.Process(
+            target=_worker, args=(worker_options, port, os.getpid(), stamp), daemon=False
+        )
         process.start()
+        stamps[id(process)] = stamp
         return process
 
     status = 0
@@ -93,7 +151,14 @@ def serve(options: dict[str, Any], workers: int) -> int:
         while not stopping.wait(0.5):
             for i, process in enumerate(processes):
                 if process.is_alive():
-                    continue
+                    silent = _hung(stamps[id(process)], timeout)
+                    if silent is None:
+                        continue
+                    logger.error(
+                        "worker %s has not answered for %.0f s; killing it", process.pid, silent
+                    )
+                    process.kill()
+                    process.join()
                 if process.exitcode == STARTUP_FAILURE:
                     logger.error("a worker could not start; stopping")
                     status = STARTUP_FAILURE
@@ -104,6 +169,7 @@ def serve(options: dict[str, Any], workers: int) -> int:
                     process.pid,
                     process.exitcode,
                 )
+                stamps.pop(id(process), None)
                 processes[i] = start()
     finally:
         for process in processes:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import BACKEND
 from tests.hot_app import HotApp, hot_app, migrated_database
+from tracking.api import METRIC_WRITES_STATE_KEY
 from tracking.core.group_commit import GroupCommit, GroupFailed
 
 API = "/api/2.0/mlflow"
@@ -44,7 +45,7 @@ async def _latest(app: HotApp, run_id: str) -> dict[str, tuple[int, int, Any]]:
 
 
 def _flushes(app: Any) -> int:
-    writes = app.state.get("metric_writes")
+    writes = app.state.get(METRIC_WRITES_STATE_KEY)
     return 0 if writes is None else int(writes.flushes)
 
 

@@ -47,6 +47,9 @@ class Settings:
     port: int = 5000
     # Default: the cores this process may use, at most 4 (see default_workers).
     workers: int = field(default_factory=lambda: default_workers())
+    # With several workers: seconds a worker's event loop may go without a heartbeat before
+    # the supervisor kills it and starts another (a hung worker would hold its connections).
+    worker_timeout: float = 30.0
     database_url: str = field(
         default_factory=lambda: f"sqlite:///{(DEFAULT_DATA_DIR / 'mlgate.db').as_posix()}"
     )
@@ -369,6 +372,7 @@ _SECRET_SETTINGS = {
 _RULES: dict[str, _Rule] = {
     "port": _between(1, 65535),
     "workers": _between(1, 64),
+    "worker_timeout": _above(0, " seconds"),
     "database_url": _url("sqlite:///", "sqlite+aiosqlite:///", "postgresql://", "postgresql+"),
     "s3_endpoint_url": _url("http://", "https://", optional=True),
     "url": _url("http://", "https://"),

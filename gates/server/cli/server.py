@@ -150,7 +150,7 @@ def _run_server(settings: Settings) -> int:
     }
     if settings.workers > 1:
         # Each worker listens on its own socket, so connections spread over the workers.
-        return serve_workers(options, settings.workers)
+        return serve_workers(options, settings.workers, settings.worker_timeout)
     uvicorn.run(**options)
     return 0
 
