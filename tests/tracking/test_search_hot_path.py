@@ -326,6 +326,92 @@ async def test_a_users_grants_scope_the_driver_search_as_the_session_path(
         assert pages == 2  # three visible runs, two a page: the hidden ones count for nothing
 
 
+async def test_a_repeated_search_reuses_its_sql_never_its_rows_nor_another_scope(
+    search_url: str, tmp_path: Path
+) -> None:
+    from tracking.service import runs as run_service
+
+    memo = run_service._SEARCH_SQL
+    async with hot_app(search_url, tmp_path) as app:
+        experiments, _ = await _world(app)
+        body = {
+            "experiment_ids": experiments,
+            "filter": "params.model = 'rf' AND metrics.m < 50",
+            "order_by": ["metrics.m DESC"],
+        }
+        first = await app.client.post(f"{API}/runs/search", json=body)
+        built = memo.built
+        again = await app.client.post(f"{API}/runs/search", json=body)
+        assert again.content == first.content
+        assert memo.built == built  # the same request: its SQL was reused, not built again
+
+        # Rows are never kept: a run logged since appears, and the page still matches the
+        # session path's.
+        made = await _post(app, "runs/create", {"experiment_id": experiments[0]})
+        run_id = made["run"]["info"]["run_id"]
+        await _post(app, "runs/log-batch", {
+            "run_id": run_id,
+            "params": [{"key": "model", "value": "rf"}],
+            "metrics": [{"key": "m", "value": 40.0, "timestamp": 1, "step": 0}],
+        })  # fmt: skip
+        after = await app.client.post(f"{API}/runs/search", json=body)
+        assert after.json()["runs"][0]["info"]["run_id"] == run_id
+        assert after.content == await _session_bytes(app, body)
+        assert memo.built == built
+
+        # The caller's scope is part of the key: a narrow scope after the full one (and the
+        # full one again after it) each get their own runs.
+        narrow = ResourceScope(ids=frozenset({int(experiments[1])}))
+        for scope in (narrow, None, narrow):
+            async with app.db.driver_read() as r:
+                found = await service.search_runs_at_once(
+                    r, msgspec.convert(body, SearchRuns), scope=scope
+                )
+            assert found is not None
+            runs, _token = found
+            expected = await _session_bytes(app, body, scope)
+            assert msgspec.json.encode({"runs": runs} if runs else {}) == expected
+            seen = {msgspec.json.decode(run)["info"]["experiment_id"] for run in runs}
+            assert seen == ({experiments[1]} if scope else set(experiments)), seen
+        assert memo.built == built + 1  # the narrow scope's own select, built once
+
+        # A refused filter keeps nothing and is refused again the next time.
+        bad = {**body, "filter": "metrics.m >"}
+        for _ in range(2):
+            response = await app.client.post(f"{API}/runs/search", json=bad)
+            assert response.status_code == 400, response.text
+        assert memo.built == built + 1
+
+
+def test_built_statements_keep_the_most_recent_and_nothing_that_failed() -> None:
+    from sqlalchemy import literal, select
+    from sqlalchemy.dialects import sqlite
+
+    from tracking.core.driver import BuiltStatements
+
+    memo, dialect, builds = BuiltStatements(size=2), sqlite.dialect(), []
+
+    def build(n: int) -> Any:
+        builds.append(n)
+        return select(literal(n))
+
+    for n in (1, 2, 1, 3):  # 1 is used again before 3 arrives, so 2 is the one dropped
+        sql, args = memo.args(dialect, n, lambda n=n: build(n))
+        assert args == [n] and "SELECT" in sql
+    assert builds == [1, 2, 3] and len(memo) == 2
+    memo.args(dialect, 3, lambda: build(3))  # kept: not built again
+    memo.args(dialect, 2, lambda: build(2))  # dropped: built again, and 1 (now oldest) dropped
+    memo.args(dialect, 3, lambda: build(3))
+    assert builds == [1, 2, 3, 2] and memo.built == 4
+
+    def refuse() -> Any:
+        raise MlflowError("bad filter")
+
+    with pytest.raises(MlflowError):
+        memo.args(dialect, "bad", refuse)
+    assert len(memo) == 2 and memo.built == 4
+
+
 def _basic(username: str, password: str) -> str:
     import base64
 

@@ -19,7 +19,8 @@ would apply, so the driver sees the values a session would send.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -121,6 +122,13 @@ class DriverRows:
         """
         return await self._fetch(*_built_args(stmt, self._dialect))
 
+    async def all_memoized(
+        self, memo: BuiltStatements, key: Hashable, build: Callable[[], Any]
+    ) -> list[Sequence[Any]]:
+        """:meth:`all_built` of the select ``build()`` makes, through ``memo``: a request seen
+        before (same ``key``) reuses its SQL and arguments, and ``build`` is not called."""
+        return await self._fetch(*memo.args(self._dialect, key, build))
+
     async def first(self, stmt: Prebuilt, params: Mapping[str, Any]) -> Sequence[Any] | None:
         rows = await self.all(stmt, params)
         return rows[0] if rows else None
@@ -161,6 +169,44 @@ class DriverRows:
 # Compiled forms of per-request statements, keyed like SQLAlchemy's own cache (the dialect and
 # the statement's structure, never its values): SQL text, not database state.
 _BUILT_CACHE: Any = LRUCache(500)
+
+
+class BuiltStatements:
+    """The driver SQL and arguments of recently built selects, by what the request asked.
+
+    A search's select is built from its request (filter, order, scope, page) each time, and
+    building and compiling it costs more CPU than running it on a small page. Requests repeat:
+    a UI refreshing a table, a job polling for its champion, a client paging through results.
+    ``key`` must hold everything the select depends on (its values included, since PostgreSQL
+    searches write them into the SQL), so an entry is exactly what building would give. Bounded
+    (least recently used out first), per process; only SQL text is kept, never rows.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, Hashable], tuple[str, list[Any]]] = OrderedDict()
+        # Selects built (misses), for tests and benchmarks.
+        self.built = 0
+
+    def args(
+        self, dialect: Dialect, key: Hashable, build: Callable[[], Any]
+    ) -> tuple[str, list[Any]]:
+        """``build()``'s SQL and arguments for ``dialect``; built (and kept) on a miss. An
+        error while building (a bad filter) propagates and nothing is kept."""
+        entry_key = (dialect.name, key)
+        found = self._entries.get(entry_key)
+        if found is not None:
+            self._entries.move_to_end(entry_key)
+            return found
+        made = _built_args(build(), dialect)
+        self.built += 1
+        self._entries[entry_key] = made
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return made
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _built_args(stmt: Any, dialect: Dialect) -> tuple[str, list[Any]]:

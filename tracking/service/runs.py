@@ -14,7 +14,7 @@ from tracking import store
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
 from tracking.core.db import dialect_name
-from tracking.core.driver import DriverRows
+from tracking.core.driver import BuiltStatements, DriverRows
 from tracking.core.errors import InvalidParameter, MlflowError
 from tracking.core.wire import decode_page_token, encode_page_token
 from tracking.errors import ExperimentNotFound, InactiveExperiment, RunNotFound
@@ -216,38 +216,54 @@ async def restore_run(s: AsyncSession, run_id: str | None) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _RunPage:
-    """A checked search_runs request: its page's query and where the page starts."""
+    """A checked search_runs request: how to build its page's query and where the page starts."""
 
-    stmt: Any  # the ordered select of run keys, offset and limited (one run past the page)
+    scope: ResourceScope | None
+    experiment_ids: tuple[int, ...]
+    filter: str | None
+    order_by: tuple[str, ...]
+    view: str | None
+    dialect: str
     offset: int
     limit: int
     fingerprint: str
+
+    def select(self) -> Any:
+        """The ordered select of run keys, offset and limited (one run past the page)."""
+        from tracking.search import run_search_select
+        from tracking.search.sql import with_values_in_sql
+
+        stmt = run_search_select(
+            list(self.experiment_ids), self.filter, list(self.order_by), self.view, self.scope
+        )
+        stmt = stmt.offset(self.offset).limit(self.limit + 1)
+        if self.dialect == "postgresql":
+            stmt = with_values_in_sql(stmt)  # every plan made knowing the values (see there)
+        return stmt
 
     def token(self, found: int) -> str | None:
         over = found > self.limit
         return encode_page_token(self.offset + self.limit, self.fingerprint) if over else None
 
 
-def _run_page(req: SearchRuns, scope: ResourceScope | None, dialect: str) -> _RunPage | None:
-    """Check the request (raising MLflow's errors) and build its query; None: no experiment
-    named, an empty page."""
-    from tracking.search import run_search_select
-    from tracking.search.sql import with_values_in_sql
+# The SQL of recent run searches, by request: this object is all its select depends on.
+_SEARCH_SQL = BuiltStatements()
 
+
+def _run_page(req: SearchRuns, scope: ResourceScope | None, dialect: str) -> _RunPage | None:
+    """Check the request (raising MLflow's errors but a bad filter's or order's, which
+    building its select raises); None: no experiment named, an empty page."""
     limit = validate_max_results(req.max_results, 1000, MAX_SEARCH_RESULTS)
     view = parse_view_type(req.run_view_type)
-    experiment_ids = [parse_experiment_id(e) for e in req.experiment_ids]
-    fingerprint = page_fingerprint(
-        "runs", tuple(experiment_ids), req.filter or "", tuple(req.order_by), view
-    )
+    experiment_ids = tuple(parse_experiment_id(e) for e in req.experiment_ids)
+    order_by = tuple(req.order_by)
+    fingerprint = page_fingerprint("runs", experiment_ids, req.filter or "", order_by, view)
     offset = decode_page_token(req.page_token, fingerprint)
     if not experiment_ids:
         return None
-    stmt = run_search_select(experiment_ids, req.filter, list(req.order_by), view, scope)
-    stmt = stmt.offset(offset).limit(limit + 1)
-    if dialect == "postgresql":
-        stmt = with_values_in_sql(stmt)  # every plan made knowing the values (see there)
-    return _RunPage(stmt, offset, limit, fingerprint)
+    return _RunPage(
+        scope, experiment_ids, req.filter, order_by, view, dialect, offset, limit, fingerprint
+    )
 
 
 async def search_runs(
@@ -257,7 +273,7 @@ async def search_runs(
     page = _run_page(req, scope, dialect_name(s))
     if page is None:
         return [], None
-    pks = [row[0] for row in await s.execute(page.stmt)]
+    pks = [row[0] for row in await s.execute(page.select())]
     bundles = await store.load_runs(s, pks[: page.limit])
     return [run_out(b) for b in bundles], page.token(len(pks))
 
@@ -267,15 +283,16 @@ async def search_runs_at_once(
 ) -> tuple[list[msgspec.Raw], str | None] | None:
     """:func:`search_runs` on a read connection's driver, no session: the same query and the
     same loading statements, so the same page, each run written straight to its JSON
-    (:mod:`tracking.service.run_json`). None: the request is refused (the session path names
-    the error)."""
+    (:mod:`tracking.service.run_json`). A request seen recently reuses its query's SQL
+    (:data:`_SEARCH_SQL`). None: the request is refused (the session path names the error)."""
     try:
         page = _run_page(req, scope, r.dialect)
+        if page is None:
+            return [], None
+        rows = await r.all_memoized(_SEARCH_SQL, page, page.select)
     except MlflowError:
         return None
-    if page is None:
-        return [], None
-    pks = [row[0] for row in await r.all_built(page.stmt)]
+    pks = [row[0] for row in rows]
     shown = pks[: page.limit]
     return runs_json(await load_run_page_rows(r, shown), shown), page.token(len(pks))
 
