@@ -87,8 +87,8 @@ def _build_moved_version_with_files(stage: bool) -> Any:
 
 
 _PG_MOVED_VERSION = {
-    stage: Prebuilt(lambda _dialect, stage=stage: _build_moved_version_with_files(stage))
-    for stage in (True, False)
+    True: Prebuilt(lambda _dialect: _build_moved_version_with_files(True)),
+    False: Prebuilt(lambda _dialect: _build_moved_version_with_files(False)),
 }
 
 
