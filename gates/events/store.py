@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -19,6 +19,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -190,6 +191,60 @@ async def insert_model_event_on_driver(
         return int(rows[0][0]), [str(sub) for _pk, sub in rows if sub]
     subs = await r.all(SUBSCRIBERS_OF_MODEL, {"type": type_, "model_name": model_name})
     return int(rows[0][0]), [str(sub) for sub, _created in subs]
+
+
+# Several events in one statement (PostgreSQL; see gates.events.service.outbox.batched): the
+# events are inserted in the arrays' order (ORDER BY the ordinality, so their ids follow it) and
+# each comes back with its subscribers, oldest first, as :data:`EVENT_FOR_SUBSCRIBERS` gives
+# one event's. The subscribers' filter is :func:`_subscribers_select`'s, per event.
+_PG_EVENTS_FOR_SUBSCRIBERS = text("""
+    WITH event AS (
+        INSERT INTO outbox_events (event_id, type, model_name, payload, created_at)
+        SELECT e.event_id, e.type, e.model_name, e.payload, e.created_at
+        FROM unnest(CAST(:event_ids AS VARCHAR[]), CAST(:types AS VARCHAR[]),
+                    CAST(:model_names AS VARCHAR[]), CAST(:payloads AS TEXT[]),
+                    CAST(:created_ats AS BIGINT[]))
+             WITH ORDINALITY AS e(event_id, type, model_name, payload, created_at, n)
+        ORDER BY e.n
+        RETURNING id, event_id, type, model_name
+    )
+    SELECT event.event_id, event.id, subs.id AS subscription_id
+    FROM event LEFT OUTER JOIN LATERAL (
+        SELECT s.id, s.created_at
+        FROM webhook_subscriptions AS s
+        JOIN webhook_subscription_events AS se ON se.subscription_id = s.id
+        WHERE se.event_type = event.type
+          AND (s.status = 'active' OR s.auto_disabled_at IS NOT NULL)
+          AND s.deleted_at IS NULL
+          AND (s.model_name IS NULL OR s.model_name = event.model_name)
+    ) AS subs ON true
+    ORDER BY event.id, subs.created_at, subs.id
+""")
+PG_EVENTS_FOR_SUBSCRIBERS = Prebuilt(lambda _dialect: _PG_EVENTS_FOR_SUBSCRIBERS)
+
+
+async def insert_events_on_driver(
+    r: DriverRows, events: Sequence[Mapping[str, Any]]
+) -> dict[str, tuple[int, list[str]]]:
+    """Several events (``event_id``, ``type``, ``model_name``, ``payload``, ``created_at``)
+    in one statement on the driver of the caller's transaction (PostgreSQL only), in order;
+    each event's (pk, subscribers, oldest first) by event id."""
+    rows = await r.all(
+        PG_EVENTS_FOR_SUBSCRIBERS,
+        {
+            "event_ids": [e["event_id"] for e in events],
+            "types": [e["type"] for e in events],
+            "model_names": [e["model_name"] for e in events],
+            "payloads": [e["payload"] for e in events],
+            "created_ats": [e["created_at"] for e in events],
+        },
+    )
+    out: dict[str, tuple[int, list[str]]] = {}
+    for event_id, pk, sub in rows:
+        _, subs = out.setdefault(str(event_id), (int(pk), []))
+        if sub:
+            subs.append(str(sub))
+    return out
 
 
 async def insert_deliveries(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

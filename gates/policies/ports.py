@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gates.audit import service as audit_log
-from gates.events.service import emit
+from gates.events.service import batched, drop_held_after, emit, held_count
 from gates.identity import service as identity
 from gates.identity.policy import allows
 from registry import service as registry
@@ -140,6 +140,12 @@ async def emit_event(s: AsyncSession, event_type: str, payload: dict[str, Any]) 
     """Write an outbound event in this transaction (delivered by the events worker)."""
     model = payload.get("model")
     await emit(s, event_type, payload, model_name=model if isinstance(model, str) else None)
+
+
+# A promotion's events are held and written together at its end (gates.events: batched).
+events_batched = batched
+events_held = held_count
+drop_events_after = drop_held_after
 
 
 async def audit(

@@ -3,6 +3,7 @@ receipts, decisions."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from typing import Any
 
@@ -162,7 +163,17 @@ async def enabled_gates_with_secrets(
     """``enabled_gates_for_target`` with each policy's active secrets joined (one row per
     secret, newest first; one row with None for a policy without any), in one query: what a
     signed webhook needs before its signature is checked."""
-    stmt = (
+    params = {"target": target, "now": now}
+    rows = await s.execute(_gates_with_secrets_select(), params)
+    return [(p, v, x) for p, v, x in rows.tuples()]
+
+
+@functools.cache
+def _gates_with_secrets_select() -> Any:
+    """:func:`enabled_gates_with_secrets`'s query, built once (every signed promotion runs
+    it): its target and time are parameters."""
+    now: Any = bindparam("now", type_=BigInteger)
+    return (
         select(GatePolicy, GatePolicyVersion, GateSecret)
         .outerjoin(
             GatePolicyVersion,
@@ -170,10 +181,9 @@ async def enabled_gates_with_secrets(
             & (GatePolicyVersion.version == GatePolicy.current_version),
         )
         .outerjoin(GateSecret, (GateSecret.policy_id == GatePolicy.id) & _active(now))
-        .where(GatePolicy.target == target, GatePolicy.enabled.is_(True))
+        .where(GatePolicy.target == bindparam("target", type_=String), GatePolicy.enabled.is_(True))
         .order_by(GatePolicy.id, GateSecret.id.desc())
     )
-    return [(p, v, x) for p, v, x in (await s.execute(stmt)).tuples()]
 
 
 def _build_enabled_patterns(_dialect: str) -> Any:
@@ -245,7 +255,7 @@ async def list_policy_versions(
 # --- secrets -------------------------------------------------------------------------------------
 
 
-def _active(now: int) -> Any:
+def _active(now: Any) -> Any:
     return GateSecret.revoked_at.is_(None) & (
         GateSecret.expires_at.is_(None) | (GateSecret.expires_at > now)
     )

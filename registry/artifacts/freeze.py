@@ -68,9 +68,14 @@ async def freeze_tree(
     appears after the listing: the manifest describes exactly the bytes that were copied.
     """
     files = await list_files(storage, source, max_files)
+    if not files:
+        # Nothing to copy: no staging folder is made, so none is removed (one thread trip
+        # fewer for a run without files).
+        return FrozenTree(frozen_root(None), ())
     staging = ArtifactPath((FROZEN_AREA, "staging", secrets.token_hex(16)))
     found: list[ManifestEntry] = []
     queue = iter(files)
+    published = False
 
     async def worker() -> None:
         for relative in queue:  # shared iterator: each file goes to exactly one worker
@@ -96,8 +101,11 @@ async def freeze_tree(
         if digest is not None:
             expected = {e.path: (e.size, e.sha256) for e in entries}
             await storage.publish_tree(staging, root, expected)
+            published = True
     finally:
-        # Nothing is left behind by a failed freeze (a published one has no staging left).
-        with contextlib.suppress(MlflowError, OSError):
-            await storage.delete(staging)
+        # Nothing is left behind by a failed freeze. A published one has no staging left
+        # (publish_tree moves or removes it), so it is not asked to delete it again.
+        if not published:
+            with contextlib.suppress(MlflowError, OSError):
+                await storage.delete(staging)
     return FrozenTree(root, entries)

@@ -48,6 +48,8 @@ from registry.service.history import LivePointer, parse_pointer
 from registry.service.lookups import find_model, find_version, page_fingerprint
 from registry.uris import ModelVersionUri, parse_model_uri
 from registry.validation import LATEST_ALIAS, validate_max_results
+from tracking.core.db import dialect_name
+from tracking.core.driver import session_rows
 from tracking.core.errors import ResourceNotFound
 from tracking.core.object_uris import is_s3_uri
 from tracking.core.wire import decode_page_token, encode_page_token
@@ -246,11 +248,27 @@ async def moved_version(
     attestation of a gated move, in the move's transaction). The pointer's digest is given
     only when this version holds it (None when another does)."""
     kind, canonical = parse_pointer(pointer)
-    row = await store.moved_version(s, name, version, kind, canonical)
+    files: list[ManifestEntry]
+    if dialect_name(s) == "postgresql":
+        # One read (the version with its files), on the transaction's own connection.
+        await s.flush()
+        row = await store.moved_version_with_files(
+            await session_rows(s), name, version, kind, canonical
+        )
+        if row is not None:
+            files = [
+                ManifestEntry(path, int(size), sha256)
+                for path, size, sha256 in zip(
+                    row.paths or (), row.sizes or (), row.sha256s or (), strict=True
+                )
+            ]
+    else:
+        row = await store.moved_version(s, name, version, kind, canonical)
+        if row is not None:
+            files = await _entries(s, row.id)
     if row is None:
         await find_version(s, await find_model(s, name), version)  # names what is missing
         raise ResourceNotFound(f"Model '{name}' has no version {version}.")  # deleted since
-    files = await _entries(s, row.id)
     recorded = RecordedFingerprint(
         row.name, int(row.version), row.storage_location, row.manifest_digest, tuple(files)
     )

@@ -53,6 +53,8 @@ from registry.validation import (
 from tracking import service as tracking
 from tracking.core.auth import ResourceScope
 from tracking.core.clock import now_ms
+from tracking.core.db import dialect_name
+from tracking.core.driver import session_rows
 from tracking.core.errors import InvalidParameter, InvalidState, MlflowError, ResourceNotFound
 from tracking.core.object_uris import S3Location, is_s3_uri
 from tracking.core.wire import decode_page_token, encode_page_token
@@ -271,29 +273,48 @@ async def _insert_version(
     model, resolved = checked.model, checked.resolved
     now = now_ms()
     # Resolved before taking the version number, so the model's row lock is held briefly.
-    number = await store.next_version(s, model.id, now)
-    if number is None:  # deleted while the source was being checked
-        raise RegisteredModelNotFound(model.name)
-    pk = await store.insert_version(
-        s,
-        model_id=model.id,
-        version=number,
-        creation_timestamp=now,
-        last_updated_timestamp=now,
-        user_id=actor,
-        current_stage="None",
-        description=checked.description,
-        source=resolved.source,
-        storage_location=files.storage_location,
-        artifact_root=files.artifact_root,
-        manifest_digest=files.digest,
-        run_id=resolved.run_id,
-        run_link=run_link or None,
-        logged_model_id=resolved.model_id,
-        status="READY",
-    )
-    await store.upsert_version_tags(s, pk, checked.tags)
-    await store.insert_version_files(s, pk, files.rows)
+    columns = {
+        "user_id": actor,
+        "description": checked.description,
+        "source": resolved.source,
+        "storage_location": files.storage_location,
+        "artifact_root": files.artifact_root,
+        "manifest_digest": files.digest,
+        "run_id": resolved.run_id,
+        "run_link": run_link or None,
+        "logged_model_id": resolved.model_id,
+    }
+    if dialect_name(s) == "postgresql":
+        # One statement: the number, the row, its tags and files (after what is unflushed).
+        await s.flush()
+        created = await store.register_version_on_driver(
+            await session_rows(s),
+            model_id=model.id,
+            now=now,
+            tags=checked.tags,
+            files=files.rows,
+            **columns,
+        )
+        if created is None:  # deleted while the source was being checked
+            raise RegisteredModelNotFound(model.name)
+        pk, number = created
+    else:
+        number_or_none = await store.next_version(s, model.id, now)
+        if number_or_none is None:  # deleted while the source was being checked
+            raise RegisteredModelNotFound(model.name)
+        number = number_or_none
+        pk = await store.insert_version(
+            s,
+            model_id=model.id,
+            version=number,
+            creation_timestamp=now,
+            last_updated_timestamp=now,
+            current_stage="None",
+            status="READY",
+            **columns,
+        )
+        await store.upsert_version_tags(s, pk, checked.tags)
+        await store.insert_version_files(s, pk, files.rows)
     await events.emit(
         s,
         events.ModelVersionCreated(

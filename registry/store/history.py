@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from registry.models import ModelVersion, PointerEvent, RegisteredModel, RegisteredModelAlias
+from registry.models import (
+    ModelVersion,
+    ModelVersionFile,
+    PointerEvent,
+    RegisteredModel,
+    RegisteredModelAlias,
+)
+from tracking.core.driver import DriverRows, Prebuilt
 
 
 async def insert_pointer_events(s: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
@@ -58,6 +66,32 @@ def _build_moved_version(stage: bool) -> Any:
 _MOVED_VERSION = {True: _build_moved_version(True), False: _build_moved_version(False)}
 
 
+def _build_moved_version_with_files(stage: bool) -> Any:
+    """:func:`_build_moved_version` plus the version's files as three arrays in path order
+    (PostgreSQL), so the attestation's version and manifest are one read."""
+    base = _build_moved_version(stage)
+
+    def files(column: Any) -> Any:
+        ordered = aggregate_order_by(column, ModelVersionFile.path)
+        return (
+            select(func.array_agg(ordered))
+            .where(ModelVersionFile.version_id == ModelVersion.id)
+            .scalar_subquery()
+        )
+
+    return base.add_columns(
+        files(ModelVersionFile.path).label("paths"),
+        files(ModelVersionFile.size).label("sizes"),
+        files(ModelVersionFile.sha256).label("sha256s"),
+    )
+
+
+_PG_MOVED_VERSION = {
+    True: Prebuilt(lambda _dialect: _build_moved_version_with_files(True)),
+    False: Prebuilt(lambda _dialect: _build_moved_version_with_files(False)),
+}
+
+
 async def moved_version(
     s: AsyncSession, name: str, version: int, kind: str, pointer: str
 ) -> Any | None:
@@ -67,6 +101,32 @@ async def moved_version(
     stmt = _MOVED_VERSION[kind == "stage"]
     params = {"name": name, "version": version, "kind": kind, "pointer": pointer}
     return (await s.execute(stmt, params)).first()
+
+
+async def moved_version_with_files(
+    r: DriverRows, name: str, version: int, kind: str, pointer: str
+) -> MovedVersion | None:
+    """:func:`moved_version` with the version's files in path order (``paths``, ``sizes``,
+    ``sha256s``; None when it has none), one prebuilt read on the driver of the caller's
+    transaction (PostgreSQL only)."""
+    params = {"name": name, "version": version, "kind": kind, "pointer": pointer}
+    row = await r.first(_PG_MOVED_VERSION[kind == "stage"], params)
+    return None if row is None else MovedVersion(*row)
+
+
+class MovedVersion(NamedTuple):
+    """A row of :func:`moved_version_with_files` (the driver's rows are positional)."""
+
+    id: int
+    name: str
+    version: int
+    storage_location: str
+    manifest_digest: str | None
+    holder: int | None
+    event_id: int | None
+    paths: list[str] | None
+    sizes: list[int] | None
+    sha256s: list[str] | None
 
 
 async def pointer_history(

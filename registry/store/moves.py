@@ -100,10 +100,21 @@ def _build_touch_model(_dialect: str) -> Any:
     )
 
 
+def _build_move_touching(archive: bool, dialect: str) -> Any:
+    """The move and, on PostgreSQL, the model's timestamp in the same statement (a
+    data-modifying CTE runs to completion whether or not the query reads it); elsewhere the
+    move alone, and :data:`TOUCH_MODEL` after it."""
+    if dialect != "postgresql":
+        return _build_move(archive)
+    touched = _build_touch_model(dialect).cte("touched")
+    moved = _build_move(archive).cte("moved")
+    return select(*moved.c).add_cte(touched)
+
+
 MODEL_FOR_MOVE = Prebuilt(_build_model_for_move)
 VERSION = Prebuilt(_build_version)
-MOVE_ARCHIVING = Prebuilt(lambda _d: _build_move(True))
-MOVE_ONLY = Prebuilt(lambda _d: _build_move(False))
+MOVE_ARCHIVING = Prebuilt(functools.partial(_build_move_touching, True))
+MOVE_ONLY = Prebuilt(functools.partial(_build_move_touching, False))
 TOUCH_MODEL = Prebuilt(_build_touch_model)
 
 
@@ -153,7 +164,8 @@ async def version_for_move(r: DriverRows, model_id: int, version: int) -> Versio
 async def move(
     r: DriverRows, model_id: int, version: int, stage: str, *, archive_others: bool, now: int
 ) -> tuple[Any, list[int]]:
-    """As ``store.move_to_stage``, also returning the moved version's row after the move."""
+    """As ``store.move_to_stage``, also returning the moved version's row after the move; on
+    PostgreSQL it also sets the model's ``last_updated_timestamp`` (:func:`touch_model`)."""
     stmt = MOVE_ARCHIVING if archive_others else MOVE_ONLY
     params = {"model_id": model_id, "version": version, "stage": stage, "now": now}
     moved, archived = None, []
@@ -167,7 +179,10 @@ async def move(
 
 
 async def touch_model(r: DriverRows, model_id: int, now: int) -> None:
-    await r.all(TOUCH_MODEL, {"model_id": model_id, "now": now})
+    """The model's ``last_updated_timestamp`` after a move (:func:`move` did it already on
+    PostgreSQL)."""
+    if r.dialect != "postgresql":
+        await r.all(TOUCH_MODEL, {"model_id": model_id, "now": now})
 
 
 async def insert_history(r: DriverRows, rows: Sequence[dict[str, Any]]) -> None:

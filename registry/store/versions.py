@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, case, delete, func, insert, or_, select, update
+from sqlalchemy import Select, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.artifacts.paths import ArtifactPath
@@ -18,6 +18,7 @@ from registry.models import (
 )
 from registry.store.tables import MV, RM, rowcount
 from tracking.core.db import dialect_insert
+from tracking.core.driver import DriverRows, Prebuilt
 
 
 async def next_version(s: AsyncSession, model_id: int, now: int) -> int | None:
@@ -35,6 +36,79 @@ async def next_version(s: AsyncSession, model_id: int, now: int) -> int | None:
     )
     number = result.scalar_one_or_none()
     return None if number is None else int(number)
+
+
+# A new version in one statement (PostgreSQL): its number taken from the model's row (the
+# UPDATE row-locks it until commit, as :func:`next_version`), the version row, its tags and its
+# file manifest. No row back: the model is gone.
+_PG_REGISTER_VERSION = text("""
+    WITH numbered AS (
+        UPDATE registered_models
+        SET last_version = last_version + 1,
+            last_updated_timestamp = CAST(:now AS BIGINT)
+        WHERE id = CAST(:model_id AS BIGINT)
+        RETURNING id, last_version
+    ),
+    version AS (
+        INSERT INTO model_versions (model_id, version, creation_timestamp,
+                                    last_updated_timestamp, user_id, current_stage, description,
+                                    source, storage_location, run_id, run_link, logged_model_id,
+                                    status, artifact_root, manifest_digest)
+        SELECT numbered.id, numbered.last_version, CAST(:now AS BIGINT), CAST(:now AS BIGINT),
+               CAST(:user_id AS VARCHAR), 'None', CAST(:description AS TEXT),
+               CAST(:source AS VARCHAR), CAST(:storage_location AS VARCHAR),
+               CAST(:run_id AS VARCHAR), CAST(:run_link AS VARCHAR),
+               CAST(:logged_model_id AS VARCHAR), 'READY', CAST(:artifact_root AS VARCHAR),
+               CAST(:manifest_digest AS VARCHAR)
+        FROM numbered
+        RETURNING id, version
+    ),
+    version_tags AS (
+        INSERT INTO model_version_tags (version_id, key, value)
+        SELECT version.id, t.key, t.value
+        FROM version, unnest(CAST(:tag_keys AS VARCHAR[]), CAST(:tag_values AS TEXT[]))
+             AS t(key, value)
+    ),
+    version_files AS (
+        INSERT INTO model_version_files (version_id, path, size, sha256)
+        SELECT version.id, f.path, f.size, f.sha256
+        FROM version, unnest(CAST(:paths AS VARCHAR[]), CAST(:sizes AS BIGINT[]),
+                             CAST(:sha256s AS VARCHAR[]))
+             AS f(path, size, sha256)
+    )
+    SELECT id, version FROM version
+""")
+PG_REGISTER_VERSION = Prebuilt(lambda _dialect: _PG_REGISTER_VERSION)
+
+
+async def register_version_on_driver(
+    r: DriverRows,
+    *,
+    model_id: int,
+    now: int,
+    tags: dict[str, str],
+    files: Sequence[tuple[str, int, str]],
+    **values: Any,
+) -> tuple[int, int] | None:
+    """:func:`next_version`, :func:`insert_version`, :func:`upsert_version_tags` (of a new
+    version) and :func:`insert_version_files` as one statement on the driver of the caller's
+    transaction (PostgreSQL); the version's (row id, number), or None when the model is gone.
+    ``values``: the version's other columns (user_id, description, source, storage_location,
+    run_id, run_link, logged_model_id, artifact_root, manifest_digest)."""
+    row = await r.first(
+        PG_REGISTER_VERSION,
+        {
+            **values,
+            "model_id": model_id,
+            "now": now,
+            "tag_keys": list(tags),
+            "tag_values": list(tags.values()),
+            "paths": [f[0] for f in files],
+            "sizes": [f[1] for f in files],
+            "sha256s": [f[2] for f in files],
+        },
+    )
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 async def insert_version(s: AsyncSession, **values: Any) -> int:

@@ -286,3 +286,74 @@ async def test_a_disabling_threshold_of_zero_never_disables(session: AsyncSessio
             session, sub, ok=False, now=now, config=config
         )
     assert (await service.get_subscription(session, sub)).status == "active"
+
+
+async def _events_of(s: AsyncSession, event_ids: list[str]) -> list[str]:
+    """The event ids among ``event_ids`` in the outbox, in outbox (id) order."""
+    stmt = (
+        select(OutboxEvent.event_id)
+        .where(OutboxEvent.event_id.in_(event_ids))
+        .order_by(OutboxEvent.id)
+    )
+    return [str(e) for e in (await s.execute(stmt)).scalars()]
+
+
+async def _fan_out(s: AsyncSession, event_ids: list[str]) -> list[tuple[str, str]]:
+    stmt = (
+        select(OutboxEvent.event_id, WebhookDelivery.subscription_id)
+        .join(WebhookDelivery, WebhookDelivery.event_pk == OutboxEvent.id)
+        .where(OutboxEvent.event_id.in_(event_ids))
+    )
+    return sorted((str(e), str(sub)) for e, sub in (await s.execute(stmt)).all())
+
+
+async def test_batched_events_are_written_at_the_end_in_order_with_the_same_fan_out(
+    session: AsyncSession,
+) -> None:
+    """A batch holds its events until its end, then writes them in the order emitted, each to
+    the subscriptions one event written alone reaches (type, model filter, none)."""
+    everything = await _subscribe(session, ["model_version.created", "gate.decided"])
+    only_m = await _subscribe(session, ["gate.decided"], model="m")
+    await _subscribe(session, ["gate.decided"], model="other")
+    emitted = [
+        ("model_version.created", {"name": "m", "version": "1"}),
+        ("gate.decided", {"model": "m"}),  # no name: no model, so model-filtered ones skip it
+        ("gate.decided", {"name": "m", "outcome": "passed"}),
+        ("stage.transitioned", {"name": "m"}),  # nobody subscribes to it
+    ]
+    async with service.batched(session):
+        held = [await service.emit(session, t, p) for t, p in emitted]
+        assert await _events_of(session, held) == []  # held, not written yet
+        assert service.held_count(session) == len(emitted)
+    assert await _events_of(session, held) == held
+    expected = sorted(
+        [(held[0], everything), (held[1], everything), (held[2], everything), (held[2], only_m)]
+    )
+    assert await _fan_out(session, held) == expected
+    # One event written alone reaches the same subscriptions.
+    alone = await service.emit(session, "gate.decided", {"name": "m", "outcome": "passed"})
+    assert sorted(sub for _, sub in await _fan_out(session, [alone])) == sorted(
+        sub for e, sub in expected if e == held[2]
+    )
+
+
+async def test_a_failed_batch_writes_nothing_and_a_rolled_back_savepoint_drops_its_events(
+    session: AsyncSession,
+) -> None:
+    sub = await _subscribe(session, ["gate.decided"])
+    with pytest.raises(RuntimeError):
+        async with service.batched(session):
+            failed = await service.emit(session, "gate.decided", {"name": "m"})
+            raise RuntimeError("the promotion failed after emitting")
+    assert await _events_of(session, [failed]) == []
+    assert service.held_count(session) == 0  # nothing left held for the next emit
+    async with service.batched(session):
+        kept = await service.emit(session, "gate.decided", {"name": "m", "n": 1})
+        mark = service.held_count(session)
+        savepoint = await session.begin_nested()
+        dropped = await service.emit(session, "gate.decided", {"name": "m", "n": 2})
+        await savepoint.rollback()
+        service.drop_held_after(session, mark)
+        after = await service.emit(session, "gate.decided", {"name": "m", "n": 3})
+    assert await _events_of(session, [kept, dropped, after]) == [kept, after]
+    assert await _count(session, WebhookDelivery, subscription_id=sub) == 2

@@ -117,12 +117,16 @@ async def test_scoped_list_endpoints_do_not_grow_with_the_page_or_the_glob_gates
 # its own (PostgreSQL).
 # With the prebuilt move merged in: 22 and 27. Then 18 and 23: the gate, the run (two reads)
 # and the model with the run's versions are read before the transaction (promotion.prepare).
-PROMOTION_STATEMENTS = {"postgresql": 18, "sqlite": 23}
+# Then 12 and 22 (session 9): on PostgreSQL the promotion's three outbox events are one INSERT
+# at its end (gates.events: batched), the new version's number, row and files one statement,
+# and the attestation's version and files one read; 11 with the move's fold (below).
+PROMOTION_STATEMENTS = {"postgresql": 11, "sqlite": 22}
 # The transition then went to 10 and 12: its statements prebuilt on the transaction's own
 # connection (tests/registry/test_transition_hot_path.py), one holders read instead of two, one
 # read for the gates of the stages it enters and leaves, the answer rendered from the move's
 # RETURNING row (its tags and aliases only are read).
-TRANSITION_STATEMENTS = {"postgresql": 10, "sqlite": 12}
+# Then 9 on PostgreSQL (session 9): the move sets the model's timestamp in its own statement.
+TRANSITION_STATEMENTS = {"postgresql": 9, "sqlite": 12}
 
 
 async def _promote_counted(

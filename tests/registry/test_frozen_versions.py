@@ -440,6 +440,43 @@ async def test_freezing_bytes_already_frozen_publishes_nothing_again(
     assert await storage.list(parse_artifact_path(f"{FROZEN_AREA}/staging")) == []
 
 
+async def test_a_freeze_removes_its_staging_only_when_publishing_did_not(
+    storage: ArtifactStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A published tree's staging is gone with the publish, and a folder without files stages
+    nothing, so neither asks the store to delete (one thread trip or request fewer); a publish
+    that fails still leaves no staging behind."""
+    from registry.artifacts.freeze import EMPTY_ROOT, freeze_tree
+
+    deleted: list[str] = []
+    real_delete = storage.delete
+
+    async def counted(path: Any) -> None:
+        deleted.append(str(path))
+        await real_delete(path)
+
+    monkeypatch.setattr(storage, "delete", counted)
+    staging = parse_artifact_path(f"{FROZEN_AREA}/staging")
+    await _put(storage, "0/p/model/MLmodel", os.urandom(64))
+    tree = await freeze_tree(storage, parse_artifact_path("0/p/model"))
+    # S3's publish removes its staged objects itself (one delete); local's rename consumes them.
+    by_publish = 0 if isinstance(storage, LocalStorage) else 1
+    assert tree.files and len(deleted) == by_publish, deleted
+    assert await storage.list(staging) == []
+    empty = await freeze_tree(storage, parse_artifact_path("0/nothing-here"))
+    assert empty.root == EMPTY_ROOT and empty.files == () and len(deleted) == by_publish
+
+    async def failing(*_args: Any) -> None:
+        raise OSError("the store went away mid-publish")
+
+    monkeypatch.setattr(storage, "publish_tree", failing)
+    await _put(storage, "0/q/model/MLmodel", os.urandom(64))
+    with pytest.raises(OSError):
+        await freeze_tree(storage, parse_artifact_path("0/q/model"))
+    assert len(deleted) == by_publish + 1
+    assert await storage.list(staging) == []
+
+
 async def test_a_partly_published_tree_is_completed_by_the_next_freeze_of_its_bytes(
     storage: ArtifactStorage,
 ) -> None:

@@ -12,7 +12,14 @@ from gates.events.service.deliveries import (
     redeliver,
     test_webhook,
 )
-from gates.events.service.outbox import emit, record_registry_event, registry_event_payloads
+from gates.events.service.outbox import (
+    batched,
+    drop_held_after,
+    emit,
+    held_count,
+    record_registry_event,
+    registry_event_payloads,
+)
 from gates.events.service.subscriptions import (
     MLFLOW,
     MLGATE,
@@ -35,14 +42,17 @@ from gates.events.service.subscriptions import (
 __all__ = [
     "MLFLOW",
     "MLGATE",
+    "batched",
     "create_subscription",
     "create_webhook",
     "delete_subscription",
     "delete_webhook",
+    "drop_held_after",
     "emit",
     "get_delivery",
     "get_subscription",
     "get_webhook",
+    "held_count",
     "list_deliveries",
     "list_subscriptions",
     "list_webhooks",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -14,7 +15,63 @@ from gates.events.event_types import is_well_formed
 from registry import events as registry_events
 from registry.events import RegistryEvent
 from tracking.core.clock import now_ms
+from tracking.core.db import dialect_name
 from tracking.core.driver import session_rows
+
+# The session.info key of the events held by :func:`batched` (absent: emit writes at once).
+_HELD = "gates.events.held"
+
+
+@contextlib.asynccontextmanager
+async def batched(session: AsyncSession) -> AsyncIterator[None]:
+    """Hold the events emitted in the block, and write them at its end in one statement.
+
+    For a request that emits several events in one transaction (a gate promotion: the version
+    registered, the stage moved, the decision): on PostgreSQL they are one INSERT (with their
+    subscribers) instead of one each; elsewhere they are written one by one at the block's
+    end. Either way they are written in the order emitted, in the caller's transaction,
+    before it commits, so they still commit or roll back with the change. An error in the block
+    drops them (the caller's transaction rolls back). Nothing may read the outbox inside the
+    block; a nested block joins the outer one. See :func:`held_count` for savepoints.
+    """
+    if _HELD in session.info:
+        yield
+        return
+    held: list[dict[str, Any]] = []
+    session.info[_HELD] = held
+    try:
+        yield
+    finally:
+        del session.info[_HELD]
+    await _write_held(session, held)
+
+
+def held_count(session: AsyncSession) -> int:
+    """How many events :func:`batched` holds (0 outside it); a savepoint notes it when it
+    begins and hands it to :func:`drop_held_after` when it rolls back."""
+    return len(session.info.get(_HELD, ()))
+
+
+def drop_held_after(session: AsyncSession, count: int) -> None:
+    """Drop the held events emitted after the first ``count`` (their savepoint rolled back)."""
+    held = session.info.get(_HELD)
+    if held is not None:
+        del held[count:]
+
+
+async def _write_held(session: AsyncSession, held: list[dict[str, Any]]) -> None:
+    if not held:
+        return
+    if dialect_name(session) != "postgresql":
+        for e in held:
+            await _write(session, e, prebuilt=e.pop("prebuilt"))
+        return
+    written = await store.insert_events_on_driver(await session_rows(session), held)
+    deliveries = []
+    for e in held:
+        pk, subscribers = written[e["event_id"]]
+        deliveries += _deliveries(pk, subscribers, e["created_at"])
+    await store.insert_deliveries(session, deliveries)
 
 
 async def emit(
@@ -33,51 +90,66 @@ async def emit(
     (default: ``payload["name"]``) is the registered model the event is about, used by
     subscriptions filtered to one model. ``payload`` must be JSON-serialisable. ``prebuilt``:
     write the event with prebuilt statements on the transaction's own connection (the caller
-    has nothing unflushed the event must follow).
+    has nothing unflushed the event must follow). Inside :func:`batched`, the event is held
+    and written at the block's end.
     """
     if not is_well_formed(event_type):
         raise ValueError(f"malformed event type {event_type!r} (expected 'entity.action')")
     if model_name is None and isinstance(payload.get("name"), str):
         model_name = payload["name"]
-    now = now_ms()
-    event_id = str(uuid.uuid4())
-    body = msgspec.json.encode(payload).decode()
-    if prebuilt and model_name is not None:
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "type": event_type,
+        "model_name": model_name,
+        "payload": msgspec.json.encode(payload).decode(),
+        "created_at": now_ms(),
+    }
+    held = session.info.get(_HELD)
+    if held is not None:
+        held.append({**event, "prebuilt": prebuilt})
+    else:
+        await _write(session, event, prebuilt=prebuilt)
+    return str(event["event_id"])
+
+
+async def _write(session: AsyncSession, e: dict[str, Any], *, prebuilt: bool) -> None:
+    """One event and its deliveries."""
+    if prebuilt and e["model_name"] is not None:
         pk, subscribers = await store.insert_model_event_on_driver(
             await session_rows(session),
-            event_id=event_id,
-            type_=event_type,
-            model_name=model_name,
-            payload=body,
-            created_at=now,
+            event_id=e["event_id"],
+            type_=e["type"],
+            model_name=e["model_name"],
+            payload=e["payload"],
+            created_at=e["created_at"],
         )
     else:
         pk, subscribers = await store.insert_event_for_subscribers(
             session,
-            event_id=event_id,
-            type_=event_type,
-            model_name=model_name,
-            payload=body,
-            created_at=now,
+            event_id=e["event_id"],
+            type_=e["type"],
+            model_name=e["model_name"],
+            payload=e["payload"],
+            created_at=e["created_at"],
         )
-    await store.insert_deliveries(
-        session,
-        [
-            {
-                "delivery_id": str(uuid.uuid4()),
-                "event_pk": pk,
-                "subscription_id": sub_id,
-                "status": "pending",
-                "attempts": 0,
-                "total_attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for sub_id in subscribers
-        ],
-    )
-    return event_id
+    await store.insert_deliveries(session, _deliveries(pk, subscribers, e["created_at"]))
+
+
+def _deliveries(pk: int, subscribers: list[str], now: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "delivery_id": str(uuid.uuid4()),
+            "event_pk": pk,
+            "subscription_id": sub_id,
+            "status": "pending",
+            "attempts": 0,
+            "total_attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for sub_id in subscribers
+    ]
 
 
 def _version(v: int | None) -> str | None:

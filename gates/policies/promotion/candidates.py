@@ -68,8 +68,11 @@ async def load_candidate(
 class Savepoint:
     """The savepoint a registration ran in, or None when it needed none (see below)."""
 
-    def __init__(self, tx: object | None) -> None:
+    def __init__(self, s: AsyncSession, tx: object | None, events: int) -> None:
+        self._s = s
         self._tx = tx
+        # The events held when it began (see gates.events: batched): a rollback drops later ones.
+        self._events = events
 
     async def commit(self) -> None:
         if self._tx is not None:
@@ -78,6 +81,7 @@ class Savepoint:
     async def rollback(self) -> None:
         assert self._tx is not None, "a registration without a savepoint cannot fail its digest"
         await self._tx.rollback()  # type: ignore[attr-defined]
+        ports.drop_events_after(self._s, self._events)
 
 
 async def register_candidate(
@@ -96,6 +100,7 @@ async def register_candidate(
     nothing can undo the registration: it then runs without a savepoint (two statements)."""
     assert candidate.run is not None
     certain = candidate.model_exists and fingerprint is not None and bool(fingerprint.digest)
+    events = ports.events_held(s)
     tx = None if certain else await s.begin_nested()
     if not candidate.model_exists:
         with contextlib.suppress(RegisteredModelAlreadyExists):
@@ -115,7 +120,7 @@ async def register_candidate(
     )
     candidate.digest = fingerprint.digest if fingerprint is not None else None
     candidate.digest_checked = True
-    return Savepoint(tx)
+    return Savepoint(s, tx, events)
 
 
 def create_request(req: PromoteRequest, model: str, run_id: str) -> CreateModelVersion:

@@ -14,7 +14,7 @@ from gates.approvals import service as approvals
 from gates.attestations import service as attestation_service
 from gates.attestations.keys import AttestationKeyring
 from gates.events.signing import SecretBox
-from gates.policies import oidc_trusts, service, store
+from gates.policies import oidc_trusts, ports, service, store
 from gates.policies.errors import IdempotencyKeyReused
 from gates.policies.evaluation import SKIP, Candidate, digest_check, evaluate, outcome_of
 from gates.policies.models import GateDecision
@@ -127,6 +127,30 @@ async def promote(
     stored = await _claim_decision(s, req, gate, caller, model, target, decision_id, trigger)
     if stored is not None:
         return stored
+    # The events of the registration, the move and the decision are written together at the
+    # end (one statement on PostgreSQL), still in this transaction.
+    async with ports.events_batched(s):
+        return await _decide(
+            s, req, gate, caller, model, target, decision_id, storage, fingerprint, candidate,
+            approval_ttl_hours, attestations,
+        )  # fmt: skip
+
+
+async def _decide(
+    s: AsyncSession,
+    req: PromoteRequest,
+    gate: service.ResolvedGate,
+    caller: Caller,
+    model: str,
+    target: str,
+    decision_id: str,
+    storage: ArtifactStorage | None,
+    fingerprint: VersionFingerprint | None,
+    candidate: Candidate | None,
+    approval_ttl_hours: int,
+    attestations: AttestationKeyring | None,
+) -> Promotion:
+    """Evaluate the claimed decision, act on it, record and announce it."""
     candidate, checks = await _evaluate(
         s, req, gate, caller, model, target, storage, fingerprint, candidate
     )
