@@ -241,3 +241,34 @@ async def test_an_external_sqlite3_writer_is_waited_for_without_stalling_the_loo
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT v FROM counter").fetchone() == (102,)
     conn.close()
+
+
+async def test_a_write_cancelled_while_an_external_writer_holds_the_lock_leaves_no_harm(
+    tmp_path: Path,
+) -> None:
+    # The cancelled request's thread still waits in SQLite's busy handler on its connection;
+    # rolling that connection back or closing it under the thread used to block the loop or
+    # crash sqlite3.
+    path = _fresh_file(tmp_path)
+    db = Database(_url(path), lock_timeout_ms=5000)
+    external = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    external.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.6, lambda: external.execute("COMMIT")).start()
+    try:
+        ticker = Ticker()
+        waiting = asyncio.create_task(_bump(db, "c", 0))
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await db.dispose()
+        await asyncio.sleep(0.05)
+        ticker.stop()
+        assert ticker.longest < 0.1, "the cancelled wait stalled the event loop"
+        await _bump(db, "c", 1)  # a new connection, once the external writer is done
+    finally:
+        await db.dispose()
+        external.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM log").fetchone() == (1,)
+    conn.close()

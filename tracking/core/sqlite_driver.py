@@ -342,16 +342,30 @@ class InLoopConnection:
         if self._writer_lock is not None:
             self._writer_lock.release()
 
+    def _abandon_if_waiting(self) -> None:
+        """A request cancelled while its thread still waits in the busy handler: the
+        connection is the thread's until then (touching it here would block the loop on
+        SQLite's connection mutex), so it is given up: the thread closes it, and the error
+        makes the pool discard it."""
+        with self._guard:
+            if not self._busy_wait_running:
+                return
+            self._connection = None
+            self._close_when_waited = True
+        raise sqlite3.OperationalError("database is locked")
+
     def commit_now(self) -> None:
         """COMMIT, then hand the writer lock on (also when COMMIT fails: the caller rolls back)."""
         try:
+            self._abandon_if_waiting()
             self._conn.commit()
         finally:
-            if not self._conn.in_transaction:
+            if not self._connection or not self._conn.in_transaction:
                 self._end_write()
 
     def rollback_now(self) -> None:
         try:
+            self._abandon_if_waiting()
             self._conn.rollback()
         finally:
             self._end_write()
