@@ -82,7 +82,9 @@ def _sqlite_engine(
     engine = create_async_engine(
         url,
         echo=echo,
-        async_creator=in_loop_creator(path, (*SQLITE_PRAGMAS, busy), lock_timeout_ms),
+        async_creator=in_loop_creator(
+            path, (*SQLITE_PRAGMAS, busy), lock_timeout_ms, writer=immediate
+        ),
         pool_size=pool_size,
         max_overflow=0 if immediate else pool_size,
         pool_timeout=60,

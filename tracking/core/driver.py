@@ -253,14 +253,14 @@ async def driver_rows(engine: AsyncEngine, *, write: bool) -> AsyncIterator[Driv
             yield rows
         except BaseException:
             if rows.in_transaction and rows._sqlite is not None:
-                rows._sqlite.rollback()
+                rows._driver.rollback_now()
             raise
         if rows.in_transaction and rows._sqlite is not None:
             try:
-                rows._sqlite.commit()
+                rows._driver.commit_now()
             except BaseException:
                 rows.failed = True
-                rows._sqlite.rollback()
+                rows._driver.rollback_now()
                 raise
     except BaseException as exc:
         if rows.failed or not isinstance(exc, Exception):
