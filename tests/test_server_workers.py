@@ -49,7 +49,11 @@ def _workers(server_pid: int, port: int) -> list[int]:
 def _owners(inodes: set[str], pids: list[int]) -> dict[str, int]:
     owners = {}
     for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except FileNotFoundError:  # the process exited meanwhile (a worker just killed)
+            continue
+        for fd in fds:
             try:
                 target = os.readlink(fd)
             except OSError:
