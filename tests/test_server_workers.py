@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO_ROOT, start_server, stop_server
+from tests.conftest import REPO_ROOT, LiveServer, start_server, stop_server
 
 LISTEN = "0A"  # TCP state in /proc/net/tcp
 
@@ -224,3 +224,50 @@ def test_workers_exit_when_the_supervisor_is_killed(database_url: str, tmp_path:
         _wait_for(lambda: not _listening_inodes(port), 10, "the port to be released")
     finally:
         stop_server(server)
+
+
+def _get_on(sock: socket.socket, port: int) -> bytes:
+    """One keep-alive ``GET /health`` on ``sock``; the answer's status line (b"" if closed)."""
+    sock.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b""
+        answer += chunk
+    head, body = answer.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:  # the whole answer, so the next read finds only a close
+        body += sock.recv(65536)
+    return head.split(b"\r\n", 1)[0]
+
+
+def test_idle_keep_alive_connections_stay_open_for_the_configured_time(
+    live_server: LiveServer, database_url: str, tmp_path: Path
+) -> None:
+    # The MLflow client pools connections and sends its next call after whatever pause the
+    # training script takes (log_model infers requirements for seconds). A connection the
+    # server closes as that call is sent is reset, so an idle one must outlive such pauses:
+    # uvicorn's own default (5 s) closed it. The setting reaches every worker.
+    short = start_server(
+        database_url, tmp_path, workers=2, extra_env={"MLGATE_KEEP_ALIVE_TIMEOUT": "1"}
+    )
+    try:
+        default_port = int(live_server.url.rsplit(":", 1)[1])
+        short_port = int(short.url.rsplit(":", 1)[1])
+        with (
+            socket.create_connection(("127.0.0.1", default_port), timeout=10) as kept,
+            socket.create_connection(("127.0.0.1", short_port), timeout=10) as closed,
+        ):
+            assert _get_on(kept, default_port) == b"HTTP/1.1 200 OK"
+            assert _get_on(closed, short_port) == b"HTTP/1.1 200 OK"
+            time.sleep(3)
+            assert closed.recv(1) == b""  # the server closed the idle connection
+            time.sleep(4)  # 7 s idle in all: past uvicorn's default
+            assert _get_on(kept, default_port) == b"HTTP/1.1 200 OK"
+    finally:
+        stop_server(short)

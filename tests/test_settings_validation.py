@@ -19,6 +19,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "port": ["0", "65536", "http", "80.5"],
     "workers": ["0", "-1", "two", "65"],
     "worker_timeout": ["0", "-1", "nan", "inf", "soon"],
+    "keep_alive_timeout": ["0", "-5", "3601", "1.5", "long"],
     "database_url": ["mysql://x/y", "mlgate.db", ""],
     "s3_endpoint_url": ["minio:9000", "ftp://x"],
     "url": ["mlgate:5000", "", "https://"],

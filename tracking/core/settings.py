@@ -50,6 +50,11 @@ class Settings:
     # With several workers: seconds a worker's event loop may go without a heartbeat before
     # the supervisor kills it and starts another (a hung worker would hold its connections).
     worker_timeout: float = 30.0
+    # Seconds an idle keep-alive connection stays open. Clients (the MLflow client's pooled
+    # session, a load balancer) reuse idle connections; one the server closes just as a request
+    # is sent on it is reset. Longer than a load balancer's idle timeout (60 s on AWS ALB) and
+    # than the pauses of a training script between calls, so that race is rare.
+    keep_alive_timeout: int = 75
     database_url: str = field(
         default_factory=lambda: f"sqlite:///{(DEFAULT_DATA_DIR / 'mlgate.db').as_posix()}"
     )
@@ -373,6 +378,7 @@ _RULES: dict[str, _Rule] = {
     "port": _between(1, 65535),
     "workers": _between(1, 64),
     "worker_timeout": _above(0, " seconds"),
+    "keep_alive_timeout": _between(1, 3600, " seconds"),
     "database_url": _url("sqlite:///", "sqlite+aiosqlite:///", "postgresql://", "postgresql+"),
     "s3_endpoint_url": _url("http://", "https://", optional=True),
     "url": _url("http://", "https://"),

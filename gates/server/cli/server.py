@@ -143,6 +143,7 @@ def _run_server(settings: Settings) -> int:
         # included; its access line replaces uvicorn's, which stays off (no duplicates).
         "log_config": None,
         "access_log": False,
+        "timeout_keep_alive": settings.keep_alive_timeout,
         # Only a configured proxy may say who the client is and whether it spoke HTTPS: the
         # client address keys login throttling, the scheme the UI's same-origin check.
         "proxy_headers": bool(settings.forwarded_allow_ips),
