@@ -126,28 +126,30 @@ async def append(
 
 
 def _pending(session: Session) -> list[_Pending]:
-    """The session's pending entries; the first call installs the session's commit hooks."""
+    """The session's pending entries (the hooks below act only on a session that has them)."""
     found = session.info.get(_PENDING)
     if found is None:
         found = session.info[_PENDING] = []
         session.info[_SAVEPOINTS] = {}
-        event.listen(session, "after_transaction_create", _on_transaction_create)
-        event.listen(session, "after_soft_rollback", _on_rollback)
-        event.listen(session, "before_commit", _on_commit)
     return cast(list[_Pending], found)
 
 
+# The commit hooks are the Session class's, installed once: listening on each session that
+# appends cost more CPU than the rest of a stage move's Python (SQLAlchemy builds a per-instance
+# dispatcher). A session that never appended has no pending list, and the hooks return at once.
 def _on_transaction_create(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.nested:
+    if transaction.nested and _PENDING in session.info:
         session.info[_SAVEPOINTS][id(transaction)] = len(session.info[_PENDING])
 
 
 def _on_rollback(session: Session, previous: SessionTransaction) -> None:
-    pending: list[_Pending] = session.info[_PENDING]
+    pending: list[_Pending] | None = session.info.get(_PENDING)
+    if pending is None:
+        return
     savepoints: dict[int, int] = session.info[_SAVEPOINTS]
     if previous.nested:
         # Entries appended after the savepoint began are undone with it. A savepoint opened
-        # before the first append (hooks not yet installed) began with nothing pending.
+        # before the first append (no pending list yet) began with nothing pending.
         del pending[savepoints.pop(id(previous), 0) :]
     elif previous.parent is None:
         pending.clear()
@@ -155,8 +157,13 @@ def _on_rollback(session: Session, previous: SessionTransaction) -> None:
 
 
 def _on_commit(session: Session) -> None:
-    if not session.in_nested_transaction():  # a savepoint's release chains nothing yet
-        write_pending(session)
+    if session.info.get(_PENDING) and not session.in_nested_transaction():
+        write_pending(session)  # (a savepoint's release chains nothing yet)
+
+
+event.listen(Session, "after_transaction_create", _on_transaction_create)
+event.listen(Session, "after_soft_rollback", _on_rollback)
+event.listen(Session, "before_commit", _on_commit)
 
 
 def record_around_seq(p: _Pending) -> tuple[str, str]:
