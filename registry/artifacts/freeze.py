@@ -47,16 +47,35 @@ def frozen_root(digest: str | None) -> ArtifactPath:
     return EMPTY_ROOT if digest is None else ArtifactPath((FROZEN_AREA, "sha256", digest))
 
 
+def tree_root_of(location: ArtifactPath) -> ArtifactPath:
+    """The root of the frozen tree a version's ``location`` is in: the location itself, or
+    its tree's root when it names the one file of a version registered over a file."""
+    parts = location.parts
+    if len(parts) > 3 and parts[:2] == (FROZEN_AREA, "sha256"):
+        return ArtifactPath(parts[:3])
+    return location
+
+
 @dataclass(frozen=True, slots=True)
 class FrozenTree:
-    """A frozen copy: its root in the store and the manifest of the bytes stored there."""
+    """A frozen copy: its root in the store and the manifest of the bytes stored there.
+
+    ``file`` is set when the source was one file, not a folder: the copy's root then holds
+    that file under its own name, and the version is served at ``location`` (the file), as
+    MLflow serves a version registered over a file.
+    """
 
     root: ArtifactPath
     files: tuple[ManifestEntry, ...]
+    file: str | None = None
 
     @property
     def digest(self) -> str | None:
         return manifest_digest(self.files)
+
+    @property
+    def location(self) -> ArtifactPath:
+        return self.root if self.file is None else self.root.joinpath(self.file)
 
 
 async def freeze_tree(
@@ -68,6 +87,15 @@ async def freeze_tree(
     appears after the listing: the manifest describes exactly the bytes that were copied.
     """
     files = await list_files(storage, source, max_files)
+    single: str | None = None
+    if not files and not source.is_root:
+        stat = await storage.stat(source)
+        if stat is not None and not stat.is_dir:
+            # The source is one file (``.../artifacts/model.onnx``): its copy is a tree of
+            # that one file, copied like any other.
+            single = source.name
+            source = source.parent
+            files = [ArtifactPath((single,))]
     if not files:
         # Nothing to copy: no staging folder is made, so none is removed (one thread trip
         # fewer for a run without files).
@@ -108,4 +136,6 @@ async def freeze_tree(
         if not published:
             with contextlib.suppress(MlflowError, OSError):
                 await storage.delete(staging)
-    return FrozenTree(root, entries)
+    if single is not None and not entries:  # the file went away before its copy
+        return FrozenTree(frozen_root(None), ())
+    return FrozenTree(root, entries, single)

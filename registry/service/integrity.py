@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import store
 from registry.artifacts.external import ExternalSources, freeze_external
-from registry.artifacts.freeze import freeze_tree
+from registry.artifacts.freeze import freeze_tree, tree_root_of
 from registry.artifacts.manifest import (
     MAX_MANIFEST_FILES,
     FileCheck,
@@ -68,6 +68,8 @@ class VersionFingerprint:
     location: str
     files: tuple[ManifestEntry, ...]
     frozen_root: ArtifactPath
+    # What the version serves: the root, or the one file in it when the source was a file.
+    frozen_location: ArtifactPath | None = None
 
     @property
     def digest(self) -> str | None:
@@ -88,7 +90,7 @@ async def freeze_version_files(
         tree = await freeze_external(storage, external or ExternalSources(), location)
     else:
         tree = await freeze_tree(storage, parse_artifact_uri(location))
-    return VersionFingerprint(location, tree.files, tree.root)
+    return VersionFingerprint(location, tree.files, tree.root, tree.location)
 
 
 # --- the artifact write guard --------------------------------------------------------------------
@@ -282,7 +284,7 @@ async def verify_fingerprint(
     storage: ArtifactStorage, recorded: RecordedFingerprint
 ) -> VerifyReport:
     """Re-read every stored byte under the version's location and compare with the record."""
-    actual = await fingerprint_tree(storage, parse_artifact_uri(recorded.location))
+    actual = await fingerprint_tree(storage, tree_root_of(parse_artifact_uri(recorded.location)))
     return VerifyReport(
         recorded, compare_manifests(recorded.files, actual), manifest_digest(actual)
     )

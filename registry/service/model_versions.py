@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry import events, store
-from registry.artifacts.freeze import EMPTY_ROOT
+from registry.artifacts.freeze import EMPTY_ROOT, tree_root_of
 from registry.artifacts.manifest import manifest_digest
 from registry.artifacts.paths import ArtifactPath, parse_artifact_uri
 from registry.errors import InvalidSource, ModelVersionNotFound, RegisteredModelNotFound
@@ -243,11 +243,12 @@ async def register_version(
         if fingerprint is not None
         else parse_artifact_uri(resolved.storage_location)
     )
+    served = (fingerprint.frozen_location if fingerprint is not None else None) or root
     files = [(f.path, f.size, f.sha256) for f in entries]
     out = await _insert_version(
         s,
         checked,
-        _Files(root.to_uri(), root.posix, manifest_digest(entries), files),
+        _Files(served.to_uri(), root.posix, manifest_digest(entries), files),
         actor=actor,
         run_link=req.run_link,
     )
@@ -499,7 +500,7 @@ async def version_artifact_root(
 ) -> ArtifactPath:
     """The store path of a version's files (for the artifact layer's model-version downloads)."""
     row = await find_version(s, await find_model(s, name), version)
-    return parse_artifact_uri(row.storage_location)
+    return tree_root_of(parse_artifact_uri(row.storage_location))
 
 
 async def versions_of_run(

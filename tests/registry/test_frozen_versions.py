@@ -289,6 +289,47 @@ def test_every_source_form_registers_a_shared_frozen_copy_that_survives_the_run(
     assert uris["2"] == f"mlflow-artifacts:/{FROZEN_AREA}/sha256/{digest}"
 
 
+def test_a_version_registered_over_one_file_freezes_and_serves_that_file(
+    server: LiveServer, client_on: MlflowClient, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # A source may name one file (an ONNX export, say), as MLflow allows. Its copy must hold
+    # that file: it was frozen as an empty folder, so the version served nothing at all.
+    data = os.urandom(3000)
+    name = f"one-file-{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        run_id, root = _new_run(http)
+        http.put(f"{ARTIFACTS}/{root}/model.onnx", content=data).raise_for_status()
+        http.post(f"{API}/registered-models/create", json={"name": name}).raise_for_status()
+    version = client_on.create_model_version(
+        name, f"mlflow-artifacts:/{root}/model.onnx", run_id=run_id
+    )
+    assert version.source == f"mlflow-artifacts:/{root}/model.onnx"
+    uri = client_on.get_model_version_download_uri(name, version.version)
+    digest = manifest_digest([ManifestEntry("model.onnx", len(data), sha256_hex(data))])
+    assert uri == f"mlflow-artifacts:/{FROZEN_AREA}/sha256/{digest}/model.onnx"
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        # The run's file changes afterwards; the version's does not.
+        http.put(f"{ARTIFACTS}/{root}/model.onnx", content=b"changed").raise_for_status()
+        files = http.get(
+            f"{MLGATE}/model-versions/files", params={"name": name, "version": version.version}
+        )
+        # The UI's download route finds the file in the version's tree.
+        ui = http.get(
+            "/model-versions/get-artifact",
+            params={"name": name, "version": version.version, "path": "model.onnx"},
+        )
+    assert ui.status_code == 200 and ui.content == data
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path)))
+    assert local.name == "model.onnx" and local.read_bytes() == data
+    assert files.status_code == 200, files.text
+    assert [(f["path"], f["size"]) for f in files.json()["files"]] == [("model.onnx", 3000)]
+    # The audit tool checks the copy's bytes against the recorded manifest.
+    report = _verify(server, request.getfixturevalue("database_url"), f"models:/{name}/1",
+                     _moto_for(server, request))  # fmt: skip
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "OK        model.onnx" in report.stdout
+
+
 @pytest.mark.compat
 def test_official_client_loads_production_after_the_logged_files_are_deleted(
     server: LiveServer, client_on: MlflowClient, database_url: str, request: pytest.FixtureRequest
