@@ -136,6 +136,5 @@ async def freeze_tree(
         if not published:
             with contextlib.suppress(MlflowError, OSError):
                 await storage.delete(staging)
-    if single is not None and not entries:  # the file went away before its copy
-        return FrozenTree(frozen_root(None), ())
-    return FrozenTree(root, entries, single)
+    # (A file that went away before its copy leaves the empty tree, served as a folder.)
+    return FrozenTree(root, entries, single if entries else None)

@@ -69,7 +69,7 @@ class VersionFingerprint:
     files: tuple[ManifestEntry, ...]
     frozen_root: ArtifactPath
     # What the version serves: the root, or the one file in it when the source was a file.
-    frozen_location: ArtifactPath | None = None
+    frozen_location: ArtifactPath
 
     @property
     def digest(self) -> str | None:

@@ -243,7 +243,7 @@ async def register_version(
         if fingerprint is not None
         else parse_artifact_uri(resolved.storage_location)
     )
-    served = (fingerprint.frozen_location if fingerprint is not None else None) or root
+    served = fingerprint.frozen_location if fingerprint is not None else root
     files = [(f.path, f.size, f.sha256) for f in entries]
     out = await _insert_version(
         s,
